@@ -1,0 +1,71 @@
+"""Deskroute: routes new helpdesk tickets, and learns from agents' re-routes."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
+
+from connector.settings import Settings
+
+__all__ = ["Settings", "create_app"]
+
+
+def create_app(settings: Settings | None = None, *, services: object | None = None) -> Flask:
+    """The web app: webhooks, /health and /metrics. Workers and the scheduler start elsewhere.
+
+    Args:
+        settings: defaults to the environment and `.env`.
+        services: a prebuilt connector.services.Services (tests, `deskroute serve`).
+    """
+    from connector import webhooks
+    from connector.logs import configure_logging
+    from connector.metrics import make_registry
+    from connector.services import Services
+
+    if services is None:
+        if settings is None:  # the production entry point (gunicorn): configure from the environment
+            settings = Settings()
+            configure_logging(settings.deskroute_log_level, settings.deskroute_log_format)
+        services = Services(settings)
+        services.report_platforms()
+    assert isinstance(services, Services)
+    settings = services.settings
+
+    app = Flask(__name__)
+    # Werkzeug enforces this on bodies without Content-Length too (chunked uploads).
+    app.config["MAX_CONTENT_LENGTH"] = settings.deskroute_max_body_bytes
+    registry, webhook_requests = make_registry(services.store)
+    app.extensions["deskroute"] = services
+    app.extensions["deskroute.webhook_requests"] = webhook_requests
+    app.register_blueprint(webhooks.bp)
+
+    @app.get("/health")
+    def health() -> tuple[Response, int]:
+        """Liveness and configuration at a glance; 503 if the database can't be read."""
+        body: dict[str, object] = {"platforms": {
+            name: {"configured": True} if name in services.platforms
+            else {"configured": False, "missing": services.unconfigured.get(name, [])}
+            for name in services.mappings
+        }}
+        try:
+            services.store.ping()
+            body["queue"] = services.store.queue_health(now=services.clock())
+            body["model_version"] = services.store.active_model_version()
+        except Exception as exc:  # any database failure is reported, not raised
+            body.update(status="unavailable", database=type(exc).__name__)
+            return jsonify(body), 503
+        body.update(status="ok", database="ok", shadow=settings.deskroute_shadow)
+        return jsonify(body), 200
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        """JSON errors everywhere, so webhook senders and scripts can read them."""
+        return jsonify(error=exc.description or exc.name), exc.code or 500
+
+    return app

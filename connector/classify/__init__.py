@@ -1,0 +1,1 @@
+"""The classification cascade and its tiers: rules.py, local.py, cascade.py."""

@@ -1,0 +1,71 @@
+"""The classification cascade: guardrails, then rules, then the local model, then triage.
+
+The first tier whose confidence clears the threshold decides. A guardrail hit sends the ticket to
+humans whatever the tiers say, but the tiers still run (cheap, local) so the note can carry a best guess.
+"""
+
+from __future__ import annotations
+
+import time
+
+from connector.classify.local import LocalModel
+from connector.classify.rules import RulesTier
+from connector.models import Classification, TierResult
+
+
+class Cascade:
+    """Runs the tiers in order and reports which one decided."""
+
+    def __init__(self, *, rules: RulesTier, local: LocalModel | None, threshold: float,
+                 model_version: str | None = None):
+        self.rules = rules
+        self.local = local
+        self.threshold = threshold
+        self.model_version = model_version
+
+    def _local(self, text: str) -> TierResult | None:
+        if self.local is None:
+            return None
+        prediction = self.local.predict(text)
+        if prediction.label is None:
+            reason = f"local model: out of scope ({prediction.confidence:.2f})"
+        else:
+            runner_up = next(((label, p) for label, p in prediction.ranked[1:]), None)
+            reason = f"local model: {prediction.confidence:.2f}"
+            if runner_up:
+                reason += f" (next: {runner_up[0]} {runner_up[1]:.2f})"
+        return TierResult(tier="local", category=prediction.label, confidence=prediction.confidence, reason=reason)
+
+    def classify(self, text: str) -> Classification:
+        """Classify one ticket's text."""
+        started = time.perf_counter()
+        guardrail = self.rules.guardrail(text)
+        tiers: list[TierResult] = []
+        decided: TierResult | None = None
+        for run in (self.rules.classify, self._local):
+            result = run(text)
+            if result is None:
+                continue
+            tiers.append(result)
+            if result.category is not None and result.confidence >= self.threshold:
+                decided = result
+                break
+        latency_ms = (time.perf_counter() - started) * 1000
+        common = {"tiers": tiers, "model_version": self.model_version, "latency_ms": round(latency_ms, 3)}
+        if guardrail:
+            return Classification(category=None, confidence=1.0, tier="rules", guardrail=guardrail.name,
+                                  priority=guardrail.priority,
+                                  reason=f"guardrail '{guardrail.name}' needs a person to review", **common)
+        if decided:
+            return Classification(category=decided.category, confidence=decided.confidence, tier=decided.tier,
+                                  reason=decided.reason, **common)
+        best = max(tiers, key=lambda t: t.confidence, default=None)
+        if best is None or best.category is None:
+            reason = "no tier could place this ticket"
+            if best is not None and best.tier == "local":
+                reason = best.reason
+        else:
+            reason = (f"not confident enough: best guess {best.category} at {best.confidence:.2f} ({best.tier}),"
+                      f" below {self.threshold:.2f}")
+        return Classification(category=None, confidence=best.confidence if best else 0.0, tier="triage",
+                              reason=reason, **common)

@@ -1,0 +1,233 @@
+"""The `deskroute` command (also `python -m connector`)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connector.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic explains which variable is wrong
+        raise click.ClickException(f"invalid settings: {exc}") from exc
+
+
+def _services(settings: Settings | None = None) -> Any:
+    from connector.mappings import MappingError
+    from connector.services import Services
+
+    try:
+        return Services(settings or _settings())
+    except MappingError as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from exc
+
+
+def _exit_on_sigterm() -> None:
+    # Turn SIGTERM (Heroku, systemd, docker stop) into a normal exit so `finally:` blocks run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
+@click.group()
+@click.version_option(package_name="deskroute")
+def main() -> None:
+    """Deskroute routes new helpdesk tickets to the right group, and learns from agents' re-routes."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--threads", default=8, show_default=True, type=int, help="Web server threads.")
+def serve(host: str, port: int, threads: int) -> None:
+    """Run the web app, the worker and the scheduler in one process."""
+    import waitress
+
+    from connector import create_app
+    from connector.logs import configure_logging
+    from connector.scheduler import init_scheduler
+
+    settings = _settings()
+    configure_logging(settings.deskroute_log_level, settings.deskroute_log_format)
+    services = _services(settings)
+    services.report_platforms()
+    app = create_app(services=services)
+    pool = services.start_workers()
+    scheduler = init_scheduler(services) if settings.deskroute_scheduler else None
+    if scheduler:
+        scheduler.start()
+    _exit_on_sigterm()
+    for name in services.mappings:
+        state = "configured" if name in services.platforms else \
+            f"not configured (set {', '.join(services.unconfigured.get(name, []))})"
+        click.echo(f"{name}: {state}", err=True)
+    click.echo(f"Deskroute listening on http://{host}:{port}  (health: /health, metrics: /metrics)", err=True)
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="deskroute", _quiet=True)
+    finally:
+        pool.stop()
+        if scheduler:
+            scheduler.shutdown(wait=False)
+
+
+@main.command()
+def worker() -> None:
+    """Run the worker and the scheduler only (the Procfile's worker: line)."""
+    from connector.logs import configure_logging
+    from connector.scheduler import init_scheduler
+
+    settings = _settings()
+    configure_logging(settings.deskroute_log_level, settings.deskroute_log_format)
+    services = _services(settings)
+    services.report_platforms()
+    pool = services.start_workers()
+    scheduler = init_scheduler(services) if settings.deskroute_scheduler else None
+    if scheduler:
+        scheduler.start()
+    _exit_on_sigterm()
+    click.echo(f"Deskroute worker running ({settings.deskroute_worker_threads} thread(s))", err=True)
+    try:
+        while not pool.stop_event.wait(1.0):
+            pass
+    finally:
+        pool.stop()
+        if scheduler:
+            scheduler.shutdown(wait=False)
+
+
+@main.command()
+@click.option("--subject", default="", help="Ticket subject.")
+@click.option("--body", default="", help="Ticket body.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def classify(subject: str, body: str, as_json: bool) -> None:
+    """Classify one ticket with the active model, and show where each helpdesk would route it."""
+    from connector.feedback import ensure_model
+    from connector.models import Ticket
+
+    services = _services()
+    ensure_model(services.store, services.taxonomy)
+    ticket = Ticket(platform="cli", id="0", subject=subject, description=body)
+    if not ticket.text:
+        raise click.UsageError("give --subject and/or --body")
+    classification = services.router.classify(ticket.text)
+    decisions = {name: services.router.decide(name, classification) for name in services.mappings}
+    if as_json:
+        click.echo(json.dumps({"classification": classification.model_dump(mode="json"),
+                               "decisions": {k: v.model_dump(mode="json") for k, v in decisions.items()}}, indent=2))
+        return
+    c = classification
+    click.echo(f"category:   {c.category or '(none: triage)'}")
+    click.echo(f"confidence: {c.confidence:.2f}")
+    click.echo(f"tier:       {c.tier}" + (f"  (guardrail: {c.guardrail})" if c.guardrail else ""))
+    click.echo(f"reason:     {c.reason}")
+    click.echo(f"model:      {c.model_version or '-'}   ({c.latency_ms:.1f} ms)")
+    for name, d in decisions.items():
+        click.echo(f"{name}: group {d.group_id}, priority {d.priority}, tags {' '.join(d.tags)}")
+
+
+def _load_data(paths: tuple[Path, ...]) -> Any:
+    from connector.datasets import DatasetError, load_dataset
+
+    try:
+        data = load_dataset(paths[0])
+        for path in paths[1:]:
+            data = data + load_dataset(path)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return data
+
+
+@main.command()
+@click.option("--data", "paths", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Labelled CSV or JSONL file (subject, body or text, category). Repeatable.")
+@click.option("--model-out", type=click.Path(path_type=Path),
+              help="Write the model to this file instead of making it the app's active model.")
+def train(paths: tuple[Path, ...], model_out: Path | None) -> None:
+    """Train the local model.
+
+    With --model-out, trains on the files alone and writes a model file. Without it, trains on the
+    taxonomy's examples plus the files and activates the result, but only if every label in the files
+    is a taxonomy category.
+    """
+    from connector.classify.local import LocalModel
+    from connector.feedback import LabelMismatch, train_active
+
+    data = _load_data(paths)
+    started = time.perf_counter()
+    if model_out is not None:
+        try:
+            model = LocalModel.train(data.texts, data.labels)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        model.save(model_out)
+        click.echo(f"trained on {len(data)} examples, {len(model.labels)} labels, "
+                   f"in {time.perf_counter() - started:.1f} s; wrote {model_out}")
+        return
+    services = _services()
+    try:
+        version = train_active(services.store, services.taxonomy, data, source=",".join(map(str, paths)))
+    except LabelMismatch as exc:
+        raise click.ClickException(f"not replacing the active model: {exc}. Add the categories to "
+                                   "taxonomy.yaml, or train a separate model with --model-out.") from exc
+    click.echo(f"trained on {len(data)} examples plus the taxonomy's, in {time.perf_counter() - started:.1f} s;"
+               f" model v{version} is now active")
+
+
+@main.command(name="eval")
+@click.option("--data", "path", required=True, type=click.Path(path_type=Path), help="Labelled CSV or JSONL file.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path, exists=True),
+              help="A model file to score alone (the local tier). Default: the app's whole cascade.")
+@click.option("--predictions", type=click.Path(path_type=Path),
+              help="Write one JSON object per input row, in order: category, confidence, tier, label.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def evaluate(path: Path, model_path: Path | None, predictions: Path | None, as_json: bool) -> None:
+    """Score a model (or the app's cascade) on a labelled file."""
+    from connector.classify.evaluation import score
+    from connector.classify.local import LocalModel, ModelFormatError
+    from connector.feedback import ensure_model
+
+    data = _load_data((path,))
+    if model_path is not None:
+        try:
+            model = LocalModel.load(model_path)
+        except ModelFormatError as exc:
+            raise click.ClickException(f"{model_path}: {exc}") from exc
+
+        def predict(text: str) -> tuple[str | None, float, str]:
+            p = model.predict(text)
+            return p.label, p.confidence, "local"
+    else:
+        services = _services()
+        ensure_model(services.store, services.taxonomy)
+        cascade = services.router.cascade()
+
+        def predict(text: str) -> tuple[str | None, float, str]:
+            c = cascade.classify(text)
+            return c.category, c.confidence, c.tier
+
+    rows, timings = [], []
+    for text in data.texts:
+        started = time.perf_counter()
+        rows.append(predict(text))
+        timings.append((time.perf_counter() - started) * 1000)
+    result: dict[str, Any] = score(data.labels, [r[0] for r in rows], [r[1] for r in rows])
+    result["p50_ms"] = round(statistics.median(timings), 3)
+    result["p95_ms"] = round(statistics.quantiles(timings, n=20)[-1], 3) if len(timings) > 1 else result["p50_ms"]
+    if predictions is not None:
+        with predictions.open("w", encoding="utf-8") as out:
+            for (category, confidence, tier), label in zip(rows, data.labels, strict=True):
+                out.write(json.dumps({"category": category, "confidence": round(confidence, 6), "tier": tier,
+                                      "label": label}) + "\n")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")

@@ -1,0 +1,210 @@
+"""The admin's configuration: the taxonomy and, per helpdesk, where each category goes.
+
+`mappings/taxonomy.yaml` names the categories (description, keywords, example tickets, default
+priority) and the guardrails. `mappings/<platform>.yaml` maps each category to a group id, tags and
+a priority, plus the triage route. Both are validated at startup; an error names the file and key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from connector.models import ROUTED_TAG, TRIAGE_TAG, Classification, Priority, RoutingDecision, TierResult
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
+# Zendesk tags can't hold spaces and are lower-cased by Zendesk; Freshdesk accepts the same set.
+TAG_PATTERN = r"^[a-z0-9][a-z0-9_\-:./]{0,79}$"
+PACKAGED_MAPPINGS = Path(__file__).parent / "default_mappings"
+PROJECT_MAPPINGS = Path(__file__).parent.parent / "mappings"
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
+
+
+def _id_text(value: Any) -> Any:
+    # YAML reads 360000123 as an int; ids are strings everywhere else.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+GroupId = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=64)]
+
+
+class MappingError(ValueError):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+class Category(BaseModel):
+    """One routing category."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = Field(min_length=1)
+    keywords: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list)
+    priority: Priority = "normal"
+
+
+class Guardrail(BaseModel):
+    """Phrases that send a ticket to humans at high priority, whatever the tiers say."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    patterns: list[str] = Field(min_length=1)
+    priority: Priority = "high"
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from exc
+        return patterns
+
+
+class Taxonomy(BaseModel):
+    """Every category the router may choose, and the guardrails."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = 1
+    categories: dict[Name, Category] = Field(min_length=1)
+    guardrails: list[Guardrail] = Field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever anything in the taxonomy changes."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def examples(self) -> tuple[list[str], list[str]]:
+        """(texts, labels) from every category's example tickets."""
+        texts, labels = [], []
+        for name, category in self.categories.items():
+            texts.extend(category.examples)
+            labels.extend([name] * len(category.examples))
+        return texts, labels
+
+
+class Route(BaseModel):
+    """Where a category goes in one helpdesk."""
+
+    model_config = ConfigDict(extra="forbid")
+    group_id: GroupId
+    tags: list[Tag] = Field(default_factory=list)
+    priority: Priority | None = None
+
+
+class PlatformMapping(BaseModel):
+    """One helpdesk's routes."""
+
+    model_config = ConfigDict(extra="forbid")
+    triage: Route
+    categories: dict[Name, Route]
+
+
+def resolve_dir(directory: Path) -> Path:
+    """The configured folder; if that default doesn't exist here, the project's or the packaged defaults."""
+    if directory.exists() or directory.is_absolute() or directory != Path("mappings"):
+        return directory
+    for fallback in (PROJECT_MAPPINGS, PACKAGED_MAPPINGS):
+        if fallback.exists():
+            return fallback
+    return directory
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise MappingError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _validated(model: type[BaseModel], path: Path) -> Any:
+    try:
+        return model.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        problems = [f"{path}: {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                    for err in exc.errors()]
+        raise MappingError("\n".join(problems)) from None
+
+
+def load_taxonomy(directory: Path) -> Taxonomy:
+    """Read and validate taxonomy.yaml."""
+    return _validated(Taxonomy, directory / "taxonomy.yaml")
+
+
+def load_mapping(directory: Path, platform: str, taxonomy: Taxonomy) -> PlatformMapping:
+    """Read <platform>.yaml and check that it routes exactly the taxonomy's categories."""
+    path = directory / f"{platform}.yaml"
+    mapping: PlatformMapping = _validated(PlatformMapping, path)
+    missing = [name for name in taxonomy.categories if name not in mapping.categories]
+    unknown = [name for name in mapping.categories if name not in taxonomy.categories]
+    problems = [f"{path}: categories.{name}: missing; every taxonomy category needs a route" for name in missing]
+    problems += [f"{path}: categories.{name}: not a category in taxonomy.yaml" for name in unknown]
+    if problems:
+        raise MappingError("\n".join(problems))
+    return mapping
+
+
+def confidence_band(confidence: float) -> str:
+    """Coarse band for tags, so agents can filter views by how sure the router was."""
+    return "high" if confidence >= 0.9 else "medium" if confidence >= 0.75 else "low"
+
+
+def decide(classification: Classification, mapping: PlatformMapping, taxonomy: Taxonomy) -> RoutingDecision:
+    """Turn a classification into the group, tags, priority and note to write back."""
+    category = classification.category
+    triage = category is None or classification.guardrail is not None or category not in mapping.categories
+    route = mapping.triage if triage else mapping.categories[category]  # type: ignore[index]
+    if classification.guardrail:
+        priority = classification.priority or "high"
+    else:
+        priority = (route.priority or (taxonomy.categories[category].priority if category in taxonomy.categories
+                                       else None) or classification.priority or "normal")
+    tags = [ROUTED_TAG, *route.tags]
+    if triage:
+        tags.append(TRIAGE_TAG)
+        if classification.guardrail:
+            tags.append(f"deskroute_guardrail_{classification.guardrail}")
+    else:
+        tags.append(f"deskroute_{category}")
+    tags += [f"deskroute_tier_{classification.tier}", f"deskroute_conf_{confidence_band(classification.confidence)}"]
+    return RoutingDecision(
+        category=None if triage else category, group_id=route.group_id, tags=list(dict.fromkeys(tags)),
+        priority=priority, note=_note(classification, triage, route.group_id), triage=triage,
+        tier=classification.tier, confidence=classification.confidence, reason=classification.reason,
+    )
+
+
+def _note(classification: Classification, triage: bool, group_id: str) -> str:
+    c = classification
+    if not triage:
+        return (f"Deskroute routed this ticket to {c.category} (group {group_id}).\n"
+                f"Category: {c.category} | confidence {c.confidence:.2f} | tier: {c.tier}\n"
+                f"Reason: {c.reason}")
+    lines = [f"Deskroute sent this ticket to triage (group {group_id}) for a person to route.",
+             f"Reason: {c.reason}"]
+    guesses = sorted((t for t in c.tiers if t.category), key=lambda t: t.confidence, reverse=True)
+    if guesses:
+        best = guesses[0]
+        lines.append(f"Best guess: {best.category} | confidence {best.confidence:.2f} | tier: {best.tier}")
+    return "\n".join(lines)
+
+
+def triage_instead(decision: RoutingDecision, mapping: PlatformMapping, taxonomy: Taxonomy, *,
+                   reason: str) -> RoutingDecision:
+    """The triage route for a ticket whose first decision the helpdesk refused (e.g. a deleted group)."""
+    guess = TierResult(tier=decision.tier, category=decision.category, confidence=decision.confidence,
+                       reason=decision.reason)
+    fallback = Classification(category=None, confidence=decision.confidence, tier=decision.tier, reason=reason,
+                              priority=decision.priority, tiers=[guess])
+    return decide(fallback, mapping, taxonomy)

@@ -1,0 +1,65 @@
+"""`GET /metrics` in Prometheus text format.
+
+Event, decision and latency figures are read from the store at scrape time, so they are right
+whether the worker runs in this process or another one, and survive restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from connector.store import FINAL_STATES, Store
+
+# Seconds from a webhook's arrival to its job's final state.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+
+class StoreCollector:
+    """Counters and a histogram computed from the events and tickets tables."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        received = CounterMetricFamily("deskroute_events_received", "Webhook events accepted into the queue.",
+                                       labels=["platform", "kind"])
+        finished = CounterMetricFamily("deskroute_events_finished", "Events that reached a final state.",
+                                       labels=["platform", "kind", "state", "outcome"])
+        waiting = GaugeMetricFamily("deskroute_queue_jobs", "Jobs not yet finished.", labels=["state"])
+        received_totals: dict[tuple[str, str], int] = {}
+        waiting_totals: dict[str, int] = {"pending": 0, "running": 0}
+        for row in self.store.event_counts():
+            key = (row["platform"], row["kind"])
+            received_totals[key] = received_totals.get(key, 0) + row["n"]
+            if row["state"] in FINAL_STATES:
+                finished.add_metric([row["platform"], row["kind"], row["state"], row["outcome"] or ""], row["n"])
+            else:
+                waiting_totals[row["state"]] = waiting_totals.get(row["state"], 0) + row["n"]
+        for (platform, kind), n in sorted(received_totals.items()):
+            received.add_metric([platform, kind], n)
+        for state, n in sorted(waiting_totals.items()):
+            waiting.add_metric([state], n)
+
+        decisions = CounterMetricFamily("deskroute_decisions", "Tickets classified, by the tier that decided.",
+                                        labels=["platform", "tier"])
+        for row in self.store.decision_counts():
+            decisions.add_metric([row["platform"], row["tier"]], row["n"])
+
+        counts, total, n = self.store.latency_histogram(LATENCY_BUCKETS)
+        buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS, counts, strict=True)] + [("+Inf", n)]
+        latency = HistogramMetricFamily("deskroute_processing_seconds",
+                                        "Seconds from webhook arrival to the job's final state.",
+                                        buckets=buckets, sum_value=total)
+        yield from (received, finished, waiting, decisions, latency)
+
+
+def make_registry(store: Store) -> tuple[CollectorRegistry, Counter]:
+    """A registry for one app, and its per-process counter of webhook responses."""
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    requests = Counter("deskroute_webhook_requests", "Webhook requests answered by this process, by status.",
+                       ["platform", "status"], registry=registry)
+    return registry, requests

@@ -1,0 +1,117 @@
+"""The plain data that flows between webhooks, the queue, the classifier and the helpdesk adapters.
+
+`platforms/` imports only this module from `connector`, so nothing here may import Flask or the store.
+IDs are strings everywhere: Zendesk's are 64-bit integers, Zendesk webhook ids are ULIDs, and a third
+helpdesk may use anything.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Priority = Literal["low", "normal", "high", "urgent"]
+PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
+Tier = Literal["rules", "local", "llm", "triage"]
+EventKind = Literal["ticket.created", "ticket.group_changed"]
+
+# The tag every write-back carries. It tells our own earlier write apart from an agent's (the loop
+# guard in triggers), and tells a retried job that its write already landed.
+ROUTED_TAG = "deskroute_routed"
+TRIAGE_TAG = "deskroute_needs_triage"
+
+
+class Ticket(BaseModel):
+    """A helpdesk ticket as the router sees it."""
+
+    platform: str
+    id: str
+    subject: str = ""
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    group_id: str | None = None
+    priority: Priority | None = None
+    status: str | None = None
+    # The helpdesk's own last-modified stamp, sent back for optimistic concurrency (Zendesk safe_update).
+    updated_at: str | None = None
+    via: str | None = None
+
+    @property
+    def text(self) -> str:
+        """Subject and body, as the classifier reads them."""
+        return f"{self.subject}\n{self.description}".strip()
+
+
+class TicketEvent(BaseModel):
+    """One webhook delivery we accepted, reduced to what the worker needs (never ticket text)."""
+
+    platform: str
+    kind: EventKind
+    ticket_id: str
+    # Two deliveries with the same key are the same event; the store keeps only the first.
+    dedup_key: str
+    # The sender's id for this delivery (Zendesk event id or invocation id), for support and logs.
+    source_id: str | None = None
+    occurred_at: datetime | None = None
+    # ticket.group_changed only:
+    group_id: str | None = None
+    previous_group_id: str | None = None
+    actor_id: str | None = None
+    via: str | None = None
+
+
+class Ignored(BaseModel):
+    """A valid delivery that needs no work, answered with 200 {"ignored": reason}."""
+
+    reason: str
+
+
+class Group(BaseModel):
+    """A helpdesk group that tickets can be routed to."""
+
+    id: str
+    name: str
+
+
+class Classification(BaseModel):
+    """What the cascade concluded about a ticket, and how."""
+
+    category: str | None
+    confidence: float = Field(ge=0.0, le=1.0)
+    tier: Tier
+    reason: str
+    priority: Priority | None = None
+    # The guardrail that forced human review, if any; it wins over every tier.
+    guardrail: str | None = None
+    # Each tier's best guess and confidence, in the order they ran.
+    tiers: list[TierResult] = Field(default_factory=list)
+    model_version: str | None = None
+    latency_ms: float = 0.0
+
+
+class TierResult(BaseModel):
+    """One tier's answer, kept for the record even when it didn't decide."""
+
+    tier: Tier
+    category: str | None
+    confidence: float
+    reason: str = ""
+
+
+class RoutingDecision(BaseModel):
+    """What to write back to the helpdesk."""
+
+    category: str | None
+    group_id: str
+    tags: list[str]
+    priority: Priority
+    note: str
+    triage: bool
+    tier: Tier
+    confidence: float
+    reason: str
+
+
+Classification.model_rebuild()

@@ -1,0 +1,84 @@
+"""The durable queue: enqueue idempotently, claim with a lease, complete, retry with backoff, dead-letter.
+
+Rows live in the store's `events` table; this module holds the policy (lease length, backoff,
+attempt limit). A job whose worker dies keeps its lease until it expires, then the next claim takes
+it. Attempts are counted at claim time, so a job that keeps crashing its worker still dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from connector.models import TicketEvent
+from connector.store import DEAD, Job, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a failing job is retried."""
+
+    max_attempts: int = 10
+    base_seconds: float = 2.0
+    max_seconds: float = 600.0
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        """Exponential backoff with jitter, never shorter than the helpdesk's Retry-After."""
+        backoff = min(self.max_seconds, self.base_seconds * 2 ** max(attempts - 1, 0))
+        backoff *= random.uniform(0.5, 1.0)
+        return max(backoff, retry_after or 0.0)
+
+
+class Queue:
+    """Deskroute's job queue."""
+
+    def __init__(self, store: Store, *, lease_seconds: float = 120.0, policy: RetryPolicy | None = None,
+                 clock: Callable[[], float] | None = None):
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.policy = policy or RetryPolicy()
+        self.clock = clock or store.clock
+
+    def enqueue(self, event: TicketEvent) -> tuple[int, bool]:
+        """Store the event as a pending job, once: returns (event id, whether it was new)."""
+        return self.store.insert_event(event, now=self.clock())
+
+    def claim(self, owner: str | None = None) -> Job | None:
+        """Lease the next due job, or None if there is nothing to do."""
+        now = self.clock()
+        return self.store.claim_event(owner=owner or uuid.uuid4().hex, now=now, lease_until=now + self.lease_seconds)
+
+    def heartbeat(self, job: Job) -> bool:
+        """Extend the lease of a job still being worked on; False if it was lost."""
+        return self.store.extend_lease(job, until=self.clock() + self.lease_seconds)
+
+    def complete(self, job: Job, *, state: str, outcome: str, error: str | None = None) -> bool:
+        """Finish a job as done, triage or dead; False if the lease had been lost to another worker."""
+        finished = self.store.finish_event(job, state=state, outcome=outcome, error=error, now=self.clock())
+        if not finished:
+            log.warning("job lease lost before completion", extra={"event_id": job.id, "ticket_id": job.ticket_id})
+        return finished
+
+    def retry(self, job: Job, *, error: str, retry_after: float | None = None) -> str:
+        """Schedule another attempt, or dead-letter the job once attempts run out. Returns the new state."""
+        if job.attempts >= self.policy.max_attempts:
+            self.complete(job, state=DEAD, outcome="retries_exhausted", error=error)
+            log.error("job dead-lettered", extra={"event_id": job.id, "ticket_id": job.ticket_id,
+                                                  "attempts": job.attempts})
+            return DEAD
+        delay = self.policy.delay(job.attempts, retry_after)
+        self.store.reschedule_event(job, due_at=self.clock() + delay, error=error)
+        log.info("job retry scheduled", extra={"event_id": job.id, "ticket_id": job.ticket_id,
+                                               "attempts": job.attempts, "delay_s": round(delay, 2)})
+        return "pending"
+
+    def dead_letter(self, job: Job, *, error: str) -> None:
+        """Give up on a job now: it stays visible with its reason."""
+        self.complete(job, state=DEAD, outcome="failed", error=error)
+        log.error("job dead-lettered", extra={"event_id": job.id, "ticket_id": job.ticket_id})
+

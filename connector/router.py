@@ -1,0 +1,45 @@
+"""Classifies a ticket with the active model and decides where it goes on each helpdesk."""
+
+from __future__ import annotations
+
+import threading
+
+from connector.classify.cascade import Cascade
+from connector.classify.local import LocalModel
+from connector.classify.rules import RulesTier
+from connector.mappings import PlatformMapping, Taxonomy, decide
+from connector.models import Classification, RoutingDecision
+from connector.store import Store
+
+
+class Router:
+    """The cascade over the store's active model, reloaded whenever another version is activated."""
+
+    def __init__(self, *, store: Store, taxonomy: Taxonomy, mappings: dict[str, PlatformMapping], threshold: float):
+        self.store = store
+        self.taxonomy = taxonomy
+        self.mappings = mappings
+        self.threshold = threshold
+        self.rules = RulesTier(taxonomy)
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._model: LocalModel | None = None
+
+    def cascade(self) -> Cascade:
+        """The cascade with the currently active model (one cheap query to notice a new one)."""
+        version = self.store.active_model_version()
+        with self._lock:
+            if version != self._version:
+                self._model = LocalModel.from_bytes(self.store.model_blob(version)) if version is not None else None
+                self._version = version
+            model, loaded = self._model, self._version
+        return Cascade(rules=self.rules, local=model, threshold=self.threshold,
+                       model_version=f"local-v{loaded}" if loaded is not None else None)
+
+    def classify(self, text: str) -> Classification:
+        """Run the cascade on one ticket's text."""
+        return self.cascade().classify(text)
+
+    def decide(self, platform: str, classification: Classification) -> RoutingDecision:
+        """Map a classification to this helpdesk's group, tags, priority and note."""
+        return decide(classification, self.mappings[platform], self.taxonomy)

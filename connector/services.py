@@ -1,0 +1,80 @@
+"""Everything a process needs, built once from Settings: store, queue, helpdesks, mappings, router."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from connector.feedback import ensure_model
+from connector.mappings import PlatformMapping, load_mapping, load_taxonomy, resolve_dir
+from connector.queue import Queue, RetryPolicy
+from connector.router import Router
+from connector.settings import Settings
+from connector.store import Store
+from connector.worker import Worker, WorkerPool
+from platforms import PLATFORMS, NotConfigured, Platform
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """The parts of Deskroute, wired together.
+
+    Args:
+        platforms: adapters to use instead of building them from settings (tests, simulators).
+    """
+
+    def __init__(self, settings: Settings, *, platforms: dict[str, Platform] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.clock = clock
+        self.store = Store(settings.database_path, clock=clock)
+        self.store.migrate()
+        self.queue = Queue(self.store, lease_seconds=settings.deskroute_lease_seconds, policy=RetryPolicy(
+            max_attempts=settings.deskroute_max_attempts, base_seconds=settings.deskroute_retry_base_seconds,
+            max_seconds=settings.deskroute_retry_max_seconds))
+        self.mappings_dir = resolve_dir(settings.deskroute_mappings_dir)
+        self.taxonomy = load_taxonomy(self.mappings_dir)
+        self.mappings: dict[str, PlatformMapping] = {
+            name: load_mapping(self.mappings_dir, name, self.taxonomy) for name in PLATFORMS
+        }
+        self.unconfigured: dict[str, list[str]] = {}
+        if platforms is None:
+            platforms = {}
+            for name, cls in PLATFORMS.items():
+                try:
+                    platforms[name] = cls.from_settings(settings)
+                except NotConfigured as exc:
+                    self.unconfigured[name] = exc.missing
+        self.platforms = platforms
+        self.router = Router(store=self.store, taxonomy=self.taxonomy, mappings=self.mappings,
+                             threshold=settings.deskroute_confidence_threshold)
+        self.pool: WorkerPool | None = None
+
+    def report_platforms(self) -> None:
+        """Say once, at startup, which helpdesks are on."""
+        for name in PLATFORMS:
+            if name in self.platforms:
+                log.info("helpdesk configured", extra={"platform": name})
+            else:
+                log.warning("helpdesk not configured; its webhook answers 404",
+                            extra={"platform": name, "missing": ",".join(self.unconfigured.get(name, []))})
+
+    def make_worker(self) -> Worker:
+        """A worker over these services."""
+        return Worker(queue=self.queue, store=self.store, router=self.router, platforms=self.platforms,
+                      shadow=self.settings.deskroute_shadow, clock=self.clock)
+
+    def start_workers(self) -> WorkerPool:
+        """Train a first model if needed, then start the worker threads."""
+        ensure_model(self.store, self.taxonomy)
+        self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
+                               poll_seconds=self.settings.deskroute_poll_seconds)
+        self.pool.start()
+        return self.pool
+
+    def wake(self) -> None:
+        """Tell this process's workers (if any) that a job was queued."""
+        if self.pool is not None:
+            self.pool.wake()

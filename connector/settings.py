@@ -1,0 +1,94 @@
+"""Every setting Deskroute reads, with its default and help text.
+
+Values come from an explicit argument, then the environment, then `.env`, then the default.
+Field names are the lower-cased environment variable names (`DATABASE_URL` -> `database_url`).
+README's settings table is checked against this model by tests/test_docs.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Deskroute configuration."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------------
+    database_url: str = Field(
+        "sqlite:///deskroute.db",
+        description="Where events, decisions and models are stored. `sqlite:///relative.db` or "
+        "`sqlite:////absolute/path.db`.",
+    )
+    # --- Zendesk ---------------------------------------------------------------------------
+    zendesk_subdomain: str = Field("", description="Your Zendesk subdomain: `acme` for acme.zendesk.com.")
+    zendesk_email: str = Field("", description="Email of the agent whose API token Deskroute uses.")
+    zendesk_api_token: SecretStr = Field(SecretStr(""), description="Zendesk API token (Admin Center > Apps "
+                                         "and integrations > Zendesk API).")
+    zendesk_webhook_secret: SecretStr = Field(SecretStr(""), description="Signing secret of the Deskroute "
+                                              "webhook in Zendesk, used exactly as shown.")
+    # --- classification --------------------------------------------------------------------
+    deskroute_confidence_threshold: float = Field(
+        0.75, ge=0.0, le=1.0,
+        description="A tier decides only when its confidence is at least this; below it the ticket goes to triage.",
+    )
+    deskroute_mappings_dir: Path = Field(
+        Path("mappings"),
+        description="Folder holding taxonomy.yaml and one <platform>.yaml per helpdesk.",
+    )
+    deskroute_shadow: bool = Field(
+        False, description="Classify and record every ticket, but never write to the helpdesk."
+    )
+    # --- webhook intake --------------------------------------------------------------------
+    deskroute_max_body_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest webhook body accepted; bigger ones get 413."
+    )
+    deskroute_webhook_tolerance_seconds: int = Field(
+        300, gt=0, description="How far a signed webhook's timestamp may be from now, either way."
+    )
+    # --- worker and queue ------------------------------------------------------------------
+    deskroute_worker_threads: int = Field(1, ge=1, le=32, description="Jobs processed at once per worker process.")
+    deskroute_poll_seconds: float = Field(
+        0.25, gt=0,
+        description="How often an idle worker looks for new jobs (webhooks in the same process wake it at once).",
+    )
+    deskroute_lease_seconds: int = Field(
+        120, gt=0, description="How long a claimed job is reserved; a crashed worker's job is retried after this."
+    )
+    deskroute_max_attempts: int = Field(
+        10, ge=1, description="Attempts before a job is dead-lettered."
+    )
+    deskroute_retry_base_seconds: float = Field(
+        2.0, gt=0, description="First retry delay; doubles each attempt, with jitter."
+    )
+    deskroute_retry_max_seconds: float = Field(600.0, gt=0, description="Longest delay between two attempts.")
+    deskroute_rate_limit_wait_seconds: float = Field(
+        30.0, ge=0,
+        description="Longest a single helpdesk call waits on 429 Retry-After before handing the job back to the "
+        "queue for later.",
+    )
+    deskroute_http_timeout: float = Field(10.0, gt=0, description="Timeout in seconds for each helpdesk API request.")
+    deskroute_scheduler: bool = Field(True, description="Run the scheduled jobs in `serve` and `worker`.")
+    # --- logging ---------------------------------------------------------------------------
+    deskroute_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    deskroute_log_format: Literal["json", "text"] = Field(
+        "json", description="`json` (one object a line, for log shippers) or `text`."
+    )
+
+    @property
+    def database_path(self) -> str:
+        """The SQLite file path named by DATABASE_URL."""
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            raise ValueError(f"DATABASE_URL must start with {prefix!r}; got a {self.database_url.split(':')[0]!r} URL")
+        return self.database_url[len(prefix):] or "deskroute.db"
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a Settings field."""
+    return field_name.upper()

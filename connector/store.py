@@ -1,0 +1,344 @@
+"""The only module that touches the database: schema, migrations, and every read and write.
+
+SQLite in WAL mode, one connection per thread, a busy timeout so that web and worker processes can
+write at once. Multi-statement writes run as single statements (`UPDATE ... RETURNING`) so that a
+claim or a state change is atomic without holding a transaction open across Python code.
+Migrations are numbered functions, applied in order, and must be idempotent because two processes
+may start at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from connector.models import Classification, RoutingDecision, TicketEvent
+
+MIGRATIONS: list[Callable[[Database], None]] = []
+
+
+def migration(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    """Register the next numbered migration."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(db: Database) -> None:
+    db["events"].create({
+        "id": int, "platform": str, "kind": str, "ticket_id": str, "dedup_key": str, "source_id": str,
+        "data": str, "received_at": float, "state": str, "attempts": int, "due_at": float,
+        "lease_owner": str, "outcome": str, "last_error": str, "finished_at": float,
+    }, pk="id", not_null={"platform", "kind", "ticket_id", "dedup_key", "received_at", "state", "due_at"},
+        defaults={"attempts": 0}, if_not_exists=True)
+    db["events"].create_index(["platform", "dedup_key"], unique=True, if_not_exists=True)
+    db["events"].create_index(["state", "due_at"], if_not_exists=True)
+    db["events"].create_index(["platform", "ticket_id"], if_not_exists=True)
+    db["tickets"].create({
+        "platform": str, "ticket_id": str, "event_id": int, "first_seen_at": float, "state": str,
+        "category": str, "confidence": float, "tier": str, "guardrail": str, "group_id": str, "priority": str,
+        "triage": int, "classification": str, "decision": str, "model_version": str,
+        "decided_at": float, "applied_at": float, "last_error": str,
+    }, pk=("platform", "ticket_id"), not_null={"event_id", "first_seen_at", "state"}, if_not_exists=True)
+    db["tickets"].create_index(["decided_at"], if_not_exists=True)
+    db["group_changes"].create({
+        "id": int, "event_id": int, "platform": str, "ticket_id": str, "group_id": str,
+        "previous_group_id": str, "actor_id": str, "via": str, "occurred_at": str, "received_at": float,
+    }, pk="id", if_not_exists=True)
+    db["group_changes"].create_index(["event_id"], unique=True, if_not_exists=True)
+    db["group_changes"].create_index(["platform", "ticket_id"], if_not_exists=True)
+    db["models"].create({
+        "version": int, "created_at": float, "labels": str, "n_examples": int, "metrics": str,
+        "source": str, "sha256": str, "blob": bytes, "active": int,
+    }, pk="version", if_not_exists=True)
+
+
+# Event states. Every accepted event ends in one of the last three.
+PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
+FINAL_STATES = (DONE, TRIAGE, DEAD)
+
+
+@dataclass
+class Job:
+    """A claimed event."""
+
+    id: int
+    platform: str
+    kind: str
+    ticket_id: str
+    attempts: int
+    received_at: float
+    owner: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TicketRecord:
+    """What we know about a ticket we've seen: who owns its routing and how far it got."""
+
+    platform: str
+    ticket_id: str
+    event_id: int
+    state: str
+    first_seen_at: float
+    classification: Classification | None
+    decision: RoutingDecision | None
+
+
+class Store:
+    """Deskroute's SQLite database."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time):
+        self.path = str(path)
+        self.clock = clock
+        self._local = threading.local()
+
+    @property
+    def db(self) -> Database:
+        """This thread's connection (sqlite3 connections must not be shared across threads)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL keeps it consistent
+            conn.execute("PRAGMA busy_timeout=30000")
+            db = Database(conn, execute_plugins=False)
+            self._local.db = db
+        return db
+
+    def _execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        # fetchall() runs the statement to completion, so no write lock outlives this call.
+        cursor = self.db.conn.execute(sql, params)
+        cursor.row_factory = sqlite3.Row
+        return cursor.fetchall()
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names of those applied now."""
+        db = self.db
+        db["_migrations"].create({"number": int, "name": str, "applied_at": float}, pk="number",
+                                 if_not_exists=True)
+        done = {row["number"] for row in db["_migrations"].rows}
+        applied = []
+        for number, fn in enumerate(MIGRATIONS, start=1):
+            if number in done:
+                continue
+            fn(db)
+            self._execute("INSERT OR IGNORE INTO _migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                          (number, fn.__name__, self.clock()))
+            applied.append(fn.__name__)
+        return applied
+
+    def ping(self) -> None:
+        """Raise if the database can't be read."""
+        self._execute("SELECT 1")
+
+    # --- events: the durable queue ---------------------------------------------------------
+
+    def insert_event(self, event: TicketEvent, *, now: float) -> tuple[int, bool]:
+        """Store an event unless its dedup key is known; returns (event id, whether it was new)."""
+        data = event.model_dump(mode="json", exclude={"platform", "kind", "ticket_id", "dedup_key", "source_id"},
+                                exclude_none=True)
+        rows = self._execute(
+            "INSERT INTO events (platform, kind, ticket_id, dedup_key, source_id, data, received_at, state, due_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, dedup_key) DO NOTHING RETURNING id",
+            (event.platform, event.kind, event.ticket_id, event.dedup_key, event.source_id, json.dumps(data),
+             now, PENDING, now))
+        if rows:
+            return rows[0]["id"], True
+        existing = self._execute("SELECT id FROM events WHERE platform = ? AND dedup_key = ?",
+                                 (event.platform, event.dedup_key))
+        return existing[0]["id"], False
+
+    def claim_event(self, *, owner: str, now: float, lease_until: float) -> Job | None:
+        """Take the oldest due job: a pending one, or a running one whose lease has expired."""
+        rows = self._execute(
+            "UPDATE events SET state = ?, attempts = attempts + 1, lease_owner = ?, due_at = ? WHERE id = ("
+            "  SELECT id FROM events WHERE state IN (?, ?) AND due_at <= ? ORDER BY due_at, id LIMIT 1"
+            ") RETURNING id, platform, kind, ticket_id, attempts, received_at, data",
+            (RUNNING, owner, lease_until, PENDING, RUNNING, now))
+        if not rows:
+            return None
+        row = rows[0]
+        return Job(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
+                   attempts=row["attempts"], received_at=row["received_at"], owner=owner,
+                   data=json.loads(row["data"] or "{}"))
+
+    def extend_lease(self, job: Job, *, until: float) -> bool:
+        """Keep a long job ours; False if the lease was lost."""
+        rows = self._execute("UPDATE events SET due_at = ? WHERE id = ? AND lease_owner = ? AND state = ? RETURNING id",
+                             (until, job.id, job.owner, RUNNING))
+        return bool(rows)
+
+    def finish_event(self, job: Job, *, state: str, outcome: str, error: str | None, now: float) -> bool:
+        """Record a final state; False if another worker holds the job now (our lease expired)."""
+        assert state in FINAL_STATES
+        rows = self._execute(
+            "UPDATE events SET state = ?, outcome = ?, last_error = ?, finished_at = ?, lease_owner = NULL"
+            " WHERE id = ? AND lease_owner = ? AND state = ? RETURNING id",
+            (state, outcome, error, now, job.id, job.owner, RUNNING))
+        return bool(rows)
+
+    def reschedule_event(self, job: Job, *, due_at: float, error: str) -> bool:
+        """Put a job back for a later attempt; False if the lease was lost."""
+        rows = self._execute(
+            "UPDATE events SET state = ?, due_at = ?, last_error = ?, lease_owner = NULL"
+            " WHERE id = ? AND lease_owner = ? AND state = ? RETURNING id",
+            (PENDING, due_at, error, job.id, job.owner, RUNNING))
+        return bool(rows)
+
+    def event(self, event_id: int) -> dict[str, Any]:
+        """One event row, for tests, the CLI and the admin UI."""
+        rows = self._execute("SELECT * FROM events WHERE id = ?", (event_id,))
+        if not rows:
+            raise KeyError(event_id)
+        return dict(rows[0])
+
+    def events(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Most recent events first, optionally in one state."""
+        where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+        return [dict(r) for r in self._execute(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT ?",
+                                               (*params, limit))]
+
+    def queue_health(self, *, now: float) -> dict[str, Any]:
+        """Counts by state and the age of the oldest job still waiting."""
+        counts = {r["state"]: r["n"] for r in self._execute("SELECT state, count(*) AS n FROM events GROUP BY state")}
+        oldest = self._execute("SELECT min(received_at) AS t FROM events WHERE state IN (?, ?)", (PENDING, RUNNING))
+        t = oldest[0]["t"]
+        return {"counts": counts, "oldest_waiting_seconds": round(now - t, 3) if t is not None else None}
+
+    # --- tickets: the classify-once gate and the decision record -------------------------------
+
+    def claim_ticket(self, *, platform: str, ticket_id: str, event_id: int, now: float) -> TicketRecord:
+        """The first event to get here owns the ticket's routing; later ones see the existing record."""
+        self._execute(
+            "INSERT INTO tickets (platform, ticket_id, event_id, first_seen_at, state) VALUES (?, ?, ?, ?, 'new')"
+            " ON CONFLICT (platform, ticket_id) DO NOTHING", (platform, ticket_id, event_id, now))
+        record = self.ticket(platform, ticket_id)
+        assert record is not None
+        return record
+
+    def ticket(self, platform: str, ticket_id: str) -> TicketRecord | None:
+        """The ticket's record, if we've seen it."""
+        rows = self._execute("SELECT * FROM tickets WHERE platform = ? AND ticket_id = ?", (platform, ticket_id))
+        if not rows:
+            return None
+        row = rows[0]
+        return TicketRecord(
+            platform=row["platform"], ticket_id=row["ticket_id"], event_id=row["event_id"], state=row["state"],
+            first_seen_at=row["first_seen_at"],
+            classification=Classification.model_validate_json(row["classification"]) if row["classification"] else None,
+            decision=RoutingDecision.model_validate_json(row["decision"]) if row["decision"] else None,
+        )
+
+    def save_decision(self, record: TicketRecord, *, classification: Classification, decision: RoutingDecision,
+                      now: float) -> None:
+        """Record the one classification this ticket will ever get."""
+        self._execute(
+            "UPDATE tickets SET state = 'decided', category = ?, confidence = ?, tier = ?, guardrail = ?, group_id = ?,"
+            " priority = ?, triage = ?, classification = ?, decision = ?, model_version = ?, decided_at = ?"
+            " WHERE platform = ? AND ticket_id = ? AND event_id = ?",
+            (classification.category, classification.confidence, classification.tier, classification.guardrail,
+             decision.group_id, decision.priority, int(decision.triage), classification.model_dump_json(),
+             decision.model_dump_json(), classification.model_version, now,
+             record.platform, record.ticket_id, record.event_id))
+        record.state, record.classification, record.decision = "decided", classification, decision
+
+    def replace_decision(self, record: TicketRecord, decision: RoutingDecision, *, error: str) -> None:
+        """Swap in a fallback decision (triage) after the helpdesk refused the first one."""
+        self._execute(
+            "UPDATE tickets SET decision = ?, group_id = ?, priority = ?, triage = ?, last_error = ?"
+            " WHERE platform = ? AND ticket_id = ?",
+            (decision.model_dump_json(), decision.group_id, decision.priority, int(decision.triage), error,
+             record.platform, record.ticket_id))
+        record.decision = decision
+
+    def finish_ticket(self, record: TicketRecord, *, state: str, now: float, error: str | None = None) -> None:
+        """Mark the routing written (done/triage), recorded only (shadow), or given up (dead)."""
+        self._execute("UPDATE tickets SET state = ?, applied_at = ?, last_error = coalesce(?, last_error)"
+                      " WHERE platform = ? AND ticket_id = ?",
+                      (state, now, error, record.platform, record.ticket_id))
+        record.state = state
+
+    # --- group changes (kept for corrections) ---------------------------------------------------
+
+    def add_group_change(self, job: Job, *, now: float) -> None:
+        """Keep a group-change event; idempotent per event."""
+        d = job.data
+        self._execute(
+            "INSERT INTO group_changes (event_id, platform, ticket_id, group_id, previous_group_id, actor_id, via,"
+            " occurred_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            (job.id, job.platform, job.ticket_id, d.get("group_id"), d.get("previous_group_id"), d.get("actor_id"),
+             d.get("via"), d.get("occurred_at"), now))
+
+    def group_changes(self, platform: str, ticket_id: str) -> list[dict[str, Any]]:
+        """A ticket's group changes, oldest first."""
+        return [dict(r) for r in self._execute(
+            "SELECT * FROM group_changes WHERE platform = ? AND ticket_id = ? ORDER BY id", (platform, ticket_id))]
+
+    # --- models --------------------------------------------------------------------------------
+
+    def save_model(self, *, blob: bytes, labels: list[str], n_examples: int, metrics: dict[str, Any], source: str,
+                   sha256: str, activate: bool, now: float) -> int:
+        """Keep a trained model; with activate, it becomes the one the router uses."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if activate:
+                conn.execute("UPDATE models SET active = 0 WHERE active = 1")
+            cursor = conn.execute(
+                "INSERT INTO models (created_at, labels, n_examples, metrics, source, sha256, blob, active)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, json.dumps(labels), n_examples, json.dumps(metrics), source, sha256, blob, int(activate)))
+            version = cursor.lastrowid
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        assert version is not None
+        return version
+
+    def active_model_version(self) -> int | None:
+        """The version the router should be using, or None before the first training."""
+        rows = self._execute("SELECT version FROM models WHERE active = 1")
+        return rows[0]["version"] if rows else None
+
+    def model_blob(self, version: int) -> bytes:
+        """A stored model's bytes."""
+        rows = self._execute("SELECT blob FROM models WHERE version = ?", (version,))
+        if not rows:
+            raise KeyError(version)
+        return rows[0]["blob"]
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every stored model's metadata, newest first."""
+        rows = self._execute("SELECT version, created_at, labels, n_examples, metrics, source, sha256, active"
+                             " FROM models ORDER BY version DESC")
+        return [{**dict(r), "labels": json.loads(r["labels"]), "metrics": json.loads(r["metrics"])} for r in rows]
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    def event_counts(self) -> Iterator[sqlite3.Row]:
+        """Accepted events by platform, kind, state and outcome."""
+        return iter(self._execute("SELECT platform, kind, state, outcome, count(*) AS n FROM events"
+                                  " GROUP BY platform, kind, state, outcome"))
+
+    def decision_counts(self) -> Iterator[sqlite3.Row]:
+        """Decided tickets by platform and tier."""
+        return iter(self._execute("SELECT platform, tier, count(*) AS n FROM tickets WHERE tier IS NOT NULL"
+                                  " GROUP BY platform, tier"))
+
+    def latency_histogram(self, buckets: tuple[float, ...]) -> tuple[list[int], float, int]:
+        """Cumulative counts of received-to-finished seconds per bucket, their sum, and the count."""
+        cases = ", ".join(f"sum(finished_at - received_at <= {float(b)!r})" for b in buckets)
+        row = self._execute(f"SELECT {cases}, sum(finished_at - received_at), count(*) FROM events"
+                            " WHERE finished_at IS NOT NULL")[0]
+        values = list(row)
+        return [int(v or 0) for v in values[:len(buckets)]], float(values[-2] or 0.0), int(values[-1])

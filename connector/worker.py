@@ -1,0 +1,192 @@
+"""The loop that drains the queue, and the pipeline each job goes through.
+
+ticket.created: gate (first event owns the ticket) -> fetch -> classify once -> decide -> apply.
+ticket.group_changed: kept for the corrections feature.
+
+Exactly-once write-back: the decision is stored before the write, and every write carries
+ROUTED_TAG. A retried job (crash, lost lease, ambiguous timeout) re-reads the ticket first and, if our
+tag is already there, records the write instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from connector.mappings import triage_instead
+from connector.models import ROUTED_TAG, Ticket
+from connector.queue import Queue
+from connector.router import Router
+from connector.store import DEAD, DONE, TRIAGE, Job, Store, TicketRecord
+from platforms.base import Platform, PlatformError
+
+log = logging.getLogger(__name__)
+
+# A safe update that keeps hitting 409 (an agent editing the ticket right now) is retried this often.
+MAX_CONFLICTS = 3
+
+
+def describe_error(exc: BaseException) -> str:
+    """Exception type and where it happened; never its message, which might quote ticket text."""
+    if isinstance(exc, PlatformError):
+        return str(exc)  # built by our adapters from status codes and error keys only
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    return f"{type(exc).__name__}{where}"
+
+
+class Worker:
+    """Processes one job at a time from the queue."""
+
+    def __init__(self, *, queue: Queue, store: Store, router: Router, platforms: dict[str, Platform],
+                 shadow: bool = False, clock: Callable[[], float] | None = None, name: str | None = None):
+        self.queue = queue
+        self.store = store
+        self.router = router
+        self.platforms = platforms
+        self.shadow = shadow
+        self.clock = clock or store.clock
+        self.owner = name or f"worker-{uuid.uuid4().hex[:12]}"
+
+    def run_once(self) -> bool:
+        """Claim and process one job; False if there was none."""
+        job = self.queue.claim(self.owner)
+        if job is None:
+            return False
+        self.process(job)
+        return True
+
+    def run(self, stop: threading.Event, wake: threading.Event, poll_seconds: float) -> None:
+        """Work until stopped, sleeping `poll_seconds` (or until woken) when the queue is empty."""
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception as exc:  # e.g. the database is unreachable: log, back off, go on
+                log.error("worker loop error", extra={"error": describe_error(exc)})
+                worked = False
+            if not worked:
+                wake.wait(poll_seconds)
+                wake.clear()
+
+    def process(self, job: Job) -> None:
+        """Run one job to a final state or a scheduled retry; never raises."""
+        ids = {"event_id": job.id, "platform": job.platform, "ticket_id": job.ticket_id, "attempt": job.attempts}
+        platform = self.platforms.get(job.platform)
+        if platform is None:
+            self.queue.dead_letter(job, error=f"{job.platform} is not configured")
+            return
+        try:
+            if job.kind == "ticket.created":
+                state, outcome = self._route(job, platform)
+            elif job.kind == "ticket.group_changed":
+                self.store.add_group_change(job, now=self.clock())
+                state, outcome = DONE, "recorded"
+            else:
+                state, outcome = DEAD, f"unknown job kind {job.kind}"
+            self.queue.complete(job, state=state, outcome=outcome)
+            log.info("job finished", extra={**ids, "state": state, "outcome": outcome})
+        except PlatformError as exc:
+            if exc.retryable:
+                self.queue.retry(job, error=str(exc), retry_after=exc.retry_after)
+            else:
+                self._give_up(job, str(exc))
+        except Exception as exc:  # a bug must not lose the job: retry, and dead-letter in the end
+            error = describe_error(exc)
+            log.error("job failed unexpectedly", extra={**ids, "error": error})
+            self.queue.retry(job, error=error)
+
+    def _give_up(self, job: Job, error: str) -> None:
+        record = self.store.ticket(job.platform, job.ticket_id)
+        if record is not None and record.event_id == job.id:
+            self.store.finish_ticket(record, state=DEAD, now=self.clock(), error=error)
+        self.queue.dead_letter(job, error=error)
+
+    # --- ticket.created --------------------------------------------------------------------------
+
+    def _route(self, job: Job, platform: Platform) -> tuple[str, str]:
+        now = self.clock()
+        record = self.store.claim_ticket(platform=job.platform, ticket_id=job.ticket_id, event_id=job.id, now=now)
+        if record.event_id != job.id:
+            return DONE, "duplicate"  # another event already owns this ticket's one classification
+        if record.state in (DONE, TRIAGE, "shadow"):
+            return (TRIAGE if record.state == TRIAGE else DONE), "already_applied"
+        ticket = platform.fetch_ticket(job.ticket_id)
+        if record.decision is None:
+            classification = self.router.classify(ticket.text)
+            decision = self.router.decide(job.platform, classification)
+            self.store.save_decision(record, classification=classification, decision=decision, now=self.clock())
+            log.info("ticket classified", extra={
+                "event_id": job.id, "platform": job.platform, "ticket_id": job.ticket_id,
+                "tier": classification.tier, "category": classification.category,
+                "confidence": round(classification.confidence, 3), "guardrail": classification.guardrail,
+                "classify_ms": classification.latency_ms})
+        if self.shadow:
+            self.store.finish_ticket(record, state="shadow", now=self.clock())
+            return DONE, "shadow"
+        return self._write(job, platform, record, ticket)
+
+    def _write(self, job: Job, platform: Platform, record: TicketRecord, ticket: Ticket) -> tuple[str, str]:
+        assert record.decision is not None
+        for _ in range(MAX_CONFLICTS + 1):
+            if ROUTED_TAG in ticket.tags:
+                break  # our earlier attempt landed (crash or timeout after the write)
+            self.queue.heartbeat(job)
+            try:
+                platform.apply(ticket, record.decision)
+                break
+            except PlatformError as exc:
+                if exc.conflict:
+                    ticket = platform.fetch_ticket(job.ticket_id)
+                    continue
+                if exc.retryable or record.decision.triage or exc.status in (None, 404):
+                    raise
+                # The helpdesk refused this routing (a deleted group, say): hand the ticket to people.
+                reason = f"{platform.name} refused the routing ({exc}); sent to triage instead"
+                fallback = triage_instead(record.decision, self.router.mappings[job.platform], self.router.taxonomy,
+                                          reason=reason)
+                self.store.replace_decision(record, fallback, error=str(exc))
+                log.warning("routing refused, falling back to triage", extra={
+                    "event_id": job.id, "ticket_id": job.ticket_id, "status": exc.status})
+        else:
+            raise PlatformError("the ticket kept changing while we wrote to it (409)", retryable=True, status=409)
+        state = TRIAGE if record.decision.triage else DONE
+        self.store.finish_ticket(record, state=state, now=self.clock())
+        return state, "triage" if state == TRIAGE else "routed"
+
+
+class WorkerPool:
+    """Worker threads inside `serve` or `deskroute worker`."""
+
+    def __init__(self, make_worker: Callable[[], Worker], *, threads: int, poll_seconds: float):
+        self._make_worker = make_worker
+        self.threads = threads
+        self.poll_seconds = poll_seconds
+        self.stop_event = threading.Event()
+        self.wake_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the threads."""
+        for i in range(self.threads):
+            worker = self._make_worker()
+            thread = threading.Thread(target=worker.run, name=f"deskroute-worker-{i}", daemon=True,
+                                      args=(self.stop_event, self.wake_event, self.poll_seconds))
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """Tell idle workers there is new work."""
+        self.wake_event.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the threads to finish their current job and stop."""
+        self.stop_event.set()
+        self.wake_event.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,10 @@
+"""Helpdesk adapters. Each module holds one `<Name>Platform`; PLATFORMS lists them by URL segment."""
+
+from platforms.base import BadPayload, NotConfigured, Platform, PlatformError, Unauthorized
+from platforms.zendesk import ZendeskPlatform
+
+PLATFORMS: dict[str, type] = {
+    ZendeskPlatform.name: ZendeskPlatform,
+}
+
+__all__ = ["PLATFORMS", "BadPayload", "NotConfigured", "Platform", "PlatformError", "Unauthorized"]

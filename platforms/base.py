@@ -1,0 +1,131 @@
+"""The contract every helpdesk adapter meets, and the retry loop they share.
+
+An adapter takes plain headers (lower-cased names) and raw body bytes and returns models from
+`connector.models`. It never sees Flask. Adding a helpdesk takes one module here, one line in
+`platforms.PLATFORMS` and one `mappings/<name>.yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from connector.models import Group, Ignored, RoutingDecision, Ticket, TicketEvent
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Unauthorized(Exception):
+    """The request is not from the helpdesk: bad or missing signature, token or timestamp."""
+
+
+class BadPayload(ValueError):
+    """The request is authentic but its body can't be used; the message says why (no body text)."""
+
+
+class NotConfigured(Exception):
+    """Settings needed by a platform are missing."""
+
+    def __init__(self, platform: str, missing: list[str]):
+        super().__init__(f"{platform} is not configured: set {', '.join(missing)}")
+        self.platform = platform
+        self.missing = missing
+
+
+class PlatformError(Exception):
+    """A helpdesk call failed.
+
+    Args:
+        retryable: the same call may succeed later (429, 5xx, network); otherwise it never will.
+        status: the HTTP status, if there was a response.
+        retry_after: seconds the helpdesk asked us to wait.
+        conflict: the ticket changed under us (409 on a safe update); re-read it and try again.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None, conflict: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.conflict = conflict
+
+
+class Platform(Protocol):
+    """A helpdesk we integrate with. See platforms/zendesk.py for the reference implementation."""
+
+    name: ClassVar[str]  # "zendesk": the URL segment, mappings/<name>.yaml and the store column
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Raise Unauthorized unless the request really comes from this helpdesk."""
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> TicketEvent | Ignored:
+        """Turn a verified delivery into an event, or say why it needs no work. Raise BadPayload."""
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        """Read the ticket's current state. Raise PlatformError."""
+
+    def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
+        """Write group, priority, merged tags and an internal note. Raise PlatformError."""
+
+    def list_groups(self) -> list[Group]:
+        """Every group tickets can be routed to. Raise PlatformError."""
+
+
+def merge_tags(existing: list[str], ours: list[str]) -> list[str]:
+    """The ticket's tags plus ours, in order, without duplicates: an agent's tag is never dropped."""
+    return list(dict.fromkeys([*existing, *ours]))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form), or None if absent or unreadable."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(seconds, 0.0)
+
+
+class RetryingCaller:
+    """Runs one helpdesk call, retrying 429s, 5xx and network errors within a bounded wait.
+
+    A 429 is retried after its Retry-After only if that fits in what is left of `max_wait`;
+    otherwise the PlatformError goes up with `retry_after` set, and the queue reschedules the job
+    without holding a worker thread. 5xx and network errors get `server_retries` quick retries.
+    """
+
+    def __init__(self, *, max_wait: float, server_retries: int = 3, backoff: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.max_wait = max_wait
+        self.server_retries = server_retries
+        self.backoff = backoff
+        self.sleep = sleep
+
+    def __call__(self, what: str, fn: Callable[[], T], **log_ids: Any) -> T:
+        waited = 0.0
+        server_failures = 0
+        while True:
+            try:
+                return fn()
+            except PlatformError as exc:
+                if not exc.retryable or exc.conflict:
+                    raise
+                if exc.status == 429 or exc.retry_after is not None:
+                    delay = exc.retry_after if exc.retry_after is not None else self.backoff
+                else:
+                    server_failures += 1
+                    if server_failures > self.server_retries:
+                        raise
+                    delay = self.backoff * 2 ** (server_failures - 1) * random.uniform(0.5, 1.0)
+                if waited + delay > self.max_wait:
+                    raise
+                log.warning("helpdesk call failed, retrying", extra={
+                    "call": what, "status": exc.status, "delay_s": round(delay, 2), **log_ids})
+                self.sleep(delay)
+                waited += delay

@@ -1,0 +1,1 @@
+"""Loopback fakes of the helpdesks' APIs, shared by tests, benches and the demo."""

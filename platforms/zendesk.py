@@ -1,0 +1,325 @@
+# API docs: https://developer.zendesk.com/api-reference/ticketing/tickets/tickets/
+# Webhook auth: base64(HMAC-SHA256(signing secret as literal bytes, timestamp + raw body)),
+#   https://developer.zendesk.com/documentation/webhooks/verifying/
+"""Zendesk adapter: verifies and parses webhooks, reads tickets and writes routing back with zenpy."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import requests
+from zenpy import Zenpy
+from zenpy.lib.api_objects import Comment
+from zenpy.lib.api_objects import Ticket as ZenpyTicket
+
+from connector.models import PRIORITIES, Group, Ignored, RoutingDecision, Ticket, TicketEvent
+from platforms.base import (
+    BadPayload,
+    NotConfigured,
+    PlatformError,
+    RetryingCaller,
+    Unauthorized,
+    merge_tags,
+    parse_retry_after,
+)
+
+log = logging.getLogger(__name__)
+# zenpy logs every request's body and every response at DEBUG: ticket text must never reach logs.
+logging.getLogger("zenpy").setLevel(logging.WARNING)
+
+SIGNATURE_HEADER = "x-zendesk-webhook-signature"
+TIMESTAMP_HEADER = "x-zendesk-webhook-signature-timestamp"
+INVOCATION_HEADER = "x-zendesk-webhook-invocation-id"
+# Event-subscription envelopes carry this prefix in "type".
+EVENT_TYPE_PREFIX = "zen:event-type:"
+# Names a trigger body may use in "event" (install writes the first of each).
+CREATED_EVENTS = frozenset({"ticket.created", "created", "ticket_created"})
+GROUP_CHANGED_EVENTS = frozenset({"ticket.group_changed", "group_changed", "ticket.group_assignment_changed"})
+_DIGITS = re.compile(r"^[0-9]{1,20}$")
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature Zendesk sends for this timestamp and body (tests and benches sign with this too)."""
+    # Zendesk signs timestamp+body with no separator, keyed with the secret's text, not its decoding.
+    digest = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _parse_timestamp(value: str) -> datetime:
+    """Zendesk sends ISO-8601 UTC; test tools send epoch seconds. Accept both."""
+    if _DIGITS.match(value):
+        return datetime.fromtimestamp(int(value), UTC)
+    stamp = datetime.fromisoformat(value)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def _ticket_id(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        raise BadPayload("ticket_id is missing")
+    text = str(value).strip()
+    if not _DIGITS.match(text) or int(text) == 0:
+        raise BadPayload("ticket_id must be a positive integer")
+    return text
+
+
+def _optional_id(value: Any) -> str | None:
+    """A group or user id from a payload: Zendesk sends numbers, strings, or {"id": ...}."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value).strip()
+    return text if _DIGITS.match(text) and int(text) != 0 else None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _HttpFailure(Exception):
+    """Raised from the session's response hook so zenpy's own unbounded 429 loop never runs."""
+
+    def __init__(self, response: requests.Response):
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _raise_on_failure(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    if not 200 <= response.status_code < 300:
+        response.content  # noqa: B018 - read the body so the connection goes back to the pool
+        raise _HttpFailure(response)
+
+
+def _error_summary(response: requests.Response) -> str:
+    """`422 RecordInvalid: group: Group: is invalid`; keys and messages only, never the request body."""
+    summary = f"{response.status_code}"
+    try:
+        payload = response.json()
+    except ValueError:
+        return f"{summary} {response.reason or ''}".strip()
+    if isinstance(payload, dict):
+        if payload.get("error"):
+            summary += f" {payload['error']}"
+        details = payload.get("details")
+        if isinstance(details, dict):
+            parts = []
+            for field, problems in details.items():
+                for problem in problems if isinstance(problems, list) else [problems]:
+                    text = problem.get("description") if isinstance(problem, dict) else problem
+                    parts.append(f"{field}: {text}")
+            if parts:
+                summary += ": " + "; ".join(parts)
+        elif payload.get("description"):
+            summary += f": {payload['description']}"
+    return _short(summary, 300)
+
+
+def _platform_error(exc: Exception) -> PlatformError:
+    if isinstance(exc, _HttpFailure):
+        response = exc.response
+        status = response.status_code
+        return PlatformError(
+            _error_summary(response),
+            # 401/403 are settings problems an admin can fix; keep retrying (with backoff) until they do.
+            retryable=status in (401, 403, 409, 429) or status >= 500,
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            conflict=status == 409,
+        )
+    # Network trouble: the request may or may not have landed. Safe updates make the retry harmless.
+    return PlatformError(f"network error: {type(exc).__name__}", retryable=True)
+
+
+class ZendeskPlatform:
+    """Zendesk through zenpy, with our own bounded handling of 429 and 5xx."""
+
+    name: ClassVar[str] = "zendesk"
+    # Settings this adapter needs, as environment variable names.
+    required_settings: ClassVar[tuple[str, ...]] = (
+        "ZENDESK_SUBDOMAIN", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_WEBHOOK_SECRET")
+
+    def __init__(self, *, subdomain: str, email: str, api_token: str, webhook_secret: str,
+                 tolerance_seconds: int = 300, timeout: float = 10.0, max_wait: float = 30.0,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 sleep: Callable[[float], None] | None = None):
+        missing = [env for env, value in zip(self.required_settings, (subdomain, email, api_token, webhook_secret),
+                                             strict=True) if not value]
+        if missing:
+            raise NotConfigured(self.name, missing)
+        self.subdomain = subdomain
+        self._email = email
+        self._api_token = api_token
+        self._secret = webhook_secret
+        self.tolerance_seconds = tolerance_seconds
+        self.timeout = timeout
+        self._now = now
+        self._call = RetryingCaller(max_wait=max_wait, **({"sleep": sleep} if sleep else {}))
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> ZendeskPlatform:
+        """Build from a connector Settings object; raises NotConfigured."""
+        return cls(
+            subdomain=settings.zendesk_subdomain,
+            email=settings.zendesk_email,
+            api_token=settings.zendesk_api_token.get_secret_value(),
+            webhook_secret=settings.zendesk_webhook_secret.get_secret_value(),
+            tolerance_seconds=settings.deskroute_webhook_tolerance_seconds,
+            timeout=settings.deskroute_http_timeout,
+            max_wait=settings.deskroute_rate_limit_wait_seconds,
+            **overrides,
+        )
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Check the HMAC signature and that the timestamp is within the tolerance window."""
+        signature = headers.get(SIGNATURE_HEADER, "")
+        timestamp = headers.get(TIMESTAMP_HEADER, "")
+        if not signature or not timestamp:
+            raise Unauthorized("missing signature headers")
+        expected = sign(self._secret, timestamp, body)
+        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+            raise Unauthorized("signature mismatch")
+        try:
+            stamp = _parse_timestamp(timestamp.strip())
+        except (ValueError, OverflowError, OSError) as exc:
+            raise Unauthorized("unreadable timestamp") from exc
+        skew = abs((self._now() - stamp).total_seconds())
+        if skew > self.tolerance_seconds:
+            raise Unauthorized("timestamp outside the allowed window")
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> TicketEvent | Ignored:
+        """Accept event-subscription envelopes and the JSON bodies of our triggers."""
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:  # includes UnicodeDecodeError
+            raise BadPayload("body is not valid JSON") from exc
+        if not isinstance(payload, dict):
+            raise BadPayload("body must be a JSON object")
+        event_type = payload.get("type")
+        if isinstance(event_type, str) and event_type.startswith(EVENT_TYPE_PREFIX):
+            return self._parse_envelope(payload, event_type[len(EVENT_TYPE_PREFIX):])
+        return self._parse_trigger_body(payload, headers.get(INVOCATION_HEADER))
+
+    def _parse_envelope(self, payload: dict[str, Any], event_type: str) -> TicketEvent | Ignored:
+        if event_type not in ("ticket.created", "ticket.group_assignment_changed"):
+            return Ignored(reason=f"event type {_short(event_type)} is not used")
+        detail = payload.get("detail") if isinstance(payload.get("detail"), dict) else {}
+        subject = payload.get("subject")
+        from_subject = subject.rsplit(":", 1)[-1] if isinstance(subject, str) else None
+        ticket_id = _ticket_id(detail.get("id", from_subject))
+        envelope_id = payload.get("id") if isinstance(payload.get("id"), str) else None
+        occurred_at = _optional_time(payload.get("time"))
+        via = detail.get("via", {}).get("channel") if isinstance(detail.get("via"), dict) else None
+        if event_type == "ticket.created":
+            return TicketEvent(platform=self.name, kind="ticket.created", ticket_id=ticket_id,
+                               dedup_key=f"ticket.created:{ticket_id}", source_id=envelope_id,
+                               occurred_at=occurred_at, via=_optional_str(via))
+        change = payload.get("event") if isinstance(payload.get("event"), dict) else {}
+        return TicketEvent(
+            platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
+            dedup_key=f"event:{envelope_id}" if envelope_id else f"group_changed:{ticket_id}:{payload.get('time')}",
+            source_id=envelope_id, occurred_at=occurred_at,
+            group_id=_optional_id(change.get("current", detail.get("group_id"))),
+            previous_group_id=_optional_id(change.get("previous")),
+            actor_id=_optional_id(detail.get("actor_id")), via=_optional_str(via),
+        )
+
+    def _parse_trigger_body(self, payload: dict[str, Any], invocation_id: str | None) -> TicketEvent | Ignored:
+        ticket_id = _ticket_id(payload.get("ticket_id"))
+        event = payload.get("event", "ticket.created")
+        if not isinstance(event, str):
+            raise BadPayload("event must be a string")
+        if event in CREATED_EVENTS:
+            return TicketEvent(platform=self.name, kind="ticket.created", ticket_id=ticket_id,
+                               dedup_key=f"ticket.created:{ticket_id}", source_id=invocation_id)
+        if event in GROUP_CHANGED_EVENTS:
+            group_id = _optional_id(payload.get("group_id"))
+            body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+            return TicketEvent(
+                platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
+                dedup_key=f"invocation:{invocation_id}" if invocation_id
+                else f"group_changed:{ticket_id}:{body_hash}",
+                source_id=invocation_id, group_id=group_id,
+                previous_group_id=_optional_id(payload.get("previous_group_id")),
+                actor_id=_optional_id(payload.get("actor_id")), via=_optional_str(payload.get("via")),
+            )
+        return Ignored(reason=f"event {_short(event)} is not used")
+
+    # --- API ---------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Zenpy:
+        """One zenpy client per thread: requests sessions aren't safe to share across threads."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            session = requests.Session()
+            session.hooks["response"].append(_raise_on_failure)
+            client = Zenpy(subdomain=self.subdomain, email=self._email, token=self._api_token,
+                           session=session, timeout=self.timeout, disable_cache=True)
+            self._local.client = client
+        return client
+
+    def _api(self, what: str, fn: Callable[[], Any], **log_ids: Any) -> Any:
+        def attempt() -> Any:
+            try:
+                return fn()
+            except (_HttpFailure, requests.RequestException) as exc:
+                raise _platform_error(exc) from None
+        return self._call(what, attempt, **log_ids)
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        """Read the ticket fresh (zenpy's cache is off, so a re-route is never missed)."""
+        zt = self._api("fetch_ticket", lambda: self.client.tickets(id=int(ticket_id)), ticket_id=ticket_id)
+        priority = zt.priority if zt.priority in PRIORITIES else None
+        via = getattr(zt.via, "channel", None) if zt.via is not None else None
+        return Ticket(platform=self.name, id=str(zt.id), subject=zt.subject or "", description=zt.description or "",
+                      tags=list(zt.tags or []), group_id=_optional_id(zt.group_id), priority=priority,
+                      status=zt.status, updated_at=zt.updated_at, via=via)
+
+    def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
+        """One safe PUT: group, priority, the ticket's tags plus ours, and a private note."""
+        fields: dict[str, Any] = {}
+        if ticket.updated_at:
+            # 409 if anyone touched the ticket since we read it, so an agent's new tag is never lost.
+            fields.update(safe_update=True, updated_stamp=ticket.updated_at)
+        update = ZenpyTicket(
+            id=int(ticket.id),
+            group_id=int(decision.group_id),
+            priority=decision.priority,
+            tags=merge_tags(ticket.tags, decision.tags),
+            comment=Comment(body=decision.note, public=False),
+            **fields,
+        )
+        self._api("apply", lambda: self.client.tickets.update(update), ticket_id=ticket.id)
+
+    def list_groups(self) -> list[Group]:
+        """Every group in the account."""
+        groups = self._api("list_groups", lambda: list(self.client.groups()))
+        return [Group(id=str(g.id), name=g.name or "") for g in groups]
+
+
+def _optional_str(value: Any) -> str | None:
+    return _short(value, 40) if isinstance(value, str) and value else None
+
+
+def _optional_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        # Zendesk sends nanoseconds ("...10:12:07.672717030Z"); Python takes at most microseconds.
+        value = re.sub(r"(\.\d{6})\d+", r"\1", value)
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -1,0 +1,73 @@
+"""Shared fixtures: settings that never read the developer's environment, a controllable clock,
+and services wired to a real ZendeskPlatform whose outbound HTTP is faked with `responses`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+
+from connector import create_app
+from connector.classify.local import LocalModel
+from connector.feedback import save_model, taxonomy_dataset
+from connector.mappings import load_taxonomy
+from connector.services import Services
+from helpers import PROJECT, FakeClock, make_settings
+from platforms.zendesk import ZendeskPlatform
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's helpdesk credentials or Deskroute settings."""
+    for key in list(os.environ):
+        if key.startswith(("ZENDESK_", "FRESHDESK_", "ANTHROPIC_", "DESKROUTE_", "ZENPY_")) or key == "DATABASE_URL":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def taxonomy_model() -> LocalModel:
+    """The model trained on mappings/taxonomy.yaml, trained once per session."""
+    data = taxonomy_dataset(load_taxonomy(PROJECT / "mappings"))
+    return LocalModel.train(data.texts, data.labels)
+
+
+@pytest.fixture
+def make_services(tmp_path: Path, clock: FakeClock, taxonomy_model: LocalModel) -> Callable[..., Services]:
+    """Build Services with a real ZendeskPlatform whose clock and sleeps the test controls."""
+
+    def make(**overrides: Any) -> Services:
+        settings = make_settings(tmp_path, **overrides)
+        sleeps: list[float] = []
+        platforms = {"zendesk": ZendeskPlatform.from_settings(settings, now=clock.datetime, sleep=sleeps.append)}
+        services = Services(settings, platforms=platforms, clock=clock)
+        save_model(services.store, taxonomy_model, source="tests", activate=True)
+        services.sleeps = sleeps  # type: ignore[attr-defined]
+        return services
+
+    return make
+
+
+@pytest.fixture
+def services(make_services: Callable[..., Services]) -> Services:
+    return make_services()
+
+
+@pytest.fixture
+def client(services: Services) -> Any:
+    return create_app(services=services).test_client()
+
+
+@pytest.fixture
+def zendesk_api() -> Iterator[responses.RequestsMock]:
+    """Outbound HTTP to Zendesk, faked; any call not registered fails the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock

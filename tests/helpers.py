@@ -1,0 +1,94 @@
+"""Helpers for tests: a controllable clock, test settings, signed requests, Zendesk payloads."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import responses
+
+from connector.services import Services
+from connector.settings import Settings
+from platforms.zendesk import sign
+
+PROJECT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SECRET = "test-webhook-secret"
+ZENDESK = "https://acme.zendesk.com/api/v2"
+# Group ids from mappings/zendesk.yaml.
+TRIAGE_GROUP, BILLING_GROUP = 360000000100, 360000000101
+
+
+class FakeClock:
+    """Seconds since the epoch, moved only by the test."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
+
+    def iso(self) -> str:
+        return self.datetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a test: a fresh database, the project's mappings, Zendesk configured."""
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'deskroute.db'}",
+        "zendesk_subdomain": "acme",
+        "zendesk_email": "bot@example.com",
+        "zendesk_api_token": "api-token-not-real",
+        "zendesk_webhook_secret": SECRET,
+        "deskroute_mappings_dir": PROJECT / "mappings",
+        "deskroute_log_format": "text",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+def signed_headers(body: bytes, clock: FakeClock, *, secret: str = SECRET, timestamp: str | None = None,
+                   extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers Zendesk would send with this body, signed by the production signer."""
+    timestamp = timestamp or clock.iso()
+    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
+            "X-Zendesk-Webhook-Signature": sign(secret, timestamp, body), **(extra or {})}
+
+
+def trigger_body(ticket_id: int | str, event: str = "ticket.created", **fields: Any) -> bytes:
+    """The JSON body our Zendesk triggers send."""
+    return json.dumps({"ticket_id": str(ticket_id), "event": event, **fields}).encode()
+
+
+def zendesk_ticket(ticket_id: int, *, subject: str, description: str, tags: list[str] | None = None,
+                   updated_at: str = "2026-11-22T09:00:00Z", group_id: int | None = None) -> dict[str, Any]:
+    """A `GET /api/v2/tickets/{id}.json` answer, shaped like Zendesk's own example."""
+    ticket = json.loads((FIXTURES / "zendesk" / "oas_ticket_show_example.json").read_text())["ticket"]
+    ticket.update(id=ticket_id, subject=subject, raw_subject=subject, description=description,
+                  tags=list(tags or []), updated_at=updated_at, group_id=group_id, priority=None, status="new",
+                  url=f"{ZENDESK}/tickets/{ticket_id}.json")
+    return {"ticket": ticket}
+
+
+def put_bodies(mock: responses.RequestsMock, ticket_id: int) -> list[dict[str, Any]]:
+    """The `ticket` objects of every PUT sent for this ticket."""
+    url = f"{ZENDESK}/tickets/{ticket_id}.json"
+    return [json.loads(call.request.body)["ticket"] for call in mock.calls
+            if call.request.method == "PUT" and call.request.url == url]
+
+
+def drain(services: Services, *, limit: int = 50) -> int:
+    """Run a worker until the queue has nothing due; returns the number of jobs processed."""
+    worker = services.make_worker()
+    for n in range(limit):
+        if not worker.run_once():
+            return n
+    raise AssertionError("queue did not drain")

@@ -1,0 +1,101 @@
+"""/health and /metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import responses
+from prometheus_client.parser import text_string_to_metric_families
+
+from connector import create_app
+from connector.scheduler import report_queue_health
+from connector.services import Services
+from helpers import (
+    FIXTURES,
+    ZENDESK,
+    FakeClock,
+    drain,
+    make_settings,
+    signed_headers,
+    trigger_body,
+    zendesk_ticket,
+)
+
+
+def test_health_without_credentials_reports_zendesk_not_configured(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, zendesk_subdomain="", zendesk_email="", zendesk_api_token="",
+                             zendesk_webhook_secret="")
+    client = create_app(settings).test_client()
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json
+    assert body["status"] == "ok" and body["database"] == "ok"
+    assert body["platforms"]["zendesk"] == {"configured": False, "missing": [
+        "ZENDESK_SUBDOMAIN", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_WEBHOOK_SECRET"]}
+
+
+def test_health_names_only_what_is_missing(tmp_path: Path) -> None:
+    client = create_app(make_settings(tmp_path, zendesk_webhook_secret="")).test_client()
+    assert client.get("/health").json["platforms"]["zendesk"]["missing"] == ["ZENDESK_WEBHOOK_SECRET"]
+
+
+def test_health_is_503_when_the_database_is_gone(client: Any, services: Services, monkeypatch: Any) -> None:
+    def broken() -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(services.store, "ping", broken)
+    response = client.get("/health")
+    assert response.status_code == 503 and response.json["status"] == "unavailable"
+
+
+def metrics(client: Any) -> dict[str, list[Any]]:
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.content_type.startswith("text/plain")
+    return {f.name: f.samples for f in text_string_to_metric_families(response.get_data(as_text=True))}
+
+
+def value(samples: list[Any], name: str, **labels: str) -> float:
+    matching = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(matching) == 1, (name, labels, samples)
+    return matching[0]
+
+
+def test_metrics_count_events_outcomes_tiers_and_latency(client: Any, services: Services, clock: FakeClock) -> None:
+    with responses.RequestsMock() as api:
+        api.get(f"{ZENDESK}/tickets/7.json",
+                json=zendesk_ticket(7, subject="Invoice please", description="Send the invoice"))
+        updated = (FIXTURES / "zendesk" / "ticket_update_response_200.json").read_text()
+        api.put(f"{ZENDESK}/tickets/7.json", body=updated)
+        for body in (trigger_body(7), trigger_body(7), b"garbage"):
+            client.post("/webhooks/zendesk", data=body, headers=signed_headers(body, clock))
+        clock.advance(0.3)
+        drain(services)
+    m = metrics(client)
+    assert value(m["deskroute_events_received"], "deskroute_events_received_total",
+                 platform="zendesk", kind="ticket.created") == 1
+    assert value(m["deskroute_events_finished"], "deskroute_events_finished_total",
+                 platform="zendesk", state="done", outcome="routed") == 1
+    assert value(m["deskroute_decisions"], "deskroute_decisions_total", platform="zendesk", tier="rules") == 1
+    latency = m["deskroute_processing_seconds"]
+    assert value(latency, "deskroute_processing_seconds_bucket", le="0.25") == 0
+    assert value(latency, "deskroute_processing_seconds_bucket", le="0.5") == 1
+    assert value(latency, "deskroute_processing_seconds_count") == 1
+    requests = m["deskroute_webhook_requests"]
+    assert value(requests, "deskroute_webhook_requests_total", platform="zendesk", status="202") == 1
+    assert value(requests, "deskroute_webhook_requests_total", platform="zendesk", status="200") == 1
+    assert value(requests, "deskroute_webhook_requests_total", platform="zendesk", status="400") == 1
+    assert value(m["deskroute_queue_jobs"], "deskroute_queue_jobs", state="pending") == 0
+
+
+def test_queue_health_job_reports_dead_letters(services: Services, caplog: Any) -> None:
+    from connector.models import TicketEvent
+
+    services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id="9", dedup_key="k"))
+    job = services.queue.claim("w")
+    assert job is not None
+    services.queue.dead_letter(job, error="422 RecordInvalid")
+    caplog.set_level("INFO")
+    health = report_queue_health(services.store)
+    assert health["counts"] == {"dead": 1}
+    assert any(r.levelname == "WARNING" and "dead-lettered" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,113 @@
+"""The `deskroute` command: classify, train and eval, through click's runner."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from connector.cli import main
+from connector.mappings import load_taxonomy
+from connector.store import Store
+from helpers import PROJECT
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Run `deskroute ...` with a fresh database and no .env (the cwd is a temp dir)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("DESKROUTE_MAPPINGS_DIR", str(PROJECT / "mappings"))
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject", "body", "category"])
+        writer.writerows(rows)
+    return path
+
+
+def taxonomy_split(tmp_path: Path) -> tuple[Path, Path]:
+    texts, labels = load_taxonomy(PROJECT / "mappings").examples()
+    rows = [("", t, y) for t, y in zip(texts, labels, strict=True)]
+    train = write_csv(tmp_path / "train.csv", [r for i, r in enumerate(rows) if i % 4])
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps({"text": r[1], "category": r[2]}) + "\n"
+                           for i, r in enumerate(rows) if not i % 4))
+    return train, dev
+
+
+def test_classify_json(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("classify", "--subject", "Invoice missing", "--body", "Please resend the invoice", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["classification"]["category"] == "billing" and out["classification"]["tier"] == "rules"
+    assert out["decisions"]["zendesk"]["group_id"] == "360000000101"
+
+
+def test_classify_text_output_and_usage_error(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("classify", "--subject", "Everything is gone", "--body", "We lost all our data after the update")
+    assert result.exit_code == 0 and "guardrail: data_loss" in result.output
+    assert run("classify").exit_code == 2
+
+
+def test_train_model_out_then_eval_with_predictions(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    train, dev = taxonomy_split(tmp_path)
+    result = run("train", "--data", str(train), "--model-out", str(tmp_path / "m.model"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.model").exists()
+    predictions = tmp_path / "pred.jsonl"
+    result = run("eval", "--data", str(dev), "--model", str(tmp_path / "m.model"), "--json",
+                 "--predictions", str(predictions))
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert set(scores) >= {"accuracy", "macro_f1", "coverage_at_95", "n", "p50_ms"}
+    assert scores["n"] == len(dev.read_text().splitlines()) and scores["macro_f1"] > 0.5
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    labels = [json.loads(line)["category"] for line in dev.read_text().splitlines()]
+    assert [r["label"] for r in rows] == labels  # one row per input, in input order
+    assert all({"category", "confidence", "tier"} <= set(r) and r["tier"] == "local" for r in rows)
+
+
+def test_eval_without_model_scores_the_cascade(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, dev = taxonomy_split(tmp_path)
+    result = run("eval", "--data", str(dev), "--predictions", str(tmp_path / "p.jsonl"))
+    assert result.exit_code == 0 and "coverage_at_95" in result.output
+    tiers = {json.loads(line)["tier"] for line in (tmp_path / "p.jsonl").read_text().splitlines()}
+    assert "rules" in tiers
+
+
+def test_train_refuses_to_replace_the_active_model_with_foreign_labels(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    foreign = write_csv(tmp_path / "b77.csv", [("", "card arrived broken", "card_not_working"),
+                                                ("", "where is my card", "card_arrival")])
+    result = run("train", "--data", str(foreign))
+    assert result.exit_code == 1
+    assert "not replacing the active model: 2 label(s) are not categories" in result.output
+    assert "card_arrival" in result.output and "--model-out" in result.output
+    assert Store(tmp_path / "cli.db").models() == []
+
+
+def test_train_with_taxonomy_labels_activates_a_new_version(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    extra = write_csv(tmp_path / "history.csv", [
+        ("Bill", "Where is my bill for June?", "billing"),
+        ("Slow", "Everything is slow for the whole company", "outage_performance"),
+    ])
+    result = run("train", "--data", str(extra))
+    assert result.exit_code == 0 and "is now active" in result.output
+    [model] = Store(tmp_path / "cli.db").models()
+    assert model["active"] == 1 and model["n_examples"] > 100  # taxonomy examples + the file
+
+
+def test_bad_dataset_is_a_clear_error(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = write_csv(tmp_path / "bad.csv", [("s", "b", "")])
+    result = run("train", "--data", str(bad), "--model-out", str(tmp_path / "x.model"))
+    assert result.exit_code == 1 and "bad.csv: row 1: no category" in result.output

@@ -1,0 +1,229 @@
+"""Write-back under faults: rate limits, server errors, refusals, conflicts and crashed workers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+import responses
+
+from connector.models import ROUTED_TAG, TRIAGE_TAG, TicketEvent
+from connector.services import Services
+from helpers import (
+    BILLING_GROUP,
+    FIXTURES,
+    TRIAGE_GROUP,
+    ZENDESK,
+    FakeClock,
+    drain,
+    put_bodies,
+    zendesk_ticket,
+)
+
+TICKET = 201
+URL = f"{ZENDESK}/tickets/{TICKET}.json"
+UPDATED = json.loads((FIXTURES / "zendesk" / "ticket_update_response_200.json").read_text())
+
+
+def queue_created(services: Services) -> int:
+    event_id, _ = services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created",
+                                                     ticket_id=str(TICKET), dedup_key=f"ticket.created:{TICKET}"))
+    return event_id
+
+
+def stub_get(api: responses.RequestsMock, *, tags: list[str] | None = None, updated_at: str = "2026-11-22T09:00:00Z",
+             subject: str = "Invoice for October missing") -> None:
+    api.get(URL, json=zendesk_ticket(TICKET, subject=subject, description="Please resend it.", tags=tags or ["vip"],
+                                     updated_at=updated_at))
+
+
+def stub_put(api: responses.RequestsMock, status: int = 200, *, retry_after: str | None = None,
+             body: Any = None) -> None:
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    if status == 200:
+        api.put(URL, json=UPDATED)
+    else:
+        api.put(URL, status=status, headers=headers, json=body if body is not None else {"error": "Error"})
+
+
+def event_row(services: Services, event_id: int) -> dict[str, Any]:
+    return services.store.event(event_id)
+
+
+def test_429_with_retry_after_then_success(services: Services, zendesk_api: responses.RequestsMock) -> None:
+    stub_get(zendesk_api)
+    stub_put(zendesk_api, 429, retry_after="2")
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 2
+    assert services.sleeps == [2.0]  # type: ignore[attr-defined]
+    assert event_row(services, event_id)["state"] == "done"
+
+
+def test_429_longer_than_the_wait_budget_goes_back_to_the_queue(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    stub_get(zendesk_api)
+    stub_put(zendesk_api, 429, retry_after="120")  # the budget is 30 s: don't hold the worker
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    drain(services)
+    row = event_row(services, event_id)
+    assert row["state"] == "pending" and row["due_at"] >= clock() + 120 and "429" in row["last_error"]
+    assert services.sleeps == []  # type: ignore[attr-defined]
+    clock.advance(121)
+    drain(services)
+    assert event_row(services, event_id)["state"] == "done"
+    assert len(put_bodies(zendesk_api, TICKET)) == 2
+
+
+def test_503_three_times_then_success(services: Services, zendesk_api: responses.RequestsMock) -> None:
+    stub_get(zendesk_api)
+    for _ in range(3):
+        stub_put(zendesk_api, 503, body={"error": "ServiceUnavailable"})
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 4
+    assert len(services.sleeps) == 3  # type: ignore[attr-defined]
+    assert event_row(services, event_id)["state"] == "done"
+
+
+def test_a_helpdesk_that_stays_down_ends_in_a_visible_dead_letter(
+        make_services: Callable[..., Services], clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    services = make_services(deskroute_max_attempts=2)
+    stub_get(zendesk_api)
+    stub_put(zendesk_api, 503, body="<html>down</html>")
+    event_id = queue_created(services)
+    for _ in range(3):
+        drain(services)
+        clock.advance(3600)
+    row = event_row(services, event_id)
+    assert row["state"] == "dead" and row["attempts"] == 2 and row["last_error"].startswith("503")
+    record = services.store.ticket("zendesk", str(TICKET))
+    assert record is not None and record.state == "decided"  # classified once, never written
+    assert [e["id"] for e in services.store.events(state="dead")] == [event_id]
+
+
+def test_422_invalid_group_falls_back_to_triage_with_the_reason(
+        services: Services, zendesk_api: responses.RequestsMock) -> None:
+    stub_get(zendesk_api)
+    stub_put(zendesk_api, 422, body={"error": "RecordInvalid", "description": "Record validation errors",
+                                     "details": {"group": [{"description": "Group: is invalid"}]}})
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    drain(services)
+    first, second = put_bodies(zendesk_api, TICKET)
+    assert first["group_id"] == BILLING_GROUP
+    assert second["group_id"] == TRIAGE_GROUP
+    assert TRIAGE_TAG in second["tags"] and "vip" in second["tags"]
+    assert "refused the routing (422 RecordInvalid: group: Group: is invalid)" in second["comment"]["body"]
+    assert "Best guess: billing" in second["comment"]["body"]
+    row = event_row(services, event_id)
+    assert (row["state"], row["outcome"]) == ("triage", "triage")
+    record = services.store.ticket("zendesk", str(TICKET))
+    assert record is not None and record.state == "triage" and record.decision is not None
+    assert record.decision.triage
+
+
+def test_422_on_the_triage_group_too_is_dead_with_the_reason(
+        services: Services, zendesk_api: responses.RequestsMock) -> None:
+    stub_get(zendesk_api)
+    invalid = {"error": "RecordInvalid", "details": {"group": [{"description": "Group: is invalid"}]}}
+    stub_put(zendesk_api, 422, body=invalid)
+    event_id = queue_created(services)
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 2  # the category's group, then triage; then stop
+    row = event_row(services, event_id)
+    assert row["state"] == "dead" and "422 RecordInvalid" in row["last_error"]
+    record = services.store.ticket("zendesk", str(TICKET))
+    assert record is not None and record.state == "dead"
+
+
+def test_409_rereads_the_ticket_and_keeps_the_agents_new_tag(
+        services: Services, zendesk_api: responses.RequestsMock) -> None:
+    stub_get(zendesk_api, tags=["vip"])
+    stub_put(zendesk_api, 409, body={"error": "UpdateConflict"})
+    stub_get(zendesk_api, tags=["vip", "added_by_agent"], updated_at="2026-11-22T09:00:05Z")
+    stub_put(zendesk_api)
+    queue_created(services)
+    drain(services)
+    first, second = put_bodies(zendesk_api, TICKET)
+    assert first["updated_stamp"] == "2026-11-22T09:00:00Z"
+    assert second["updated_stamp"] == "2026-11-22T09:00:05Z"
+    assert second["tags"][:2] == ["vip", "added_by_agent"]
+
+
+def test_worker_dying_mid_job_hands_it_over_once_the_lease_expires(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    stub_get(zendesk_api)
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    dead_worker = services.queue.claim("worker-that-dies")
+    assert dead_worker is not None
+    assert drain(services) == 0  # leased: nobody else may take it yet
+    clock.advance(services.settings.deskroute_lease_seconds + 1)
+    assert drain(services) == 1
+    assert len(put_bodies(zendesk_api, TICKET)) == 1
+    row = event_row(services, event_id)
+    assert row["state"] == "done" and row["attempts"] == 2
+    assert not services.queue.complete(dead_worker, state="done", outcome="routed")  # its late word is refused
+
+
+class Crash(BaseException):
+    """The process dies (SIGKILL): nothing after this point runs, no except clause sees it."""
+
+
+def test_crash_after_the_write_landed_does_not_write_again(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stub_get(zendesk_api, tags=["vip"])
+    stub_put(zendesk_api)
+    # What Zendesk shows after our write: our tags are on the ticket.
+    stub_get(zendesk_api, tags=["vip", ROUTED_TAG, "deskroute_billing"], updated_at="2026-11-22T09:00:09Z")
+    event_id = queue_created(services)
+
+    original = services.store.finish_ticket
+
+    def crash_once(*args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(services.store, "finish_ticket", original)
+        raise Crash
+
+    monkeypatch.setattr(services.store, "finish_ticket", crash_once)
+    with pytest.raises(Crash):
+        drain(services)
+    assert event_row(services, event_id)["state"] == "running"
+    clock.advance(services.settings.deskroute_lease_seconds + 1)
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 1
+    assert event_row(services, event_id)["state"] == "done"
+
+
+def test_timeout_whose_write_landed_is_not_repeated(services: Services, zendesk_api: responses.RequestsMock) -> None:
+    stub_get(zendesk_api, tags=["vip"])
+    zendesk_api.put(URL, body=requests.ConnectionError("read timed out"))  # it reached Zendesk, we never heard
+    stub_put(zendesk_api, 409, body={"error": "UpdateConflict"})           # so the retry's stamp is stale
+    stub_get(zendesk_api, tags=["vip", ROUTED_TAG], updated_at="2026-11-22T09:00:09Z")
+    event_id = queue_created(services)
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 2
+    assert event_row(services, event_id)["state"] == "done"
+
+
+def test_deleted_ticket_is_dead_with_the_reason(services: Services, zendesk_api: responses.RequestsMock) -> None:
+    zendesk_api.get(URL, status=404, json={"error": "RecordNotFound", "description": "Not found"})
+    event_id = queue_created(services)
+    drain(services)
+    row = event_row(services, event_id)
+    assert row["state"] == "dead" and row["last_error"] == "404 RecordNotFound: Not found"
+
+
+def test_bad_credentials_are_retried_not_dropped(services: Services, zendesk_api: responses.RequestsMock) -> None:
+    zendesk_api.get(URL, status=401, json={"error": "Couldn't authenticate you"})
+    event_id = queue_created(services)
+    drain(services)
+    row = event_row(services, event_id)
+    assert row["state"] == "pending" and row["last_error"].startswith("401")

@@ -1,0 +1,121 @@
+"""mappings/: the default taxonomy and Zendesk mapping, validation errors, and decide()."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from connector.mappings import MappingError, decide, load_mapping, load_taxonomy, triage_instead
+from connector.models import ROUTED_TAG, TRIAGE_TAG, Classification, TierResult
+from helpers import PROJECT
+
+MAPPINGS = PROJECT / "mappings"
+
+
+@pytest.fixture
+def mappings_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS, target)
+    return target
+
+
+def test_default_taxonomy_is_a_real_one() -> None:
+    taxonomy = load_taxonomy(MAPPINGS)
+    assert len(taxonomy.categories) >= 8
+    for name, category in taxonomy.categories.items():
+        assert category.description, name
+        assert len(category.examples) >= 15, name
+        assert len(set(category.examples)) == len(category.examples), f"{name} repeats an example"
+    assert {g.name for g in taxonomy.guardrails} >= {"data_loss", "security"}
+
+
+def test_default_zendesk_mapping_routes_every_category() -> None:
+    taxonomy = load_taxonomy(MAPPINGS)
+    mapping = load_mapping(MAPPINGS, "zendesk", taxonomy)
+    assert set(mapping.categories) == set(taxonomy.categories)
+    assert mapping.triage.group_id.isdigit()
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("group_id: 360000000102", "group_id: [1, 2]", "zendesk.yaml: categories.account_access.group_id:"),
+    ("    priority: urgent\n", "    priority: asap\n", "zendesk.yaml: categories.outage_performance.priority:"),
+    ("    tags: [api]", "    tags: [two words]", "zendesk.yaml: categories.integrations_api.tags.0:"),
+    ("  how_to:\n    group_id: 360000000106\n    tags: [how_to]\n", "",
+     "zendesk.yaml: categories.how_to: missing; every taxonomy category needs a route"),
+    ("categories:\n", "categories:\n  gardening:\n    group_id: 5\n",
+     "zendesk.yaml: categories.gardening: not a category in taxonomy.yaml"),
+    ("triage:\n  group_id: 360000000100\n", "triage:\n", "zendesk.yaml: triage.group_id: Field required"),
+    ("triage:", "triage: [", "zendesk.yaml: not valid YAML"),
+])
+def test_mapping_errors_name_the_file_and_key(mappings_copy: Path, old: str, new: str, expected: str) -> None:
+    path = mappings_copy / "zendesk.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(MappingError) as error:
+        load_mapping(mappings_copy, "zendesk", load_taxonomy(mappings_copy))
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("  billing:\n    description:", "  Billing Team:\n    description:", "taxonomy.yaml: categories.Billing Team"),
+    ('      - "(been|was|got) hacked"', '      - "(unclosed"', "taxonomy.yaml: guardrails.1.patterns"),
+    ("    priority: low\n", "    priority: 3\n", "taxonomy.yaml: categories.feature_request.priority"),
+    ("version: 1", "version: 1\nlanguages: [en]", "taxonomy.yaml: languages: Extra inputs are not permitted"),
+])
+def test_taxonomy_errors_name_the_file_and_key(mappings_copy: Path, old: str, new: str, expected: str) -> None:
+    path = mappings_copy / "taxonomy.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(MappingError) as error:
+        load_taxonomy(mappings_copy)
+    assert expected in str(error.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MappingError, match="taxonomy.yaml: file not found"):
+        load_taxonomy(tmp_path)
+
+
+@pytest.fixture
+def config() -> tuple:
+    taxonomy = load_taxonomy(MAPPINGS)
+    return taxonomy, load_mapping(MAPPINGS, "zendesk", taxonomy)
+
+
+def test_decide_routes_a_confident_category(config: tuple) -> None:
+    taxonomy, mapping = config
+    c = Classification(category="outage_performance", confidence=0.93, tier="local", reason="local model: 0.93")
+    d = decide(c, mapping, taxonomy)
+    assert not d.triage and d.group_id == "360000000104" and d.priority == "urgent"
+    assert d.tags == [ROUTED_TAG, "incident", "deskroute_outage_performance", "deskroute_tier_local",
+                      "deskroute_conf_high"]
+    assert "outage_performance" in d.note and "confidence 0.93" in d.note and "tier: local" in d.note
+
+
+def test_decide_uses_the_taxonomy_priority_when_the_mapping_has_none(config: tuple) -> None:
+    taxonomy, mapping = config
+    d = decide(Classification(category="feature_request", confidence=0.8, tier="rules", reason="r"), mapping, taxonomy)
+    assert d.priority == "low" and "deskroute_conf_medium" in d.tags
+
+
+def test_decide_sends_guardrails_to_triage_at_their_priority(config: tuple) -> None:
+    taxonomy, mapping = config
+    c = Classification(category=None, confidence=1.0, tier="rules", reason="guardrail 'security'", guardrail="security",
+                       priority="urgent", tiers=[TierResult(tier="local", category="account_access", confidence=0.9)])
+    d = decide(c, mapping, taxonomy)
+    assert d.triage and d.group_id == mapping.triage.group_id and d.priority == "urgent"
+    assert TRIAGE_TAG in d.tags and "deskroute_guardrail_security" in d.tags
+    assert "Best guess: account_access" in d.note
+
+
+def test_triage_instead_keeps_the_guess_and_priority(config: tuple) -> None:
+    taxonomy, mapping = config
+    first = decide(Classification(category="outage_performance", confidence=0.9, tier="local", reason="r"),
+                   mapping, taxonomy)
+    fallback = triage_instead(first, mapping, taxonomy, reason="zendesk refused the routing (422)")
+    assert fallback.triage and fallback.group_id == mapping.triage.group_id and fallback.priority == "urgent"
+    assert "zendesk refused the routing (422)" in fallback.note and "Best guess: outage_performance" in fallback.note

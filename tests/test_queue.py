@@ -1,0 +1,112 @@
+"""The durable queue: idempotent enqueue, leases, retries with backoff, dead letters, migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connector.models import TicketEvent
+from connector.queue import Queue, RetryPolicy
+from connector.store import DEAD, DONE, MIGRATIONS, Store
+from helpers import FakeClock
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> Store:
+    s = Store(tmp_path / "q.db", clock=clock)
+    s.migrate()
+    return s
+
+
+@pytest.fixture
+def queue(store: Store, clock: FakeClock) -> Queue:
+    return Queue(store, lease_seconds=60, policy=RetryPolicy(max_attempts=3, base_seconds=2, max_seconds=100))
+
+
+def event(ticket_id: str = "1", key: str | None = None) -> TicketEvent:
+    return TicketEvent(platform="zendesk", kind="ticket.created", ticket_id=ticket_id,
+                       dedup_key=key or f"ticket.created:{ticket_id}")
+
+
+def test_migrations_are_numbered_and_applied_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    assert store.migrate() == [fn.__name__ for fn in MIGRATIONS]
+    assert store.migrate() == []
+    rows = list(store.db["_migrations"].rows)
+    assert [r["number"] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+    # A second process finding a half-applied migration (tables there, record missing) must not fail.
+    store.db.execute("DELETE FROM _migrations")
+    assert store.migrate() == [fn.__name__ for fn in MIGRATIONS]
+
+
+def test_enqueue_is_idempotent(queue: Queue) -> None:
+    first, created = queue.enqueue(event())
+    again, created_again = queue.enqueue(event())
+    assert created and not created_again and first == again
+    other, created_other = queue.enqueue(event("2"))
+    assert created_other and other != first
+
+
+def test_claim_leases_a_job_to_one_worker(queue: Queue) -> None:
+    queue.enqueue(event())
+    job = queue.claim("a")
+    assert job is not None and job.attempts == 1
+    assert queue.claim("b") is None  # leased to a
+
+
+def test_expired_lease_goes_to_the_next_claim_and_fences_the_old_owner(queue: Queue, clock: FakeClock) -> None:
+    queue.enqueue(event())
+    stale = queue.claim("a")
+    assert stale is not None
+    clock.advance(61)
+    fresh = queue.claim("b")
+    assert fresh is not None and fresh.id == stale.id and fresh.attempts == 2
+    assert not queue.complete(stale, state=DONE, outcome="routed")   # a's lease is gone
+    assert queue.complete(fresh, state=DONE, outcome="routed")
+    assert queue.store.event(fresh.id)["state"] == DONE
+
+
+def test_heartbeat_keeps_the_lease(queue: Queue, clock: FakeClock) -> None:
+    queue.enqueue(event())
+    job = queue.claim("a")
+    assert job is not None
+    clock.advance(50)
+    assert queue.heartbeat(job)
+    clock.advance(50)
+    assert queue.claim("b") is None
+
+
+def test_retry_backs_off_then_dead_letters(queue: Queue, clock: FakeClock) -> None:
+    queue.enqueue(event())
+    delays = []
+    for attempt in range(1, 4):
+        job = queue.claim("a")
+        assert job is not None and job.attempts == attempt
+        state = queue.retry(job, error="503 ServiceUnavailable")
+        row = queue.store.event(job.id)
+        if attempt < 3:
+            assert state == "pending" and row["state"] == "pending"
+            delays.append(row["due_at"] - clock())
+            assert queue.claim("a") is None  # not due yet
+            clock.advance(delays[-1])
+        else:
+            assert state == DEAD and row["state"] == DEAD and row["last_error"] == "503 ServiceUnavailable"
+    assert 1.0 <= delays[0] <= 2.0 and 2.0 <= delays[1] <= 4.0  # 2 s then 4 s, with jitter
+
+
+def test_retry_honours_retry_after(queue: Queue, clock: FakeClock) -> None:
+    queue.enqueue(event())
+    job = queue.claim("a")
+    assert job is not None
+    queue.retry(job, error="429", retry_after=45)
+    assert queue.store.event(job.id)["due_at"] - clock() >= 45
+
+
+def test_jobs_are_claimed_oldest_first(queue: Queue, clock: FakeClock) -> None:
+    ids = []
+    for n in range(3):
+        ids.append(queue.enqueue(event(str(n)))[0])
+        clock.advance(1)
+    claimed = [queue.claim("a").id for _ in ids]  # type: ignore[union-attr]
+    assert claimed == ids

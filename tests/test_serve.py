@@ -1,0 +1,114 @@
+"""`deskroute serve` as a real process: starts with no credentials, and routes a ticket end to end
+against the loopback fake Zendesk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import PROJECT, FakeClock, signed_headers, trigger_body
+from platforms.fakes.zendesk import FakeZendesk
+
+GROUPS = {360000000100: "Triage", 360000000101: "Billing", 360000000102: "Access"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_serve(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("ZENDESK_", "FRESHDESK_", "DESKROUTE_", "ZENPY_", "ANTHROPIC_"))
+                and k != "DATABASE_URL"}
+    process = subprocess.Popen([sys.executable, "-m", "connector", "serve", "--port", str(port)], cwd=tmp_path,
+                               env={**base_env, "PYTHONPATH": str(PROJECT), **env}, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited early:\n{process.stdout.read() if process.stdout else ''}")
+        try:
+            return requests.get(f"{url}/health", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(healthy, what="/health")
+    return process, url
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    return output
+
+
+@pytest.fixture
+def fake_zendesk() -> Iterator[tuple[FakeZendesk, str]]:
+    fake = FakeZendesk(groups=GROUPS)
+    netloc = fake.start()
+    yield fake, netloc
+    fake.stop()
+
+
+def test_serve_starts_with_no_credentials(tmp_path: Path) -> None:
+    process, url = start_serve(tmp_path, {})
+    try:
+        health = requests.get(f"{url}/health", timeout=5).json()
+        assert health["status"] == "ok"
+        assert health["platforms"]["zendesk"]["configured"] is False
+        assert requests.post(f"{url}/webhooks/zendesk", data=b"{}", timeout=5).status_code == 404
+        assert requests.get(f"{url}/metrics", timeout=5).status_code == 200
+    finally:
+        output = stop(process)
+    assert "zendesk: not configured (set ZENDESK_SUBDOMAIN" in output
+    assert (tmp_path / "deskroute.db").exists()  # the embedded default database
+
+
+def test_serve_routes_a_ticket_end_to_end(tmp_path: Path, fake_zendesk: tuple[FakeZendesk, str]) -> None:
+    fake, netloc = fake_zendesk
+    fake.add_ticket(501, subject="Invoice for October missing", description="Please resend our October invoice.",
+                    tags=["from_email"])
+    secret = "loopback-secret"
+    process, url = start_serve(tmp_path, {
+        "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "tok",
+        "ZENDESK_WEBHOOK_SECRET": secret, "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http",
+        "DESKROUTE_LOG_FORMAT": "json",
+    })
+    try:
+        clock = FakeClock(time.time())
+        body = trigger_body(501)
+        for _ in range(3):  # a delivery and two retries of it
+            requests.post(f"{url}/webhooks/zendesk", data=body, headers=signed_headers(body, clock, secret=secret),
+                          timeout=5)
+        wait_for(lambda: fake.tickets[501]["group_id"] == 360000000101, what="the ticket to be routed")
+        time.sleep(0.5)  # give a wrongful second write the chance to happen
+        assert len(fake.updates(501)) == 1
+        ticket = fake.tickets[501]
+        assert ticket["tags"][0] == "from_email" and "deskroute_billing" in ticket["tags"]
+        assert fake.comments[501][-1]["public"] is False
+    finally:
+        output = stop(process)
+    assert "Invoice for October" not in output and secret not in output  # nothing private in the logs
