@@ -10,6 +10,7 @@ may start at once.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -41,7 +42,6 @@ def m001_initial(db: Database) -> None:
         defaults={"attempts": 0}, if_not_exists=True)
     db["events"].create_index(["platform", "dedup_key"], unique=True, if_not_exists=True)
     db["events"].create_index(["state", "due_at"], if_not_exists=True)
-    db["events"].create_index(["platform", "ticket_id"], if_not_exists=True)
     db["tickets"].create({
         "platform": str, "ticket_id": str, "event_id": int, "first_seen_at": float, "state": str,
         "category": str, "confidence": float, "tier": str, "guardrail": str, "group_id": str, "priority": str,
@@ -60,6 +60,11 @@ def m001_initial(db: Database) -> None:
         "source": str, "sha256": str, "blob": bytes, "active": int,
     }, pk="version", if_not_exists=True)
 
+
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+# Per database file, shared by every Store on it in this process.
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
 
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
@@ -100,6 +105,8 @@ class Store:
         self.path = str(path)
         self.clock = clock
         self._local = threading.local()
+        with _LOCKS_GUARD:
+            self._write_lock = _WRITE_LOCKS.setdefault(os.path.abspath(self.path), threading.Lock())
 
     @property
     def db(self) -> Database:
@@ -115,6 +122,14 @@ class Store:
         return db
 
     def _execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        if sql.startswith(_WRITES):
+            # One writer per process at a time: threads queue here instead of in SQLite's busy handler,
+            # which sleeps 1, 2, 5, 10... ms between tries and would put those sleeps in webhook latency.
+            with self._write_lock:
+                return self._run(sql, params)
+        return self._run(sql, params)
+
+    def _run(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[sqlite3.Row]:
         # fetchall() runs the statement to completion, so no write lock outlives this call.
         cursor = self.db.conn.execute(sql, params)
         cursor.row_factory = sqlite3.Row
@@ -289,21 +304,21 @@ class Store:
                    sha256: str, activate: bool, now: float) -> int:
         """Keep a trained model; with activate, it becomes the one the router uses."""
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if activate:
-                conn.execute("UPDATE models SET active = 0 WHERE active = 1")
-            cursor = conn.execute(
-                "INSERT INTO models (created_at, labels, n_examples, metrics, source, sha256, blob, active)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (now, json.dumps(labels), n_examples, json.dumps(metrics), source, sha256, blob, int(activate)))
-            version = cursor.lastrowid
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        assert version is not None
-        return version
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")  # deactivate the old and insert the new as one change
+            try:
+                if activate:
+                    conn.execute("UPDATE models SET active = 0 WHERE active = 1")
+                cursor = conn.execute(
+                    "INSERT INTO models (created_at, labels, n_examples, metrics, source, sha256, blob, active)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (now, json.dumps(labels), n_examples, json.dumps(metrics), source, sha256, blob, int(activate)))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
     def active_model_version(self) -> int | None:
         """The version the router should be using, or None before the first training."""

@@ -65,6 +65,7 @@ def receive(platform: str) -> tuple[Response, int]:
     if not created:
         return _answer(platform, 200, ignored="duplicate", event_id=event_id)
     services.wake()
-    log.info("webhook accepted", extra={"platform": platform, "event_id": event_id, "ticket_id": event.ticket_id,
+    # DEBUG: the job's own log lines carry these ids; an INFO line per webhook costs ~15% of intake throughput.
+    log.debug("webhook accepted", extra={"platform": platform, "event_id": event_id, "ticket_id": event.ticket_id,
                                         "kind": event.kind, "source_id": event.source_id})
     return _answer(platform, 202, status="queued", event_id=event_id)

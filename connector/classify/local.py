@@ -114,7 +114,8 @@ class LocalModel:
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, one row per text, columns in `classes` order."""
-        features = sparse.hstack([v.transform(texts) for v in self._vectorizers]).tocsr()
+        features = sparse.hstack([v.transform(texts) for v in self._vectorizers], format="csr", dtype=np.float32)
+        # Same dtype as the weights, or scipy copies the whole weight matrix to float64 on every call.
         scores = features @ self._coef_t + self._intercept
         return softmax(np.asarray(scores, dtype=np.float64) / self.temperature, axis=1)
 

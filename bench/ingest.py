@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Webhook intake: signed webhooks per second accepted and persisted, behind gunicorn.
+
+Runs two servers side by side, with the same gunicorn settings and the same load generator, and
+measures them in alternating rounds:
+  baseline   a bare Flask handler that parses the JSON and inserts a row into SQLite (bench/ingest_baseline.py)
+  deskroute  `connector:create_app()`: verify the HMAC, check the window, parse, de-duplicate, enqueue
+For each it measures
+  throughput   closed loop: `--concurrency` keep-alive connections sending as fast as they can
+  latency      open loop at `--rate` requests/s, timed from each request's scheduled send time
+               (so a stalled server can't hide its queueing), p50/p99/max
+and prints the ratio of Deskroute's throughput to the baseline's. Every request carries a new
+ticket id, so every accepted request is a row written; rows are counted in each database afterwards.
+
+    python bench/ingest.py                      # 5 rounds of: 4 s closed loop, 4 s at 500 req/s
+    python bench/ingest.py --rate 800 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import itertools
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from platforms.zendesk import sign  # noqa: E402  (the production signer)
+
+SECRET = "bench-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A gunicorn process serving one app."""
+
+    def __init__(self, name: str, app: str, *, workdir: Path, env: dict[str, str], workers: int, threads: int):
+        self.name = name
+        self.port = free_port()
+        self.log = (workdir / f"{name}.log").open("w")
+        gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+        self.process = subprocess.Popen(
+            [gunicorn, "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
+             "--bind", f"127.0.0.1:{self.port}", "--keep-alive", "30", "--log-level", "warning", app],
+            cwd=workdir, env={**os.environ, **env, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"},
+            stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                conn.request("GET", "/health")
+                if conn.getresponse().status in (200, 404):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"{name} did not start; see {self.log.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+class Requests:
+    """Signed trigger bodies, each for a new ticket id."""
+
+    def __init__(self, start: int):
+        self._ids = itertools.count(start)
+        self._lock = threading.Lock()
+
+    def next(self) -> tuple[bytes, dict[str, str]]:
+        with self._lock:
+            ticket_id = next(self._ids)
+        body = json.dumps({"ticket_id": str(ticket_id), "event": "ticket.created"}).encode()
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return body, {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+                      "X-Zendesk-Webhook-Signature": sign(SECRET, stamp, body)}
+
+
+def send(conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> int:
+    conn.request("POST", "/webhooks/zendesk", body=body, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def _raw_request(body: bytes, headers: dict[str, str]) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (f"POST /webhooks/zendesk HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n{head}\r\n"
+            .encode() + body)
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    writer.write(request)
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
+def throughput(port: int, requests: Requests, *, seconds: float, concurrency: int) -> tuple[float, int, int]:
+    """Closed loop; returns (accepted per second, accepted, errors)."""
+    prepared = [_raw_request(*requests.next()) for _ in range(int(seconds * 4000))]
+    cursor = itertools.count()
+    accepted = errors = 0
+
+    async def client(stop_at: float) -> None:
+        nonlocal accepted, errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < stop_at and (i := next(cursor)) < len(prepared):
+            try:
+                status = await _exchange(reader, writer, prepared[i])
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            accepted += status == 202
+            errors += status != 202
+        writer.close()
+
+    async def run() -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(client(started + seconds) for _ in range(concurrency)))
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(run())
+    return accepted / elapsed, accepted, errors
+
+
+def latency(port: int, requests: Requests, *, rate: float, seconds: float, connections: int) -> dict[str, float]:
+    """Open loop at a fixed rate; latency counts from each request's scheduled time.
+
+    One asyncio thread drives every connection, so the generator's own scheduling jitter stays far
+    below what is measured (threads fighting over the GIL would add their own milliseconds).
+    """
+    total = int(rate * seconds)
+    # Sign everything before the clock starts so signing doesn't eat into the schedule.
+    prepared = [_raw_request(*requests.next()) for _ in range(total)]
+    latencies: list[float] = []
+    errors = 0
+
+    async def run() -> float:
+        nonlocal errors
+        pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        for _ in range(connections):
+            pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.2
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            reader, writer = await pool.get()
+            try:
+                ok = await _exchange(reader, writer, prepared[i]) == 202
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                ok = False
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            latencies.append((loop.time() - due) * 1000)
+            errors += not ok
+            pool.put_nowait((reader, writer))
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+        elapsed = loop.time() - start
+        while not pool.empty():
+            pool.get_nowait()[1].close()
+        return elapsed
+
+    elapsed = asyncio.run(run())
+    q = statistics.quantiles(latencies, n=100)
+    return {"p50_ms": q[49], "p99_ms": q[98], "max_ms": max(latencies), "errors": errors,
+            "achieved_rps": total / elapsed}
+
+
+def rows(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500, help="open-loop request rate (default 500/s)")
+    parser.add_argument("--seconds", type=float, default=4, help="open-loop seconds per round (default 4)")
+    parser.add_argument("--throughput-seconds", type=float, default=4, help="closed-loop seconds per round (default 4)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per server (default 5)")
+    parser.add_argument("--concurrency", type=int, default=16, help="closed-loop connections (default 16)")
+    parser.add_argument("--connections", type=int, default=32, help="open-loop connections (default 32)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers (default 2)")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (default 4)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="deskroute-ingest-"))
+    common = {"workers": args.workers, "threads": args.threads, "workdir": workdir}
+    apps = {
+        "baseline": ("ingest_baseline:create_app()", {"BASELINE_DB": str(workdir / "baseline.db")},
+                     workdir / "baseline.db"),
+        "deskroute": ("connector:create_app()", {
+            "DATABASE_URL": f"sqlite:///{workdir / 'deskroute.db'}", "ZENDESK_SUBDOMAIN": "bench",
+            "ZENDESK_EMAIL": "bench@example.com", "ZENDESK_API_TOKEN": "unused", "ZENDESK_WEBHOOK_SECRET": SECRET,
+            "DESKROUTE_MAPPINGS_DIR": str(ROOT / "mappings"), "DESKROUTE_SCHEDULER": "false",
+        }, workdir / "deskroute.db"),
+    }
+    # Both servers stay up; the measurements alternate between them, round by round, so that a noisy
+    # neighbour on this shared machine hits both alike. The medians are reported.
+    servers = {name: Server(name, app, env=env, **common) for name, (app, env, _) in apps.items()}
+    generators = {name: Requests(start=10_000_000 * (i + 1)) for i, name in enumerate(servers)}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    try:
+        for name, server in servers.items():  # warm up
+            send(http.client.HTTPConnection("127.0.0.1", server.port), *generators[name].next())
+        for _ in range(args.rounds):
+            for name, server in servers.items():
+                rps, _, errors = throughput(server.port, generators[name], seconds=args.throughput_seconds,
+                                            concurrency=args.concurrency)
+                lat = latency(server.port, generators[name], rate=args.rate, seconds=args.seconds,
+                              connections=args.connections)
+                rounds[name].append({"throughput_rps": rps, "throughput_errors": errors, **lat})
+    finally:
+        for server in servers.values():
+            server.stop()
+    results = {}
+    for name, runs in rounds.items():
+        results[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        results[name]["rows"] = rows(apps[name][2], "events")
+        r = results[name]
+        print(f"{name:>9}: {r['throughput_rps']:8.0f} accepted/s ({r['throughput_errors']:.0f} errors) | "
+              f"at {args.rate:.0f}/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms, "
+              f"{r['errors']:.0f} errors | rows persisted {r['rows']:.0f}   (medians of {args.rounds} rounds)")
+    ratios = [d["throughput_rps"] / b["throughput_rps"] for d, b in zip(rounds["deskroute"], rounds["baseline"],
+                                                                          strict=True)]
+    ratio = statistics.median(ratios)
+    print(f"throughput ratio deskroute/baseline: {ratio:.2f} (target >= 0.60; per round: "
+          f"{', '.join(f'{x:.2f}' for x in ratios)}); deskroute p99 at {args.rate:.0f}/s: "
+          f"{results['deskroute']['p99_ms']:.1f} ms (target < 25 ms)")
+    print(json.dumps({"ratio": round(ratio, 3), **{k: {m: round(v, 3) for m, v in r.items()}
+                                                   for k, r in results.items()}}))
+    shutil.rmtree(workdir, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()
