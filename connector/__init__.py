@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from connector.settings import Settings
 
+if TYPE_CHECKING:
+    from connector.services import Services
+
 __all__ = ["Settings", "create_app"]
 
 
-def create_app(settings: Settings | None = None, *, services: object | None = None) -> Flask:
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
     """The web app: webhooks, /health and /metrics. Workers and the scheduler start elsewhere.
 
     Args:
@@ -29,7 +34,6 @@ def create_app(settings: Settings | None = None, *, services: object | None = No
             configure_logging(settings.deskroute_log_level, settings.deskroute_log_format)
         services = Services(settings)
         services.report_platforms()
-    assert isinstance(services, Services)
     settings = services.settings
 
     app = Flask(__name__)

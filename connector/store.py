@@ -3,8 +3,8 @@
 SQLite in WAL mode, one connection per thread, a busy timeout so that web and worker processes can
 write at once. Multi-statement writes run as single statements (`UPDATE ... RETURNING`) so that a
 claim or a state change is atomic without holding a transaction open across Python code.
-Migrations are numbered functions, applied in order, and must be idempotent because two processes
-may start at once.
+Migrations are numbered functions, applied in order inside one IMMEDIATE transaction, so two
+processes starting at once never apply one twice.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ _LOCKS_GUARD = threading.Lock()
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
 FINAL_STATES = (DONE, TRIAGE, DEAD)
+# A ticket classified and recorded, deliberately not written back (DESKROUTE_SHADOW).
+SHADOW = "shadow"
 
 
 @dataclass
@@ -138,17 +140,25 @@ class Store:
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names of those applied now."""
         db = self.db
-        db["_migrations"].create({"number": int, "name": str, "applied_at": float}, pk="number",
-                                 if_not_exists=True)
-        done = {row["number"] for row in db["_migrations"].rows}
         applied = []
-        for number, fn in enumerate(MIGRATIONS, start=1):
-            if number in done:
-                continue
-            fn(db)
-            self._execute("INSERT OR IGNORE INTO _migrations (number, name, applied_at) VALUES (?, ?, ?)",
-                          (number, fn.__name__, self.clock()))
-            applied.append(fn.__name__)
+        with self._write_lock:
+            # IMMEDIATE: one process migrates, the others wait for it and then find nothing to do.
+            # sqlite-utils (>= 4) runs its DDL inside a transaction that is already open.
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                db["_migrations"].create({"number": int, "name": str, "applied_at": float}, pk="number",
+                                         if_not_exists=True)
+                done = {row["number"] for row in db["_migrations"].rows}
+                for number, fn in enumerate(MIGRATIONS, start=1):
+                    if number not in done:
+                        fn(db)
+                        db.conn.execute("INSERT INTO _migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                                        (number, fn.__name__, self.clock()))
+                        applied.append(fn.__name__)
+                db.conn.execute("COMMIT")
+            except BaseException:
+                db.conn.execute("ROLLBACK")
+                raise
         return applied
 
     def ping(self) -> None:

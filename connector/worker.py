@@ -22,7 +22,7 @@ from connector.mappings import triage_instead
 from connector.models import ROUTED_TAG, Ticket
 from connector.queue import Queue
 from connector.router import Router
-from connector.store import DEAD, DONE, TRIAGE, Job, Store, TicketRecord
+from connector.store import DEAD, DONE, SHADOW, TRIAGE, Job, Store, TicketRecord
 from platforms.base import Platform, PlatformError
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class Worker:
         record = self.store.claim_ticket(platform=job.platform, ticket_id=job.ticket_id, event_id=job.id, now=now)
         if record.event_id != job.id:
             return DONE, "duplicate"  # another event already owns this ticket's one classification
-        if record.state in (DONE, TRIAGE, "shadow"):
+        if record.state in (DONE, TRIAGE, SHADOW):
             return (TRIAGE if record.state == TRIAGE else DONE), "already_applied"
         ticket = platform.fetch_ticket(job.ticket_id)
         if record.decision is None:
@@ -126,8 +126,8 @@ class Worker:
                 "confidence": round(classification.confidence, 3), "guardrail": classification.guardrail,
                 "classify_ms": classification.latency_ms})
         if self.shadow:
-            self.store.finish_ticket(record, state="shadow", now=self.clock())
-            return DONE, "shadow"
+            self.store.finish_ticket(record, state=SHADOW, now=self.clock())
+            return DONE, SHADOW
         return self._write(job, platform, record, ticket)
 
     def _write(self, job: Job, platform: Platform, record: TicketRecord, ticket: Ticket) -> tuple[str, str]:

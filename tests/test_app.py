@@ -99,3 +99,10 @@ def test_queue_health_job_reports_dead_letters(services: Services, caplog: Any) 
     health = report_queue_health(services.store)
     assert health["counts"] == {"dead": 1}
     assert any(r.levelname == "WARNING" and "dead-lettered" in r.getMessage() for r in caplog.records)
+
+
+def test_scheduler_has_the_queue_health_job(services: Services) -> None:
+    from connector.scheduler import init_scheduler
+
+    scheduler = init_scheduler(services)
+    assert [job.id for job in scheduler.get_jobs()] == ["queue_health"]

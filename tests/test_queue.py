@@ -40,6 +40,20 @@ def test_migrations_are_numbered_and_applied_once(tmp_path: Path) -> None:
     assert store.migrate() == [fn.__name__ for fn in MIGRATIONS]
 
 
+def _migrate(path: str) -> list[str]:
+    return Store(path).migrate()
+
+
+def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = str(tmp_path / "race.db")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.map(_migrate, [path] * 4)
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(MIGRATIONS)]
+    assert [r["number"] for r in Store(path).db["_migrations"].rows] == list(range(1, len(MIGRATIONS) + 1))
+
+
 def test_enqueue_is_idempotent(queue: Queue) -> None:
     first, created = queue.enqueue(event())
     again, created_again = queue.enqueue(event())

@@ -112,3 +112,29 @@ def test_serve_routes_a_ticket_end_to_end(tmp_path: Path, fake_zendesk: tuple[Fa
     finally:
         output = stop(process)
     assert "Invoice for October" not in output and secret not in output  # nothing private in the logs
+
+
+def test_worker_process_drains_the_queue_written_by_another_process(
+        tmp_path: Path, fake_zendesk: tuple[FakeZendesk, str]) -> None:
+    from connector.models import TicketEvent
+    from connector.store import Store
+
+    fake, netloc = fake_zendesk
+    fake.add_ticket(601, subject="Locked out", description="I am locked out after too many attempts.")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ZENDESK_", "DESKROUTE_", "ZENPY_")) and k != "DATABASE_URL"}
+    env.update({"PYTHONPATH": str(PROJECT), "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+                "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "tok",
+                "ZENDESK_WEBHOOK_SECRET": "s", "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http"})
+    process = subprocess.Popen([sys.executable, "-m", "connector", "worker"], cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (tmp_path / "shared.db").exists(), what="the worker to open the database")
+        store = Store(tmp_path / "shared.db")  # the web process's side of the queue
+        store.migrate()
+        store.insert_event(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id="601",
+                                       dedup_key="ticket.created:601"), now=time.time())
+        wait_for(lambda: fake.tickets[601]["group_id"] == 360000000102, what="the worker to route the ticket")
+    finally:
+        stop(process)
+    assert len(fake.updates(601)) == 1

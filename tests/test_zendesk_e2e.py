@@ -146,3 +146,20 @@ def test_logs_carry_ids_but_no_ticket_text_or_secrets(client: Any, services: Ser
     assert "104" in dumped  # ids are logged
     for secret_or_text in (SECRET, "api-token-not-real", SUBJECT, "two charges", "Jo Bloggs"):
         assert secret_or_text not in dumped
+
+
+def test_shadow_mode_classifies_and_records_but_never_writes(
+        make_services: Any, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    from connector import create_app
+
+    services = make_services(deskroute_shadow=True)
+    client = create_app(services=services).test_client()
+    stub_ticket(zendesk_api, 105, tags=[])
+    assert post(client, trigger_body(105), clock).status_code == 202
+    drain(services)
+    assert put_bodies(zendesk_api, 105) == []
+    record = services.store.ticket("zendesk", "105")
+    assert record is not None and record.state == "shadow" and record.decision is not None
+    assert record.decision.category == "billing"
+    assert services.store.events()[0]["outcome"] == "shadow"
+    assert client.get("/health").json["shadow"] is True
