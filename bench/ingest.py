@@ -209,6 +209,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4, help="open-loop seconds per round (default 4)")
     parser.add_argument("--throughput-seconds", type=float, default=4, help="closed-loop seconds per round (default 4)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per server (default 5)")
+    parser.add_argument("--verbose", action="store_true", help="print each round's figures")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop connections (default 16)")
     parser.add_argument("--connections", type=int, default=32, help="open-loop connections (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers (default 2)")
@@ -241,6 +242,8 @@ def main() -> None:
                 lat = latency(server.port, generators[name], rate=args.rate, seconds=args.seconds,
                               connections=args.connections)
                 rounds[name].append({"throughput_rps": rps, "throughput_errors": errors, **lat})
+                if args.verbose:
+                    print(f"  round {len(rounds[name])} {name}: {rps:.0f}/s, p99 {lat['p99_ms']:.1f} ms", flush=True)
     finally:
         for server in servers.values():
             server.stop()

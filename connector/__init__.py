@@ -41,8 +41,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.config["MAX_CONTENT_LENGTH"] = settings.deskroute_max_body_bytes
     registry, webhook_requests = make_registry(services.store)
     app.extensions["deskroute"] = services
-    app.extensions["deskroute.webhook_requests"] = webhook_requests
-    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(webhooks.blueprint(services, webhook_requests))
 
     @app.get("/health")
     def health() -> tuple[Response, int]:

@@ -62,6 +62,8 @@ def m001_initial(db: Database) -> None:
 
 
 _WRITES = ("INSERT", "UPDATE", "DELETE")
+# TicketEvent fields with columns of their own; the rest go into events.data as JSON.
+_EVENT_COLUMNS = frozenset({"platform", "kind", "ticket_id", "dedup_key", "source_id"})
 # Per database file, shared by every Store on it in this process.
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -119,6 +121,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL keeps it consistent
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.row_factory = sqlite3.Row
             db = Database(conn, execute_plugins=False)
             self._local.db = db
         return db
@@ -133,9 +136,7 @@ class Store:
 
     def _run(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[sqlite3.Row]:
         # fetchall() runs the statement to completion, so no write lock outlives this call.
-        cursor = self.db.conn.execute(sql, params)
-        cursor.row_factory = sqlite3.Row
-        return cursor.fetchall()
+        return self.db.conn.execute(sql, params).fetchall()
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names of those applied now."""
@@ -169,13 +170,12 @@ class Store:
 
     def insert_event(self, event: TicketEvent, *, now: float) -> tuple[int, bool]:
         """Store an event unless its dedup key is known; returns (event id, whether it was new)."""
-        data = event.model_dump(mode="json", exclude={"platform", "kind", "ticket_id", "dedup_key", "source_id"},
-                                exclude_none=True)
+        data = event.model_dump(mode="json", exclude=_EVENT_COLUMNS, exclude_none=True)
         rows = self._execute(
             "INSERT INTO events (platform, kind, ticket_id, dedup_key, source_id, data, received_at, state, due_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (platform, dedup_key) DO NOTHING RETURNING id",
-            (event.platform, event.kind, event.ticket_id, event.dedup_key, event.source_id, json.dumps(data),
-             now, PENDING, now))
+            (event.platform, event.kind, event.ticket_id, event.dedup_key, event.source_id,
+             json.dumps(data) if data else None, now, PENDING, now))
         if rows:
             return rows[0]["id"], True
         existing = self._execute("SELECT id FROM events WHERE platform = ? AND dedup_key = ?",
