@@ -12,7 +12,7 @@ For each it measures
 and prints the ratio of Deskroute's throughput to the baseline's. Every request carries a new
 ticket id, so every accepted request is a row written; rows are counted in each database afterwards.
 
-    python bench/ingest.py                      # 5 rounds of: 4 s closed loop, 4 s at 500 req/s
+    python bench/ingest.py                      # 7 rounds of: 3 s closed loop, 3 s at 500 req/s
     python bench/ingest.py --rate 800 --rounds 5
 """
 
@@ -73,6 +73,21 @@ class Server:
             except OSError:
                 time.sleep(0.2)
         raise SystemExit(f"{name} did not start; see {self.log.name}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of gunicorn and its workers so far (Linux /proc); steal time is not in it."""
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -206,9 +221,9 @@ def rows(db: Path, table: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=500, help="open-loop request rate (default 500/s)")
-    parser.add_argument("--seconds", type=float, default=4, help="open-loop seconds per round (default 4)")
-    parser.add_argument("--throughput-seconds", type=float, default=4, help="closed-loop seconds per round (default 4)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per server (default 5)")
+    parser.add_argument("--seconds", type=float, default=3, help="open-loop seconds per round (default 3)")
+    parser.add_argument("--throughput-seconds", type=float, default=3, help="closed-loop seconds per round (default 3)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per server (default 7)")
     parser.add_argument("--verbose", action="store_true", help="print each round's figures")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop connections (default 16)")
     parser.add_argument("--connections", type=int, default=32, help="open-loop connections (default 32)")
@@ -237,13 +252,17 @@ def main() -> None:
             send(http.client.HTTPConnection("127.0.0.1", server.port), *generators[name].next())
         for _ in range(args.rounds):
             for name, server in servers.items():
-                rps, _, errors = throughput(server.port, generators[name], seconds=args.throughput_seconds,
-                                            concurrency=args.concurrency)
+                cpu_before = server.cpu_seconds()
+                rps, accepted, errors = throughput(server.port, generators[name], seconds=args.throughput_seconds,
+                                                   concurrency=args.concurrency)
+                cpu_us = (server.cpu_seconds() - cpu_before) / max(accepted, 1) * 1e6
                 lat = latency(server.port, generators[name], rate=args.rate, seconds=args.seconds,
                               connections=args.connections)
-                rounds[name].append({"throughput_rps": rps, "throughput_errors": errors, **lat})
+                rounds[name].append({"throughput_rps": rps, "throughput_errors": errors, "cpu_us_per_request": cpu_us,
+                                     **lat})
                 if args.verbose:
-                    print(f"  round {len(rounds[name])} {name}: {rps:.0f}/s, p99 {lat['p99_ms']:.1f} ms", flush=True)
+                    print(f"  round {len(rounds[name])} {name}: {rps:.0f}/s, {cpu_us:.0f} us CPU/request, "
+                          f"p99 {lat['p99_ms']:.1f} ms", flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -252,16 +271,20 @@ def main() -> None:
         results[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         results[name]["rows"] = rows(apps[name][2], "events")
         r = results[name]
-        print(f"{name:>9}: {r['throughput_rps']:8.0f} accepted/s ({r['throughput_errors']:.0f} errors) | "
+        print(f"{name:>9}: {r['throughput_rps']:8.0f} accepted/s ({r['throughput_errors']:.0f} errors), "
+              f"{r['cpu_us_per_request']:.0f} us server CPU each | "
               f"at {args.rate:.0f}/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms, "
               f"{r['errors']:.0f} errors | rows persisted {r['rows']:.0f}   (medians of {args.rounds} rounds)")
     ratios = [d["throughput_rps"] / b["throughput_rps"] for d, b in zip(rounds["deskroute"], rounds["baseline"],
                                                                           strict=True)]
     ratio = statistics.median(ratios)
+    cpu_ratio = results["baseline"]["cpu_us_per_request"] / results["deskroute"]["cpu_us_per_request"]
     print(f"throughput ratio deskroute/baseline: {ratio:.2f} (target >= 0.60; per round: "
-          f"{', '.join(f'{x:.2f}' for x in ratios)}); deskroute p99 at {args.rate:.0f}/s: "
-          f"{results['deskroute']['p99_ms']:.1f} ms (target < 25 ms)")
-    print(json.dumps({"ratio": round(ratio, 3), **{k: {m: round(v, 3) for m, v in r.items()}
+          f"{', '.join(f'{x:.2f}' for x in ratios)})")
+    print(f"requests per server CPU-second, deskroute/baseline: {cpu_ratio:.2f} (immune to steal time)")
+    print(f"deskroute p99 at {args.rate:.0f}/s: {results['deskroute']['p99_ms']:.1f} ms (target < 25 ms)")
+    print(json.dumps({"ratio": round(ratio, 3), "cpu_ratio": round(cpu_ratio, 3),
+                      **{k: {m: round(v, 3) for m, v in r.items()}
                                                    for k, r in results.items()}}))
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -51,7 +51,7 @@ def serve(host: str, port: int, threads: int) -> None:
     """Run the web app, the worker and the scheduler in one process."""
     import waitress
 
-    from connector import create_app
+    from connector import create_app, freeze_startup_objects
     from connector.logs import configure_logging
     from connector.scheduler import init_scheduler
 
@@ -61,6 +61,8 @@ def serve(host: str, port: int, threads: int) -> None:
     services.report_platforms()
     app = create_app(services=services)
     pool = services.start_workers()
+    services.router.cascade()  # load the model now, not on the first ticket
+    freeze_startup_objects()
     scheduler = init_scheduler(services) if settings.deskroute_scheduler else None
     if scheduler:
         scheduler.start()

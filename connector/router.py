@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from connector.classify.cascade import Cascade
-from connector.classify.local import LocalModel
 from connector.classify.rules import RulesTier
 from connector.mappings import PlatformMapping, Taxonomy, decide
 from connector.models import Classification, RoutingDecision
 from connector.store import Store
+
+if TYPE_CHECKING:
+    from connector.classify.local import LocalModel
 
 
 class Router:
@@ -27,6 +30,8 @@ class Router:
 
     def cascade(self) -> Cascade:
         """The cascade with the currently active model (one cheap query to notice a new one)."""
+        from connector.classify.local import LocalModel  # scikit-learn: only processes that classify load it
+
         version = self.store.active_model_version()
         with self._lock:
             if version != self._version:

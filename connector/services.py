@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from connector.feedback import ensure_model
 from connector.mappings import PlatformMapping, load_mapping, load_taxonomy, resolve_dir
 from connector.queue import Queue, RetryPolicy
 from connector.router import Router
@@ -68,10 +67,13 @@ class Services:
 
     def start_workers(self) -> WorkerPool:
         """Train a first model if needed, then start the worker threads."""
+        from connector.feedback import ensure_model  # scikit-learn: the web process never needs it
+
         ensure_model(self.store, self.taxonomy)
         self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
                                poll_seconds=self.settings.deskroute_poll_seconds)
         self.pool.start()
+        self.store.start_checkpointer()
         return self.pool
 
     def wake(self) -> None:

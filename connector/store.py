@@ -9,6 +9,7 @@ processes starting at once never apply one twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -62,6 +63,7 @@ def m001_initial(db: Database) -> None:
 
 
 _WRITES = ("INSERT", "UPDATE", "DELETE")
+AUTOCHECKPOINT_PAGES = 10_000  # about 40 MB of WAL
 # TicketEvent fields with columns of their own; the rest go into events.data as JSON.
 _EVENT_COLUMNS = frozenset({"platform", "kind", "ticket_id", "dedup_key", "source_id"})
 # Per database file, shared by every Store on it in this process.
@@ -121,6 +123,9 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL keeps it consistent
             conn.execute("PRAGMA busy_timeout=30000")
+            # Checkpoints (copying the WAL into the database, with an fsync) take milliseconds. A background
+            # thread runs them (start_checkpointer); this high mark is only a bound for processes without one.
+            conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
             conn.row_factory = sqlite3.Row
             db = Database(conn, execute_plugins=False)
             self._local.db = db
@@ -161,6 +166,20 @@ class Store:
                 db.conn.execute("ROLLBACK")
                 raise
         return applied
+
+    def start_checkpointer(self, interval: float = 1.0) -> threading.Thread:
+        """Checkpoint the WAL every `interval` seconds on a daemon thread, so that no request pays for it."""
+
+        def run() -> None:
+            while True:
+                time.sleep(interval)
+                # Busy or briefly unavailable: the next round, or the autocheckpoint bound, catches up.
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+        thread = threading.Thread(target=run, name="deskroute-checkpointer", daemon=True)
+        thread.start()
+        return thread
 
     def ping(self) -> None:
         """Raise if the database can't be read."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,20 @@ def test_jobs_are_claimed_oldest_first(queue: Queue, clock: FakeClock) -> None:
         clock.advance(1)
     claimed = [queue.claim("a").id for _ in ids]  # type: ignore[union-attr]
     assert claimed == ids
+
+
+def test_background_checkpoints_keep_the_wal_small(tmp_path: Path) -> None:
+    def wal_mb_after_writes(store: Store) -> float:
+        for n in range(1500):
+            store.insert_event(event(str(n)), now=0.0)
+            if n % 100 == 0:
+                time.sleep(0.02)  # let a checkpointer, if any, get a turn
+        return (tmp_path / f"{Path(store.path).name}-wal").stat().st_size / 1e6
+
+    without = Store(tmp_path / "plain.db")
+    without.migrate()
+    with_thread = Store(tmp_path / "checkpointed.db")
+    with_thread.migrate()
+    with_thread.start_checkpointer(interval=0.01)
+    # Requests never checkpoint below AUTOCHECKPOINT_PAGES, so the WAL only stays small with the thread.
+    assert wal_mb_after_writes(without) > 3 * wal_mb_after_writes(with_thread)

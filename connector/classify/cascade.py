@@ -7,10 +7,13 @@ humans whatever the tiers say, but the tiers still run (cheap, local) so the not
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from connector.classify.local import LocalModel
 from connector.classify.rules import RulesTier
 from connector.models import Classification, TierResult
+
+if TYPE_CHECKING:
+    from connector.classify.local import LocalModel
 
 
 class Cascade:
