@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """Webhook intake: signed webhooks per second accepted and persisted, behind gunicorn.
 
-Runs two servers side by side, with the same gunicorn settings and the same load generator, and
-measures them in alternating rounds:
+Runs two servers side by side under the same gunicorn command as the Procfile (sync workers,
+`--workers 4` by default) and the same load generator, and measures them in alternating rounds:
   baseline   a bare Flask handler that parses the JSON and inserts a row into SQLite (bench/ingest_baseline.py)
   deskroute  `connector:create_app()`: verify the HMAC, check the window, parse, de-duplicate, enqueue
 For each it measures
-  throughput   closed loop: `--concurrency` keep-alive connections sending as fast as they can
+  throughput   closed loop: `--concurrency` clients sending as fast as they can, a connection per
+               request as Zendesk does (keep-alive connections with `--threads N` > 1, gthread workers)
+  CPU          gunicorn's user+system CPU per accepted request, from /proc (steal time is not in it)
   latency      open loop at `--rate` requests/s, timed from each request's scheduled send time
                (so a stalled server can't hide its queueing), p50/p99/max
-and prints the ratio of Deskroute's throughput to the baseline's. Every request carries a new
-ticket id, so every accepted request is a row written; rows are counted in each database afterwards.
+and prints the ratio of Deskroute's throughput to the baseline's (the median of the rounds'
+ratios). Every request carries a new ticket id, so every accepted request is a row written; rows
+are counted in each database afterwards. This machine is shared and noisy: alternating rounds and
+medians keep a neighbour's burst from landing on one server only.
 
     python bench/ingest.py                      # 7 rounds of: 3 s closed loop, 3 s at 500 req/s
     python bench/ingest.py --rate 800 --rounds 5
+    python bench/ingest.py --workers 2 --threads 4   # gthread workers with keep-alive
 """
 
 from __future__ import annotations
@@ -58,9 +63,13 @@ class Server:
         self.port = free_port()
         self.log = (workdir / f"{name}.log").open("w")
         gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+        # threads == 1: gunicorn's default sync workers, as in the Procfile (one request per connection).
+        worker = ["--worker-class", "sync"] if threads == 1 else \
+            ["--worker-class", "gthread", "--threads", str(threads), "--keep-alive", "30"]
+        self.keep_alive = threads > 1
         self.process = subprocess.Popen(
-            [gunicorn, "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
-             "--bind", f"127.0.0.1:{self.port}", "--keep-alive", "30", "--log-level", "warning", app],
+            [gunicorn, "--workers", str(workers), *worker,
+             "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning", app],
             cwd=workdir, env={**os.environ, **env, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"},
             stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
@@ -118,8 +127,10 @@ def send(conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str])
     return response.status
 
 
-def _raw_request(body: bytes, headers: dict[str, str]) -> bytes:
+def _raw_request(body: bytes, headers: dict[str, str], keep_alive: bool) -> bytes:
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    if not keep_alive:
+        head += "Connection: close\r\n"
     return (f"POST /webhooks/zendesk HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n{head}\r\n"
             .encode() + body)
 
@@ -136,9 +147,10 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return int(status_line.split()[1])
 
 
-def throughput(port: int, requests: Requests, *, seconds: float, concurrency: int) -> tuple[float, int, int]:
+def throughput(port: int, requests: Requests, *, seconds: float, concurrency: int,
+               keep_alive: bool) -> tuple[float, int, int]:
     """Closed loop; returns (accepted per second, accepted, errors)."""
-    prepared = [_raw_request(*requests.next()) for _ in range(int(seconds * 4000))]
+    prepared = [_raw_request(*requests.next(), keep_alive) for _ in range(int(seconds * 4000))]
     cursor = itertools.count()
     accepted = errors = 0
 
@@ -149,12 +161,12 @@ def throughput(port: int, requests: Requests, *, seconds: float, concurrency: in
             try:
                 status = await _exchange(reader, writer, prepared[i])
             except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-                errors += 1
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                continue
+                status = 0
             accepted += status == 202
             errors += status != 202
+            if not keep_alive or status == 0:
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.close()
 
     async def run() -> float:
@@ -166,7 +178,8 @@ def throughput(port: int, requests: Requests, *, seconds: float, concurrency: in
     return accepted / elapsed, accepted, errors
 
 
-def latency(port: int, requests: Requests, *, rate: float, seconds: float, connections: int) -> dict[str, float]:
+def latency(port: int, requests: Requests, *, rate: float, seconds: float, connections: int,
+            keep_alive: bool) -> dict[str, float]:
     """Open loop at a fixed rate; latency counts from each request's scheduled time.
 
     One asyncio thread drives every connection, so the generator's own scheduling jitter stays far
@@ -174,15 +187,16 @@ def latency(port: int, requests: Requests, *, rate: float, seconds: float, conne
     """
     total = int(rate * seconds)
     # Sign everything before the clock starts so signing doesn't eat into the schedule.
-    prepared = [_raw_request(*requests.next()) for _ in range(total)]
+    prepared = [_raw_request(*requests.next(), keep_alive) for _ in range(total)]
     latencies: list[float] = []
     errors = 0
 
     async def run() -> float:
-        nonlocal errors
         pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-        for _ in range(connections):
-            pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+        slots = asyncio.Semaphore(connections)
+        if keep_alive:
+            for _ in range(connections):
+                pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.2
 
@@ -190,16 +204,22 @@ def latency(port: int, requests: Requests, *, rate: float, seconds: float, conne
             nonlocal errors
             due = start + i / rate
             await asyncio.sleep(max(0.0, due - loop.time()))
-            reader, writer = await pool.get()
-            try:
-                ok = await _exchange(reader, writer, prepared[i]) == 202
-            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-                ok = False
+            async with slots:
+                try:
+                    # Without keep-alive, a connection per request, opened on schedule (as Zendesk does).
+                    reader, writer = await (pool.get() if keep_alive else
+                                            asyncio.open_connection("127.0.0.1", port))
+                    ok = await _exchange(reader, writer, prepared[i]) == 202
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                    ok = False
+                latencies.append((loop.time() - due) * 1000)
+                errors += not ok
+                if keep_alive and ok:
+                    pool.put_nowait((reader, writer))
+                    return
                 writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            latencies.append((loop.time() - due) * 1000)
-            errors += not ok
-            pool.put_nowait((reader, writer))
+                if keep_alive:
+                    pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
 
         await asyncio.gather(*(one(i) for i in range(total)))
         elapsed = loop.time() - start
@@ -227,8 +247,10 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print each round's figures")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop connections (default 16)")
     parser.add_argument("--connections", type=int, default=32, help="open-loop connections (default 32)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers (default 2)")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (default 4)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers for both servers (default 4)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per worker: 1 (default) runs gunicorn's sync workers as the Procfile does, "
+                        "a connection per request; more runs gthread workers with keep-alive connections")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="deskroute-ingest-"))
@@ -254,10 +276,10 @@ def main() -> None:
             for name, server in servers.items():
                 cpu_before = server.cpu_seconds()
                 rps, accepted, errors = throughput(server.port, generators[name], seconds=args.throughput_seconds,
-                                                   concurrency=args.concurrency)
+                                                   concurrency=args.concurrency, keep_alive=server.keep_alive)
                 cpu_us = (server.cpu_seconds() - cpu_before) / max(accepted, 1) * 1e6
                 lat = latency(server.port, generators[name], rate=args.rate, seconds=args.seconds,
-                              connections=args.connections)
+                              connections=args.connections, keep_alive=server.keep_alive)
                 rounds[name].append({"throughput_rps": rps, "throughput_errors": errors, "cpu_us_per_request": cpu_us,
                                      **lat})
                 if args.verbose:

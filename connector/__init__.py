@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.config["MAX_CONTENT_LENGTH"] = settings.deskroute_max_body_bytes
     registry, webhook_requests = make_registry(services.store)
     app.extensions["deskroute"] = services
-    app.register_blueprint(webhooks.blueprint(services, webhook_requests))
+    webhooks.register(app, services, webhook_requests)
 
     @app.get("/health")
     def health() -> tuple[Response, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -62,13 +61,9 @@ def m001_initial(db: Database) -> None:
     }, pk="version", if_not_exists=True)
 
 
-_WRITES = ("INSERT", "UPDATE", "DELETE")
 AUTOCHECKPOINT_PAGES = 10_000  # about 40 MB of WAL
 # TicketEvent fields with columns of their own; the rest go into events.data as JSON.
 _EVENT_COLUMNS = frozenset({"platform", "kind", "ticket_id", "dedup_key", "source_id"})
-# Per database file, shared by every Store on it in this process.
-_WRITE_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
 
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
@@ -111,8 +106,6 @@ class Store:
         self.path = str(path)
         self.clock = clock
         self._local = threading.local()
-        with _LOCKS_GUARD:
-            self._write_lock = _WRITE_LOCKS.setdefault(os.path.abspath(self.path), threading.Lock())
 
     @property
     def db(self) -> Database:
@@ -132,39 +125,32 @@ class Store:
         return db
 
     def _execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        if sql.startswith(_WRITES):
-            # One writer per process at a time: threads queue here instead of in SQLite's busy handler,
-            # which sleeps 1, 2, 5, 10... ms between tries and would put those sleeps in webhook latency.
-            with self._write_lock:
-                return self._run(sql, params)
-        return self._run(sql, params)
-
-    def _run(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[sqlite3.Row]:
-        # fetchall() runs the statement to completion, so no write lock outlives this call.
+        # fetchall() runs the statement to completion, so no write lock outlives this call. Concurrent
+        # writers (threads or processes) wait in SQLite's busy handler; a Python lock in front of it was
+        # measured slower: threads convoy on it and the GIL.
         return self.db.conn.execute(sql, params).fetchall()
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names of those applied now."""
         db = self.db
         applied = []
-        with self._write_lock:
-            # IMMEDIATE: one process migrates, the others wait for it and then find nothing to do.
-            # sqlite-utils (>= 4) runs its DDL inside a transaction that is already open.
-            db.conn.execute("BEGIN IMMEDIATE")
-            try:
-                db["_migrations"].create({"number": int, "name": str, "applied_at": float}, pk="number",
-                                         if_not_exists=True)
-                done = {row["number"] for row in db["_migrations"].rows}
-                for number, fn in enumerate(MIGRATIONS, start=1):
-                    if number not in done:
-                        fn(db)
-                        db.conn.execute("INSERT INTO _migrations (number, name, applied_at) VALUES (?, ?, ?)",
-                                        (number, fn.__name__, self.clock()))
-                        applied.append(fn.__name__)
-                db.conn.execute("COMMIT")
-            except BaseException:
-                db.conn.execute("ROLLBACK")
-                raise
+        # IMMEDIATE: one process migrates, the others wait for it and then find nothing to do.
+        # sqlite-utils (>= 4) runs its DDL inside a transaction that is already open.
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            db["_migrations"].create({"number": int, "name": str, "applied_at": float}, pk="number",
+                                     if_not_exists=True)
+            done = {row["number"] for row in db["_migrations"].rows}
+            for number, fn in enumerate(MIGRATIONS, start=1):
+                if number not in done:
+                    fn(db)
+                    db.conn.execute("INSERT INTO _migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                                    (number, fn.__name__, self.clock()))
+                    applied.append(fn.__name__)
+            db.conn.execute("COMMIT")
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
         return applied
 
     def start_checkpointer(self, interval: float = 1.0) -> threading.Thread:
@@ -333,19 +319,18 @@ class Store:
                    sha256: str, activate: bool, now: float) -> int:
         """Keep a trained model; with activate, it becomes the one the router uses."""
         conn = self.db.conn
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")  # deactivate the old and insert the new as one change
-            try:
-                if activate:
-                    conn.execute("UPDATE models SET active = 0 WHERE active = 1")
-                cursor = conn.execute(
-                    "INSERT INTO models (created_at, labels, n_examples, metrics, source, sha256, blob, active)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (now, json.dumps(labels), n_examples, json.dumps(metrics), source, sha256, blob, int(activate)))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        conn.execute("BEGIN IMMEDIATE")  # deactivate the old and insert the new as one change
+        try:
+            if activate:
+                conn.execute("UPDATE models SET active = 0 WHERE active = 1")
+            cursor = conn.execute(
+                "INSERT INTO models (created_at, labels, n_examples, metrics, source, sha256, blob, active)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, json.dumps(labels), n_examples, json.dumps(metrics), source, sha256, blob, int(activate)))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
