@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 __all__ = ["Settings", "create_app"]
 
 
+def _platform_health(services: Services, name: str) -> dict[str, object]:
+    platform = services.platforms.get(name)
+    if platform is None:
+        return {"configured": False, "missing": services.unconfigured.get(name, [])}
+    health: dict[str, object] = {"configured": True}
+    remaining = getattr(platform, "rate_limit_remaining", None)
+    if remaining is not None:  # from the helpdesk's last answer
+        health["rate_limit_remaining"] = remaining
+    return health
+
+
 def freeze_startup_objects() -> None:
     """Exclude everything allocated at startup from garbage collection.
 
@@ -61,11 +72,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @app.get("/health")
     def health() -> tuple[Response, int]:
         """Liveness and configuration at a glance; 503 if the database can't be read."""
-        body: dict[str, object] = {"platforms": {
-            name: {"configured": True} if name in services.platforms
-            else {"configured": False, "missing": services.unconfigured.get(name, [])}
-            for name in services.mappings
-        }}
+        body: dict[str, object] = {"platforms": {name: _platform_health(services, name) for name in services.mappings}}
         try:
             services.store.ping()
             body["queue"] = services.store.queue_health(now=services.clock())

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
                                          "and integrations > Zendesk API).")
     zendesk_webhook_secret: SecretStr = Field(SecretStr(""), description="Signing secret of the Deskroute "
                                               "webhook in Zendesk, used exactly as shown.")
+    # --- Freshdesk -------------------------------------------------------------------------
+    freshdesk_domain: str = Field("", description="Your Freshdesk domain: `acme` or `acme.freshdesk.com`.")
+    freshdesk_api_key: SecretStr = Field(SecretStr(""), description="API key of the agent Deskroute acts as "
+                                         "(Profile settings > View API key).")
+    freshdesk_webhook_secret: SecretStr = Field(SecretStr(""), description="Shared secret the automation rules "
+                                                "send in the X-Deskroute-Token header.")
+    freshdesk_base_url: str = Field("", description="Overrides `https://<domain>.freshdesk.com`, e.g. "
+                                    "`http://127.0.0.1:9000` for a loopback fake.")
     # --- classification --------------------------------------------------------------------
     deskroute_confidence_threshold: float = Field(
         0.75, ge=0.0, le=1.0,

@@ -3,9 +3,9 @@
 ticket.created: gate (first event owns the ticket) -> fetch -> classify once -> decide -> apply.
 ticket.group_changed: kept for the corrections feature.
 
-Exactly-once write-back: the decision is stored before the write, and every write carries
-ROUTED_TAG. A retried job (crash, lost lease, ambiguous timeout) re-reads the ticket first and, if our
-tag is already there, records the write instead of repeating it.
+Exactly-once write-back: the decision is stored before the write, every write carries ROUTED_TAG,
+and a retried job (crash, lost lease, ambiguous timeout) re-reads the ticket first; the adapter's
+apply() then skips whatever an earlier attempt already wrote.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from connector.mappings import triage_instead
-from connector.models import ROUTED_TAG, Ticket
+from connector.models import Ticket
 from connector.queue import Queue
 from connector.router import Router
 from connector.store import DEAD, DONE, SHADOW, TRIAGE, Job, Store, TicketRecord
@@ -133,8 +133,6 @@ class Worker:
     def _write(self, job: Job, platform: Platform, record: TicketRecord, ticket: Ticket) -> tuple[str, str]:
         assert record.decision is not None
         for _ in range(MAX_CONFLICTS + 1):
-            if ROUTED_TAG in ticket.tags:
-                break  # our earlier attempt landed (crash or timeout after the write)
             self.queue.heartbeat(job)
             try:
                 platform.apply(ticket, record.decision)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -70,10 +71,55 @@ class Platform(Protocol):
         """Read the ticket's current state. Raise PlatformError."""
 
     def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
-        """Write group, priority, merged tags and an internal note. Raise PlatformError."""
+        """Write group, priority, merged tags and an internal note. Raise PlatformError.
+
+        Must be safe to repeat: `ticket` is read fresh before each attempt, and whatever an earlier
+        attempt already wrote (it carries ROUTED_TAG) is not written again.
+        """
 
     def list_groups(self) -> list[Group]:
         """Every group tickets can be routed to. Raise PlatformError."""
+
+
+# Failures worth another try: settings an admin can fix (401/403), a conflict (409), rate limits and 5xx.
+RETRYABLE_STATUSES = frozenset({401, 403, 409, 429})
+_DIGITS = re.compile(r"^[0-9]{1,20}$")
+
+
+def http_error(status: int, summary: str, *, retry_after: float | None) -> PlatformError:
+    """The PlatformError for an HTTP failure, with the retry policy every adapter shares."""
+    return PlatformError(summary, retryable=status in RETRYABLE_STATUSES or status >= 500, status=status,
+                         retry_after=retry_after, conflict=status == 409)
+
+
+def network_error(exc: Exception) -> PlatformError:
+    """A request that got no answer: it may or may not have landed, so adapters must retry it safely."""
+    return PlatformError(f"network error: {type(exc).__name__}", retryable=True)
+
+
+def ticket_id_from(value: Any) -> str:
+    """A ticket id from a webhook body: a positive integer, as a number or a string. Raises BadPayload."""
+    if isinstance(value, bool) or value is None:
+        raise BadPayload("ticket_id is missing")
+    text = str(value).strip()
+    if not _DIGITS.match(text) or int(text) == 0:
+        raise BadPayload("ticket_id must be a positive integer")
+    return text
+
+
+def optional_id(value: Any) -> str | None:
+    """A group or user id from a payload (a number, a string, or {"id": ...}), or None."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value).strip()
+    return text if _DIGITS.match(text) and int(text) != 0 else None
+
+
+def short(text: str, limit: int = 80) -> str:
+    """Text cut to `limit` characters, for reasons and error summaries."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def merge_tags(existing: list[str], ours: list[str]) -> list[str]:

@@ -21,15 +21,20 @@ from zenpy import Zenpy
 from zenpy.lib.api_objects import Comment
 from zenpy.lib.api_objects import Ticket as ZenpyTicket
 
-from connector.models import PRIORITIES, Group, Ignored, RoutingDecision, Ticket, TicketEvent
+from connector.models import PRIORITIES, ROUTED_TAG, Group, Ignored, RoutingDecision, Ticket, TicketEvent
 from platforms.base import (
     BadPayload,
     NotConfigured,
     PlatformError,
     RetryingCaller,
     Unauthorized,
+    http_error,
     merge_tags,
+    network_error,
+    optional_id,
     parse_retry_after,
+    short,
+    ticket_id_from,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +49,7 @@ EVENT_TYPE_PREFIX = "zen:event-type:"
 # Names a trigger body may use in "event" (install writes the first of each).
 CREATED_EVENTS = frozenset({"ticket.created", "created", "ticket_created"})
 GROUP_CHANGED_EVENTS = frozenset({"ticket.group_changed", "group_changed", "ticket.group_assignment_changed"})
-_DIGITS = re.compile(r"^[0-9]{1,20}$")
+_EPOCH_SECONDS = re.compile(r"^[0-9]{1,12}$")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -56,33 +61,10 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def _parse_timestamp(value: str) -> datetime:
     """Zendesk sends ISO-8601 UTC; test tools send epoch seconds. Accept both."""
-    if _DIGITS.match(value):
+    if _EPOCH_SECONDS.match(value):
         return datetime.fromtimestamp(int(value), UTC)
     stamp = datetime.fromisoformat(value)
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
-def _ticket_id(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        raise BadPayload("ticket_id is missing")
-    text = str(value).strip()
-    if not _DIGITS.match(text) or int(text) == 0:
-        raise BadPayload("ticket_id must be a positive integer")
-    return text
-
-
-def _optional_id(value: Any) -> str | None:
-    """A group or user id from a payload: Zendesk sends numbers, strings, or {"id": ...}."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if isinstance(value, bool) or value is None:
-        return None
-    text = str(value).strip()
-    return text if _DIGITS.match(text) and int(text) != 0 else None
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class _HttpFailure(Exception):
@@ -120,23 +102,15 @@ def _error_summary(response: requests.Response) -> str:
                 summary += ": " + "; ".join(parts)
         elif payload.get("description"):
             summary += f": {payload['description']}"
-    return _short(summary, 300)
+    return short(summary, 300)
 
 
 def _platform_error(exc: Exception) -> PlatformError:
     if isinstance(exc, _HttpFailure):
         response = exc.response
-        status = response.status_code
-        return PlatformError(
-            _error_summary(response),
-            # 401/403 are settings problems an admin can fix; keep retrying (with backoff) until they do.
-            retryable=status in (401, 403, 409, 429) or status >= 500,
-            status=status,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            conflict=status == 409,
-        )
-    # Network trouble: the request may or may not have landed. Safe updates make the retry harmless.
-    return PlatformError(f"network error: {type(exc).__name__}", retryable=True)
+        return http_error(response.status_code, _error_summary(response),
+                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
+    return network_error(exc)
 
 
 class ZendeskPlatform:
@@ -213,11 +187,11 @@ class ZendeskPlatform:
 
     def _parse_envelope(self, payload: dict[str, Any], event_type: str) -> TicketEvent | Ignored:
         if event_type not in ("ticket.created", "ticket.group_assignment_changed"):
-            return Ignored(reason=f"event type {_short(event_type)} is not used")
+            return Ignored(reason=f"event type {short(event_type)} is not used")
         detail = payload.get("detail") if isinstance(payload.get("detail"), dict) else {}
         subject = payload.get("subject")
         from_subject = subject.rsplit(":", 1)[-1] if isinstance(subject, str) else None
-        ticket_id = _ticket_id(detail.get("id", from_subject))
+        ticket_id = ticket_id_from(detail.get("id", from_subject))
         envelope_id = payload.get("id") if isinstance(payload.get("id"), str) else None
         occurred_at = _optional_time(payload.get("time"))
         via = detail.get("via", {}).get("channel") if isinstance(detail.get("via"), dict) else None
@@ -230,13 +204,13 @@ class ZendeskPlatform:
             platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
             dedup_key=f"event:{envelope_id}" if envelope_id else f"group_changed:{ticket_id}:{payload.get('time')}",
             source_id=envelope_id, occurred_at=occurred_at,
-            group_id=_optional_id(change.get("current", detail.get("group_id"))),
-            previous_group_id=_optional_id(change.get("previous")),
-            actor_id=_optional_id(detail.get("actor_id")), via=_optional_str(via),
+            group_id=optional_id(change.get("current", detail.get("group_id"))),
+            previous_group_id=optional_id(change.get("previous")),
+            actor_id=optional_id(detail.get("actor_id")), via=_optional_str(via),
         )
 
     def _parse_trigger_body(self, payload: dict[str, Any], invocation_id: str | None) -> TicketEvent | Ignored:
-        ticket_id = _ticket_id(payload.get("ticket_id"))
+        ticket_id = ticket_id_from(payload.get("ticket_id"))
         event = payload.get("event", "ticket.created")
         if not isinstance(event, str):
             raise BadPayload("event must be a string")
@@ -244,17 +218,17 @@ class ZendeskPlatform:
             return TicketEvent(platform=self.name, kind="ticket.created", ticket_id=ticket_id,
                                dedup_key=f"ticket.created:{ticket_id}", source_id=invocation_id)
         if event in GROUP_CHANGED_EVENTS:
-            group_id = _optional_id(payload.get("group_id"))
+            group_id = optional_id(payload.get("group_id"))
             body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
             return TicketEvent(
                 platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
                 dedup_key=f"invocation:{invocation_id}" if invocation_id
                 else f"group_changed:{ticket_id}:{body_hash}",
                 source_id=invocation_id, group_id=group_id,
-                previous_group_id=_optional_id(payload.get("previous_group_id")),
-                actor_id=_optional_id(payload.get("actor_id")), via=_optional_str(payload.get("via")),
+                previous_group_id=optional_id(payload.get("previous_group_id")),
+                actor_id=optional_id(payload.get("actor_id")), via=_optional_str(payload.get("via")),
             )
-        return Ignored(reason=f"event {_short(event)} is not used")
+        return Ignored(reason=f"event {short(event)} is not used")
 
     # --- API ---------------------------------------------------------------------------------
 
@@ -284,11 +258,13 @@ class ZendeskPlatform:
         priority = zt.priority if zt.priority in PRIORITIES else None
         via = getattr(zt.via, "channel", None) if zt.via is not None else None
         return Ticket(platform=self.name, id=str(zt.id), subject=zt.subject or "", description=zt.description or "",
-                      tags=list(zt.tags or []), group_id=_optional_id(zt.group_id), priority=priority,
+                      tags=list(zt.tags or []), group_id=optional_id(zt.group_id), priority=priority,
                       status=zt.status, updated_at=zt.updated_at, via=via)
 
     def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
         """One safe PUT: group, priority, the ticket's tags plus ours, and a private note."""
+        if ROUTED_TAG in ticket.tags:
+            return  # an earlier attempt landed (tags and note go in one request, so all of it did)
         fields: dict[str, Any] = {}
         if ticket.updated_at:
             # 409 if anyone touched the ticket since we read it, so an agent's new tag is never lost.
@@ -310,7 +286,7 @@ class ZendeskPlatform:
 
 
 def _optional_str(value: Any) -> str | None:
-    return _short(value, 40) if isinstance(value, str) and value else None
+    return short(value, 40) if isinstance(value, str) and value else None
 
 
 def _optional_time(value: Any) -> datetime | None:

@@ -79,6 +79,7 @@ def test_serve_starts_with_no_credentials(tmp_path: Path) -> None:
         health = requests.get(f"{url}/health", timeout=5).json()
         assert health["status"] == "ok"
         assert health["platforms"]["zendesk"]["configured"] is False
+        assert health["platforms"]["freshdesk"]["configured"] is False
         assert requests.post(f"{url}/webhooks/zendesk", data=b"{}", timeout=5).status_code == 404
         assert requests.get(f"{url}/metrics", timeout=5).status_code == 200
     finally:
@@ -138,3 +139,33 @@ def test_worker_process_drains_the_queue_written_by_another_process(
     finally:
         stop(process)
     assert len(fake.updates(601)) == 1
+
+
+def test_serve_with_only_freshdesk_settings_routes_a_ticket(tmp_path: Path) -> None:
+    from platforms.fakes.freshdesk import FakeFreshdesk
+
+    fake = FakeFreshdesk(api_key="fd-key", groups={103000000100: "Triage", 103000000102: "Access"})
+    address = fake.start()
+    fake.add_ticket(701, subject="Can't log in", description="I'm locked out after too many attempts.",
+                    tags=["portal"])
+    process, url = start_serve(tmp_path, {"FRESHDESK_DOMAIN": "acme", "FRESHDESK_API_KEY": "fd-key",
+                                          "FRESHDESK_WEBHOOK_SECRET": "rule-secret",
+                                          "FRESHDESK_BASE_URL": f"http://{address}"})
+    try:
+        health = requests.get(f"{url}/health", timeout=5).json()
+        assert health["platforms"]["freshdesk"]["configured"] is True
+        assert health["platforms"]["zendesk"]["configured"] is False
+        wrong = requests.post(f"{url}/webhooks/freshdesk", json={"ticket_id": "701"},
+                              headers={"X-Deskroute-Token": "guess"}, timeout=5)
+        assert wrong.status_code == 401
+        for _ in range(2):
+            requests.post(f"{url}/webhooks/freshdesk", json={"ticket_id": "701", "event": "ticket.created"},
+                          headers={"X-Deskroute-Token": "rule-secret"}, timeout=5)
+        wait_for(lambda: fake.tickets[701]["group_id"] == 103000000102, what="the ticket to be routed")
+        wait_for(lambda: len(fake.private_notes(701)) == 1, what="the note")
+        time.sleep(0.5)
+        assert len(fake.applied[701]) == 1 and fake.tickets[701]["priority"] == 3  # account_access: high
+        assert fake.tickets[701]["tags"][0] == "portal"
+    finally:
+        stop(process)
+        fake.stop()

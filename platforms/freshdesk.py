@@ -1,0 +1,256 @@
+# API docs: https://developers.freshdesk.com/api/ (v2: tickets, notes, conversations, groups)
+# Webhook auth: none exists; our automation rules send the shared secret in X-Deskroute-Token,
+#   compared in constant time.
+"""Freshdesk adapter: plain `requests`, flat JSON updates, numeric priorities, tags read-merged-written."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import requests
+
+from connector.models import ROUTED_TAG, Group, Ignored, Priority, RoutingDecision, Ticket, TicketEvent
+from platforms.base import (
+    BadPayload,
+    NotConfigured,
+    PlatformError,
+    RetryingCaller,
+    Unauthorized,
+    http_error,
+    merge_tags,
+    network_error,
+    optional_id,
+    parse_retry_after,
+    short,
+    ticket_id_from,
+)
+
+log = logging.getLogger(__name__)
+
+TOKEN_HEADER = "x-deskroute-token"
+# Freshdesk numbers its priorities: 1 Low, 2 Medium, 3 High, 4 Urgent.
+PRIORITY_NUMBERS: dict[Priority, int] = {"low": 1, "normal": 2, "high": 3, "urgent": 4}
+PRIORITY_NAMES: dict[int, Priority] = {n: name for name, n in PRIORITY_NUMBERS.items()}
+CREATED_EVENTS = frozenset({"ticket.created", "created", "ticket_created"})
+UPDATED_EVENTS = frozenset({"ticket.group_changed", "group_changed", "ticket.updated", "updated"})
+# Our notes open with this, which is how a retry recognises a note an earlier attempt posted.
+NOTE_PREFIX = "Deskroute "
+PER_PAGE = 100
+# Warn when a minute's API budget is this close to spent (the 429s that follow are handled, but slow routing).
+LOW_RATE_LIMIT = 5
+# Update deliveries carry no id of their own: identical bodies within this many seconds are one delivery.
+UPDATE_DEDUP_SECONDS = 60
+
+
+def _base_url(domain: str, override: str) -> str:
+    if override:
+        return override.rstrip("/")
+    host = domain.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+    if "." not in host:
+        host = f"{host}.freshdesk.com"
+    return f"https://{host}"
+
+
+def _error_summary(response: requests.Response) -> str:
+    """`400 Validation failed: group_id: There is no group matching the given group_id` (no request data)."""
+    summary = str(response.status_code)
+    try:
+        payload = response.json()
+    except ValueError:
+        return f"{summary} {response.reason or ''}".strip()
+    if isinstance(payload, dict):
+        head = payload.get("description") or payload.get("message") or payload.get("code")
+        if head:
+            summary += f" {head}"
+        errors = payload.get("errors")
+        if isinstance(errors, list):
+            parts = [f"{e.get('field', '?')}: {e.get('message', e.get('code', ''))}"
+                     for e in errors if isinstance(e, dict)]
+            if parts:
+                summary += ": " + "; ".join(parts)
+    return short(summary, 300)
+
+
+def _note_html(note: str) -> str:
+    return "<br>".join(html.escape(line) for line in note.splitlines())
+
+
+class FreshdeskPlatform:
+    """Freshdesk API v2 through a requests Session, with bounded handling of 429 and 5xx."""
+
+    name: ClassVar[str] = "freshdesk"
+    # Settings this adapter needs, as environment variable names.
+    required_settings: ClassVar[tuple[str, ...]] = ("FRESHDESK_DOMAIN", "FRESHDESK_API_KEY", "FRESHDESK_WEBHOOK_SECRET")
+
+    def __init__(self, *, domain: str, api_key: str, webhook_secret: str, base_url: str = "", timeout: float = 10.0,
+                 max_wait: float = 30.0, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 sleep: Callable[[float], None] | None = None):
+        missing = [env for env, value in zip(self.required_settings, (domain or base_url, api_key, webhook_secret),
+                                             strict=True) if not value]
+        if missing:
+            raise NotConfigured(self.name, missing)
+        self.api = _base_url(domain, base_url) + "/api/v2"
+        self._api_key = api_key
+        self._secret = webhook_secret.encode()
+        self.timeout = timeout
+        self._now = now
+        self._call = RetryingCaller(max_wait=max_wait, **({"sleep": sleep} if sleep else {}))
+        self._local = threading.local()
+        # Freshdesk's X-RateLimit-Remaining from the last answer, for /health and logs.
+        self.rate_limit_remaining: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> FreshdeskPlatform:
+        """Build from a connector Settings object; raises NotConfigured."""
+        return cls(
+            domain=settings.freshdesk_domain,
+            api_key=settings.freshdesk_api_key.get_secret_value(),
+            webhook_secret=settings.freshdesk_webhook_secret.get_secret_value(),
+            base_url=settings.freshdesk_base_url,
+            timeout=settings.deskroute_http_timeout,
+            max_wait=settings.deskroute_rate_limit_wait_seconds,
+            **overrides,
+        )
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Freshdesk can't sign requests: check the shared secret our rules put in a header."""
+        token = headers.get(TOKEN_HEADER, "")
+        if not token:
+            raise Unauthorized("missing token header")
+        if not hmac.compare_digest(token.strip().encode(), self._secret):
+            raise Unauthorized("token mismatch")
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> TicketEvent | Ignored:
+        """Read the JSON body an automation rule sends, with or without Freshdesk's `freshdesk_webhook` wrapper."""
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise BadPayload("body is not valid JSON") from exc
+        if isinstance(payload, dict) and isinstance(payload.get("freshdesk_webhook"), dict):
+            payload = payload["freshdesk_webhook"]  # the "simple" content mode of the Trigger Webhook action
+        if not isinstance(payload, dict):
+            raise BadPayload("body must be a JSON object")
+        ticket_id = ticket_id_from(payload.get("ticket_id"))
+        event = payload.get("event", "ticket.created")
+        if not isinstance(event, str):
+            raise BadPayload("event must be a string")
+        if event in CREATED_EVENTS:
+            return TicketEvent(platform=self.name, kind="ticket.created", ticket_id=ticket_id,
+                               dedup_key=f"ticket.created:{ticket_id}")
+        if event in UPDATED_EVENTS:
+            digest = hashlib.sha256(body).hexdigest()[:16]
+            window = int(self._now().timestamp()) // UPDATE_DEDUP_SECONDS
+            return TicketEvent(platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
+                               dedup_key=f"group_changed:{ticket_id}:{digest}:{window}",
+                               group_id=optional_id(payload.get("group_id")),
+                               actor_id=optional_id(payload.get("actor_id")))
+        return Ignored(reason=f"event {short(event)} is not used")
+
+    # --- API ---------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        """One Session per thread (requests sessions aren't safe to share across threads)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.auth = (self._api_key, "X")  # the API key is the user; the password is ignored
+            session.headers.update({"Content-Type": "application/json", "Accept": "application/json",
+                                    "User-Agent": "Deskroute"})
+            self._local.session = session
+        return session
+
+    def _request_once(self, method: str, path: str, payload: Any = None, params: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self.session.request(method, f"{self.api}{path}", json=payload, params=params,
+                                            timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise network_error(exc) from None
+        remaining = response.headers.get("X-RateLimit-Remaining")
+        if remaining is not None and remaining.isdigit():
+            self.rate_limit_remaining = int(remaining)
+            if self.rate_limit_remaining <= LOW_RATE_LIMIT:
+                log.warning("Freshdesk rate limit nearly spent for this minute",
+                            extra={"remaining": self.rate_limit_remaining})
+        if not 200 <= response.status_code < 300:
+            raise http_error(response.status_code, _error_summary(response),
+                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        return response.json() if response.content else None
+
+    def _request(self, what: str, method: str, path: str, payload: Any = None, *, ticket_id: str | None = None,
+                 params: dict[str, Any] | None = None) -> Any:
+        ids = {"ticket_id": ticket_id} if ticket_id else {}
+        return self._call(what, lambda: self._request_once(method, path, payload, params), **ids)
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        """GET /api/v2/tickets/{id}."""
+        data = self._request("fetch_ticket", "GET", f"/tickets/{int(ticket_id)}", ticket_id=ticket_id)
+        return Ticket(platform=self.name, id=str(data["id"]), subject=data.get("subject") or "",
+                      description=data.get("description_text") or "", tags=list(data.get("tags") or []),
+                      group_id=optional_id(data.get("group_id")), priority=PRIORITY_NAMES.get(data.get("priority")),
+                      status=str(data.get("status")) if data.get("status") is not None else None,
+                      updated_at=data.get("updated_at"))
+
+    def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
+        """PUT group, numeric priority and the union of tags (Freshdesk replaces tags), then a private note.
+
+        Freshdesk has no conditional update, so a request that got no answer is never simply sent
+        again: the ticket is read first, and what already landed is not repeated (a repeated PUT
+        could undo an agent's change made in between).
+        """
+        tid = int(ticket.id)
+        if ROUTED_TAG in ticket.tags:
+            if self._our_note_exists(ticket.id):
+                return  # an earlier attempt wrote both
+        else:
+            update = {"group_id": int(decision.group_id), "priority": PRIORITY_NUMBERS[decision.priority],
+                      "tags": merge_tags(ticket.tags, decision.tags)}
+            put = self._unless_landed(lambda: self._request_once("PUT", f"/tickets/{tid}", update),
+                                      lambda: ROUTED_TAG in self.fetch_ticket(ticket.id).tags)
+            self._call("apply", put, ticket_id=ticket.id)
+        note = {"body": _note_html(decision.note), "private": True}
+        post = self._unless_landed(lambda: self._request_once("POST", f"/tickets/{tid}/notes", note),
+                                   lambda: self._our_note_exists(ticket.id))
+        self._call("note", post, ticket_id=ticket.id)
+
+    @staticmethod
+    def _unless_landed(send: Callable[[], Any], landed: Callable[[], bool]) -> Callable[[], Any]:
+        """`send`, except that after a failure without an answer it first checks whether it landed."""
+
+        def once() -> Any:
+            try:
+                return send()
+            except PlatformError as exc:
+                if exc.status is None and landed():
+                    return None
+                raise
+
+        return once
+
+    def _our_note_exists(self, ticket_id: str) -> bool:
+        conversations = self._request("conversations", "GET", f"/tickets/{int(ticket_id)}/conversations",
+                                      ticket_id=ticket_id, params={"per_page": PER_PAGE})
+        return any(c.get("private") and (c.get("body_text") or "").startswith(NOTE_PREFIX)
+                   for c in conversations or [] if isinstance(c, dict))
+
+    def list_groups(self) -> list[Group]:
+        """GET /api/v2/groups, every page."""
+        groups: list[Group] = []
+        page = 1
+        while True:
+            batch = self._request("list_groups", "GET", "/groups", params={"page": page, "per_page": PER_PAGE})
+            groups += [Group(id=str(g["id"]), name=g.get("name") or "") for g in batch or []]
+            if not batch or len(batch) < PER_PAGE:
+                return groups
+            page += 1
+

@@ -1,0 +1,270 @@
+"""The guarantees every helpdesk adapter gives, run against each one's loopback fake.
+
+Classify once; de-duplicate; nothing lost (or written twice) under 429, 5xx, timeouts and crashes;
+bad input never a 5xx; a wrong secret gives 401; the agent's tags are kept. The checks are plain
+functions so that test_a_broken_adapter_fails_the_contract can show they bite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpdesks import HELPDESKS, Helpdesk, mapped_route
+
+from connector import create_app
+from connector.classify.local import LocalModel
+from connector.feedback import save_model
+from connector.models import ROUTED_TAG, TRIAGE_TAG
+from connector.services import Services
+from helpers import FakeClock, drain, make_settings
+from platforms.base import merge_tags
+
+SUBJECT = "Invoice for October missing"
+DESCRIPTION = "I can't find our October invoice in the billing section, can you resend it?"
+EXISTING_TAGS = ["vip", "from_email"]
+
+
+@dataclass
+class Env:
+    """A helpdesk fake, Deskroute's services pointed at it, and a web client."""
+
+    helpdesk: Helpdesk
+    services: Services
+    client: Any
+    clock: FakeClock
+    classified: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.helpdesk.name
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Any:
+        return self.client.post(f"/webhooks/{self.name}", data=body, headers=headers)
+
+    def create(self, ticket_id: int, *, tags: list[str] | None = None) -> Any:
+        self.helpdesk.add_ticket(ticket_id, subject=SUBJECT, description=DESCRIPTION,
+                                 tags=EXISTING_TAGS if tags is None else tags)
+        return self.post(*self.helpdesk.created_webhook(ticket_id, self.clock))
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.services.store.events(limit=1000)
+
+
+@pytest.fixture(params=sorted(HELPDESKS))
+def helpdesk(request: pytest.FixtureRequest) -> Iterator[Helpdesk]:
+    harness = HELPDESKS[request.param]()
+    yield harness
+    harness.stop()
+
+
+@pytest.fixture
+def make_env(helpdesk: Helpdesk, tmp_path: Path, clock: FakeClock, taxonomy_model: LocalModel,
+             monkeypatch: pytest.MonkeyPatch) -> Callable[..., Env]:
+    def make(platform_class: type | None = None, **overrides: Any) -> Env:
+        for key, value in helpdesk.env().items():
+            monkeypatch.setenv(key, value)
+        settings = make_settings(tmp_path, **{"deskroute_http_timeout": 0.5, **helpdesk.settings(), **overrides})
+        cls = platform_class or helpdesk.platform_class
+        platform = cls.from_settings(settings, now=clock.datetime, sleep=lambda seconds: None)
+        services = Services(settings, platforms={helpdesk.name: platform}, clock=clock)
+        save_model(services.store, taxonomy_model, source="tests", activate=True)
+        classified: list[str] = []
+        original = services.router.classify
+        monkeypatch.setattr(services.router, "classify", lambda text: classified.append(text) or original(text))
+        return Env(helpdesk, services, create_app(services=services).test_client(), clock, classified)
+
+    return make
+
+
+@pytest.fixture
+def env(make_env: Callable[..., Env]) -> Env:
+    return make_env()
+
+
+# --- the checks ----------------------------------------------------------------------------------
+
+def check_routes_once_keeping_the_agents_tags(env: Env) -> None:
+    assert env.create(11).status_code == 202
+    drain(env.services)
+    route = mapped_route(env.name, "billing")
+    [write] = env.helpdesk.writes(11)
+    assert write.group_id == str(route["group_id"])
+    assert write.priority == "normal"
+    assert write.tags[:2] == EXISTING_TAGS, "the ticket's own tags must be kept, first"
+    assert {ROUTED_TAG, "deskroute_billing", *route["tags"]} <= set(write.tags)
+    [note] = env.helpdesk.notes(11)
+    assert "billing" in note and "confidence" in note and "tier: rules" in note
+    assert len(env.classified) == 1
+
+
+def check_duplicates_and_updates_never_write_again(env: Env) -> None:
+    env.create(12)
+    drain(env.services)
+    statuses = [env.post(*env.helpdesk.created_webhook(12, env.clock)).status_code for _ in range(5)]
+    statuses.append(env.post(*env.helpdesk.update_webhook(12, env.clock)).status_code)
+    drain(env.services)
+    assert statuses == [200] * 5 + [202]
+    assert len(env.helpdesk.writes(12)) == 1 and len(env.helpdesk.notes(12)) == 1
+    assert len(env.classified) == 1
+
+
+# --- the contract --------------------------------------------------------------------------------
+
+def test_routes_once_keeping_the_agents_tags(env: Env) -> None:
+    check_routes_once_keeping_the_agents_tags(env)
+
+
+def test_duplicates_and_updates_never_write_again(env: Env) -> None:
+    check_duplicates_and_updates_never_write_again(env)
+
+
+def test_wrong_or_missing_secret_is_401(env: Env) -> None:
+    body, _ = env.helpdesk.created_webhook(13, env.clock)
+    for headers in env.helpdesk.forged(body, env.clock):
+        response = env.post(body, headers)
+        assert response.status_code == 401 and response.json == {"error": "invalid request"}
+    assert env.events() == []
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b"not json at all", 400),
+    (b"[]", 400),
+    (b'{"event": "ticket.created"}', 400),
+    (b'{"ticket_id": "DROP TABLE", "event": "ticket.created"}', 400),
+    (b'{"ticket_id": "5", "event": "ticket.solved"}', 200),
+    (b'{"ticket_id": "5", "padding": "' + b"x" * (2 * 1024 * 1024) + b'"}', 413),
+])
+def test_bad_input_is_never_a_5xx_and_never_queued(env: Env, body: bytes, expected: int) -> None:
+    _, headers = env.helpdesk.created_webhook(5, env.clock)
+    if env.name == "zendesk":  # signed bodies: sign this one
+        from helpers import signed_headers
+        headers = signed_headers(body, env.clock)
+    response = env.post(body, headers)
+    assert response.status_code == expected and response.is_json
+    assert env.events() == []
+
+
+def test_429_with_retry_after_then_success(env: Env) -> None:
+    method, path = env.helpdesk.write_calls(14)[0]
+    env.helpdesk.fake.fail_next(429, method=method, path=path, retry_after=2)
+    env.create(14)
+    drain(env.services)
+    assert len(env.helpdesk.writes(14)) == 1 and len(env.helpdesk.notes(14)) == 1
+    assert env.events()[0]["state"] == "done"
+
+
+def test_a_long_rate_limit_goes_back_to_the_queue_and_nothing_is_lost(env: Env) -> None:
+    method, path = env.helpdesk.write_calls(15)[0]
+    env.helpdesk.fake.fail_next(429, method=method, path=path, retry_after=600)
+    env.create(15)
+    drain(env.services)
+    assert env.events()[0]["state"] == "pending" and env.helpdesk.writes(15) == []
+    env.clock.advance(601)
+    drain(env.services)
+    assert len(env.helpdesk.writes(15)) == 1 and env.events()[0]["state"] == "done"
+
+
+def test_5xx_three_times_then_success(env: Env) -> None:
+    for method, path in env.helpdesk.write_calls(16):
+        env.helpdesk.fake.fail_next(503, times=3, method=method, path=path)
+    env.create(16)
+    drain(env.services)
+    assert len(env.helpdesk.writes(16)) == 1 and len(env.helpdesk.notes(16)) == 1
+    assert env.events()[0]["state"] == "done"
+
+
+def test_a_helpdesk_that_stays_down_ends_in_a_visible_dead_letter(make_env: Callable[..., Env]) -> None:
+    env = make_env(deskroute_max_attempts=2)
+    env.helpdesk.fake.random_faults = {503: 1.0}
+    env.create(17)
+    for _ in range(3):
+        drain(env.services)
+        env.clock.advance(3600)
+    [event] = env.events()
+    assert event["state"] == "dead" and event["last_error"].startswith("503") and event["attempts"] == 2
+
+
+def test_write_call_timing_out_after_it_landed_is_not_repeated(env: Env) -> None:
+    for n in range(len(env.helpdesk.write_calls(0))):  # each request apply() makes, in turn
+        ticket = 118 + n
+        method, path = env.helpdesk.write_calls(ticket)[n]
+        env.helpdesk.fake.slow_next(1.0, method=method, path=path)  # longer than the 0.5 s client timeout
+        env.create(ticket)
+        drain(env.services)
+        assert len(env.helpdesk.writes(ticket)) == 1, f"{method} timed out: written twice"
+        assert len(env.helpdesk.notes(ticket)) == 1, f"{method} timed out: noted twice"
+        record = env.services.store.ticket(env.name, str(ticket))
+        assert record is not None and record.state == "done"
+
+
+class Crash(BaseException):
+    """The process dies (SIGKILL): no except clause sees it, nothing after it runs."""
+
+
+def check_killed_after_the_write_does_not_write_again(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = env.services.store.finish_ticket
+
+    def crash_once(*args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(env.services.store, "finish_ticket", original)
+        raise Crash
+
+    monkeypatch.setattr(env.services.store, "finish_ticket", crash_once)
+    env.create(19)
+    with pytest.raises(Crash):
+        drain(env.services)
+    env.clock.advance(env.services.settings.deskroute_lease_seconds + 1)
+    drain(env.services)
+    assert len(env.helpdesk.writes(19)) == 1, "written again after a crash"
+    assert len(env.helpdesk.notes(19)) == 1, "noted again after a crash"
+    assert env.events()[0]["state"] == "done" and env.events()[0]["attempts"] == 2
+
+
+def test_worker_killed_after_the_write_does_not_write_again(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_killed_after_the_write_does_not_write_again(env, monkeypatch)
+
+
+def test_worker_killed_before_the_write_is_finished_by_the_next_claim(env: Env) -> None:
+    env.create(20)
+    assert env.services.queue.claim("worker-that-dies") is not None
+    env.clock.advance(env.services.settings.deskroute_lease_seconds + 1)
+    drain(env.services)
+    assert len(env.helpdesk.writes(20)) == 1 and len(env.helpdesk.notes(20)) == 1
+
+
+def test_a_refused_routing_goes_to_triage_with_the_reason(env: Env) -> None:
+    env.helpdesk.remove_group(int(mapped_route(env.name, "billing")["group_id"]))  # deleted by an admin
+    env.create(21)
+    drain(env.services)
+    [write] = env.helpdesk.writes(21)
+    assert TRIAGE_TAG in write.tags and write.tags[:2] == EXISTING_TAGS
+    [note] = env.helpdesk.notes(21)
+    assert "refused the routing" in note and "Best guess: billing" in note
+    assert env.events()[0]["state"] == "triage"
+
+
+def test_groups_are_listed(env: Env) -> None:
+    groups = env.services.platforms[env.name].list_groups()
+    assert {g.id for g in groups} == {str(g) for g in env.helpdesk.fake.groups}
+
+
+# --- the contract bites --------------------------------------------------------------------------
+
+def test_a_broken_adapter_fails_the_contract(helpdesk: Helpdesk, make_env: Callable[..., Env],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An adapter that drops the ticket's own tags, or writes again on a retry, is caught."""
+    with monkeypatch.context() as patch:
+        patch.setattr(f"platforms.{helpdesk.name}.merge_tags", lambda existing, ours: merge_tags([], ours))
+        with pytest.raises(AssertionError, match="tags must be kept"):
+            check_routes_once_keeping_the_agents_tags(make_env())
+
+    class ForgetsItWrote(helpdesk.platform_class):  # type: ignore[name-defined,misc]
+        def apply(self, ticket: Any, decision: Any) -> None:
+            unrouted = ticket.model_copy(update={"tags": [t for t in ticket.tags if t != ROUTED_TAG]})
+            super().apply(unrouted, decision)
+
+    with pytest.raises(AssertionError, match="again after a crash"):
+        check_killed_after_the_write_does_not_write_again(make_env(platform_class=ForgetsItWrote), monkeypatch)
