@@ -92,19 +92,24 @@ class Worker:
             log.info("job finished", extra={**ids, "state": state, "outcome": outcome})
         except PlatformError as exc:
             if exc.retryable:
-                self.queue.retry(job, error=str(exc), retry_after=exc.retry_after)
+                self._retry(job, str(exc), exc.retry_after)
             else:
-                self._give_up(job, str(exc))
+                self._mark_ticket_dead(job, str(exc))
+                self.queue.dead_letter(job, error=str(exc))
         except Exception as exc:  # a bug must not lose the job: retry, and dead-letter in the end
             error = describe_error(exc)
             log.error("job failed unexpectedly", extra={**ids, "error": error})
-            self.queue.retry(job, error=error)
+            self._retry(job, error, None)
 
-    def _give_up(self, job: Job, error: str) -> None:
+    def _retry(self, job: Job, error: str, retry_after: float | None) -> None:
+        if self.queue.retry(job, error=error, retry_after=retry_after) == DEAD:
+            self._mark_ticket_dead(job, error)
+
+    def _mark_ticket_dead(self, job: Job, error: str) -> None:
+        """Show on the ticket's record too that its routing was given up."""
         record = self.store.ticket(job.platform, job.ticket_id)
         if record is not None and record.event_id == job.id:
             self.store.finish_ticket(record, state=DEAD, now=self.clock(), error=error)
-        self.queue.dead_letter(job, error=error)
 
     # --- ticket.created --------------------------------------------------------------------------
 

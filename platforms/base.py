@@ -7,6 +7,7 @@ An adapter takes plain headers (lower-cased names) and raw body bytes and return
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -95,6 +96,14 @@ def http_error(status: int, summary: str, *, retry_after: float | None) -> Platf
 def network_error(exc: Exception) -> PlatformError:
     """A request that got no answer: it may or may not have landed, so adapters must retry it safely."""
     return PlatformError(f"network error: {type(exc).__name__}", retryable=True)
+
+
+def load_json(body: bytes) -> Any:
+    """The body as JSON; raises BadPayload (never a message quoting the body)."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise BadPayload("body is not valid JSON") from exc
 
 
 def ticket_id_from(value: Any) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ from platforms.base import (
     RetryingCaller,
     Unauthorized,
     http_error,
+    load_json,
     merge_tags,
     network_error,
     optional_id,
@@ -132,10 +132,7 @@ class FreshdeskPlatform:
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> TicketEvent | Ignored:
         """Read the JSON body an automation rule sends, with or without Freshdesk's `freshdesk_webhook` wrapper."""
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise BadPayload("body is not valid JSON") from exc
+        payload = load_json(body)
         if isinstance(payload, dict) and isinstance(payload.get("freshdesk_webhook"), dict):
             payload = payload["freshdesk_webhook"]  # the "simple" content mode of the Trigger Webhook action
         if not isinstance(payload, dict):
@@ -221,7 +218,13 @@ class FreshdeskPlatform:
         note = {"body": _note_html(decision.note), "private": True}
         post = self._unless_landed(lambda: self._request_once("POST", f"/tickets/{tid}/notes", note),
                                    lambda: self._our_note_exists(ticket.id))
-        self._call("note", post, ticket_id=ticket.id)
+        try:
+            self._call("note", post, ticket_id=ticket.id)
+        except PlatformError as exc:
+            if exc.retryable:
+                raise
+            # The routing is written; only its note was refused. Not a refused routing: no triage fallback.
+            raise PlatformError(f"note refused ({exc})", retryable=False) from None
 
     @staticmethod
     def _unless_landed(send: Callable[[], Any], landed: Callable[[], bool]) -> Callable[[], Any]:

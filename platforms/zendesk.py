@@ -29,6 +29,7 @@ from platforms.base import (
     RetryingCaller,
     Unauthorized,
     http_error,
+    load_json,
     merge_tags,
     network_error,
     optional_id,
@@ -174,10 +175,7 @@ class ZendeskPlatform:
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> TicketEvent | Ignored:
         """Accept event-subscription envelopes and the JSON bodies of our triggers."""
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:  # includes UnicodeDecodeError
-            raise BadPayload("body is not valid JSON") from exc
+        payload = load_json(body)
         if not isinstance(payload, dict):
             raise BadPayload("body must be a JSON object")
         event_type = payload.get("type")

@@ -104,7 +104,7 @@ def test_a_helpdesk_that_stays_down_ends_in_a_visible_dead_letter(
     row = event_row(services, event_id)
     assert row["state"] == "dead" and row["attempts"] == 2 and row["last_error"].startswith("503")
     record = services.store.ticket("zendesk", str(TICKET))
-    assert record is not None and record.state == "decided"  # classified once, never written
+    assert record is not None and record.state == "dead"  # classified once, never written, given up visibly
     assert [e["id"] for e in services.store.events(state="dead")] == [event_id]
 
 

@@ -208,3 +208,15 @@ def test_make_services_builds_freshdesk_from_settings(tmp_path: Path) -> None:
     platform = services.platforms["freshdesk"]
     assert isinstance(platform, FreshdeskPlatform) and platform.api == "http://127.0.0.1:1/api/v2"
 
+
+
+def test_a_refused_note_does_not_undo_the_routing(services: Services, api: responses.RequestsMock) -> None:
+    api.get(f"{API}/tickets/9", json=ticket_json(9, []))
+    api.put(f"{API}/tickets/9", json=ticket_json(9, []))
+    api.post(f"{API}/tickets/9/notes", status=400, json={"description": "Validation failed", "errors": [
+        {"field": "body", "message": "It should be a/an String", "code": "missing_field"}]})
+    services.queue.enqueue(TicketEvent(platform="freshdesk", kind="ticket.created", ticket_id="9", dedup_key="k9"))
+    drain(services)
+    assert [c.request.method for c in api.calls] == ["GET", "PUT", "POST"]  # no second PUT to triage
+    [event] = services.store.events()
+    assert event["state"] == "dead" and event["last_error"].startswith("note refused (400 Validation failed")
