@@ -74,6 +74,8 @@ class Taxonomy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     version: int = 1
+    # ISO 639-1 codes of the languages tickets are expected in; others can go straight to the strong model.
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(default_factory=lambda: ["en"])
     categories: dict[Name, Category] = Field(min_length=1)
     guardrails: list[Guardrail] = Field(default_factory=list)
 
@@ -168,8 +170,9 @@ def decide(classification: Classification, mapping: PlatformMapping, taxonomy: T
     if classification.guardrail:
         priority = classification.priority or "high"
     else:
-        priority = (route.priority or (taxonomy.categories[category].priority if category in taxonomy.categories
-                                       else None) or classification.priority or "normal")
+        # The admin's mapping first, then the classifier's own reading (Claude's), then the category default.
+        default = taxonomy.categories[category].priority if category in taxonomy.categories else None
+        priority = route.priority or classification.priority or default or "normal"
     tags = [ROUTED_TAG, *route.tags]
     if triage:
         tags.append(TRIAGE_TAG)
@@ -188,9 +191,10 @@ def decide(classification: Classification, mapping: PlatformMapping, taxonomy: T
 def _note(classification: Classification, triage: bool, group_id: str) -> str:
     c = classification
     if not triage:
-        return (f"Deskroute routed this ticket to {c.category} (group {group_id}).\n"
+        note = (f"Deskroute routed this ticket to {c.category} (group {group_id}).\n"
                 f"Category: {c.category} | confidence {c.confidence:.2f} | tier: {c.tier}\n"
                 f"Reason: {c.reason}")
+        return note + (f"\nSummary: {c.summary}" if c.summary else "")
     lines = [f"Deskroute sent this ticket to triage (group {group_id}) for a person to route.",
              f"Reason: {c.reason}"]
     guesses = sorted((t for t in c.tiers if t.category), key=lambda t: t.confidence, reverse=True)

@@ -89,6 +89,12 @@ class Classification(BaseModel):
     tiers: list[TierResult] = Field(default_factory=list)
     model_version: str | None = None
     latency_ms: float = 0.0
+    # From the LLM tier, when it ran: its reading of the ticket, the prompt version, every call made.
+    sentiment: str | None = None
+    language: str | None = None
+    summary: str | None = None
+    prompt_version: str | None = None
+    llm_calls: list[LLMCall] = Field(default_factory=list)
 
 
 class TierResult(BaseModel):
@@ -98,6 +104,21 @@ class TierResult(BaseModel):
     category: str | None
     confidence: float
     reason: str = ""
+    model: str | None = None  # the LLM tier: which model answered
+
+
+class LLMCall(BaseModel):
+    """One request to Claude, for the usage and cost record."""
+
+    model: str
+    outcome: Literal["ok", "invalid", "error"]
+    latency_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    error: str | None = None
 
 
 class RoutingDecision(BaseModel):

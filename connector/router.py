@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from connector.classify.cascade import Cascade
@@ -12,13 +13,20 @@ from connector.models import Classification, RoutingDecision
 from connector.store import Store
 
 if TYPE_CHECKING:
+    from connector.classify.llm import LLMTier
     from connector.classify.local import LocalModel
 
 
 class Router:
-    """The cascade over the store's active model, reloaded whenever another version is activated."""
+    """The cascade over the store's active model, reloaded whenever another version is activated.
 
-    def __init__(self, *, store: Store, taxonomy: Taxonomy, mappings: dict[str, PlatformMapping], threshold: float):
+    Args:
+        llm: builds the Claude tier (or None when it is off); called once, on the first classification,
+            so that processes which never classify never load the SDK.
+    """
+
+    def __init__(self, *, store: Store, taxonomy: Taxonomy, mappings: dict[str, PlatformMapping], threshold: float,
+                 llm: Callable[[], LLMTier | None] = lambda: None):
         self.store = store
         self.taxonomy = taxonomy
         self.mappings = mappings
@@ -27,6 +35,9 @@ class Router:
         self._lock = threading.Lock()
         self._version: int | None = None
         self._model: LocalModel | None = None
+        self._make_llm = llm
+        self._llm: LLMTier | None = None
+        self._llm_built = False
 
     def cascade(self) -> Cascade:
         """The cascade with the currently active model (one cheap query to notice a new one)."""
@@ -37,8 +48,10 @@ class Router:
             if version != self._version:
                 self._model = LocalModel.from_bytes(self.store.model_blob(version)) if version is not None else None
                 self._version = version
+            if not self._llm_built:
+                self._llm, self._llm_built = self._make_llm(), True
             model, loaded = self._model, self._version
-        return Cascade(rules=self.rules, local=model, threshold=self.threshold,
+        return Cascade(rules=self.rules, local=model, threshold=self.threshold, llm=self._llm,
                        model_version=f"local-v{loaded}" if loaded is not None else None)
 
     def classify(self, text: str) -> Classification:

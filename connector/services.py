@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from connector.mappings import PlatformMapping, load_mapping, load_taxonomy, resolve_dir
 from connector.queue import Queue, RetryPolicy
@@ -48,8 +49,13 @@ class Services:
                     self.unconfigured[name] = exc.missing
         self.platforms = platforms
         self.router = Router(store=self.store, taxonomy=self.taxonomy, mappings=self.mappings,
-                             threshold=settings.deskroute_confidence_threshold)
+                             threshold=settings.deskroute_confidence_threshold, llm=self._make_llm)
         self.pool: WorkerPool | None = None
+
+    def _make_llm(self) -> Any:
+        from connector.classify.llm import LLMTier  # the anthropic SDK: only processes that classify load it
+
+        return LLMTier.from_settings(self.settings, self.taxonomy)
 
     def report_platforms(self) -> None:
         """Say once, at startup, which helpdesks are on."""
@@ -62,8 +68,10 @@ class Services:
 
     def make_worker(self) -> Worker:
         """A worker over these services."""
+        s = self.settings
         return Worker(queue=self.queue, store=self.store, router=self.router, platforms=self.platforms,
-                      shadow=self.settings.deskroute_shadow, clock=self.clock)
+                      shadow=s.deskroute_shadow, clock=self.clock,
+                      distill_min_confidence=s.deskroute_distill_min_confidence if s.deskroute_distill else None)
 
     def start_workers(self) -> WorkerPool:
         """Train a first model if needed, then start the worker threads."""

@@ -40,6 +40,43 @@ class Settings(BaseSettings):
                                                 "send in the X-Deskroute-Token header.")
     freshdesk_base_url: str = Field("", description="Overrides `https://<domain>.freshdesk.com`, e.g. "
                                     "`http://127.0.0.1:9000` for a loopback fake.")
+    # --- Claude (the LLM tier) ---------------------------------------------------------------
+    anthropic_api_key: SecretStr = Field(SecretStr(""), description="Turns the Claude tier on. Without it, tickets "
+                                         "the rules and the local model can't place go to triage.")
+    deskroute_fast_model: str = Field("claude-haiku-4-5", description="Model asked first.")
+    deskroute_strong_model: str = Field("claude-sonnet-4-6", description="Model asked when the fast model's "
+                                        "confidence in a field is below its threshold.")
+    deskroute_llm_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"category": 0.8, "priority": 0.5},
+        description="JSON: the confidence each field of the fast model's answer needs before the strong model is "
+        "skipped. Fields: category, priority, sentiment, language; `category.<name>` sets one category's bar.",
+    )
+    deskroute_llm_strong_for_other_languages: bool = Field(
+        True, description="Send tickets that aren't in one of the taxonomy's `languages` straight to the strong model."
+    )
+    deskroute_llm_timeout: float = Field(15.0, gt=0, description="Timeout in seconds for one Claude request.")
+    deskroute_llm_budget_seconds: float = Field(
+        40.0, gt=0, description="Total time for Claude calls on one ticket, retries included; then triage."
+    )
+    deskroute_llm_max_tokens: int = Field(400, gt=0, description="Longest answer a Claude call may write.")
+    deskroute_llm_prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.10},
+            "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
+        },
+        description="JSON: USD per million tokens, per model (input, output, cache_write, cache_read), "
+        "for the cost estimates.",
+    )
+    deskroute_distill: bool = Field(
+        True, description="Keep the redacted text of confident Claude decisions, so that those not re-routed "
+        "become training examples for the local model."
+    )
+    deskroute_distill_min_confidence: float = Field(
+        0.9, ge=0, le=1, description="Claude confidence a decision needs to become a training example."
+    )
+    deskroute_distill_after_hours: float = Field(
+        72.0, ge=0, description="Hours without a re-route before a Claude decision becomes a training example."
+    )
     # --- classification --------------------------------------------------------------------
     deskroute_confidence_threshold: float = Field(
         0.75, ge=0.0, le=1.0,

@@ -65,6 +65,22 @@ AUTOCHECKPOINT_PAGES = 10_000  # about 40 MB of WAL
 # TicketEvent fields with columns of their own; the rest go into events.data as JSON.
 _EVENT_COLUMNS = frozenset({"platform", "kind", "ticket_id", "dedup_key", "source_id"})
 
+@migration
+def m002_llm(db: Database) -> None:
+    db["llm_calls"].create({
+        "id": int, "at": float, "platform": str, "ticket_id": str, "model": str, "outcome": str,
+        "prompt_version": str, "latency_ms": float, "input_tokens": int, "output_tokens": int,
+        "cache_read_tokens": int, "cache_write_tokens": int, "cost_usd": float, "error": str,
+    }, pk="id", if_not_exists=True)
+    db["llm_calls"].create_index(["at"], if_not_exists=True)
+    columns = db["tickets"].columns_dict
+    if "prompt_version" not in columns:
+        db["tickets"].add_column("prompt_version", str)
+    # Redacted ticket text, kept only for confident Claude decisions: the distillation set.
+    if "training_text" not in columns:
+        db["tickets"].add_column("training_text", str)
+
+
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
 FINAL_STATES = (DONE, TRIAGE, DEAD)
@@ -269,17 +285,48 @@ class Store:
         )
 
     def save_decision(self, record: TicketRecord, *, classification: Classification, decision: RoutingDecision,
-                      now: float) -> None:
-        """Record the one classification this ticket will ever get."""
+                      now: float, training_text: str | None = None) -> None:
+        """Record the one classification this ticket will ever get, and what its LLM calls cost."""
         self._execute(
             "UPDATE tickets SET state = 'decided', category = ?, confidence = ?, tier = ?, guardrail = ?, group_id = ?,"
-            " priority = ?, triage = ?, classification = ?, decision = ?, model_version = ?, decided_at = ?"
-            " WHERE platform = ? AND ticket_id = ? AND event_id = ?",
+            " priority = ?, triage = ?, classification = ?, decision = ?, model_version = ?, decided_at = ?,"
+            " prompt_version = ?, training_text = ? WHERE platform = ? AND ticket_id = ? AND event_id = ?",
             (classification.category, classification.confidence, classification.tier, classification.guardrail,
              decision.group_id, decision.priority, int(decision.triage), classification.model_dump_json(),
-             decision.model_dump_json(), classification.model_version, now,
-             record.platform, record.ticket_id, record.event_id))
+             decision.model_dump_json(), classification.model_version, now, classification.prompt_version,
+             training_text, record.platform, record.ticket_id, record.event_id))
+        self.record_llm_calls(classification, platform=record.platform, ticket_id=record.ticket_id, now=now)
         record.state, record.classification, record.decision = "decided", classification, decision
+
+    def record_llm_calls(self, classification: Classification, *, platform: str | None, ticket_id: str | None,
+                         now: float) -> None:
+        """Keep the usage of every Claude call made for a classification."""
+        for call in classification.llm_calls:
+            self._execute(
+                "INSERT INTO llm_calls (at, platform, ticket_id, model, outcome, prompt_version, latency_ms,"
+                " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, platform, ticket_id, call.model, call.outcome, classification.prompt_version, call.latency_ms,
+                 call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens,
+                 call.cost_usd, call.error))
+
+    def llm_usage(self) -> list[sqlite3.Row]:
+        """Claude calls, tokens and estimated cost by model and outcome."""
+        return self._execute(
+            "SELECT model, outcome, count(*) AS calls, sum(input_tokens) AS input_tokens,"
+            " sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,"
+            " sum(cache_write_tokens) AS cache_write_tokens, sum(coalesce(cost_usd, 0)) AS cost_usd"
+            " FROM llm_calls GROUP BY model, outcome")
+
+    def distillable(self, *, min_confidence: float, decided_before: float) -> list[tuple[str, str]]:
+        """(redacted text, category) of confident Claude decisions that no one moved to another group."""
+        rows = self._execute(
+            "SELECT t.training_text, t.category FROM tickets t WHERE t.tier = 'llm' AND t.category IS NOT NULL"
+            " AND t.training_text IS NOT NULL AND t.confidence >= ? AND t.decided_at <= ? AND t.state = 'done'"
+            " AND NOT EXISTS (SELECT 1 FROM group_changes g WHERE g.platform = t.platform"
+            "   AND g.ticket_id = t.ticket_id AND g.group_id IS NOT NULL AND g.group_id != t.group_id)"
+            " ORDER BY t.decided_at", (min_confidence, decided_before))
+        return [(r["training_text"], r["category"]) for r in rows]
 
     def replace_decision(self, record: TicketRecord, decision: RoutingDecision, *, error: str) -> None:
         """Swap in a fallback decision (triage) after the helpdesk refused the first one."""

@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from connector.classify.redact import redact
 from connector.mappings import triage_instead
-from connector.models import Ticket
+from connector.models import Classification, Ticket
 from connector.queue import Queue
 from connector.router import Router
 from connector.store import DEAD, DONE, SHADOW, TRIAGE, Job, Store, TicketRecord
@@ -44,7 +45,9 @@ class Worker:
     """Processes one job at a time from the queue."""
 
     def __init__(self, *, queue: Queue, store: Store, router: Router, platforms: dict[str, Platform],
-                 shadow: bool = False, clock: Callable[[], float] | None = None, name: str | None = None):
+                 shadow: bool = False, clock: Callable[[], float] | None = None, name: str | None = None,
+                 distill_min_confidence: float | None = None):
+        self.distill_min_confidence = distill_min_confidence
         self.queue = queue
         self.store = store
         self.router = router
@@ -124,7 +127,8 @@ class Worker:
         if record.decision is None:
             classification = self.router.classify(ticket.text)
             decision = self.router.decide(job.platform, classification)
-            self.store.save_decision(record, classification=classification, decision=decision, now=self.clock())
+            self.store.save_decision(record, classification=classification, decision=decision, now=self.clock(),
+                                     training_text=self._training_text(ticket, classification))
             log.info("ticket classified", extra={
                 "event_id": job.id, "platform": job.platform, "ticket_id": job.ticket_id,
                 "tier": classification.tier, "category": classification.category,
@@ -134,6 +138,13 @@ class Worker:
             self.store.finish_ticket(record, state=SHADOW, now=self.clock())
             return DONE, SHADOW
         return self._write(job, platform, record, ticket)
+
+    def _training_text(self, ticket: Ticket, classification: Classification) -> str | None:
+        """The redacted text of a confident Claude decision, kept to become a local training example."""
+        if (self.distill_min_confidence is None or classification.tier != "llm" or classification.category is None
+                or classification.confidence < self.distill_min_confidence):
+            return None
+        return redact(ticket.text)
 
     def _write(self, job: Job, platform: Platform, record: TicketRecord, ticket: Ticket) -> tuple[str, str]:
         assert record.decision is not None

@@ -63,7 +63,8 @@ def test_mapping_errors_name_the_file_and_key(mappings_copy: Path, old: str, new
     ("  billing:\n    description:", "  Billing Team:\n    description:", "taxonomy.yaml: categories.Billing Team"),
     ('      - "(been|was|got) hacked"', '      - "(unclosed"', "taxonomy.yaml: guardrails.1.patterns"),
     ("    priority: low\n", "    priority: 3\n", "taxonomy.yaml: categories.feature_request.priority"),
-    ("version: 1", "version: 1\nlanguages: [en]", "taxonomy.yaml: languages: Extra inputs are not permitted"),
+    ("version: 1", "version: 1\nlanguage: en", "taxonomy.yaml: language: Extra inputs are not permitted"),
+    ("languages: [en]", "languages: [english]", "taxonomy.yaml: languages.0: String should match pattern"),
 ])
 def test_taxonomy_errors_name_the_file_and_key(mappings_copy: Path, old: str, new: str, expected: str) -> None:
     path = mappings_copy / "taxonomy.yaml"

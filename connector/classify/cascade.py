@@ -1,18 +1,20 @@
-"""The classification cascade: guardrails, then rules, then the local model, then triage.
+"""The classification cascade: guardrails, then rules, then the local model, then Claude, then triage.
 
-The first tier whose confidence clears the threshold decides. A guardrail hit sends the ticket to
-humans whatever the tiers say, but the tiers still run (cheap, local) so the note can carry a best guess.
+The first tier whose confidence clears the threshold decides, so a confident local answer never
+costs an LLM call. A guardrail hit sends the ticket to humans whatever the tiers say; the cheap
+local tiers still run so the note can carry a best guess, but Claude is not asked.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connector.classify.rules import RulesTier
 from connector.models import Classification, TierResult
 
 if TYPE_CHECKING:
+    from connector.classify.llm import LLMOutcome, LLMTier
     from connector.classify.local import LocalModel
 
 
@@ -20,11 +22,12 @@ class Cascade:
     """Runs the tiers in order and reports which one decided."""
 
     def __init__(self, *, rules: RulesTier, local: LocalModel | None, threshold: float,
-                 model_version: str | None = None):
+                 model_version: str | None = None, llm: LLMTier | None = None):
         self.rules = rules
         self.local = local
         self.threshold = threshold
         self.model_version = model_version
+        self.llm = llm
 
     def _local(self, text: str) -> TierResult | None:
         if self.local is None:
@@ -39,6 +42,9 @@ class Cascade:
                 reason += f" (next: {runner_up[0]} {runner_up[1]:.2f})"
         return TierResult(tier="local", category=prediction.label, confidence=prediction.confidence, reason=reason)
 
+    def _decides(self, result: TierResult) -> bool:
+        return result.category is not None and result.confidence >= self.threshold
+
     def classify(self, text: str) -> Classification:
         """Classify one ticket's text."""
         started = time.perf_counter()
@@ -50,22 +56,37 @@ class Cascade:
             if result is None:
                 continue
             tiers.append(result)
-            if result.category is not None and result.confidence >= self.threshold:
+            if self._decides(result):
                 decided = result
                 break
+        llm: LLMOutcome | None = None
+        if decided is None and guardrail is None and self.llm is not None:
+            llm = self.llm.classify(text)
+            tiers.append(llm.result)
+            if self._decides(llm.result):
+                decided = llm.result
         latency_ms = (time.perf_counter() - started) * 1000
-        common = {"tiers": tiers, "model_version": self.model_version, "latency_ms": round(latency_ms, 3)}
+        common: dict[str, Any] = {"tiers": tiers, "model_version": self.model_version,
+                                  "latency_ms": round(latency_ms, 3)}
+        if llm is not None:
+            answer = llm.answer or {}
+            common.update(prompt_version=llm.prompt_version, llm_calls=llm.calls, sentiment=answer.get("sentiment"),
+                          language=answer.get("language"), summary=answer.get("summary"))
         if guardrail:
             return Classification(category=None, confidence=1.0, tier="rules", guardrail=guardrail.name,
                                   priority=guardrail.priority,
                                   reason=f"guardrail '{guardrail.name}' needs a person to review", **common)
         if decided:
+            # Claude judges each ticket's urgency; the rules and the model leave it to the taxonomy.
+            priority = (llm.answer or {}).get("priority") if llm is not None and decided is llm.result else None
             return Classification(category=decided.category, confidence=decided.confidence, tier=decided.tier,
-                                  reason=decided.reason, **common)
+                                   reason=decided.reason, priority=priority, **common)
         best = max(tiers, key=lambda t: t.confidence, default=None)
         if best is None or best.category is None:
             reason = "no tier could place this ticket"
-            if best is not None and best.tier == "local":
+            if llm is not None and llm.answer is None:
+                reason = llm.result.reason  # why Claude couldn't help
+            elif best is not None and best.tier in ("local", "llm"):
                 reason = best.reason
         else:
             reason = (f"not confident enough: best guess {best.category} at {best.confidence:.2f} ({best.tier}),"
