@@ -131,6 +131,14 @@ def classify(subject: str, body: str, as_json: bool) -> None:
     click.echo(f"tier:       {c.tier}" + (f"  (guardrail: {c.guardrail})" if c.guardrail else ""))
     click.echo(f"reason:     {c.reason}")
     click.echo(f"model:      {c.model_version or '-'}   ({c.latency_ms:.1f} ms)")
+    for call in c.llm_calls:
+        cost = f"${call.cost_usd:.5f}" if call.cost_usd is not None else "cost unknown"
+        click.echo(f"claude:     {call.model} {call.outcome}: {call.input_tokens} input, {call.output_tokens} output,"
+                   f" {call.cache_read_tokens} cache read, {call.cache_write_tokens} cache write tokens;"
+                   f" {call.latency_ms:.0f} ms; {cost}" + (f" ({call.error})" if call.error else ""))
+    if c.llm_calls:
+        total = sum(call.cost_usd or 0 for call in c.llm_calls)
+        click.echo(f"llm cost:   ${total:.5f} (prompt {c.prompt_version})")
     for name, d in decisions.items():
         click.echo(f"{name}: group {d.group_id}, priority {d.priority}, tags {' '.join(d.tags)}")
 
@@ -160,7 +168,7 @@ def train(paths: tuple[Path, ...], model_out: Path | None) -> None:
     is a taxonomy category.
     """
     from connector.classify.local import LocalModel
-    from connector.feedback import LabelMismatch, train_active
+    from connector.feedback import LabelMismatch, feedback_dataset, train_active
 
     data = _load_data(paths)
     started = time.perf_counter()
@@ -174,13 +182,14 @@ def train(paths: tuple[Path, ...], model_out: Path | None) -> None:
                    f"in {time.perf_counter() - started:.1f} s; wrote {model_out}")
         return
     services = _services()
+    base = feedback_dataset(services.store, services.taxonomy, services.settings, now=time.time())
     try:
-        version = train_active(services.store, services.taxonomy, data, source=",".join(map(str, paths)))
+        version = train_active(services.store, services.taxonomy, data, source=",".join(map(str, paths)), base=base)
     except LabelMismatch as exc:
         raise click.ClickException(f"not replacing the active model: {exc}. Add the categories to "
                                    "taxonomy.yaml, or train a separate model with --model-out.") from exc
-    click.echo(f"trained on {len(data)} examples plus the taxonomy's, in {time.perf_counter() - started:.1f} s;"
-               f" model v{version} is now active")
+    click.echo(f"trained on {len(data)} examples plus {len(base)} from the taxonomy and Claude's confident labels,"
+               f" in {time.perf_counter() - started:.1f} s; model v{version} is now active")
 
 
 @main.command(name="eval")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from connector.classify.local import OUT_OF_SCOPE, LocalModel
 from connector.datasets import Dataset
@@ -25,6 +26,23 @@ class LabelMismatch(ValueError):
 def taxonomy_dataset(taxonomy: Taxonomy) -> Dataset:
     """The example tickets written in taxonomy.yaml."""
     return Dataset(*taxonomy.examples())
+
+
+def distilled_dataset(store: Store, taxonomy: Taxonomy, *, min_confidence: float, after_hours: float,
+                      now: float) -> Dataset:
+    """Confident Claude decisions that stood for `after_hours` without a re-route (source `llm`)."""
+    rows = store.distillable(min_confidence=min_confidence, decided_before=now - after_hours * 3600)
+    rows = [(text, label) for text, label in rows if label in taxonomy.categories]
+    return Dataset([text for text, _ in rows], [label for _, label in rows])
+
+
+def feedback_dataset(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> Dataset:
+    """Everything the local model learns from: the taxonomy's examples and distilled Claude labels."""
+    dataset = taxonomy_dataset(taxonomy)
+    if settings.deskroute_distill:
+        dataset = dataset + distilled_dataset(store, taxonomy, min_confidence=settings.deskroute_distill_min_confidence,
+                                              after_hours=settings.deskroute_distill_after_hours, now=now)
+    return dataset
 
 
 def fits_taxonomy(labels: list[str], taxonomy: Taxonomy) -> bool:
@@ -50,9 +68,10 @@ def save_model(store: Store, model: LocalModel, *, source: str, activate: bool,
                             now=(clock or store.clock)())
 
 
-def train_active(store: Store, taxonomy: Taxonomy, extra: Dataset | None = None, *, source: str) -> int:
-    """Train on the taxonomy's examples plus `extra`, and make the result the router's model."""
-    dataset = taxonomy_dataset(taxonomy)
+def train_active(store: Store, taxonomy: Taxonomy, extra: Dataset | None = None, *, source: str,
+                 base: Dataset | None = None) -> int:
+    """Train on `base` (default: the taxonomy's examples) plus `extra`, and make the result the router's model."""
+    dataset = base if base is not None else taxonomy_dataset(taxonomy)
     if extra is not None:
         check_labels(extra, taxonomy)
         dataset = dataset + extra

@@ -48,6 +48,22 @@ class StoreCollector:
         for row in self.store.decision_counts():
             decisions.add_metric([row["platform"], row["tier"]], row["n"])
 
+        calls = CounterMetricFamily("deskroute_llm_calls", "Claude requests, by model and outcome.",
+                                    labels=["model", "outcome"])
+        tokens = CounterMetricFamily("deskroute_llm_tokens", "Claude tokens, by model and kind.",
+                                     labels=["model", "kind"])
+        cost = CounterMetricFamily("deskroute_llm_cost_usd", "Estimated Claude cost in USD (price table in settings).",
+                                   labels=["model"])
+        cost_by_model: dict[str, float] = {}
+        for row in self.store.llm_usage():
+            calls.add_metric([row["model"], row["outcome"]], row["calls"])
+            for kind in ("input", "output", "cache_read", "cache_write"):
+                tokens.add_metric([row["model"], kind], row[f"{kind}_tokens"] or 0)
+            cost_by_model[row["model"]] = cost_by_model.get(row["model"], 0.0) + (row["cost_usd"] or 0.0)
+        for model, usd in sorted(cost_by_model.items()):
+            cost.add_metric([model], usd)
+        yield from (calls, tokens, cost)
+
         counts, total, n = self.store.latency_histogram(LATENCY_BUCKETS)
         buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS, counts, strict=True)] + [("+Inf", n)]
         latency = HistogramMetricFamily("deskroute_processing_seconds",

@@ -17,6 +17,7 @@ from connector.feedback import save_model, taxonomy_dataset
 from connector.mappings import load_taxonomy
 from connector.services import Services
 from helpers import PROJECT, FakeClock, make_settings
+from platforms.fakes.claude import FakeClaude
 from platforms.zendesk import ZendeskPlatform
 
 
@@ -71,3 +72,12 @@ def zendesk_api() -> Iterator[responses.RequestsMock]:
     """Outbound HTTP to Zendesk, faked; any call not registered fails the test."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
+
+
+@pytest.fixture
+def claude(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClaude]:
+    """A loopback Claude; the anthropic SDK finds it through ANTHROPIC_BASE_URL."""
+    fake = FakeClaude()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://{fake.start()}")
+    yield fake
+    fake.stop()

@@ -92,3 +92,11 @@ def drain(services: Services, *, limit: int = 50) -> int:
         if not worker.run_once():
             return n
     raise AssertionError("queue did not drain")
+
+
+def claude_answer(category: str = "billing", confidence: float = 0.95, **overrides: Any) -> dict[str, Any]:
+    """A valid route_ticket tool input, as Claude would give it."""
+    return {"category": category, "category_confidence": confidence, "priority": "high", "priority_confidence": 0.9,
+            "sentiment": "negative", "sentiment_confidence": 0.9, "language": "en", "language_confidence": 0.99,
+            "summary": "Customer reports a billing problem.", "reason": "Mentions a charge on the account.",
+            **overrides}

@@ -111,3 +111,21 @@ def test_bad_dataset_is_a_clear_error(run, tmp_path: Path) -> None:  # type: ign
     bad = write_csv(tmp_path / "bad.csv", [("s", "b", "")])
     result = run("train", "--data", str(bad), "--model-out", str(tmp_path / "x.model"))
     assert result.exit_code == 1 and "bad.csv: row 1: no category" in result.output
+
+
+def test_classify_shows_claude_model_tokens_and_cost(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from helpers import claude_answer
+    from platforms.fakes.claude import FakeClaude
+
+    fake = FakeClaude()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://{fake.start()}")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    fake.answer_next(**claude_answer("billing", 0.9))
+    try:
+        result = run("classify", "--subject", "Hello", "--body", "Something about our account looks off this week")
+    finally:
+        fake.stop()
+    assert result.exit_code == 0, result.output
+    assert "tier:       llm" in result.output
+    assert "claude:     claude-haiku-4-5 ok:" in result.output and "input" in result.output
+    assert "llm cost:   $0.0" in result.output and "(prompt p-" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import threading
@@ -72,6 +73,7 @@ class FakeHelpdesk:
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on a background thread; returns host:port."""
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access-log line per request
         self._server = make_server(host, port, self.wsgi, threaded=True)
         threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True).start()
         return f"{host}:{self._server.server_port}"

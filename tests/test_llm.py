@@ -1,0 +1,224 @@
+"""The Claude tier, over the wire: the real anthropic SDK against a loopback fake at ANTHROPIC_BASE_URL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.classify.cascade import Cascade
+from connector.classify.llm import NO_CATEGORY, TOOL_NAME, LLMTier
+from connector.classify.local import LocalModel
+from connector.classify.rules import RulesTier
+from connector.mappings import load_taxonomy
+from connector.settings import Settings
+from helpers import PROJECT, claude_answer, make_settings
+from platforms.fakes.claude import FakeClaude
+
+TAXONOMY = load_taxonomy(PROJECT / "mappings")
+# No keyword of any category, so the rules tier stays out of the way.
+TICKET = ("Hello, this is Jo Bloggs (jo.bloggs@example.com, card 4111 1111 1111 1111). Something about our "
+          "account looks off since last week and we are not sure who to ask.")
+
+
+@pytest.fixture
+def waits() -> list[float]:
+    """The backoff sleeps the tier asked for (none are slept)."""
+    return []
+
+
+@pytest.fixture
+def make_tier(tmp_path: Path, claude: FakeClaude, waits: list[float]) -> Callable[..., LLMTier]:
+    def make(**overrides: Any) -> LLMTier:
+        settings = make_settings(tmp_path, anthropic_api_key="sk-ant-test-not-real",
+                                 **{"deskroute_llm_timeout": 1.0, "deskroute_llm_budget_seconds": 5.0, **overrides})
+        tier = LLMTier.from_settings(settings, TAXONOMY, sleep=waits.append)
+        assert tier is not None
+        return tier
+
+    return make
+
+
+def test_the_request_forces_one_tool_with_the_taxonomy_as_enums(claude: FakeClaude,
+                                                                 make_tier: Callable[..., LLMTier]) -> None:
+    claude.answer_next(**claude_answer())
+    make_tier().classify(TICKET)
+    [request] = claude.messages()
+    assert request["model"] == "claude-haiku-4-5"
+    [tool] = request["tools"]
+    assert tool["name"] == TOOL_NAME
+    properties = tool["input_schema"]["properties"]
+    assert properties["category"]["enum"] == [*TAXONOMY.categories, NO_CATEGORY]
+    assert properties["priority"]["enum"] == ["low", "normal", "high", "urgent"]
+    assert {"sentiment", "language", "summary", "reason", "category_confidence", "priority_confidence",
+            "sentiment_confidence", "language_confidence"} <= set(properties)
+    assert request["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
+    [system] = request["system"]
+    assert system["cache_control"] == {"type": "ephemeral"}
+    assert "billing:" in system["text"] and "Invoices, receipts" in system["text"]
+    sent = str(request["messages"])
+    assert "jo.bloggs@example.com" not in sent and "4111" not in sent
+    assert "[EMAIL]" in sent and "[CARD]" in sent
+
+
+def test_a_confident_fast_answer_is_final(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:
+    claude.answer_next(**claude_answer(confidence=0.93))
+    outcome = make_tier().classify(TICKET)
+    assert claude.models_called() == ["claude-haiku-4-5"]
+    assert (outcome.result.category, outcome.result.confidence, outcome.result.model) == \
+        ("billing", 0.93, "claude-haiku-4-5")
+    [call] = outcome.calls
+    assert call.outcome == "ok" and call.input_tokens > 0 and call.output_tokens > 0
+    expected = (call.input_tokens * 1.0 + call.output_tokens * 5.0 + call.cache_write_tokens * 1.25
+                + call.cache_read_tokens * 0.1) / 1e6
+    assert call.cost_usd == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(("fast", "thresholds"), [
+    (claude_answer(confidence=0.6), None),                                      # category below 0.8
+    (claude_answer(priority_confidence=0.3), None),                             # priority below 0.5
+    (claude_answer(confidence=0.95), {"category": 0.8, "category.billing": 0.99}),  # billing's own bar
+])
+def test_doubt_escalates_to_the_strong_model(claude: FakeClaude, make_tier: Callable[..., LLMTier],
+                                             fast: dict[str, Any], thresholds: dict[str, float] | None) -> None:
+    claude.answer_next(**fast)
+    claude.answer_next(**claude_answer("refunds_cancellation", 0.97))
+    tier = make_tier(**({"deskroute_llm_thresholds": thresholds} if thresholds else {}))
+    outcome = tier.classify(TICKET)
+    assert claude.models_called() == ["claude-haiku-4-5", "claude-sonnet-4-6"]
+    assert (outcome.result.category, outcome.result.model) == ("refunds_cancellation", "claude-sonnet-4-6")
+    assert "asked claude-sonnet-4-6" in outcome.result.reason
+
+
+def test_a_foreign_language_ticket_goes_straight_to_the_strong_model(claude: FakeClaude,
+                                                                     make_tier: Callable[..., LLMTier]) -> None:
+    claude.answer_next(**claude_answer(language="de"))
+    make_tier().classify("Ich kann mich nicht anmelden, bitte helfen Sie mir mit meinem Konto.")
+    assert claude.models_called() == ["claude-sonnet-4-6"]
+
+
+def test_foreign_languages_can_be_left_to_the_fast_model(claude: FakeClaude,
+                                                         make_tier: Callable[..., LLMTier]) -> None:
+    claude.answer_next(**claude_answer(language="de"))
+    make_tier(deskroute_llm_strong_for_other_languages=False).classify(
+        "Ich kann mich nicht anmelden, bitte helfen Sie mir mit meinem Konto.")
+    assert claude.models_called() == ["claude-haiku-4-5"]
+
+
+def test_529_and_429_are_retried_with_backoff(claude: FakeClaude, make_tier: Callable[..., LLMTier],
+                                             waits: list[float]) -> None:
+    claude.fail_next(529)
+    claude.fail_next(429, retry_after=1.5)
+    claude.answer_next(**claude_answer())
+    tier = make_tier()
+    outcome = tier.classify(TICKET)
+    assert outcome.result.category == "billing"
+    assert [c.outcome for c in outcome.calls] == ["error", "error", "ok"]
+    assert outcome.calls[0].error == "529 OverloadedError" and outcome.calls[1].error == "429 RateLimitError"
+    assert len(waits) == 2 and waits[1] >= 1.5  # Retry-After is honoured
+
+
+@pytest.mark.parametrize("bad", [
+    claude_answer("gardening"),                     # not a category
+    claude_answer(priority="asap"),                 # not a priority
+    claude_answer(confidence=1.7),                  # not a probability
+    {"category": "billing"},                 # fields missing
+])
+def test_an_answer_outside_the_enums_falls_through(claude: FakeClaude, make_tier: Callable[..., LLMTier],
+                                                   bad: dict[str, Any]) -> None:
+    claude.answer_next(**bad)
+    claude.answer_next(**bad)
+    outcome = make_tier().classify(TICKET)
+    assert claude.models_called() == ["claude-haiku-4-5", "claude-sonnet-4-6"]  # the strong model gets a chance
+    assert outcome.result.category is None and outcome.answer is None
+    assert "answered outside the taxonomy" in outcome.result.reason
+    assert [c.outcome for c in outcome.calls] == ["invalid", "invalid"]
+
+
+def test_an_invalid_fast_answer_is_rescued_by_the_strong_model(claude: FakeClaude,
+                                                               make_tier: Callable[..., LLMTier]) -> None:
+    claude.answer_next(**claude_answer("gardening"))
+    claude.answer_next(**claude_answer("billing", 0.9))
+    assert make_tier().classify(TICKET).result.category == "billing"
+
+
+def test_timeouts_end_in_triage_within_the_budget(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:
+    claude.slow_next(3.0, times=10)
+    outcome = make_tier(deskroute_llm_timeout=0.3, deskroute_llm_budget_seconds=1.0).classify(TICKET)
+    assert outcome.result.category is None and outcome.result.reason.startswith("Claude unavailable")
+    assert outcome.calls and all(c.outcome == "error" and "Timeout" in (c.error or "") for c in outcome.calls)
+
+
+def test_auth_errors_fail_fast(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:
+    claude.fail_next(401)
+    claude.answer_next(**claude_answer())
+    outcome = make_tier().classify(TICKET)
+    assert len(claude.messages()) == 1  # no retry, no strong model
+    assert outcome.result.category is None and "401 AuthenticationError" in outcome.result.reason
+
+
+def test_no_key_means_no_tier(tmp_path: Path) -> None:
+    assert LLMTier.from_settings(make_settings(tmp_path), TAXONOMY) is None
+
+
+def test_the_prompt_cache_is_read_after_the_first_call(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:
+    tier = make_tier()
+    claude.answer_next(**claude_answer())
+    claude.answer_next(**claude_answer())
+    first = tier.classify(TICKET).calls[0]
+    second = tier.classify(TICKET).calls[0]
+    assert first.cache_write_tokens > 4096 and first.cache_read_tokens == 0   # the prompt is long enough to cache
+    assert second.cache_read_tokens == first.cache_write_tokens and second.cache_write_tokens == 0
+    assert second.cost_usd is not None and first.cost_usd is not None and second.cost_usd < first.cost_usd / 3
+
+
+def test_the_prompt_version_follows_the_taxonomy(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, anthropic_api_key="k")
+    one = LLMTier.from_settings(settings, TAXONOMY)
+    changed = TAXONOMY.model_copy(deep=True)
+    changed.categories["billing"].description = "Money matters."
+    two = LLMTier.from_settings(settings, changed)
+    assert one is not None and two is not None
+    assert one.prompt_version != two.prompt_version
+    assert one.prompt_version == LLMTier.from_settings(settings, TAXONOMY).prompt_version  # type: ignore[union-attr]
+
+
+# --- in the cascade ------------------------------------------------------------------------------
+
+def cascade(tier: LLMTier | None, model: LocalModel | None = None) -> Cascade:
+    return Cascade(rules=RulesTier(TAXONOMY), local=model, threshold=0.75, llm=tier)
+
+
+def test_a_confident_local_answer_skips_claude(claude: FakeClaude, make_tier: Callable[..., LLMTier],
+                                               taxonomy_model: LocalModel) -> None:
+    result = cascade(make_tier(), taxonomy_model).classify(
+        "My password doesn't work and I can't get into my account")
+    assert result.tier == "local" and claude.messages() == []
+
+
+def test_guardrails_skip_claude(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:
+    result = cascade(make_tier()).classify("We were hacked and lost all our data")
+    assert result.guardrail is not None and claude.messages() == []
+
+
+def test_claude_decides_what_the_local_tiers_cannot(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:
+    claude.answer_next(**claude_answer("billing", 0.9, priority="urgent"))
+    result = cascade(make_tier()).classify(TICKET)
+    assert (result.category, result.tier, result.priority) == ("billing", "llm", "urgent")
+    assert result.sentiment == "negative" and result.summary and result.prompt_version
+    assert [t.tier for t in result.tiers] == ["rules", "llm"]
+
+
+def test_claude_unavailable_fails_open_to_triage_with_the_reason(claude: FakeClaude,
+                                                                 make_tier: Callable[..., LLMTier]) -> None:
+    claude.random_faults = {503: 1.0}
+    result = cascade(make_tier(deskroute_llm_budget_seconds=0.5)).classify(TICKET)
+    assert result.tier == "triage" and result.reason.startswith("Claude unavailable")
+
+
+def test_settings_default_models() -> None:
+    settings = Settings(_env_file=None)
+    assert (settings.deskroute_fast_model, settings.deskroute_strong_model) == ("claude-haiku-4-5",
+                                                                              "claude-sonnet-4-6")
