@@ -211,11 +211,17 @@ def test_claude_decides_what_the_local_tiers_cannot(claude: FakeClaude, make_tie
     assert [t.tier for t in result.tiers] == ["rules", "llm"]
 
 
+@pytest.mark.parametrize("fault", ["timeout", "503"])
 def test_claude_unavailable_fails_open_to_triage_with_the_reason(claude: FakeClaude,
-                                                                 make_tier: Callable[..., LLMTier]) -> None:
-    claude.random_faults = {503: 1.0}
-    result = cascade(make_tier(deskroute_llm_budget_seconds=0.5)).classify(TICKET)
-    assert result.tier == "triage" and result.reason.startswith("Claude unavailable")
+                                                                 make_tier: Callable[..., LLMTier], fault: str) -> None:
+    if fault == "timeout":
+        claude.slow_next(2.0, times=10)
+    else:
+        claude.random_faults = {503: 1.0}
+    tier = make_tier(deskroute_llm_timeout=0.3, deskroute_llm_budget_seconds=0.8)
+    result = cascade(tier).classify(TICKET)
+    assert result.tier == "triage" and result.category is None
+    assert result.reason.startswith("Claude unavailable") and result.llm_calls
 
 
 def test_settings_default_models() -> None:
