@@ -115,7 +115,7 @@ def classify(subject: str, body: str, as_json: bool) -> None:
     from connector.models import Ticket
 
     services = _services()
-    ensure_model(services.store, services.taxonomy)
+    ensure_model(services.store, services.taxonomy, services.settings)
     ticket = Ticket(platform="cli", id="0", subject=subject, description=body)
     if not ticket.text:
         raise click.UsageError("give --subject and/or --body")
@@ -217,7 +217,7 @@ def evaluate(path: Path, model_path: Path | None, predictions: Path | None, as_j
             return p.label, p.confidence, "local"
     else:
         services = _services()
-        ensure_model(services.store, services.taxonomy)
+        ensure_model(services.store, services.taxonomy, services.settings)
         cascade = services.router.cascade()
 
         def predict(text: str) -> tuple[str | None, float, str]:

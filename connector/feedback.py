@@ -1,16 +1,22 @@
-"""The training data and the models built from it.
+"""The feedback dataset, and the models trained on it.
 
-For now the dataset is the taxonomy's examples plus any labelled files an admin passes to
-`deskroute train`. Corrections, distilled LLM labels and imported history join it later.
+The dataset is the taxonomy's examples, accepted corrections (the last group of each re-route
+chain), confident Claude labels that nobody re-routed (distillation) and imported history. The
+scheduled retrain holds out a slice of it, trains a candidate on the rest, and promotes only a
+candidate whose macro-F1 on the slice is no worse than the current model's; the promoted model is
+then retrained on everything. Every model is kept, versioned, with its metrics.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from connector.classify.evaluation import score
 from connector.classify.local import OUT_OF_SCOPE, LocalModel
 from connector.datasets import Dataset
 from connector.mappings import Taxonomy
@@ -18,9 +24,40 @@ from connector.store import Store
 
 log = logging.getLogger(__name__)
 
+# The held-out slice needs this many examples from real tickets; below it, taxonomy examples join it.
+MIN_HOLDOUT = 20
+HOLDOUT_SHARE = 5  # one example in five
+
 
 class LabelMismatch(ValueError):
     """A dataset's labels are not the taxonomy's categories."""
+
+
+@dataclass
+class Examples:
+    """Training examples with where each came from."""
+
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def add(self, pairs: list[tuple[str, str]], source: str, taxonomy: Taxonomy) -> None:
+        """Add (text, label) pairs whose label is a category (or out_of_scope); others can't be learned."""
+        for text, label in pairs:
+            if text and (label in taxonomy.categories or label == OUT_OF_SCOPE):
+                self.texts.append(text)
+                self.labels.append(label)
+                self.sources.append(source)
+
+    def dataset(self, keep: Callable[[int], bool] = lambda i: True) -> Dataset:
+        rows = [i for i in range(len(self.texts)) if keep(i)]
+        return Dataset([self.texts[i] for i in rows], [self.labels[i] for i in rows])
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for source in self.sources:
+            out[source] = out.get(source, 0) + 1
+        return out
 
 
 def taxonomy_dataset(taxonomy: Taxonomy) -> Dataset:
@@ -36,13 +73,22 @@ def distilled_dataset(store: Store, taxonomy: Taxonomy, *, min_confidence: float
     return Dataset([text for text, _ in rows], [label for _, label in rows])
 
 
-def feedback_dataset(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> Dataset:
-    """Everything the local model learns from: the taxonomy's examples and distilled Claude labels."""
-    dataset = taxonomy_dataset(taxonomy)
+def feedback_examples(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> Examples:
+    """Everything the local model learns from, by source."""
+    examples = Examples()
+    examples.add(list(zip(*taxonomy.examples(), strict=True)), "taxonomy", taxonomy)
+    examples.add(store.accepted_corrections(), "correction", taxonomy)
     if settings.deskroute_distill:
-        dataset = dataset + distilled_dataset(store, taxonomy, min_confidence=settings.deskroute_distill_min_confidence,
-                                              after_hours=settings.deskroute_distill_after_hours, now=now)
-    return dataset
+        distilled = distilled_dataset(store, taxonomy, min_confidence=settings.deskroute_distill_min_confidence,
+                                      after_hours=settings.deskroute_distill_after_hours, now=now)
+        examples.add(list(zip(distilled.texts, distilled.labels, strict=True)), "llm", taxonomy)
+    examples.add(store.history(), "history", taxonomy)
+    return examples
+
+
+def feedback_dataset(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> Dataset:
+    """The feedback dataset as texts and labels."""
+    return feedback_examples(store, taxonomy, settings, now=now).dataset()
 
 
 def fits_taxonomy(labels: list[str], taxonomy: Taxonomy) -> bool:
@@ -58,14 +104,14 @@ def check_labels(dataset: Dataset, taxonomy: Taxonomy) -> None:
         raise LabelMismatch(f"{len(unknown)} label(s) are not categories in taxonomy.yaml: {shown}")
 
 
-def save_model(store: Store, model: LocalModel, *, source: str, activate: bool,
+def save_model(store: Store, model: LocalModel, *, source: str, activate: bool, metrics: dict[str, Any] | None = None,
                clock: Callable[[], float] | None = None) -> int:
     """Keep a trained model in the store; returns its version."""
     blob = model.to_bytes()
-    metrics = {k: model.meta[k] for k in ("cv_accuracy", "temperature", "train_seconds") if k in model.meta}
-    return store.save_model(blob=blob, labels=model.labels, n_examples=model.meta["n_examples"], metrics=metrics,
-                            source=source, sha256=hashlib.sha256(blob).hexdigest(), activate=activate,
-                            now=(clock or store.clock)())
+    kept = {k: model.meta[k] for k in ("cv_accuracy", "temperature", "train_seconds") if k in model.meta}
+    return store.save_model(blob=blob, labels=model.labels, n_examples=model.meta["n_examples"],
+                            metrics={**kept, **(metrics or {})}, source=source,
+                            sha256=hashlib.sha256(blob).hexdigest(), activate=activate, now=(clock or store.clock)())
 
 
 def train_active(store: Store, taxonomy: Taxonomy, extra: Dataset | None = None, *, source: str,
@@ -81,13 +127,104 @@ def train_active(store: Store, taxonomy: Taxonomy, extra: Dataset | None = None,
     return version
 
 
-def ensure_model(store: Store, taxonomy: Taxonomy) -> int:
-    """The active model's version, training one from the taxonomy first if there is none that fits it."""
+def ensure_model(store: Store, taxonomy: Taxonomy, settings: Any = None) -> int:
+    """The active model's version, training one first if there is none that fits the taxonomy."""
     version = store.active_model_version()
     if version is not None:
-        labels = next(m["labels"] for m in store.models() if m["version"] == version)
-        if fits_taxonomy(labels, taxonomy):
+        if fits_taxonomy(store.model_info(version)["labels"], taxonomy):
             return version
-        log.warning("active model doesn't match the taxonomy's categories; retraining from the taxonomy",
+        log.warning("active model doesn't match the taxonomy's categories; retraining",
                     extra={"model_version": version})
-    return train_active(store, taxonomy, source="taxonomy examples")
+    base = feedback_dataset(store, taxonomy, settings, now=time.time()) if settings is not None else None
+    return train_active(store, taxonomy, source="feedback dataset" if base else "taxonomy examples", base=base)
+
+
+# --- the scheduled retrain and its promotion gate ---------------------------------------------------
+
+@dataclass
+class RetrainReport:
+    """What a retrain did."""
+
+    promoted: bool
+    version: int | None
+    candidate_f1: float
+    current_f1: float | None
+    n_train: int
+    n_holdout: int
+    reason: str
+
+
+def _in_holdout(text: str) -> bool:
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16) % HOLDOUT_SHARE == 0
+
+
+def split(examples: Examples) -> tuple[Dataset, Dataset]:
+    """(train, holdout): the holdout is one real-ticket example in five, chosen by text hash, so it is
+    stable from night to night; taxonomy examples join it when there are too few real ones."""
+    real = [i for i, s in enumerate(examples.sources) if s != "taxonomy" and _in_holdout(examples.texts[i])]
+    chosen = set(real)
+    if len(chosen) < MIN_HOLDOUT:
+        chosen |= {i for i, s in enumerate(examples.sources) if s == "taxonomy" and _in_holdout(examples.texts[i])}
+    return examples.dataset(lambda i: i not in chosen), examples.dataset(lambda i: i in chosen)
+
+
+def macro_f1(model: LocalModel, dataset: Dataset) -> float:
+    """Macro-F1 of a model's answers on a labelled dataset."""
+    predictions = model.predict_many(dataset.texts) if dataset.texts else []
+    return score(dataset.labels, [p.label for p in predictions], [p.confidence for p in predictions])["macro_f1"]
+
+
+def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: str,
+             retrain_on: Dataset | None = None) -> RetrainReport:
+    """Promote the candidate if it does no worse than the active model on the held-out slice.
+
+    With `retrain_on`, a promoted candidate is retrained on that (the full dataset) before activation.
+    A refused candidate is still kept, inactive, with its metrics.
+    """
+    current_version = store.active_model_version()
+    current = LocalModel.from_bytes(store.model_blob(current_version)) if current_version is not None else None
+    candidate_f1 = macro_f1(candidate, holdout)
+    current_f1 = macro_f1(current, holdout) if current is not None and set(current.labels) >= set(holdout.labels) \
+        else None
+    metrics = {"holdout_macro_f1": round(candidate_f1, 4), "current_holdout_macro_f1": current_f1,
+               "n_holdout": len(holdout)}
+    if current_f1 is not None and candidate_f1 < current_f1:
+        version = save_model(store, candidate, source=f"{source} (refused)", activate=False, metrics=metrics)
+        reason = f"macro-F1 on the held-out slice {candidate_f1:.3f} is below the current model's {current_f1:.3f}"
+        log.warning("candidate model refused", extra={"model_version": version, "candidate_f1": candidate_f1,
+                                                      "current_f1": current_f1})
+        return RetrainReport(False, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
+                             reason)
+    final = LocalModel.train(retrain_on.texts, retrain_on.labels) if retrain_on is not None else candidate
+    version = save_model(store, final, source=source, activate=True, metrics=metrics)
+    log.info("model promoted", extra={"model_version": version, "candidate_f1": candidate_f1, "current_f1": current_f1})
+    return RetrainReport(True, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
+                         "no worse than the current model" if current_f1 is not None else "no model to compare with")
+
+
+def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> RetrainReport:
+    """Train on the feedback dataset and promote the result if it passes the gate."""
+    examples = feedback_examples(store, taxonomy, settings, now=now)
+    train, holdout = split(examples)
+    candidate = LocalModel.train(train.texts, train.labels)
+    counts = ", ".join(f"{n} {source}" for source, n in sorted(examples.counts().items()))
+    return consider(store, candidate, holdout, source=f"retrain: {counts}", retrain_on=examples.dataset())
+
+
+def promote(store: Store, taxonomy: Taxonomy, version: int) -> None:
+    """Make a stored model active; it must route the taxonomy's categories."""
+    if not fits_taxonomy(store.model_info(version)["labels"], taxonomy):
+        raise LabelMismatch(f"model v{version} was trained for other categories than taxonomy.yaml's")
+    store.activate_model(version)
+
+
+def rollback(store: Store, taxonomy: Taxonomy) -> int:
+    """Activate the newest model older than the active one that fits the taxonomy; returns its version."""
+    current = store.active_model_version()
+    for info in store.models():  # newest first
+        if current is not None and info["version"] >= current:
+            continue
+        if fits_taxonomy(info["labels"], taxonomy):
+            store.activate_model(info["version"])
+            return info["version"]
+    raise LookupError("no earlier model for these categories to roll back to")

@@ -68,6 +68,21 @@ class Ignored(BaseModel):
     reason: str
 
 
+class GroupChange(BaseModel):
+    """A ticket moved to another group, as the helpdesk tells it."""
+
+    change_id: str  # unique within the ticket: an audit event id, or a snapshot of the ticket's state
+    group_id: str | None
+    previous_group_id: str | None = None
+    at: datetime | None = None
+    actor_id: str | None = None
+    # agent: a person moved it; ours: Deskroute's own write; rule: a trigger or automation did.
+    source: Literal["agent", "ours", "rule"]
+    via: str | None = None
+    # True when the helpdesk keeps no history and this is just the ticket's group now.
+    snapshot: bool = False
+
+
 class Group(BaseModel):
     """A helpdesk group that tickets can be routed to."""
 

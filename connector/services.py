@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from connector.corrections import Reconciler
 from connector.mappings import PlatformMapping, load_mapping, load_taxonomy, resolve_dir
 from connector.queue import Queue, RetryPolicy
 from connector.router import Router
@@ -50,6 +51,8 @@ class Services:
         self.platforms = platforms
         self.router = Router(store=self.store, taxonomy=self.taxonomy, mappings=self.mappings,
                              threshold=settings.deskroute_confidence_threshold, llm=self._make_llm)
+        self.reconciler = Reconciler(store=self.store, platforms=self.platforms, mappings=self.mappings,
+                                     keep_text=settings.deskroute_corrections_keep_text, clock=clock)
         self.pool: WorkerPool | None = None
 
     def _make_llm(self) -> Any:
@@ -70,14 +73,14 @@ class Services:
         """A worker over these services."""
         s = self.settings
         return Worker(queue=self.queue, store=self.store, router=self.router, platforms=self.platforms,
-                      shadow=s.deskroute_shadow, clock=self.clock,
+                      shadow=s.deskroute_shadow, clock=self.clock, reconciler=self.reconciler,
                       distill_min_confidence=s.deskroute_distill_min_confidence if s.deskroute_distill else None)
 
     def start_workers(self) -> WorkerPool:
         """Train a first model if needed, then start the worker threads."""
         from connector.feedback import ensure_model  # scikit-learn: the web process never needs it
 
-        ensure_model(self.store, self.taxonomy)
+        ensure_model(self.store, self.taxonomy, self.settings)
         self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
                                poll_seconds=self.settings.deskroute_poll_seconds)
         self.pool.start()

@@ -89,6 +89,25 @@ class Settings(BaseSettings):
     deskroute_shadow: bool = Field(
         False, description="Classify and record every ticket, but never write to the helpdesk."
     )
+    # --- corrections and learning -----------------------------------------------------------
+    deskroute_corrections_keep_text: bool = Field(
+        True, description="Keep each corrected ticket's redacted text with its correction (needed to learn from it)."
+    )
+    deskroute_reroute_window_hours: float = Field(
+        72.0, gt=0, description="How long after routing the scheduled poll looks for re-routes a webhook missed."
+    )
+    deskroute_reroute_poll_minutes: float = Field(
+        10.0, ge=0, description="How often that poll runs (0: never)."
+    )
+    deskroute_reroute_poll_batch: int = Field(
+        50, ge=1, description="Tickets the poll checks per run, the least recently checked first."
+    )
+    deskroute_accuracy_hours: float = Field(
+        48.0, gt=0, description="A routed ticket counts as right if no agent moves it within this many hours."
+    )
+    deskroute_retrain_cron: str = Field(
+        "0 3 * * *", description="When the local model retrains on the feedback dataset (crontab, UTC; empty: never)."
+    )
     # --- webhook intake --------------------------------------------------------------------
     deskroute_max_body_bytes: int = Field(
         1024 * 1024, gt=0, description="Largest webhook body accepted; bigger ones get 413."

@@ -81,6 +81,27 @@ def m002_llm(db: Database) -> None:
         db["tickets"].add_column("training_text", str)
 
 
+@migration
+def m003_corrections(db: Database) -> None:
+    db["corrections"].create({
+        "id": int, "platform": str, "ticket_id": str, "change_id": str, "seq": int, "text": str,
+        "predicted_category": str, "predicted_group_id": str, "predicted_tier": str, "predicted_confidence": float,
+        "previous_group_id": str, "corrected_group_id": str, "corrected_category": str, "agent_id": str,
+        "via": str, "routed_at": float, "rerouted_at": float, "status": str, "label": str, "reviewed_by": str,
+        "reviewed_at": float, "created_at": float,
+    }, pk="id", not_null={"platform", "ticket_id", "change_id", "seq", "status"}, if_not_exists=True)
+    db["corrections"].create_index(["platform", "ticket_id", "change_id"], unique=True, if_not_exists=True)
+    db["corrections"].create_index(["rerouted_at"], if_not_exists=True)
+    # Solved tickets imported from the helpdesk, labelled with their final group's category.
+    db["history"].create({
+        "platform": str, "ticket_id": str, "text": str, "category": str, "group_id": str, "solved_at": str,
+        "imported_at": float,
+    }, pk=("platform", "ticket_id"), if_not_exists=True)
+    if "reroute_checked_at" not in db["tickets"].columns_dict:
+        db["tickets"].add_column("reroute_checked_at", float)
+    db["tickets"].create_index(["applied_at"], if_not_exists=True)
+
+
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
 FINAL_STATES = (DONE, TRIAGE, DEAD)
@@ -113,6 +134,7 @@ class TicketRecord:
     first_seen_at: float
     classification: Classification | None
     decision: RoutingDecision | None
+    applied_at: float | None = None
 
 
 class Store:
@@ -282,6 +304,7 @@ class Store:
             first_seen_at=row["first_seen_at"],
             classification=Classification.model_validate_json(row["classification"]) if row["classification"] else None,
             decision=RoutingDecision.model_validate_json(row["decision"]) if row["decision"] else None,
+            applied_at=row["applied_at"],
         )
 
     def save_decision(self, record: TicketRecord, *, classification: Classification, decision: RoutingDecision,
@@ -342,7 +365,7 @@ class Store:
         self._execute("UPDATE tickets SET state = ?, applied_at = ?, last_error = coalesce(?, last_error)"
                       " WHERE platform = ? AND ticket_id = ?",
                       (state, now, error, record.platform, record.ticket_id))
-        record.state = state
+        record.state, record.applied_at = state, now
 
     # --- group changes (kept for corrections) ---------------------------------------------------
 
@@ -359,6 +382,105 @@ class Store:
         """A ticket's group changes, oldest first."""
         return [dict(r) for r in self._execute(
             "SELECT * FROM group_changes WHERE platform = ? AND ticket_id = ? ORDER BY id", (platform, ticket_id))]
+
+    # --- corrections -------------------------------------------------------------------------
+
+    def add_correction(self, row: dict[str, Any]) -> bool:
+        """Keep one re-route; False if this change was already recorded."""
+        columns = ", ".join(row)
+        rows = self._execute(
+            f"INSERT INTO corrections ({columns}) VALUES ({', '.join('?' * len(row))})"
+            " ON CONFLICT (platform, ticket_id, change_id) DO NOTHING RETURNING id", tuple(row.values()))
+        return bool(rows)
+
+    def corrections_for(self, platform: str, ticket_id: str) -> list[dict[str, Any]]:
+        """A ticket's re-routes, in order."""
+        return [dict(r) for r in self._execute(
+            "SELECT * FROM corrections WHERE platform = ? AND ticket_id = ? ORDER BY seq", (platform, ticket_id))]
+
+    def corrections(self, *, since: float | None = None, until: float | None = None, category: str | None = None,
+                    status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Re-routes, oldest first, each with `final_category` (the chain's last group) and `is_final`.
+
+        `category` matches the predicted or the corrected category.
+        """
+        where, params = ["1 = 1"], []
+        for clause, value in (("c.rerouted_at >= ?", since), ("c.rerouted_at < ?", until), ("c.status = ?", status)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if category is not None:
+            where.append("(c.predicted_category = ? OR c.corrected_category = ? OR c.label = ?)")
+            params += [category] * 3
+        sql = (
+            "SELECT c.*, last.corrected_category AS final_category, c.seq = last.seq AS is_final"
+            " FROM corrections c JOIN corrections last ON last.platform = c.platform AND last.ticket_id = c.ticket_id"
+            "  AND last.seq = (SELECT max(seq) FROM corrections m WHERE m.platform = c.platform"
+            "                  AND m.ticket_id = c.ticket_id)"
+            f" WHERE {' AND '.join(where)} ORDER BY c.rerouted_at, c.id")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(r) for r in self._execute(sql, tuple(params))]
+
+    def review_correction(self, correction_id: int, *, status: str, reviewer: str, now: float,
+                          label: str | None = None) -> bool:
+        """Accept or reject a correction (optionally with the label to learn); False if there is no such id."""
+        rows = self._execute(
+            "UPDATE corrections SET status = ?, reviewed_by = ?, reviewed_at = ?, label = coalesce(?, label)"
+            " WHERE id = ? RETURNING id", (status, reviewer, now, label, correction_id))
+        return bool(rows)
+
+    def accepted_corrections(self) -> list[tuple[str, str]]:
+        """(text, label) of accepted corrections that end their ticket's chain and have text."""
+        rows = self._execute(
+            "SELECT c.text, coalesce(c.label, c.corrected_category) AS label FROM corrections c"
+            " WHERE c.status = 'accepted' AND c.text IS NOT NULL"
+            " AND c.seq = (SELECT max(seq) FROM corrections m WHERE m.platform = c.platform"
+            "              AND m.ticket_id = c.ticket_id) ORDER BY c.id")
+        return [(r["text"], r["label"]) for r in rows]
+
+    def tickets_to_check(self, *, routed_after: float, checked_before: float, limit: int) -> list[tuple[str, str]]:
+        """Recently routed tickets whose re-routes were looked for least recently."""
+        rows = self._execute(
+            "SELECT platform, ticket_id FROM tickets WHERE state IN (?, ?) AND applied_at >= ?"
+            " AND coalesce(reroute_checked_at, applied_at) < ?"
+            " ORDER BY coalesce(reroute_checked_at, applied_at) LIMIT ?",
+            (DONE, TRIAGE, routed_after, checked_before, limit))
+        return [(r["platform"], r["ticket_id"]) for r in rows]
+
+    def mark_checked(self, platform: str, ticket_id: str, *, now: float) -> None:
+        """Remember when a ticket's re-routes were last looked for."""
+        self._execute("UPDATE tickets SET reroute_checked_at = ? WHERE platform = ? AND ticket_id = ?",
+                      (now, platform, ticket_id))
+
+    def accuracy(self, *, now: float, within_hours: float, days: float) -> list[dict[str, Any]]:
+        """Per category: tickets routed in the last `days` (old enough to judge), and how many agents
+        moved within `within_hours` of routing."""
+        rows = self._execute(
+            "SELECT t.platform, t.category, count(*) AS routed, sum(EXISTS (SELECT 1 FROM corrections c"
+            "  WHERE c.platform = t.platform AND c.ticket_id = t.ticket_id"
+            "  AND c.rerouted_at <= t.applied_at + ?)) AS rerouted"
+            " FROM tickets t WHERE t.state = ? AND t.category IS NOT NULL"
+            " AND t.applied_at >= ? AND t.applied_at <= ? GROUP BY t.platform, t.category ORDER BY t.category",
+            (within_hours * 3600, DONE, now - days * 86400, now - within_hours * 3600))
+        return [{**dict(r), "accuracy": 1 - r["rerouted"] / r["routed"]} for r in rows]
+
+    # --- history (imported solved tickets) -------------------------------------------------------
+
+    def add_history(self, rows: list[dict[str, Any]]) -> int:
+        """Keep imported tickets (a later import of the same ticket replaces it); returns how many."""
+        for row in rows:
+            self._execute(
+                "INSERT INTO history (platform, ticket_id, text, category, group_id, solved_at, imported_at)"
+                " VALUES (:platform, :ticket_id, :text, :category, :group_id, :solved_at, :imported_at)"
+                " ON CONFLICT (platform, ticket_id) DO UPDATE SET text = excluded.text, category = excluded.category,"
+                " group_id = excluded.group_id, solved_at = excluded.solved_at, imported_at = excluded.imported_at",
+                row)
+        return len(rows)
+
+    def history(self) -> list[tuple[str, str]]:
+        """(text, category) of every imported ticket."""
+        return [(r["text"], r["category"]) for r in self._execute("SELECT text, category FROM history ORDER BY rowid")]
 
     # --- models --------------------------------------------------------------------------------
 
@@ -381,6 +503,20 @@ class Store:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    def activate_model(self, version: int) -> None:
+        """Make a stored model the one the router uses."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not conn.execute("SELECT 1 FROM models WHERE version = ?", (version,)).fetchall():
+                raise KeyError(version)
+            conn.execute("UPDATE models SET active = 0 WHERE active = 1")
+            conn.execute("UPDATE models SET active = 1 WHERE version = ?", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     def active_model_version(self) -> int | None:
         """The version the router should be using, or None before the first training."""
         rows = self._execute("SELECT version FROM models WHERE active = 1")
@@ -392,6 +528,13 @@ class Store:
         if not rows:
             raise KeyError(version)
         return rows[0]["blob"]
+
+    def model_info(self, version: int) -> dict[str, Any]:
+        """One stored model's metadata."""
+        for info in self.models():
+            if info["version"] == version:
+                return info
+        raise KeyError(version)
 
     def models(self) -> list[dict[str, Any]]:
         """Every stored model's metadata, newest first."""

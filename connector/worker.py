@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from connector.classify.redact import redact
+from connector.corrections import Reconciler
 from connector.mappings import triage_instead
 from connector.models import Classification, Ticket
 from connector.queue import Queue
@@ -46,8 +47,9 @@ class Worker:
 
     def __init__(self, *, queue: Queue, store: Store, router: Router, platforms: dict[str, Platform],
                  shadow: bool = False, clock: Callable[[], float] | None = None, name: str | None = None,
-                 distill_min_confidence: float | None = None):
+                 distill_min_confidence: float | None = None, reconciler: Reconciler | None = None):
         self.distill_min_confidence = distill_min_confidence
+        self.reconciler = reconciler
         self.queue = queue
         self.store = store
         self.router = router
@@ -88,7 +90,9 @@ class Worker:
                 state, outcome = self._route(job, platform)
             elif job.kind == "ticket.group_changed":
                 self.store.add_group_change(job, now=self.clock())
-                state, outcome = DONE, "recorded"
+                found = self.reconciler.reconcile(job.platform, job.ticket_id, actor_hint=job.data.get("actor_id")) \
+                    if self.reconciler is not None else 0
+                state, outcome = DONE, f"{found} correction(s)" if found else "no correction"
             else:
                 state, outcome = DEAD, f"unknown job kind {job.kind}"
             self.queue.complete(job, state=state, outcome=outcome)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from connector.models import Group, Ignored, RoutingDecision, Ticket, TicketEvent
+from connector.models import Group, GroupChange, Ignored, RoutingDecision, Ticket, TicketEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +80,13 @@ class Platform(Protocol):
 
     def list_groups(self) -> list[Group]:
         """Every group tickets can be routed to. Raise PlatformError."""
+
+    def group_changes(self, ticket_id: str) -> list[GroupChange]:
+        """The ticket's group changes after creation, oldest first, each saying who made it.
+
+        A helpdesk without change history returns its current group as one `agent` change; the caller
+        compares it with the last group it knew. Raise PlatformError.
+        """
 
 
 # Failures worth another try: settings an admin can fix (401/403), a conflict (409), rate limits and 5xx.

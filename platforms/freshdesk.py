@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import requests
 
-from connector.models import ROUTED_TAG, Group, Ignored, Priority, RoutingDecision, Ticket, TicketEvent
+from connector.models import ROUTED_TAG, Group, GroupChange, Ignored, Priority, RoutingDecision, Ticket, TicketEvent
 from platforms.base import (
     BadPayload,
     NotConfigured,
@@ -77,6 +77,16 @@ def _error_summary(response: requests.Response) -> str:
             if parts:
                 summary += ": " + "; ".join(parts)
     return short(summary, 300)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def _note_html(note: str) -> str:
@@ -245,6 +255,12 @@ class FreshdeskPlatform:
                                       ticket_id=ticket_id, params={"per_page": PER_PAGE})
         return any(c.get("private") and (c.get("body_text") or "").startswith(NOTE_PREFIX)
                    for c in conversations or [] if isinstance(c, dict))
+
+    def group_changes(self, ticket_id: str) -> list[GroupChange]:
+        """Freshdesk's API has no change history: the ticket's current group, for the caller to compare."""
+        ticket = self.fetch_ticket(ticket_id)
+        return [GroupChange(change_id=f"state:{ticket.updated_at}:{ticket.group_id}", group_id=ticket.group_id,
+                            at=_parse_time(ticket.updated_at), source="agent", via="current state", snapshot=True)]
 
     def list_groups(self) -> list[Group]:
         """GET /api/v2/groups, every page."""

@@ -21,7 +21,16 @@ from zenpy import Zenpy
 from zenpy.lib.api_objects import Comment
 from zenpy.lib.api_objects import Ticket as ZenpyTicket
 
-from connector.models import PRIORITIES, ROUTED_TAG, Group, Ignored, RoutingDecision, Ticket, TicketEvent
+from connector.models import (
+    PRIORITIES,
+    ROUTED_TAG,
+    Group,
+    GroupChange,
+    Ignored,
+    RoutingDecision,
+    Ticket,
+    TicketEvent,
+)
 from platforms.base import (
     BadPayload,
     NotConfigured,
@@ -139,6 +148,7 @@ class ZendeskPlatform:
         self._now = now
         self._call = RetryingCaller(max_wait=max_wait, **({"sleep": sleep} if sleep else {}))
         self._local = threading.local()
+        self._me: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> ZendeskPlatform:
@@ -281,6 +291,43 @@ class ZendeskPlatform:
         """Every group in the account."""
         groups = self._api("list_groups", lambda: list(self.client.groups()))
         return [Group(id=str(g.id), name=g.name or "") for g in groups]
+
+    def _own_user_id(self) -> str | None:
+        """The user our API token acts as (GET /api/v2/users/me), asked once."""
+        if self._me is None:
+            self._me = optional_id(self._api("me", lambda: self.client.users.me().id)) or ""
+        return self._me or None
+
+    def group_changes(self, ticket_id: str) -> list[GroupChange]:
+        """Group changes from the ticket's audits, each told apart by who made it (platform-facts §2).
+
+        A trigger's change carries its own `via` (channel "rule") inside the audit of the update that
+        fired it; our own writes come through the API as our user, from zenpy.
+        """
+        audits = self._api("audits", lambda: [a.to_dict() for a in self.client.tickets.audits(ticket=int(ticket_id))],
+                           ticket_id=ticket_id)
+        me = self._own_user_id()
+        changes = []
+        for audit in audits:
+            audit_via = audit.get("via") or {}
+            author = optional_id(audit.get("author_id"))
+            client = str(((audit.get("metadata") or {}).get("system") or {}).get("client") or "")
+            for event in audit.get("events") or []:
+                if event.get("field_name") != "group_id" or event.get("type") != "Change":
+                    continue
+                via = event.get("via") or audit_via
+                channel = via.get("channel")
+                if channel == "rule" or (via.get("source") or {}).get("rel") in ("trigger", "automation"):
+                    source = "rule"
+                elif channel == "api" and (author == me if me else client.startswith("Zenpy")):
+                    source = "ours"
+                else:
+                    source = "agent"
+                changes.append(GroupChange(
+                    change_id=str(event.get("id")), group_id=optional_id(event.get("value")),
+                    previous_group_id=optional_id(event.get("previous_value")),
+                    at=_optional_time(audit.get("created_at")), actor_id=author, source=source, via=channel))
+        return changes
 
 
 def _optional_str(value: Any) -> str | None:

@@ -16,6 +16,7 @@ from connector.classify.local import LocalModel
 from connector.feedback import save_model, taxonomy_dataset
 from connector.mappings import load_taxonomy
 from connector.services import Services
+from helpdesks import HELPDESKS, Env, Helpdesk
 from helpers import PROJECT, FakeClock, make_settings
 from platforms.fakes.claude import FakeClaude
 from platforms.zendesk import ZendeskPlatform
@@ -81,3 +82,34 @@ def claude(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClaude]:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://{fake.start()}")
     yield fake
     fake.stop()
+
+
+@pytest.fixture(params=sorted(HELPDESKS))
+def helpdesk(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Helpdesk]:
+    harness = HELPDESKS[request.param](clock)
+    yield harness
+    harness.stop()
+
+
+@pytest.fixture
+def make_env(helpdesk: Helpdesk, tmp_path: Path, clock: FakeClock, taxonomy_model: LocalModel,
+             monkeypatch: pytest.MonkeyPatch) -> Callable[..., Env]:
+    def make(platform_class: type | None = None, **overrides: Any) -> Env:
+        for key, value in helpdesk.env().items():
+            monkeypatch.setenv(key, value)
+        settings = make_settings(tmp_path, **{"deskroute_http_timeout": 0.5, **helpdesk.settings(), **overrides})
+        cls = platform_class or helpdesk.platform_class
+        platform = cls.from_settings(settings, now=clock.datetime, sleep=lambda seconds: None)
+        services = Services(settings, platforms={helpdesk.name: platform}, clock=clock)
+        save_model(services.store, taxonomy_model, source="tests", activate=True)
+        classified: list[str] = []
+        original = services.router.classify
+        monkeypatch.setattr(services.router, "classify", lambda text: classified.append(text) or original(text))
+        return Env(helpdesk, services, create_app(services=services).test_client(), clock, classified)
+
+    return make
+
+
+@pytest.fixture
+def env(make_env: Callable[..., Env]) -> Env:
+    return make_env()

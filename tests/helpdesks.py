@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from connector.services import Services
 from helpers import PROJECT, SECRET, FakeClock, signed_headers
 from platforms.fakes.freshdesk import FakeFreshdesk
 from platforms.fakes.zendesk import FakeZendesk
@@ -26,6 +27,11 @@ class Write:
     group_id: str
     priority: str
     tags: list[str]
+
+
+SUBJECT = "Invoice for October missing"
+DESCRIPTION = "I can't find our October invoice in the billing section, can you resend it?"
+EXISTING_TAGS = ["vip", "from_email"]
 
 
 def mapped_groups(platform: str) -> dict[int, str]:
@@ -47,9 +53,11 @@ class Helpdesk(ABC):
     name: ClassVar[str]
     platform_class: ClassVar[type]
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
         self.fake = self.make_fake()
         self.address = self.fake.start()
+        self._updates = 0
 
     def stop(self) -> None:
         self.fake.stop()
@@ -91,13 +99,17 @@ class Helpdesk(ABC):
     def remove_group(self, group_id: int) -> None:
         del self.fake.groups[group_id]
 
+    def move(self, ticket_id: int, group_id: int, *, by: str = "agent") -> None:
+        """A person (or, with by="trigger", a trigger) moves the ticket to another group."""
+        self.fake.move(ticket_id, group_id, by=by)
+
 
 class ZendeskHelpdesk(Helpdesk):
     name = "zendesk"
     platform_class = ZendeskPlatform
 
     def make_fake(self) -> FakeZendesk:
-        return FakeZendesk(groups=mapped_groups("zendesk"))
+        return FakeZendesk(groups=mapped_groups("zendesk"), clock=self.clock)
 
     def settings(self) -> dict[str, Any]:
         return {"zendesk_subdomain": "acme", "zendesk_email": "bot@example.com", "zendesk_api_token": "tok",
@@ -114,7 +126,9 @@ class ZendeskHelpdesk(Helpdesk):
         return body, signed_headers(body, clock)
 
     def update_webhook(self, ticket_id: int, clock: FakeClock) -> tuple[bytes, dict[str, str]]:
-        body = json.dumps({"type": "zen:event-type:ticket.group_assignment_changed", "id": f"evt-{ticket_id}",
+        self._updates += 1
+        body = json.dumps({"type": "zen:event-type:ticket.group_assignment_changed",
+                           "id": f"evt-{ticket_id}-{self._updates}",
                            "subject": f"zen:ticket:{ticket_id}", "detail": {"id": str(ticket_id)},
                            "event": {"current": "1", "previous": "2"}}).encode()
         return body, signed_headers(body, clock)
@@ -138,7 +152,7 @@ class FreshdeskHelpdesk(Helpdesk):
     api_key = "fd-api-key"
 
     def make_fake(self) -> FakeFreshdesk:
-        return FakeFreshdesk(api_key=self.api_key, groups=mapped_groups("freshdesk"))
+        return FakeFreshdesk(api_key=self.api_key, groups=mapped_groups("freshdesk"), clock=self.clock)
 
     def settings(self) -> dict[str, Any]:
         return {"freshdesk_domain": "acme", "freshdesk_api_key": self.api_key, "freshdesk_webhook_secret": SECRET,
@@ -169,6 +183,37 @@ class FreshdeskHelpdesk(Helpdesk):
 
     def write_calls(self, ticket_id: int) -> list[tuple[str, str]]:
         return [("PUT", rf"/api/v2/tickets/{ticket_id}"), ("POST", rf"/api/v2/tickets/{ticket_id}/notes")]
+
+
+@dataclass
+class Env:
+    """A helpdesk fake, Deskroute's services pointed at it, and a web client."""
+
+    helpdesk: Helpdesk
+    services: Services
+    client: Any
+    clock: FakeClock
+    classified: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.helpdesk.name
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Any:
+        return self.client.post(f"/webhooks/{self.name}", data=body, headers=headers)
+
+    def create(self, ticket_id: int, *, tags: list[str] | None = None) -> Any:
+        self.helpdesk.add_ticket(ticket_id, subject=SUBJECT, description=DESCRIPTION,
+                                 tags=EXISTING_TAGS if tags is None else tags)
+        return self.post(*self.helpdesk.created_webhook(ticket_id, self.clock))
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.services.store.events(limit=1000)
+
+    def reroute(self, ticket_id: int, group_id: int, *, by: str = "agent") -> Any:
+        """Move the ticket in the helpdesk and deliver the webhook its rule or subscription sends."""
+        self.helpdesk.move(ticket_id, group_id, by=by)
+        return self.post(*self.helpdesk.update_webhook(ticket_id, self.clock))
 
 
 HELPDESKS: dict[str, type[Helpdesk]] = {h.name: h for h in (ZendeskHelpdesk, FreshdeskHelpdesk)}

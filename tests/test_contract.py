@@ -7,83 +7,15 @@ functions so that test_a_broken_adapter_fails_the_contract can show they bite.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpdesks import HELPDESKS, Helpdesk, mapped_route
 
-from connector import create_app
-from connector.classify.local import LocalModel
-from connector.feedback import save_model
 from connector.models import ROUTED_TAG, TRIAGE_TAG
-from connector.services import Services
-from helpers import FakeClock, drain, make_settings
+from helpdesks import EXISTING_TAGS, Env, Helpdesk, mapped_route
+from helpers import drain
 from platforms.base import merge_tags
-
-SUBJECT = "Invoice for October missing"
-DESCRIPTION = "I can't find our October invoice in the billing section, can you resend it?"
-EXISTING_TAGS = ["vip", "from_email"]
-
-
-@dataclass
-class Env:
-    """A helpdesk fake, Deskroute's services pointed at it, and a web client."""
-
-    helpdesk: Helpdesk
-    services: Services
-    client: Any
-    clock: FakeClock
-    classified: list[str]
-
-    @property
-    def name(self) -> str:
-        return self.helpdesk.name
-
-    def post(self, body: bytes, headers: dict[str, str]) -> Any:
-        return self.client.post(f"/webhooks/{self.name}", data=body, headers=headers)
-
-    def create(self, ticket_id: int, *, tags: list[str] | None = None) -> Any:
-        self.helpdesk.add_ticket(ticket_id, subject=SUBJECT, description=DESCRIPTION,
-                                 tags=EXISTING_TAGS if tags is None else tags)
-        return self.post(*self.helpdesk.created_webhook(ticket_id, self.clock))
-
-    def events(self) -> list[dict[str, Any]]:
-        return self.services.store.events(limit=1000)
-
-
-@pytest.fixture(params=sorted(HELPDESKS))
-def helpdesk(request: pytest.FixtureRequest) -> Iterator[Helpdesk]:
-    harness = HELPDESKS[request.param]()
-    yield harness
-    harness.stop()
-
-
-@pytest.fixture
-def make_env(helpdesk: Helpdesk, tmp_path: Path, clock: FakeClock, taxonomy_model: LocalModel,
-             monkeypatch: pytest.MonkeyPatch) -> Callable[..., Env]:
-    def make(platform_class: type | None = None, **overrides: Any) -> Env:
-        for key, value in helpdesk.env().items():
-            monkeypatch.setenv(key, value)
-        settings = make_settings(tmp_path, **{"deskroute_http_timeout": 0.5, **helpdesk.settings(), **overrides})
-        cls = platform_class or helpdesk.platform_class
-        platform = cls.from_settings(settings, now=clock.datetime, sleep=lambda seconds: None)
-        services = Services(settings, platforms={helpdesk.name: platform}, clock=clock)
-        save_model(services.store, taxonomy_model, source="tests", activate=True)
-        classified: list[str] = []
-        original = services.router.classify
-        monkeypatch.setattr(services.router, "classify", lambda text: classified.append(text) or original(text))
-        return Env(helpdesk, services, create_app(services=services).test_client(), clock, classified)
-
-    return make
-
-
-@pytest.fixture
-def env(make_env: Callable[..., Env]) -> Env:
-    return make_env()
-
 
 # --- the checks ----------------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import html
 import itertools
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -24,7 +25,6 @@ from platforms.fakes.base import FakeHelpdesk, json_response
 _TICKET = re.compile(r"^/api/v2/tickets/(\d+)$")
 _NOTES = re.compile(r"^/api/v2/tickets/(\d+)/notes$")
 _CONVERSATIONS = re.compile(r"^/api/v2/tickets/(\d+)/conversations$")
-_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 UPDATABLE = {"group_id", "priority", "tags", "status", "responder_id", "type", "custom_fields"}
 
 
@@ -37,7 +37,7 @@ class FakeFreshdesk(FakeHelpdesk):
     """In-memory Freshdesk."""
 
     def __init__(self, *, api_key: str = "fake-api-key", groups: dict[int, str] | None = None,
-                 rate_limit_per_minute: int = 100_000, seed: int = 0):
+                 rate_limit_per_minute: int = 100_000, seed: int = 0, clock: Callable[[], float] = time.time):
         super().__init__(seed=seed)
         self.api_key = api_key
         self.groups = dict(groups or {})
@@ -49,7 +49,8 @@ class FakeFreshdesk(FakeHelpdesk):
         self._window_start = time.monotonic()
         self._used = 0
         self._ids = itertools.count(1)
-        self._stamps = itertools.count(1)
+        self.clock = clock
+        self._last_stamp = 0
 
     # --- test-side controls ----------------------------------------------------------------------
 
@@ -66,6 +67,12 @@ class FakeFreshdesk(FakeHelpdesk):
             self.conversations[ticket_id] = []
         return ticket
 
+    def move(self, ticket_id: int, group_id: int, *, by: str = "agent") -> None:
+        """An agent (or an automation) moves the ticket to another group."""
+        with self.lock:
+            self.tickets[ticket_id]["group_id"] = group_id
+            self.tickets[ticket_id]["updated_at"] = self._stamp()
+
     def private_notes(self, ticket_id: int) -> list[str]:
         """Plain-text bodies of the private notes on this ticket."""
         return [c["body_text"] for c in self.conversations.get(ticket_id, []) if c["private"]]
@@ -73,7 +80,9 @@ class FakeFreshdesk(FakeHelpdesk):
     # --- the API ---------------------------------------------------------------------------------
 
     def _stamp(self) -> str:
-        return (_EPOCH + timedelta(seconds=next(self._stamps))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Strictly increasing (a safe update must see a new stamp), and on the caller's clock.
+        self._last_stamp = max(int(self.clock()), self._last_stamp + 1)
+        return datetime.fromtimestamp(self._last_stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _authenticated(self, request: Request) -> bool:
         header = request.headers.get("Authorization", "")

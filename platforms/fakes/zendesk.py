@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -18,8 +20,9 @@ from werkzeug.wrappers import Request, Response
 from platforms.fakes.base import FakeHelpdesk, json_response
 
 _TICKET = re.compile(r"^/api/v2/tickets/(\d+)(?:\.json)?$")
+_AUDITS = re.compile(r"^/api/v2/tickets/(\d+)/audits(?:\.json)?$")
+_ME = re.compile(r"^/api/v2/users/me(?:\.json)?$")
 _GROUPS = re.compile(r"^/api/v2/groups(?:\.json)?$")
-_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 PRIORITIES = ("low", "normal", "high", "urgent")
 _CONFLICT = ("Safe Update prevented the update due to outdated ticket data. "
              "Please fetch the latest ticket data and try again.")
@@ -28,14 +31,19 @@ _CONFLICT = ("Safe Update prevented the update due to outdated ticket data. "
 class FakeZendesk(FakeHelpdesk):
     """In-memory Zendesk."""
 
-    def __init__(self, *, groups: dict[int, str] | None = None, seed: int = 0):
+    def __init__(self, *, groups: dict[int, str] | None = None, seed: int = 0,
+                 clock: Callable[[], float] = time.time):
         super().__init__(seed=seed)
         self.groups = dict(groups or {})
         self.tickets: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, list[dict[str, Any]]] = {}
         # Updates that took effect, per ticket, oldest first (rejected ones are only in `requests`).
         self.applied: dict[int, list[dict[str, Any]]] = {}
-        self._stamps = itertools.count(1)
+        self.audits: dict[int, list[dict[str, Any]]] = {}
+        self.me = {"id": 900001, "name": "Deskroute"}  # the user the API token belongs to
+        self.clock = clock
+        self._last_stamp = 0
+        self._audit_ids = itertools.count(7000)
 
     # --- test-side controls ----------------------------------------------------------------------
 
@@ -48,7 +56,21 @@ class FakeZendesk(FakeHelpdesk):
                       "created_at": self._stamp(), "updated_at": self._stamp()}
             self.tickets[ticket_id] = ticket
             self.comments[ticket_id] = [{"body": description, "public": True}]
+            self.audits[ticket_id] = [self._audit(ticket_id, author_id=1, channel="email", events=[
+                {"type": "Create", "field_name": "group_id", "value": str(group_id) if group_id else None}])]
         return ticket
+
+    def move(self, ticket_id: int, group_id: int, *, by: str = "agent", author_id: int = 555) -> None:
+        """Someone moves the ticket: an agent in the UI ("agent"), or a trigger firing on an agent's update."""
+        with self.lock:
+            ticket = self.tickets[ticket_id]
+            event: dict[str, Any] = {"type": "Change", "field_name": "group_id", "value": str(group_id),
+                                     "previous_value": str(ticket["group_id"]) if ticket["group_id"] else None}
+            if by == "trigger":
+                event["via"] = {"channel": "rule", "source": {"rel": "trigger", "from": {"id": 1, "title": "Escalate"}}}
+            ticket["group_id"] = group_id
+            ticket["updated_at"] = self._stamp()
+            self.audits[ticket_id].append(self._audit(ticket_id, author_id=author_id, channel="web", events=[event]))
 
     def touch(self, ticket_id: int, *, tags: list[str] | None = None) -> None:
         """An agent edits the ticket (new tags), so an earlier updated_stamp becomes stale."""
@@ -69,8 +91,19 @@ class FakeZendesk(FakeHelpdesk):
 
     # --- the API ---------------------------------------------------------------------------------
 
+    def _audit(self, ticket_id: int, *, author_id: int, channel: str, events: list[dict[str, Any]],
+               client: str = "") -> dict[str, Any]:
+        audit_id = next(self._audit_ids)
+        for n, event in enumerate(events):
+            event.setdefault("id", audit_id * 10 + n)
+        return {"id": audit_id, "ticket_id": ticket_id, "created_at": self._stamp(), "author_id": author_id,
+                "metadata": {"system": {"client": client}, "custom": {}},
+                "via": {"channel": channel, "source": {"from": {}, "to": {}, "rel": None}}, "events": events}
+
     def _stamp(self) -> str:
-        return (_EPOCH + timedelta(seconds=next(self._stamps))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Strictly increasing (a safe update must see a new stamp), and on the caller's clock.
+        self._last_stamp = max(int(self.clock()), self._last_stamp + 1)
+        return datetime.fromtimestamp(self._last_stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def route(self, request: Request, body: Any) -> Response:
         if not request.headers.get("Authorization"):
@@ -80,7 +113,16 @@ class FakeZendesk(FakeHelpdesk):
             if request.method == "GET":
                 return self._show(ticket_id)
             if request.method == "PUT":
-                return self._update(ticket_id, body)
+                return self._update(ticket_id, body, client=request.headers.get("User-Agent", ""))
+        if (match := _AUDITS.match(request.path)) and request.method == "GET":
+            audits = self.audits.get(int(match.group(1)))
+            if audits is None:
+                return json_response(404, {"error": "RecordNotFound", "description": "Not found"})
+            return json_response(200, {"audits": audits, "next_page": None, "previous_page": None,
+                                       "count": len(audits), "meta": {"has_more": False},
+                                       "links": {"next": None, "prev": None}})
+        if _ME.match(request.path) and request.method == "GET":
+            return json_response(200, {"user": dict(self.me)})
         if _GROUPS.match(request.path) and request.method == "GET":
             groups = [{"id": gid, "name": name} for gid, name in sorted(self.groups.items())]
             return json_response(200, {"groups": groups, "next_page": None, "previous_page": None,
@@ -94,7 +136,7 @@ class FakeZendesk(FakeHelpdesk):
             return json_response(404, {"error": "RecordNotFound", "description": "Not found"})
         return json_response(200, {"ticket": dict(ticket)})
 
-    def _update(self, ticket_id: int, body: Any) -> Response:
+    def _update(self, ticket_id: int, body: Any, *, client: str) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("ticket"), dict):
             return json_response(400, {"error": "InvalidParameter", "description": "ticket is required"})
         change = body["ticket"]
@@ -111,6 +153,10 @@ class FakeZendesk(FakeHelpdesk):
         if "priority" in change and change["priority"] not in (*PRIORITIES, None):
             return json_response(422, {"error": "RecordInvalid", "description": "Record validation errors",
                                        "details": {"priority": [{"description": "Priority: is invalid"}]}})
+        events = []
+        if "group_id" in change and change["group_id"] != ticket["group_id"]:
+            events.append({"type": "Change", "field_name": "group_id", "value": str(change["group_id"]),
+                           "previous_value": str(ticket["group_id"]) if ticket["group_id"] else None})
         for field in ("group_id", "priority", "tags", "status"):
             if field in change:
                 ticket[field] = change[field]
@@ -118,4 +164,6 @@ class FakeZendesk(FakeHelpdesk):
             self.comments[ticket_id].append(dict(change["comment"]))
         ticket["updated_at"] = self._stamp()
         self.applied.setdefault(ticket_id, []).append(dict(change))
+        self.audits[ticket_id].append(self._audit(ticket_id, author_id=self.me["id"], channel="api", events=events,
+                                                  client=client))
         return json_response(200, {"ticket": dict(ticket), "audit": {"ticket_id": ticket_id, "events": []}})

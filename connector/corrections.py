@@ -1,0 +1,162 @@
+"""Agents' re-routes of tickets Deskroute routed, kept as corrections, and their export.
+
+A correction is one move by a person to another group after our routing. Moves by our own writes
+and by triggers are not corrections. Repeated moves (ping-pong) form an ordered chain per ticket,
+whose last group is the label a team lead accepts or rejects. Webhooks start a reconciliation; a
+scheduled poll catches the moves a webhook missed; both are idempotent (keyed by the helpdesk's
+change id).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from connector.classify.redact import redact
+from connector.mappings import PlatformMapping
+from connector.models import GroupChange
+from connector.store import DONE, TRIAGE, Store, TicketRecord
+from platforms.base import Platform
+
+log = logging.getLogger(__name__)
+
+# Columns of the export, in order (README documents each).
+COLUMNS = (
+    "id", "platform", "ticket_id", "seq", "is_final", "rerouted_at", "seconds_after_routing",
+    "predicted_category", "predicted_group_id", "predicted_tier", "predicted_confidence",
+    "previous_group_id", "corrected_group_id", "corrected_category", "final_category", "label",
+    "agent_id", "via", "status", "reviewed_by", "reviewed_at", "text",
+)
+STATUSES = ("pending", "accepted", "rejected")
+# A helpdesk's clock and ours may disagree by this much when we order its changes against our routing.
+CLOCK_SLACK_SECONDS = 120
+
+
+def category_for_group(mapping: PlatformMapping, group_id: str | None) -> str:
+    """The category a group stands for: its one category, `triage`, `ambiguous:a|b` or `unmapped:<id>`."""
+    categories = [name for name, route in mapping.categories.items() if route.group_id == group_id]
+    if len(categories) == 1:
+        return categories[0]
+    if categories:
+        return "ambiguous:" + "|".join(categories)
+    if group_id == mapping.triage.group_id:
+        return "triage"
+    return f"unmapped:{group_id}"
+
+
+def _after_our_routing(changes: list[GroupChange], record: TicketRecord) -> list[GroupChange]:
+    """The changes that came after our write: after our last change if the history shows it, else by time."""
+    ours = [i for i, change in enumerate(changes) if change.source == "ours"]
+    if ours:
+        return changes[ours[-1] + 1:]
+    if record.applied_at is None:
+        return changes
+    cutoff = record.applied_at - CLOCK_SLACK_SECONDS
+    return [c for c in changes if c.snapshot or c.at is None or c.at.timestamp() >= cutoff]
+
+
+class Reconciler:
+    """Turns a ticket's group changes into corrections."""
+
+    def __init__(self, *, store: Store, platforms: dict[str, Platform], mappings: dict[str, PlatformMapping],
+                 keep_text: bool, clock: Callable[[], float]):
+        self.store = store
+        self.platforms = platforms
+        self.mappings = mappings
+        self.keep_text = keep_text
+        self.clock = clock
+
+    def reconcile(self, platform_name: str, ticket_id: str, *, actor_hint: str | None = None) -> int:
+        """Record the agent re-routes not yet known; returns how many. Raises PlatformError."""
+        record = self.store.ticket(platform_name, ticket_id)
+        if record is None or record.decision is None or record.state not in (DONE, TRIAGE):
+            return 0  # a ticket we never routed (or haven't finished routing): nothing to correct
+        platform = self.platforms[platform_name]
+        chain = self.store.corrections_for(platform_name, ticket_id)
+        known = {c["change_id"] for c in chain}
+        changes = _after_our_routing(platform.group_changes(ticket_id), record)
+        seen = [i for i, change in enumerate(changes) if change.change_id in known]
+        if seen:  # histories replay from the start: carry on after the last change already recorded
+            changes = changes[seen[-1] + 1:]
+        last_group = chain[-1]["corrected_group_id"] if chain else record.decision.group_id
+        moves: list[tuple[GroupChange, str | None]] = []
+        for change in changes:
+            if change.source != "agent":
+                last_group = change.group_id or last_group
+            elif change.group_id is not None and change.group_id != last_group:
+                moves.append((change, last_group))
+                last_group = change.group_id
+        if moves:
+            text = redact(platform.fetch_ticket(ticket_id).text) if self.keep_text else None
+            for seq, (change, previous) in enumerate(moves, start=len(chain) + 1):
+                self._add(record, change, previous, seq, text, actor_hint)
+        self.store.mark_checked(platform_name, ticket_id, now=self.clock())
+        return len(moves)
+
+    def _add(self, record: TicketRecord, change: GroupChange, previous: str | None, seq: int, text: str | None,
+             actor_hint: str | None) -> None:
+        decision = record.decision
+        assert decision is not None and record.classification is not None
+        # A snapshot's stamp is the ticket's last update, whatever it was: the move is when we noticed it.
+        at = change.at.timestamp() if change.at and not change.snapshot else self.clock()
+        corrected = category_for_group(self.mappings[record.platform], change.group_id)
+        added = self.store.add_correction({
+            "platform": record.platform, "ticket_id": record.ticket_id, "change_id": change.change_id, "seq": seq,
+            "text": text, "predicted_category": decision.category or record.classification.category,
+            "predicted_group_id": decision.group_id, "predicted_tier": decision.tier,
+            "predicted_confidence": decision.confidence, "previous_group_id": previous,
+            "corrected_group_id": change.group_id, "corrected_category": corrected,
+            "agent_id": change.actor_id or actor_hint, "via": change.via, "routed_at": record.applied_at,
+            "rerouted_at": at, "status": "pending", "created_at": self.clock(),
+        })
+        if added:
+            log.info("correction recorded", extra={"platform": record.platform, "ticket_id": record.ticket_id,
+                                                   "seq": seq, "predicted": decision.category,
+                                                   "corrected": corrected})
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def _iso(value: float | None) -> str | None:
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") if value is not None else None
+
+
+def export_rows(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """Rows with the export's columns: times as ISO 8601, the delay in seconds, the label to learn."""
+    for row in rows:
+        delay = row["rerouted_at"] - row["routed_at"] if row["routed_at"] is not None else None
+        yield {
+            **{column: row.get(column) for column in COLUMNS},
+            "is_final": bool(row["is_final"]),
+            "rerouted_at": _iso(row["rerouted_at"]),
+            "reviewed_at": _iso(row["reviewed_at"]),
+            "seconds_after_routing": round(delay, 1) if delay is not None else None,
+            "label": row["label"] or row["final_category"],
+        }
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    # A cell starting with = + - @ is a formula to Excel and Sheets; ticket text must never become one.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def to_csv(rows: Iterable[dict[str, Any]]) -> str:
+    """CSV with a header, UTF-8 with a byte-order mark so that spreadsheets read accents right."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for row in export_rows(rows):
+        writer.writerow({k: _spreadsheet_safe(v) for k, v in row.items()})
+    return "\ufeff" + out.getvalue()
+
+
+def to_jsonl(rows: Iterable[dict[str, Any]]) -> str:
+    """One JSON object per line."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in export_rows(rows))
