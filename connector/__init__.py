@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         services: a prebuilt connector.services.Services (tests, `deskroute serve`).
     """
     from connector import webhooks
+    from connector.admin import init_admin
     from connector.logs import configure_logging
     from connector.metrics import make_registry
     from connector.services import Services
@@ -65,9 +66,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app = Flask(__name__)
     # Werkzeug enforces this on bodies without Content-Length too (chunked uploads).
     app.config["MAX_CONTENT_LENGTH"] = settings.deskroute_max_body_bytes
-    registry, webhook_requests = make_registry(services.store)
+    registry, webhook_requests = make_registry(services.store, accuracy_hours=settings.deskroute_accuracy_hours,
+                                               clock=services.clock)
     app.extensions["deskroute"] = services
     webhooks.register(app, services, webhook_requests)
+    init_admin(app, services)
 
     @app.get("/health")
     def health() -> tuple[Response, int]:

@@ -242,3 +242,179 @@ def evaluate(path: Path, model_path: Path | None, predictions: Path | None, as_j
     else:
         for key, value in result.items():
             click.echo(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
+
+
+def _when(value: str | None, name: str) -> float | None:
+    from datetime import UTC, datetime
+
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time", param_hint=name) from exc
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
+@main.group()
+def corrections() -> None:
+    """Agents' re-routes: list, review and export them."""
+
+
+_STATUS = click.Choice(["pending", "accepted", "rejected"])
+
+
+@corrections.command(name="export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--since", help="Only re-routes at or after this ISO 8601 date or time (UTC if no zone).")
+@click.option("--until", help="Only re-routes before this ISO 8601 date or time.")
+@click.option("--category", help="Only re-routes whose predicted, corrected or final category is this.")
+@click.option("--status", type=_STATUS, help="Only corrections in this review state.")
+@click.option("--output", type=click.Path(path_type=Path), help="Write here instead of standard output.")
+def corrections_export(fmt: str, since: str | None, until: str | None, category: str | None, status: str | None,
+                       output: Path | None) -> None:
+    """Write the corrections as CSV or JSONL (columns: README, "Corrections")."""
+    from connector.corrections import to_csv, to_jsonl
+
+    services = _services()
+    rows = services.store.corrections(since=_when(since, "--since"), until=_when(until, "--until"),
+                                      category=category, status=status)
+    text = to_csv(rows) if fmt == "csv" else to_jsonl(rows)
+    if output is None:
+        click.echo(text.removeprefix("\ufeff"), nl=False)  # a terminal doesn't want the spreadsheet BOM
+    else:
+        output.write_text(text, encoding="utf-8", newline="")
+        click.echo(f"wrote {len(rows)} correction(s) to {output}", err=True)
+
+
+@corrections.command(name="list")
+@click.option("--status", type=_STATUS, default="pending", show_default=True)
+@click.option("--limit", default=50, show_default=True)
+def corrections_list(status: str, limit: int) -> None:
+    """Show corrections awaiting (or past) review."""
+    services = _services()
+    rows = services.store.corrections(status=status, limit=limit)
+    for row in rows:
+        final = "final" if row["is_final"] else f"then {row['final_category']}"
+        click.echo(f"{row['id']:>6}  {row['platform']} #{row['ticket_id']} move {row['seq']}: "
+                   f"{row['predicted_category'] or 'triage'} ({row['predicted_tier']}) -> {row['corrected_category']}"
+                   f" [{final}]  agent {row['agent_id'] or '?'}  {row['status']}")
+    if not rows:
+        click.echo(f"no {status} corrections")
+
+
+def _review(ids: tuple[int, ...], status: str, reviewer: str, label: str | None) -> None:
+    services = _services()
+    if label is not None and label not in services.taxonomy.categories:
+        raise click.BadParameter(f"{label!r} is not a category in taxonomy.yaml", param_hint="--label")
+    missing = [i for i in ids if not services.store.review_correction(i, status=status, reviewer=reviewer,
+                                                                      now=time.time(), label=label)]
+    click.echo(f"{len(ids) - len(missing)} correction(s) {status}")
+    if missing:
+        raise click.ClickException(f"no correction with id {', '.join(map(str, missing))}")
+
+
+@corrections.command(name="accept")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--label", help="Learn this category instead of the one the agent's last move maps to.")
+@click.option("--by", "reviewer", default="cli", show_default=True, help="Who reviewed.")
+def corrections_accept(ids: tuple[int, ...], label: str | None, reviewer: str) -> None:
+    """Accept corrections: the local model learns from them at its next retrain."""
+    _review(ids, "accepted", reviewer, label)
+
+
+@corrections.command(name="reject")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--by", "reviewer", default="cli", show_default=True, help="Who reviewed.")
+def corrections_reject(ids: tuple[int, ...], reviewer: str) -> None:
+    """Reject corrections: they stay in the export, but are never learned."""
+    _review(ids, "rejected", reviewer, None)
+
+
+@main.group()
+def model() -> None:
+    """The local model's versions: list, promote, roll back, retrain."""
+
+
+@model.command(name="list")
+def model_list() -> None:
+    """Every stored model, newest first, with its metrics."""
+    services = _services()
+    for info in services.store.models():
+        metrics = info["metrics"]
+        f1 = metrics.get("holdout_macro_f1")
+        click.echo(f"{'*' if info['active'] else ' '} v{info['version']:<4} "
+                   f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(info['created_at']))}  "
+                   f"{info['n_examples']:>6} examples  {len(info['labels']):>3} labels  "
+                   f"held-out macro-F1 {f1 if f1 is not None else '-'}  cv accuracy "
+                   f"{round(metrics['cv_accuracy'], 3) if metrics.get('cv_accuracy') is not None else '-'}  "
+                   f"{info['source']}")
+
+
+@model.command(name="promote")
+@click.argument("version", type=int)
+def model_promote(version: int) -> None:
+    """Make a stored model the active one."""
+    from connector.feedback import LabelMismatch, promote
+
+    services = _services()
+    try:
+        promote(services.store, services.taxonomy, version)
+    except KeyError:
+        raise click.ClickException(f"no model v{version}") from None
+    except LabelMismatch as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model v{version} is now active")
+
+
+@model.command(name="rollback")
+def model_rollback() -> None:
+    """Go back to the previous model for these categories."""
+    from connector.feedback import rollback
+
+    services = _services()
+    try:
+        version = rollback(services.store, services.taxonomy)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"rolled back: model v{version} is now active")
+
+
+@model.command(name="retrain")
+def model_retrain() -> None:
+    """Retrain on the feedback dataset now, behind the promotion gate (as the nightly job does)."""
+    from connector.feedback import retrain
+
+    services = _services()
+    report = retrain(services.store, services.taxonomy, services.settings, now=time.time())
+    verb = "promoted" if report.promoted else "refused"
+    current = f"{report.current_f1:.3f}" if report.current_f1 is not None else "-"
+    click.echo(f"candidate v{report.version} {verb}: held-out macro-F1 {report.candidate_f1:.3f} vs current "
+               f"{current} on {report.n_holdout} examples ({report.reason})")
+
+
+@main.command()
+@click.argument("platform")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650),
+              help="Import tickets solved in this many past days.")
+def backfill(platform: str, days: int) -> None:
+    """Import solved tickets, labelled with their final group, as training history."""
+    from connector.history import backfill as run_backfill
+    from platforms.base import PlatformError
+
+    services = _services()
+    if platform not in services.mappings:
+        raise click.BadParameter(f"unknown helpdesk {platform!r}", param_hint="PLATFORM")
+    if platform not in services.platforms:
+        raise click.ClickException(f"{platform} is not configured: set "
+                                   f"{', '.join(services.unconfigured.get(platform, []))}")
+
+    def progress(read: int, kept: int) -> None:
+        click.echo(f"  {read} tickets read, {kept} kept", err=True)
+
+    try:
+        report = run_backfill(services, platform, days=days, progress=progress)
+    except PlatformError as exc:
+        raise click.ClickException(f"{platform} stopped the import: {exc}") from exc
+    click.echo(f"imported {report.kept} of {report.read} tickets ({report.skipped_unmapped} in groups no category"
+               f" maps to, {report.skipped_open} not solved); run `deskroute model retrain` to learn from them")

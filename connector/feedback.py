@@ -2,9 +2,10 @@
 
 The dataset is the taxonomy's examples, accepted corrections (the last group of each re-route
 chain), confident Claude labels that nobody re-routed (distillation) and imported history. The
-scheduled retrain holds out a slice of it, trains a candidate on the rest, and promotes only a
-candidate whose macro-F1 on the slice is no worse than the current model's; the promoted model is
-then retrained on everything. Every model is kept, versioned, with its metrics.
+scheduled retrain judges a candidate on feedback the current model has never seen (what arrived
+after it was trained): half of that is held out, the candidate trains on everything else, and it is
+promoted only if its macro-F1 on the held-out half is no worse than the current model's. The promoted
+model is then retrained on everything. Every model is kept, versioned, with its metrics.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from connector.store import Store
 
 log = logging.getLogger(__name__)
 
-# The held-out slice needs this many examples from real tickets; below it, taxonomy examples join it.
-MIN_HOLDOUT = 20
-HOLDOUT_SHARE = 5  # one example in five
+# Below this many unseen examples there is nothing to judge a candidate on: the retrain waits.
+MIN_HOLDOUT = 5
 
 
 class LabelMismatch(ValueError):
@@ -40,14 +40,16 @@ class Examples:
     texts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    added_at: list[float] = field(default_factory=list)  # when it became feedback; 0 for the taxonomy's
 
-    def add(self, pairs: list[tuple[str, str]], source: str, taxonomy: Taxonomy) -> None:
-        """Add (text, label) pairs whose label is a category (or out_of_scope); others can't be learned."""
-        for text, label in pairs:
+    def add(self, rows: list[tuple[str, str, float | None]], source: str, taxonomy: Taxonomy) -> None:
+        """Add (text, label, when) rows whose label is a category (or out_of_scope); others can't be learned."""
+        for text, label, at in rows:
             if text and (label in taxonomy.categories or label == OUT_OF_SCOPE):
                 self.texts.append(text)
                 self.labels.append(label)
                 self.sources.append(source)
+                self.added_at.append(at or 0.0)
 
     def dataset(self, keep: Callable[[int], bool] = lambda i: True) -> Dataset:
         rows = [i for i in range(len(self.texts)) if keep(i)]
@@ -69,19 +71,20 @@ def distilled_dataset(store: Store, taxonomy: Taxonomy, *, min_confidence: float
                       now: float) -> Dataset:
     """Confident Claude decisions that stood for `after_hours` without a re-route (source `llm`)."""
     rows = store.distillable(min_confidence=min_confidence, decided_before=now - after_hours * 3600)
-    rows = [(text, label) for text, label in rows if label in taxonomy.categories]
+    rows = [(text, label) for text, label, _ in rows if label in taxonomy.categories]
     return Dataset([text for text, _ in rows], [label for _, label in rows])
 
 
 def feedback_examples(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> Examples:
     """Everything the local model learns from, by source."""
     examples = Examples()
-    examples.add(list(zip(*taxonomy.examples(), strict=True)), "taxonomy", taxonomy)
+    examples.add([(text, label, 0.0) for text, label in zip(*taxonomy.examples(), strict=True)], "taxonomy",
+                 taxonomy)
     examples.add(store.accepted_corrections(), "correction", taxonomy)
     if settings.deskroute_distill:
-        distilled = distilled_dataset(store, taxonomy, min_confidence=settings.deskroute_distill_min_confidence,
-                                      after_hours=settings.deskroute_distill_after_hours, now=now)
-        examples.add(list(zip(distilled.texts, distilled.labels, strict=True)), "llm", taxonomy)
+        cutoff = now - settings.deskroute_distill_after_hours * 3600
+        rows = store.distillable(min_confidence=settings.deskroute_distill_min_confidence, decided_before=cutoff)
+        examples.add(rows, "llm", taxonomy)
     examples.add(store.history(), "history", taxonomy)
     return examples
 
@@ -155,17 +158,14 @@ class RetrainReport:
 
 
 def _in_holdout(text: str) -> bool:
-    return int(hashlib.sha256(text.encode()).hexdigest(), 16) % HOLDOUT_SHARE == 0
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16) % 2 == 0
 
 
-def split(examples: Examples) -> tuple[Dataset, Dataset]:
-    """(train, holdout): the holdout is one real-ticket example in five, chosen by text hash, so it is
-    stable from night to night; taxonomy examples join it when there are too few real ones."""
-    real = [i for i, s in enumerate(examples.sources) if s != "taxonomy" and _in_holdout(examples.texts[i])]
-    chosen = set(real)
-    if len(chosen) < MIN_HOLDOUT:
-        chosen |= {i for i, s in enumerate(examples.sources) if s == "taxonomy" and _in_holdout(examples.texts[i])}
-    return examples.dataset(lambda i: i not in chosen), examples.dataset(lambda i: i in chosen)
+def split(examples: Examples, *, unseen_after: float) -> tuple[Dataset, Dataset]:
+    """(train, holdout): the holdout is half, by text hash, of the feedback that arrived after
+    `unseen_after` (the current model's training), so that the current model has never seen it."""
+    held = {i for i, at in enumerate(examples.added_at) if at > unseen_after and _in_holdout(examples.texts[i])}
+    return examples.dataset(lambda i: i not in held), examples.dataset(lambda i: i in held)
 
 
 def macro_f1(model: LocalModel, dataset: Dataset) -> float:
@@ -205,9 +205,15 @@ def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: s
 def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> RetrainReport:
     """Train on the feedback dataset and promote the result if it passes the gate."""
     examples = feedback_examples(store, taxonomy, settings, now=now)
-    train, holdout = split(examples)
-    candidate = LocalModel.train(train.texts, train.labels)
+    current = store.active_model_version()
+    trained_at = store.model_info(current)["created_at"] if current is not None else 0.0
+    train, holdout = split(examples, unseen_after=trained_at)
     counts = ", ".join(f"{n} {source}" for source, n in sorted(examples.counts().items()))
+    if current is not None and len(holdout) < MIN_HOLDOUT:
+        reason = f"only {len(holdout)} new feedback example(s) to judge a candidate on; waiting for {MIN_HOLDOUT}"
+        log.info("retrain skipped", extra={"held_out": len(holdout)})
+        return RetrainReport(False, None, 0.0, None, len(train), len(holdout), reason)
+    candidate = LocalModel.train(train.texts, train.labels)
     return consider(store, candidate, holdout, source=f"retrain: {counts}", retrain_on=examples.dataset())
 
 

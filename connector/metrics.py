@@ -6,7 +6,8 @@ whether the worker runs in this process or another one, and survive restarts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -20,8 +21,10 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 class StoreCollector:
     """Counters and a histogram computed from the events and tickets tables."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, accuracy_hours: float = 48.0, clock: Callable[[], float] = time.time):
         self.store = store
+        self.accuracy_hours = accuracy_hours
+        self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
         received = CounterMetricFamily("deskroute_events_received", "Webhook events accepted into the queue.",
@@ -64,6 +67,18 @@ class StoreCollector:
             cost.add_metric([model], usd)
         yield from (calls, tokens, cost)
 
+        accuracy = GaugeMetricFamily(
+            "deskroute_category_accuracy",
+            f"Share of tickets routed to a category that no agent moved within {self.accuracy_hours:g} hours.",
+            labels=["platform", "category", "window"])
+        judged = GaugeMetricFamily("deskroute_category_routed", "Routed tickets old enough to judge, per category.",
+                                   labels=["platform", "category", "window"])
+        for window, days in (("7d", 7), ("30d", 30)):
+            for row in self.store.accuracy(now=self.clock(), within_hours=self.accuracy_hours, days=days):
+                accuracy.add_metric([row["platform"], row["category"], window], row["accuracy"])
+                judged.add_metric([row["platform"], row["category"], window], row["routed"])
+        yield from (accuracy, judged)
+
         counts, total, n = self.store.latency_histogram(LATENCY_BUCKETS)
         buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS, counts, strict=True)] + [("+Inf", n)]
         latency = HistogramMetricFamily("deskroute_processing_seconds",
@@ -72,10 +87,11 @@ class StoreCollector:
         yield from (received, finished, waiting, decisions, latency)
 
 
-def make_registry(store: Store) -> tuple[CollectorRegistry, Counter]:
+def make_registry(store: Store, *, accuracy_hours: float = 48.0,
+                  clock: Callable[[], float] = time.time) -> tuple[CollectorRegistry, Counter]:
     """A registry for one app, and its per-process counter of webhook responses."""
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store))
+    registry.register(StoreCollector(store, accuracy_hours=accuracy_hours, clock=clock))
     requests = Counter("deskroute_webhook_requests", "Webhook requests answered by this process, by status.",
                        ["platform", "status"], registry=registry)
     return registry, requests

@@ -37,6 +37,7 @@ class Ticket(BaseModel):
     # The helpdesk's own last-modified stamp, sent back for optimistic concurrency (Zendesk safe_update).
     updated_at: str | None = None
     via: str | None = None
+    solved: bool = False  # solved or closed: its group is final, so it can teach the local model
 
     @property
     def text(self) -> str:

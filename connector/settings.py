@@ -138,6 +138,13 @@ class Settings(BaseSettings):
     )
     deskroute_http_timeout: float = Field(10.0, gt=0, description="Timeout in seconds for each helpdesk API request.")
     deskroute_scheduler: bool = Field(True, description="Run the scheduled jobs in `serve` and `worker`.")
+    # --- admin UI --------------------------------------------------------------------------
+    deskroute_admin_password: SecretStr = Field(SecretStr(""), description="Password of the admin UI at /admin; "
+                                                "without it the UI is off.")
+    deskroute_secret_key: SecretStr = Field(SecretStr(""), description="Signs admin sessions and CSRF tokens. "
+                                            "Default: derived from the admin password, so every process agrees.")
+    deskroute_secure_cookies: bool = Field(True, description="Send the admin session cookie over HTTPS only "
+                                           "(browsers treat http://localhost as secure too).")
     # --- logging ---------------------------------------------------------------------------
     deskroute_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     deskroute_log_format: Literal["json", "text"] = Field(

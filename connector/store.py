@@ -341,15 +341,18 @@ class Store:
             " sum(cache_write_tokens) AS cache_write_tokens, sum(coalesce(cost_usd, 0)) AS cost_usd"
             " FROM llm_calls GROUP BY model, outcome")
 
-    def distillable(self, *, min_confidence: float, decided_before: float) -> list[tuple[str, str]]:
-        """(redacted text, category) of confident Claude decisions that no one moved to another group."""
+    def distillable(self, *, min_confidence: float, decided_before: float) -> list[tuple[str, str, float]]:
+        """(redacted text, category, decided at) of confident Claude decisions no one moved to another group."""
         rows = self._execute(
-            "SELECT t.training_text, t.category FROM tickets t WHERE t.tier = 'llm' AND t.category IS NOT NULL"
-            " AND t.training_text IS NOT NULL AND t.confidence >= ? AND t.decided_at <= ? AND t.state = 'done'"
+            "SELECT t.training_text, t.category, t.decided_at FROM tickets t"
+            " WHERE t.tier = 'llm' AND t.category IS NOT NULL AND t.training_text IS NOT NULL"
+            " AND t.confidence >= ? AND t.decided_at <= ? AND t.state = 'done'"
+            # Conservative: any recorded move to another group, a correction or not, disqualifies it.
             " AND NOT EXISTS (SELECT 1 FROM group_changes g WHERE g.platform = t.platform"
             "   AND g.ticket_id = t.ticket_id AND g.group_id IS NOT NULL AND g.group_id != t.group_id)"
+            " AND NOT EXISTS (SELECT 1 FROM corrections c WHERE c.platform = t.platform AND c.ticket_id = t.ticket_id)"
             " ORDER BY t.decided_at", (min_confidence, decided_before))
-        return [(r["training_text"], r["category"]) for r in rows]
+        return [(r["training_text"], r["category"], r["decided_at"]) for r in rows]
 
     def replace_decision(self, record: TicketRecord, decision: RoutingDecision, *, error: str) -> None:
         """Swap in a fallback decision (triage) after the helpdesk refused the first one."""
@@ -430,14 +433,14 @@ class Store:
             " WHERE id = ? RETURNING id", (status, reviewer, now, label, correction_id))
         return bool(rows)
 
-    def accepted_corrections(self) -> list[tuple[str, str]]:
-        """(text, label) of accepted corrections that end their ticket's chain and have text."""
+    def accepted_corrections(self) -> list[tuple[str, str, float]]:
+        """(text, label, reviewed at) of accepted corrections that end their ticket's chain and have text."""
         rows = self._execute(
-            "SELECT c.text, coalesce(c.label, c.corrected_category) AS label FROM corrections c"
+            "SELECT c.text, coalesce(c.label, c.corrected_category) AS label, c.reviewed_at FROM corrections c"
             " WHERE c.status = 'accepted' AND c.text IS NOT NULL"
             " AND c.seq = (SELECT max(seq) FROM corrections m WHERE m.platform = c.platform"
             "              AND m.ticket_id = c.ticket_id) ORDER BY c.id")
-        return [(r["text"], r["label"]) for r in rows]
+        return [(r["text"], r["label"], r["reviewed_at"]) for r in rows]
 
     def tickets_to_check(self, *, routed_after: float, checked_before: float, limit: int) -> list[tuple[str, str]]:
         """Recently routed tickets whose re-routes were looked for least recently."""
@@ -478,9 +481,10 @@ class Store:
                 row)
         return len(rows)
 
-    def history(self) -> list[tuple[str, str]]:
-        """(text, category) of every imported ticket."""
-        return [(r["text"], r["category"]) for r in self._execute("SELECT text, category FROM history ORDER BY rowid")]
+    def history(self) -> list[tuple[str, str, float]]:
+        """(text, category, imported at) of every imported ticket."""
+        rows = self._execute("SELECT text, category, imported_at FROM history ORDER BY rowid")
+        return [(r["text"], r["category"], r["imported_at"]) for r in rows]
 
     # --- models --------------------------------------------------------------------------------
 

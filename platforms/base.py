@@ -12,7 +12,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from connector.models import Group, GroupChange, Ignored, RoutingDecision, Ticket, TicketEvent
@@ -80,6 +81,10 @@ class Platform(Protocol):
 
     def list_groups(self) -> list[Group]:
         """Every group tickets can be routed to. Raise PlatformError."""
+
+    def solved_tickets(self, since: datetime) -> Iterator[Ticket]:
+        """Every ticket updated since `since`, oldest first, through the helpdesk's export API; the
+        caller keeps the solved ones. Rate limits are waited out patiently. Raise PlatformError."""
 
     def group_changes(self, ticket_id: str) -> list[GroupChange]:
         """The ticket's group changes after creation, oldest first, each saying who made it.

@@ -10,7 +10,7 @@ import hmac
 import html
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -44,6 +44,8 @@ UPDATED_EVENTS = frozenset({"ticket.group_changed", "group_changed", "ticket.upd
 # Our notes open with this, which is how a retry recognises a note an earlier attempt posted.
 NOTE_PREFIX = "Deskroute "
 PER_PAGE = 100
+SOLVED_STATUSES = (4, 5)  # Resolved, Closed
+BACKFILL_MAX_WAIT = 600.0  # a history import may wait this long in total on one page's rate limit
 # Warn when a minute's API budget is this close to spent (the 429s that follow are handled, but slow routing).
 LOW_RATE_LIMIT = 5
 # Update deliveries carry no id of their own: identical bodies within this many seconds are one delivery.
@@ -202,6 +204,9 @@ class FreshdeskPlatform:
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """GET /api/v2/tickets/{id}."""
         data = self._request("fetch_ticket", "GET", f"/tickets/{int(ticket_id)}", ticket_id=ticket_id)
+        return self._ticket(data)
+
+    def _ticket(self, data: dict[str, Any]) -> Ticket:
         return Ticket(platform=self.name, id=str(data["id"]), subject=data.get("subject") or "",
                       description=data.get("description_text") or "", tags=list(data.get("tags") or []),
                       group_id=optional_id(data.get("group_id")), priority=PRIORITY_NAMES.get(data.get("priority")),
@@ -255,6 +260,21 @@ class FreshdeskPlatform:
                                       ticket_id=ticket_id, params={"per_page": PER_PAGE})
         return any(c.get("private") and (c.get("body_text") or "").startswith(NOTE_PREFIX)
                    for c in conversations or [] if isinstance(c, dict))
+
+    def solved_tickets(self, since: datetime) -> Iterator[Ticket]:
+        """GET /api/v2/tickets?updated_since=..., oldest first, page by page (descriptions included)."""
+        patient = RetryingCaller(max_wait=BACKFILL_MAX_WAIT, sleep=self._call.sleep)
+        params = {"updated_since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "per_page": PER_PAGE,
+                  "include": "description", "order_by": "updated_at", "order_type": "asc"}
+        page = 1
+        while True:
+            query = {**params, "page": page}
+            batch = patient("export", lambda q=query: self._request_once("GET", "/tickets", params=q))
+            for data in batch or []:
+                yield self._ticket(data).model_copy(update={"solved": data.get("status") in SOLVED_STATUSES})
+            if not batch or len(batch) < PER_PAGE:
+                return
+            page += 1
 
     def group_changes(self, ticket_id: str) -> list[GroupChange]:
         """Freshdesk's API has no change history: the ticket's current group, for the caller to compare."""

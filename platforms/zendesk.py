@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -54,6 +54,8 @@ logging.getLogger("zenpy").setLevel(logging.WARNING)
 SIGNATURE_HEADER = "x-zendesk-webhook-signature"
 TIMESTAMP_HEADER = "x-zendesk-webhook-signature-timestamp"
 INVOCATION_HEADER = "x-zendesk-webhook-invocation-id"
+# A history import may wait this long in total on one page's rate limit (a worker job waits far less).
+BACKFILL_MAX_WAIT = 600.0
 # Event-subscription envelopes carry this prefix in "type".
 EVENT_TYPE_PREFIX = "zen:event-type:"
 # Names a trigger body may use in "event" (install writes the first of each).
@@ -263,6 +265,9 @@ class ZendeskPlatform:
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """Read the ticket fresh (zenpy's cache is off, so a re-route is never missed)."""
         zt = self._api("fetch_ticket", lambda: self.client.tickets(id=int(ticket_id)), ticket_id=ticket_id)
+        return self._ticket(zt)
+
+    def _ticket(self, zt: Any) -> Ticket:
         priority = zt.priority if zt.priority in PRIORITIES else None
         via = getattr(zt.via, "channel", None) if zt.via is not None else None
         return Ticket(platform=self.name, id=str(zt.id), subject=zt.subject or "", description=zt.description or "",
@@ -286,6 +291,27 @@ class ZendeskPlatform:
             **fields,
         )
         self._api("apply", lambda: self.client.tickets.update(update), ticket_id=ticket.id)
+
+    def solved_tickets(self, since: datetime) -> Iterator[Ticket]:
+        """The incremental export (cursor-based), page by page; a 429 midway is waited out and resumed."""
+        patient = RetryingCaller(max_wait=BACKFILL_MAX_WAIT, sleep=self._call.sleep)
+
+        def call(what: str, fn: Callable[[], Any]) -> Any:
+            def attempt() -> Any:
+                try:
+                    return fn()
+                except (_HttpFailure, requests.RequestException) as exc:
+                    raise _platform_error(exc) from None
+            return patient(what, attempt)
+
+        pages = call("export", lambda: self.client.tickets.incremental(start_time=int(since.timestamp())))
+        while True:
+            # zenpy fetches the next page inside next(); a failure leaves its cursor where it was.
+            zt = call("export", lambda: next(pages, None))
+            if zt is None:
+                return
+            ticket = self._ticket(zt)
+            yield ticket.model_copy(update={"solved": zt.status in ("solved", "closed")})
 
     def list_groups(self) -> list[Group]:
         """Every group in the account."""

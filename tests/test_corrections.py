@@ -87,10 +87,8 @@ def test_the_poll_finds_a_reroute_whose_webhook_never_came(env: Env) -> None:
     assert poll_reroutes(env.services) == 0  # checked just now: not again until the next interval
 
 
-def test_a_triggers_change_is_not_a_correction(make_env) -> None:  # type: ignore[no-untyped-def]
-    env = make_env()
-    if env.name != "zendesk":
-        pytest.skip("Freshdesk's update rule fires only for agents' changes")
+@pytest.mark.parametrize("helpdesk", ["zendesk"], indirect=True)  # Freshdesk's rule fires for agents only
+def test_a_triggers_change_is_not_a_correction(env: Env) -> None:
     routed(env, 6)
     env.reroute(6, group(env, "outage_performance"), by="trigger")
     drain(env.services)
@@ -121,3 +119,23 @@ def test_groups_map_back_to_categories() -> None:
     assert category_for_group(mapping, "360000000101") == "ambiguous:billing|refunds_cancellation"
     assert category_for_group(mapping, "360000000100") == "triage"
     assert category_for_group(mapping, "999") == "unmapped:999"
+
+
+def test_accuracy_per_category_from_reroutes(env: Env) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    routed(env, 8)
+    routed(env, 9)
+    env.clock.advance(3600)
+    env.reroute(9, group(env, "bug_report"))
+    drain(env.services)
+    hours = env.services.settings.deskroute_accuracy_hours
+    assert env.services.store.accuracy(now=env.clock(), within_hours=hours, days=7) == []  # too recent to judge
+    env.clock.advance(hours * 3600)
+    [row] = env.services.store.accuracy(now=env.clock(), within_hours=hours, days=7)
+    assert (row["category"], row["routed"], row["rerouted"], row["accuracy"]) == ("billing", 2, 1, 0.5)
+    metrics = env.client.get("/metrics").get_data(as_text=True)
+    samples = {(s.name, s.labels.get("window")): s.value for f in text_string_to_metric_families(metrics)
+               for s in f.samples if s.labels.get("category") == "billing"}
+    assert samples[("deskroute_category_accuracy", "7d")] == 0.5
+    assert samples[("deskroute_category_routed", "30d")] == 2
