@@ -418,3 +418,82 @@ def backfill(platform: str, days: int) -> None:
         raise click.ClickException(f"{platform} stopped the import: {exc}") from exc
     click.echo(f"imported {report.kept} of {report.read} tickets ({report.skipped_unmapped} in groups no category"
                f" maps to, {report.skipped_open} not solved); run `deskroute model retrain` to learn from them")
+
+
+def _platform(services: Any, name: str) -> Any:
+    if name not in services.mappings:
+        raise click.BadParameter(f"unknown helpdesk {name!r}", param_hint="PLATFORM")
+    if name not in services.platforms:
+        raise click.ClickException(f"{name} is not configured: set {', '.join(services.unconfigured.get(name, []))}")
+    return services.platforms[name]
+
+
+def _print_report(report: Any) -> None:
+    for step in report.steps:
+        click.echo(f"{step.action:>7}  {step.what}" + (f"\n         {step.detail}" if step.detail else ""))
+
+
+@main.command()
+@click.argument("platform")
+@click.option("--url", "public_url", required=True,
+              help="Where the helpdesk reaches Deskroute, e.g. https://deskroute.acme.com")
+@click.option("--dry-run", is_flag=True, help="Print the planned API calls; change nothing.")
+@click.option("--env-file", type=click.Path(path_type=Path),
+              help="Write the webhook signing secret into this .env file.")
+def install(platform: str, public_url: str, dry_run: bool, env_file: Path | None) -> None:
+    """Create Deskroute's webhook and triggers (Zendesk) or automation rules (Freshdesk). Safe to run again."""
+    from platforms.base import PlatformError
+
+    if not public_url.startswith(("https://", "http://")):
+        raise click.BadParameter("must start with https://", param_hint="--url")
+    services = _services()
+    adapter = _platform(services, platform)
+    try:
+        report = adapter.install(public_url, dry_run=dry_run)
+    except PlatformError as exc:
+        raise click.ClickException(f"{platform} refused: {exc}") from exc
+    _print_report(report)
+    if report.secret and report.secret_setting:
+        current = getattr(services.settings, report.secret_setting.lower()).get_secret_value()
+        if current == report.secret:
+            click.echo(f"{report.secret_setting} already holds the webhook's signing secret")
+        elif env_file is not None:
+            _set_env(env_file, report.secret_setting, report.secret)
+            click.echo(f"wrote {report.secret_setting} to {env_file}; restart Deskroute to use it")
+        else:
+            click.echo(f"set {report.secret_setting}={report.secret} (in the environment or .env), then restart"
+                       " Deskroute; or run again with --env-file .env")
+    if any(step.action == "manual" for step in report.steps):
+        click.echo("some steps need doing by hand (above)", err=True)
+
+
+def _set_env(path: Path, name: str, value: str) -> None:
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines = [line for line in lines if not line.startswith(f"{name}=")] + [f"{name}={value}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@main.command()
+@click.argument("platform")
+@click.option("--dry-run", is_flag=True, help="Print the planned API calls; change nothing.")
+def uninstall(platform: str, dry_run: bool) -> None:
+    """Remove what `deskroute install` created."""
+    services = _services()
+    report = _platform(services, platform).uninstall(dry_run=dry_run)
+    _print_report(report)
+    if not report.steps:
+        click.echo("nothing to remove")
+
+
+@main.command()
+def doctor() -> None:
+    """Check settings, helpdesks, mappings, installation, queue and model; exit 1 on any problem."""
+    from connector.doctor import diagnose
+
+    findings = diagnose(_services())
+    for finding in findings:
+        click.echo(f"{'ok ' if finding.ok else 'FIX'}  {finding.line}")
+    problems = sum(not f.ok for f in findings)
+    if problems:
+        click.echo(f"{problems} problem(s)", err=True)
+        sys.exit(1)

@@ -84,6 +84,27 @@ class GroupChange(BaseModel):
     snapshot: bool = False
 
 
+class InstallStep(BaseModel):
+    """One thing `deskroute install` did, found, or would do."""
+
+    action: Literal["create", "update", "delete", "exists", "plan", "manual"]
+    what: str  # "webhook Deskroute", "trigger Deskroute: route new tickets", ...
+    detail: str = ""  # the API call, or the manual step
+
+
+class InstallReport(BaseModel):
+    """What install or uninstall did in a helpdesk."""
+
+    platform: str
+    steps: list[InstallStep] = Field(default_factory=list)
+    # A secret the admin must put in the settings (Zendesk's webhook signing secret).
+    secret_setting: str | None = None
+    secret: str | None = None
+
+    def add(self, action: str, what: str, detail: str = "") -> None:
+        self.steps.append(InstallStep(action=action, what=what, detail=detail))  # type: ignore[arg-type]
+
+
 class Group(BaseModel):
     """A helpdesk group that tickets can be routed to."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -16,7 +17,17 @@ from typing import Any, ClassVar
 
 import requests
 
-from connector.models import ROUTED_TAG, Group, GroupChange, Ignored, Priority, RoutingDecision, Ticket, TicketEvent
+from connector.models import (
+    ROUTED_TAG,
+    Group,
+    GroupChange,
+    Ignored,
+    InstallReport,
+    Priority,
+    RoutingDecision,
+    Ticket,
+    TicketEvent,
+)
 from platforms.base import (
     BadPayload,
     NotConfigured,
@@ -36,6 +47,7 @@ from platforms.base import (
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "x-deskroute-token"
+TOKEN_HEADER_NAME = "X-Deskroute-Token"
 # Freshdesk numbers its priorities: 1 Low, 2 Medium, 3 High, 4 Urgent.
 PRIORITY_NUMBERS: dict[Priority, int] = {"low": 1, "normal": 2, "high": 3, "urgent": 4}
 PRIORITY_NAMES: dict[int, Priority] = {n: name for name, n in PRIORITY_NUMBERS.items()}
@@ -50,6 +62,54 @@ BACKFILL_MAX_WAIT = 600.0  # a history import may wait this long in total on one
 LOW_RATE_LIMIT = 5
 # Update deliveries carry no id of their own: identical bodies within this many seconds are one delivery.
 UPDATE_DEDUP_SECONDS = 60
+
+
+CREATED_RULE = "Deskroute: route new tickets"
+REROUTE_RULE = "Deskroute: group changed"
+# Automation types in /api/v2/automations/{type}/rules.
+TICKET_CREATION, TICKET_UPDATES = 1, 4
+# How an account (plan, role) refuses the automations API: fall back to manual steps.
+REFUSALS = (400, 403, 404)
+
+
+def rule_definitions(endpoint: str, secret: str) -> dict[str, tuple[int, dict[str, Any]]]:
+    """The two automation rules install creates: name -> (automation type, rule)."""
+    def webhook(event: str) -> dict[str, Any]:
+        return {"field_name": "trigger_webhook", "request_type": "POST", "url": endpoint,
+                "content_type": "JSON", "custom_headers": {TOKEN_HEADER_NAME: secret},
+                "content": json.dumps({"ticket_id": "{{ticket.id}}", "event": event})}
+
+    return {
+        CREATED_RULE: (TICKET_CREATION, {
+            "name": CREATED_RULE, "active": True, "position": 1,
+            "conditions": [{"name": "condition_set_1", "match_type": "any", "properties": [
+                {"resource_type": "ticket", "field_name": "status", "operator": "in", "value": [2]}]}],
+            "actions": [webhook("ticket.created")],
+        }),
+        REROUTE_RULE: (TICKET_UPDATES, {
+            "name": REROUTE_RULE, "active": True, "position": 1,
+            # Changes by agents: not by automations. Our own API writes count as the key's agent's; the
+            # comparison with the group Deskroute set tells them apart.
+            "performer": {"type": 1},
+            "events": [{"field_name": "group_id", "from": "--", "to": "--"}],
+            "conditions": [{"name": "condition_set_1", "match_type": "any", "properties": [
+                {"resource_type": "ticket", "field_name": "tag_names", "operator": "in", "value": [ROUTED_TAG]}]}],
+            "actions": [webhook("ticket.group_changed")],
+        }),
+    }
+
+
+def manual_steps(endpoint: str) -> list[str]:
+    """What an admin types in when the automations API refuses (README: "Connect a Freshdesk account")."""
+    header = f"{TOKEN_HEADER_NAME}: <FRESHDESK_WEBHOOK_SECRET>"
+    return [
+        f"Admin > Workflows > Automations > Ticket creation > New rule '{CREATED_RULE}': when Status is Open, "
+        f"Trigger webhook POST {endpoint}, custom header {header}, JSON, advanced content "
+        '{"ticket_id": "{{ticket.id}}", "event": "ticket.created"}',
+        f"Admin > Workflows > Automations > Ticket updates > New rule '{REROUTE_RULE}': performed by Agent, "
+        f"event Group is changed, Trigger webhook POST {endpoint}, custom header {header}, JSON, advanced content "
+        '{"ticket_id": "{{ticket.id}}", "event": "ticket.group_changed"}',
+    ]
 
 
 def _base_url(domain: str, override: str) -> str:
@@ -281,6 +341,56 @@ class FreshdeskPlatform:
         ticket = self.fetch_ticket(ticket_id)
         return [GroupChange(change_id=f"state:{ticket.updated_at}:{ticket.group_id}", group_id=ticket.group_id,
                             at=_parse_time(ticket.updated_at), source="agent", via="current state", snapshot=True)]
+
+    def install(self, public_url: str, *, dry_run: bool = False) -> InstallReport:
+        """Create (once) the two automation rules; where the API refuses, report the manual steps."""
+        report = InstallReport(platform=self.name)
+        endpoint = public_url.rstrip("/") + "/webhooks/freshdesk"
+        for name, (kind, rule) in rule_definitions(endpoint, self._secret.decode()).items():
+            path = f"/automations/{kind}/rules"
+            try:
+                existing = [r for r in self._request("rules", "GET", path) or [] if r.get("name") == name]
+                if existing:
+                    report.add("exists", f"rule {name}", f"id {existing[0].get('id')}")
+                    continue
+                shown = json.dumps({**rule, "actions": [{**a, "custom_headers": {TOKEN_HEADER_NAME: "***"}}
+                                                       for a in rule["actions"]]})
+                report.add("plan" if dry_run else "create", f"rule {name}", f"POST /api/v2{path} {shown}")
+                if not dry_run:
+                    self._request("rule", "POST", path, rule)
+            except PlatformError as exc:
+                if exc.status not in REFUSALS:
+                    raise  # down, rate limited, or bad credentials: not something to do by hand instead
+                step = manual_steps(endpoint)[0 if kind == TICKET_CREATION else 1]
+                report.add("manual", f"rule {name}", f"the automations API refused ({exc}); by hand: {step}")
+        return report
+
+    def uninstall(self, *, dry_run: bool = False) -> InstallReport:
+        """Remove the automation rules install created."""
+        report = InstallReport(platform=self.name)
+        for kind in (TICKET_CREATION, TICKET_UPDATES):
+            for rule in self._request("rules", "GET", f"/automations/{kind}/rules") or []:
+                if rule.get("name") in (CREATED_RULE, REROUTE_RULE):
+                    path = f"/automations/{kind}/rules/{rule['id']}"
+                    report.add("plan" if dry_run else "delete", f"rule {rule['name']}", f"DELETE /api/v2{path}")
+                    if not dry_run:
+                        self._request("rule", "DELETE", path)
+        return report
+
+    def installation_problems(self) -> list[str]:
+        """What's missing from install's setup (for `deskroute doctor`)."""
+        problems = []
+        for kind, name in ((TICKET_CREATION, CREATED_RULE), (TICKET_UPDATES, REROUTE_RULE)):
+            try:
+                rules = self._request("rules", "GET", f"/automations/{kind}/rules") or []
+            except PlatformError as exc:
+                if exc.status not in REFUSALS:
+                    raise
+                return [f"can't read automation rules ({exc}); check by hand that '{CREATED_RULE}' and "
+                        f"'{REROUTE_RULE}' exist (README: Connect a Freshdesk account)"]
+            if not any(r.get("name") == name and r.get("active", True) for r in rules):
+                problems.append(f"automation rule '{name}' is missing or inactive: run `deskroute install freshdesk`")
+        return problems
 
     def list_groups(self) -> list[Group]:
         """GET /api/v2/groups, every page."""

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import requests
 from zenpy import Zenpy
-from zenpy.lib.api_objects import Comment
+from zenpy.lib.api_objects import Comment, Trigger, Webhook
 from zenpy.lib.api_objects import Ticket as ZenpyTicket
 
 from connector.models import (
@@ -27,6 +27,7 @@ from connector.models import (
     Group,
     GroupChange,
     Ignored,
+    InstallReport,
     RoutingDecision,
     Ticket,
     TicketEvent,
@@ -313,6 +314,80 @@ class ZendeskPlatform:
             ticket = self._ticket(zt)
             yield ticket.model_copy(update={"solved": zt.status in ("solved", "closed")})
 
+    def install(self, public_url: str, *, dry_run: bool = False) -> InstallReport:
+        """Create (once) the Deskroute webhook, connected to triggers, and its two triggers."""
+        report = InstallReport(platform=self.name, secret_setting="ZENDESK_WEBHOOK_SECRET")
+        endpoint = public_url.rstrip("/") + "/webhooks/zendesk"
+        hooks = [h for h in self._api("webhooks", lambda: list(self.client.webhooks.list())) if h.name == WEBHOOK_NAME]
+        hook = hooks[0] if hooks else None
+        wanted = {"name": WEBHOOK_NAME, "endpoint": endpoint, "http_method": "POST", "request_format": "json",
+                  "status": "active", "subscriptions": ["conditional_ticket_events"]}
+        if hook is None:
+            report.add("plan" if dry_run else "create", f"webhook {WEBHOOK_NAME}",
+                       f"POST /api/v2/webhooks {json.dumps({'webhook': wanted})}")
+            if not dry_run:
+                hook = self._api("webhook", lambda: self.client.webhooks.create(Webhook(**wanted)))
+        elif hook.endpoint != endpoint:
+            report.add("plan" if dry_run else "update", f"webhook {WEBHOOK_NAME}",
+                       f"PUT /api/v2/webhooks/{hook.id} endpoint {endpoint}")
+            if not dry_run:
+                self._api("webhook", lambda: self.client.webhooks.update(hook.id, Webhook(**wanted)))
+        else:
+            report.add("exists", f"webhook {WEBHOOK_NAME}", f"id {hook.id}, {endpoint}")
+        webhook_id = hook.id if hook is not None else "<new webhook id>"
+        if hook is not None:
+            secret = self._api("secret", lambda: self.client.webhooks.show_secret(hook.id))
+            report.secret = getattr(secret, "secret", None)
+        triggers = {t.title: t for t in self._api("triggers", lambda: list(self.client.triggers()))}
+        for title, definition in trigger_definitions(webhook_id).items():
+            existing = triggers.get(title)
+            if existing is not None and existing.actions == definition["actions"]:
+                report.add("exists", f"trigger {title}", f"id {existing.id}")
+                continue
+            verb = "plan" if dry_run else ("update" if existing is not None else "create")
+            call = f"PUT /api/v2/triggers/{existing.id}" if existing is not None else "POST /api/v2/triggers"
+            report.add(verb, f"trigger {title}", f"{call} {json.dumps({'trigger': {'title': title, **definition}})}")
+            if dry_run:
+                continue
+            trigger = Trigger(title=title, **definition)
+            if existing is not None:
+                trigger.id = existing.id
+                self._api("trigger", lambda t=trigger: self.client.triggers.update(t))
+            else:
+                self._api("trigger", lambda t=trigger: self.client.triggers.create(t))
+        return report
+
+    def uninstall(self, *, dry_run: bool = False) -> InstallReport:
+        """Remove what install created: the two triggers, then the webhook."""
+        report = InstallReport(platform=self.name)
+        for trigger in self._api("triggers", lambda: list(self.client.triggers())):
+            if trigger.title in (CREATED_TRIGGER, REROUTE_TRIGGER):
+                report.add("plan" if dry_run else "delete", f"trigger {trigger.title}",
+                           f"DELETE /api/v2/triggers/{trigger.id}")
+                if not dry_run:
+                    self._api("trigger", lambda t=trigger: self.client.triggers.delete(t))
+        for hook in self._api("webhooks", lambda: list(self.client.webhooks.list())):
+            if hook.name == WEBHOOK_NAME:
+                report.add("plan" if dry_run else "delete", f"webhook {WEBHOOK_NAME}",
+                           f"DELETE /api/v2/webhooks/{hook.id}")
+                if not dry_run:
+                    self._api("webhook", lambda h=hook: self.client.webhooks.delete(h))
+        return report
+
+    def installation_problems(self) -> list[str]:
+        """What's missing from install's setup (for `deskroute doctor`)."""
+        problems = []
+        hooks = [h for h in self._api("webhooks", lambda: list(self.client.webhooks.list())) if h.name == WEBHOOK_NAME]
+        if not hooks:
+            problems.append(f"no webhook named {WEBHOOK_NAME}: run `deskroute install zendesk --url PUBLIC_URL`")
+        elif hooks[0].status != "active":
+            problems.append(f"the {WEBHOOK_NAME} webhook is {hooks[0].status}: activate it in Admin Center")
+        titles = {t.title for t in self._api("triggers", lambda: list(self.client.triggers())) if t.active}
+        for title in (CREATED_TRIGGER, REROUTE_TRIGGER):
+            if title not in titles:
+                problems.append(f"trigger '{title}' is missing or inactive: run `deskroute install zendesk`")
+        return problems
+
     def list_groups(self) -> list[Group]:
         """Every group in the account."""
         groups = self._api("list_groups", lambda: list(self.client.groups()))
@@ -354,6 +429,38 @@ class ZendeskPlatform:
                     previous_group_id=optional_id(event.get("previous_value")),
                     at=_optional_time(audit.get("created_at")), actor_id=author, source=source, via=channel))
         return changes
+
+
+# --- install -----------------------------------------------------------------------------------
+
+WEBHOOK_NAME = "Deskroute"
+CREATED_TRIGGER = "Deskroute: route new tickets"
+REROUTE_TRIGGER = "Deskroute: record re-routes"
+
+
+def trigger_definitions(webhook_id: str) -> dict[str, dict[str, Any]]:
+    """The two triggers install creates, by title."""
+    def notify(body: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"field": "notification_webhook", "value": [webhook_id, json.dumps(body)]}]
+
+    return {
+        CREATED_TRIGGER: {
+            "conditions": {"all": [{"field": "update_type", "operator": "is", "value": "Create"},
+                                   {"field": "current_tags", "operator": "not_includes", "value": ROUTED_TAG}],
+                           "any": []},
+            "actions": notify({"ticket_id": "{{ticket.id}}", "event": "ticket.created"}),
+        },
+        REROUTE_TRIGGER: {
+            # Loop guard: updates through the API (via_id 5: Deskroute's own writes) don't fire it.
+            "conditions": {"all": [{"field": "update_type", "operator": "is", "value": "Change"},
+                                   {"field": "group_id", "operator": "changed"},
+                                   {"field": "current_tags", "operator": "includes", "value": ROUTED_TAG},
+                                   {"field": "via_id", "operator": "is_not", "value": "5"}],
+                           "any": []},
+            "actions": notify({"ticket_id": "{{ticket.id}}", "event": "ticket.group_changed",
+                               "actor_id": "{{current_user.id}}"}),
+        },
+    }
 
 
 def _optional_str(value: Any) -> str | None:

@@ -100,3 +100,12 @@ def claude_answer(category: str = "billing", confidence: float = 0.95, **overrid
             "sentiment": "negative", "sentiment_confidence": 0.9, "language": "en", "language_confidence": 0.99,
             "summary": "Customer reports a billing problem.", "reason": "Mentions a charge on the account.",
             **overrides}
+
+
+def cli_environment(monkeypatch: Any, workdir: Path, database_url: str, **settings: str) -> None:
+    """Point `deskroute` commands at a database and the project's mappings, from a directory with no .env."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DESKROUTE_MAPPINGS_DIR", str(PROJECT / "mappings"))
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)

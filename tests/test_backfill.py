@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.history import backfill
 from connector.services import Services
-from helpers import FIXTURES, PROJECT, ZENDESK, make_settings
+from helpers import FIXTURES, ZENDESK, cli_environment, make_settings
 from platforms.freshdesk import FreshdeskPlatform
 
 EXPORT = re.compile(rf"{ZENDESK}/incremental/tickets/cursor\.json.*")
@@ -100,12 +100,8 @@ def test_freshdesk_backfill_pages_through_updated_tickets(tmp_path: Path, clock:
 
 def test_backfill_cli(services: Services, api: responses.RequestsMock, tmp_path: Path,
                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    env = {"DATABASE_URL": services.settings.database_url, "DESKROUTE_MAPPINGS_DIR": str(PROJECT / "mappings"),
-           "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "t",
-           "ZENDESK_WEBHOOK_SECRET": "s"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    cli_environment(monkeypatch, tmp_path, services.settings.database_url, ZENDESK_SUBDOMAIN="acme",
+                    ZENDESK_EMAIL="bot@example.com", ZENDESK_API_TOKEN="t", ZENDESK_WEBHOOK_SECRET="s")
     api.get(EXPORT, json=page([zendesk_ticket(1, "solved", 360000000103, "Export button does nothing")], None))
     result = CliRunner().invoke(main, ["backfill", "zendesk", "--days", "30"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

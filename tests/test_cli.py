@@ -12,15 +12,13 @@ from click.testing import CliRunner, Result
 from connector.cli import main
 from connector.mappings import load_taxonomy
 from connector.store import Store
-from helpers import PROJECT
+from helpers import PROJECT, cli_environment
 
 
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Run `deskroute ...` with a fresh database and no .env (the cwd is a temp dir)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    monkeypatch.setenv("DESKROUTE_MAPPINGS_DIR", str(PROJECT / "mappings"))
+    cli_environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'cli.db'}")
 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(main, list(args), catch_exceptions=False)

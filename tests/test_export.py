@@ -16,7 +16,7 @@ from connector.cli import main
 from connector.corrections import COLUMNS
 from connector.services import Services
 from connector.store import Store
-from helpers import PROJECT
+from helpers import cli_environment
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
@@ -50,9 +50,7 @@ def parse_csv(text: str) -> list[dict[str, str]]:
 
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, services: Services) -> Any:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", services.settings.database_url)
-    monkeypatch.setenv("DESKROUTE_MAPPINGS_DIR", str(PROJECT / "mappings"))
+    cli_environment(monkeypatch, tmp_path, services.settings.database_url)
     return lambda *args: CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 

@@ -14,7 +14,7 @@ from connector.cli import main
 from connector.datasets import Dataset
 from connector.feedback import consider, retrain, rollback
 from connector.services import Services
-from helpers import PROJECT, FakeClock
+from helpers import FakeClock, cli_environment
 
 # Tickets the team routes to integrations_api (the SSO app config lives with the API team), but whose
 # words ("SSO", "login", "certificate") the taxonomy's examples put under account_access.
@@ -100,9 +100,7 @@ def test_a_retrain_with_nothing_new_waits(services: Services, clock: FakeClock) 
 
 def test_model_cli_lists_promotes_and_rolls_back(services: Services, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", services.settings.database_url)
-    monkeypatch.setenv("DESKROUTE_MAPPINGS_DIR", str(PROJECT / "mappings"))
+    cli_environment(monkeypatch, tmp_path, services.settings.database_url)
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(main, list(args), catch_exceptions=False)

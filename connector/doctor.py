@@ -1,0 +1,89 @@
+"""`deskroute doctor`: settings, helpdesks, mappings against live groups, installation, queue, model.
+
+Each finding is one line; a problem says what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from connector.feedback import fits_taxonomy
+from connector.store import DEAD, PENDING
+from platforms.base import PlatformError
+
+if TYPE_CHECKING:
+    from connector.services import Services
+
+# A job waiting longer than this means no worker is running, or it is stuck.
+STALE_QUEUE_SECONDS = 300
+
+
+@dataclass
+class Finding:
+    ok: bool
+    line: str
+
+
+def diagnose(services: Services) -> list[Finding]:
+    """Every check, in order."""
+    findings: list[Finding] = []
+
+    def ok(line: str) -> None:
+        findings.append(Finding(True, line))
+
+    def problem(line: str) -> None:
+        findings.append(Finding(False, line))
+
+    settings = services.settings
+    ok(f"settings: database {settings.database_path}, mappings in {services.mappings_dir}, "
+       f"{len(services.taxonomy.categories)} categories")
+    if not services.platforms:
+        problem("no helpdesk is configured: set the ZENDESK_* or FRESHDESK_* settings (README: Connect ...)")
+    for name in services.mappings:
+        platform = services.platforms.get(name)
+        if platform is None:
+            ok(f"{name}: not configured (set {', '.join(services.unconfigured.get(name, []))} to use it)")
+            continue
+        try:
+            groups = {g.id: g.name for g in platform.list_groups()}
+        except PlatformError as exc:
+            problem(f"{name}: can't use the API ({exc}): check the {name.upper()}_* credentials and the account")
+            continue
+        ok(f"{name}: API reachable, {len(groups)} groups")
+        mapping = services.mappings[name]
+        routes = [("triage", mapping.triage.group_id)] + [(f"categories.{c}", r.group_id)
+                                                          for c, r in mapping.categories.items()]
+        for key, group_id in routes:
+            if group_id not in groups:
+                choices = ", ".join(f"{gid} ({n})" for gid, n in list(groups.items())[:8])
+                problem(f"{name}: {services.mappings_dir / (name + '.yaml')} {key}.group_id {group_id} is not a "
+                        f"group in {name}; pick one of: {choices}")
+        try:
+            problems = platform.installation_problems()  # type: ignore[attr-defined]
+        except PlatformError as exc:
+            problems = [f"can't check the webhook setup ({exc})"]
+        for line in problems:
+            problem(f"{name}: {line}")
+        if not problems:
+            ok(f"{name}: webhook and rules installed")
+    health = services.store.queue_health(now=services.clock())
+    counts = health["counts"]
+    dead = counts.get(DEAD, 0)
+    if dead:
+        problem(f"queue: {dead} dead-lettered job(s): see /admin/tickets (retry button) or the events table")
+    waiting = health["oldest_waiting_seconds"]
+    if waiting is not None and waiting > STALE_QUEUE_SECONDS and counts.get(PENDING):
+        problem(f"queue: the oldest job has waited {waiting / 60:.0f} min: is `deskroute worker` (or serve) running?")
+    if not dead and not (waiting and waiting > STALE_QUEUE_SECONDS):
+        ok(f"queue: {sum(counts.values())} jobs, none dead, none stale")
+    version = services.store.active_model_version()
+    if version is None:
+        problem("model: none trained yet: `deskroute serve` or `deskroute worker` trains one at start, or run "
+                "`deskroute train`")
+    elif not fits_taxonomy(services.store.model_info(version)["labels"], services.taxonomy):
+        problem(f"model: v{version} doesn't cover taxonomy.yaml's categories: run `deskroute model retrain`")
+    else:
+        ok(f"model: v{version} active")
+    ok("claude: on" if settings.anthropic_api_key.get_secret_value() else "claude: off (no ANTHROPIC_API_KEY)")
+    return findings
