@@ -497,3 +497,48 @@ def doctor() -> None:
     if problems:
         click.echo(f"{problems} problem(s)", err=True)
         sys.exit(1)
+
+
+@main.group()
+def tickets() -> None:
+    """Recent decisions, and sending a job through again (the admin UI's Tickets page)."""
+
+
+@tickets.command(name="list")
+@click.option("--search", "-q", default="", help="Ticket id, category, tier or words of the reason.")
+@click.option("--state", type=click.Choice(["done", "triage", "shadow", "dead", "pending"]), help="Only this state.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+def tickets_list(search: str, state: str | None, limit: int) -> None:
+    """One line per ticket: job, ticket, state, category, tier, confidence, re-routed."""
+    rows = _services().store.recent_tickets(search=search, state=state, limit=limit)
+    for row in rows:
+        confidence = f"{row['confidence']:.2f}" if row["confidence"] is not None else "-"
+        click.echo(f"job {row['event_id'] or '-':<6} {row['platform']} #{row['ticket_id']:<10} {row['state']:<8} "
+                   f"{row['category'] or 'triage':<22} {row['tier'] or '-':<7} {confidence}"
+                   f"{'  re-routed' if row['rerouted'] else ''}")
+    if not rows:
+        click.echo("no tickets match", err=True)
+
+
+@tickets.command(name="retry")
+@click.argument("job_ids", nargs=-1, type=int, required=True)
+@click.option("--reclassify", is_flag=True, help="Forget the decision and classify again (for triaged tickets).")
+def tickets_retry(job_ids: tuple[int, ...], reclassify: bool) -> None:
+    """Send finished jobs (dead letters, triage) through the pipeline again; a running worker picks them up."""
+    services = _services()
+    failed = [job for job in job_ids
+              if not services.store.requeue(job, now=services.clock(), reclassify=reclassify)]
+    for job in job_ids:
+        click.echo(f"job {job}: {'not finished or unknown' if job in failed else 'queued again'}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--keep-running", is_flag=True, help="Keep serving afterwards, to look at the admin UI.")
+@click.option("--port", default=0, type=int, help="Port for Deskroute (default: any free one).")
+def demo(keep_running: bool, port: int) -> None:
+    """Route sample tickets through a simulated Zendesk on loopback; no account or key needed."""
+    from connector.demo import run
+
+    sys.exit(run(keep_running=keep_running, port=port, echo=click.echo))

@@ -111,7 +111,8 @@ def save_model(store: Store, model: LocalModel, *, source: str, activate: bool, 
                clock: Callable[[], float] | None = None) -> int:
     """Keep a trained model in the store; returns its version."""
     blob = model.to_bytes()
-    kept = {k: model.meta[k] for k in ("cv_accuracy", "temperature", "train_seconds") if k in model.meta}
+    kept = {k: model.meta[k] for k in ("cv_accuracy", "cv_confusion", "temperature", "train_seconds")
+            if k in model.meta}
     return store.save_model(blob=blob, labels=model.labels, n_examples=model.meta["n_examples"],
                             metrics={**kept, **(metrics or {})}, source=source,
                             sha256=hashlib.sha256(blob).hexdigest(), activate=activate, now=(clock or store.clock)())

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -48,6 +48,8 @@ class Category(BaseModel):
     keywords: list[str] = Field(default_factory=list)
     examples: list[str] = Field(default_factory=list)
     priority: Priority = "normal"
+    # shadow: classify and record tickets of this category, but don't write to the helpdesk.
+    mode: Literal["live", "shadow"] = "live"
 
 
 class Guardrail(BaseModel):
@@ -120,19 +122,20 @@ def resolve_dir(directory: Path) -> Path:
     return directory
 
 
-def _read_yaml(path: Path) -> Any:
+def _read(path: Path) -> str:
     try:
-        with path.open(encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise MappingError(f"{path}: file not found") from None
+
+
+def _validated(model: type[BaseModel], text: str, path: Path) -> Any:
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise MappingError(f"{path}: not valid YAML: {exc}") from exc
-
-
-def _validated(model: type[BaseModel], path: Path) -> Any:
     try:
-        return model.model_validate(_read_yaml(path))
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = [f"{path}: {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
                     for err in exc.errors()]
@@ -141,13 +144,24 @@ def _validated(model: type[BaseModel], path: Path) -> Any:
 
 def load_taxonomy(directory: Path) -> Taxonomy:
     """Read and validate taxonomy.yaml."""
-    return _validated(Taxonomy, directory / "taxonomy.yaml")
+    path = directory / "taxonomy.yaml"
+    return parse_taxonomy(_read(path), path)
+
+
+def parse_taxonomy(text: str, path: Path) -> Taxonomy:
+    """Validate taxonomy.yaml's text (`path` names it in errors)."""
+    return _validated(Taxonomy, text, path)
 
 
 def load_mapping(directory: Path, platform: str, taxonomy: Taxonomy) -> PlatformMapping:
     """Read <platform>.yaml and check that it routes exactly the taxonomy's categories."""
     path = directory / f"{platform}.yaml"
-    mapping: PlatformMapping = _validated(PlatformMapping, path)
+    return parse_mapping(_read(path), path, taxonomy)
+
+
+def parse_mapping(text: str, path: Path, taxonomy: Taxonomy) -> PlatformMapping:
+    """Validate a platform mapping's text against the taxonomy (`path` names it in errors)."""
+    mapping: PlatformMapping = _validated(PlatformMapping, text, path)
     missing = [name for name in taxonomy.categories if name not in mapping.categories]
     unknown = [name for name in mapping.categories if name not in taxonomy.categories]
     problems = [f"{path}: categories.{name}: missing; every taxonomy category needs a route" for name in missing]

@@ -39,6 +39,18 @@ class Router:
         self._llm: LLMTier | None = None
         self._llm_built = False
 
+    def reconfigure(self, taxonomy: Taxonomy) -> None:
+        """Use an edited taxonomy (the mappings dict is shared and updated in place by Services)."""
+        with self._lock:
+            self.taxonomy = taxonomy
+            self.rules = RulesTier(taxonomy)
+            self._llm_built = False  # the prompt is built from the taxonomy
+
+    def live(self, category: str | None) -> bool:
+        """False for a category in shadow mode: classify and record, don't write."""
+        return category is None or category not in self.taxonomy.categories or \
+            self.taxonomy.categories[category].mode == "live"
+
     def cascade(self) -> Cascade:
         """The cascade with the currently active model (one cheap query to notice a new one)."""
         from connector.classify.local import LocalModel  # scikit-learn: only processes that classify load it

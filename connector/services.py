@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connector.corrections import Reconciler
-from connector.mappings import PlatformMapping, load_mapping, load_taxonomy, resolve_dir
+from connector.mappings import MappingError, PlatformMapping, load_mapping, load_taxonomy, resolve_dir
 from connector.queue import Queue, RetryPolicy
 from connector.router import Router
 from connector.settings import Settings
@@ -36,6 +36,7 @@ class Services:
             max_attempts=settings.deskroute_max_attempts, base_seconds=settings.deskroute_retry_base_seconds,
             max_seconds=settings.deskroute_retry_max_seconds))
         self.mappings_dir = resolve_dir(settings.deskroute_mappings_dir)
+        self._fingerprint = self._config_fingerprint()
         self.taxonomy = load_taxonomy(self.mappings_dir)
         self.mappings: dict[str, PlatformMapping] = {
             name: load_mapping(self.mappings_dir, name, self.taxonomy) for name in PLATFORMS
@@ -54,6 +55,38 @@ class Services:
         self.reconciler = Reconciler(store=self.store, platforms=self.platforms, mappings=self.mappings,
                                      keep_text=settings.deskroute_corrections_keep_text, clock=clock)
         self.pool: WorkerPool | None = None
+
+    def _config_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        files = sorted(self.mappings_dir.glob("*.yaml"))
+        return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+    def reload_config(self) -> bool:
+        """Pick up edits to mappings/ (from the admin UI or by hand); True if anything changed.
+
+        An edit that doesn't validate is logged and ignored: the running configuration stays.
+        """
+        fingerprint = self._config_fingerprint()
+        if fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        try:
+            taxonomy = load_taxonomy(self.mappings_dir)
+            mappings = {name: load_mapping(self.mappings_dir, name, taxonomy) for name in PLATFORMS}
+        except MappingError as exc:
+            log.error("edited configuration is invalid; keeping the running one", extra={"error": str(exc)})
+            return False
+        self.taxonomy = taxonomy
+        self.mappings.clear()
+        self.mappings.update(mappings)
+        self.router.reconfigure(taxonomy)
+        log.info("configuration reloaded", extra={"taxonomy": taxonomy.fingerprint})
+        return True
+
+    def _before_job(self) -> None:
+        if self.reload_config():
+            from connector.feedback import ensure_model
+
+            ensure_model(self.store, self.taxonomy, self.settings)  # a new category needs a new model
 
     def _make_llm(self) -> Any:
         from connector.classify.llm import LLMTier  # the anthropic SDK: only processes that classify load it
@@ -74,6 +107,7 @@ class Services:
         s = self.settings
         return Worker(queue=self.queue, store=self.store, router=self.router, platforms=self.platforms,
                       shadow=s.deskroute_shadow, clock=self.clock, reconciler=self.reconciler,
+                      before_job=self._before_job,
                       distill_min_confidence=s.deskroute_distill_min_confidence if s.deskroute_distill else None)
 
     def start_workers(self) -> WorkerPool:

@@ -102,6 +102,13 @@ def m003_corrections(db: Database) -> None:
     db["tickets"].create_index(["applied_at"], if_not_exists=True)
 
 
+@migration
+def m004_config_changes(db: Database) -> None:
+    db["config_changes"].create({
+        "id": int, "at": float, "author": str, "file": str, "summary": str, "diff": str,
+    }, pk="id", if_not_exists=True)
+
+
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
 FINAL_STATES = (DONE, TRIAGE, DEAD)
@@ -467,6 +474,81 @@ class Store:
             " AND t.applied_at >= ? AND t.applied_at <= ? GROUP BY t.platform, t.category ORDER BY t.category",
             (within_hours * 3600, DONE, now - days * 86400, now - within_hours * 3600))
         return [{**dict(r), "accuracy": 1 - r["rerouted"] / r["routed"]} for r in rows]
+
+    # --- the admin UI's views ------------------------------------------------------------------
+
+    def overview(self, *, since: float) -> dict[str, Any]:
+        """Counts since a time: tickets decided, by tier, triage share, processing latency, Claude cost."""
+        tiers = {r["tier"]: r["n"] for r in self._execute(
+            "SELECT tier, count(*) AS n FROM tickets WHERE decided_at >= ? GROUP BY tier", (since,))}
+        latencies = [r["s"] for r in self._execute(
+            "SELECT finished_at - received_at AS s FROM events WHERE finished_at >= ? AND kind = 'ticket.created'"
+            " ORDER BY s", (since,))]
+        cost = self._execute("SELECT coalesce(sum(cost_usd), 0) AS usd, count(*) AS calls FROM llm_calls"
+                             " WHERE at >= ?", (since,))[0]
+        total = sum(tiers.values())
+
+        def pct(q: float) -> float | None:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
+
+        return {"tickets": total, "by_tier": tiers, "triage_rate": tiers.get("triage", 0) / total if total else None,
+                "p50_seconds": pct(0.5), "p95_seconds": pct(0.95), "llm_cost_usd": cost["usd"],
+                "llm_calls": cost["calls"]}
+
+    def category_mix(self, *, since: float) -> list[tuple[str, str, int]]:
+        """(UTC day, category or "triage", tickets) decided since a time."""
+        rows = self._execute(
+            "SELECT date(decided_at, 'unixepoch') AS day, coalesce(category, 'triage') AS category, count(*) AS n"
+            " FROM tickets WHERE decided_at >= ? GROUP BY day, category ORDER BY day", (since,))
+        return [(r["day"], r["category"], r["n"]) for r in rows]
+
+    def recent_tickets(self, *, search: str = "", state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent decisions, newest first, with the event's state and whether an agent re-routed the ticket."""
+        where, params = ["1 = 1"], []
+        if search:
+            where.append("(t.ticket_id = ? OR t.category LIKE ? OR t.tier = ? OR t.decision LIKE ?)")
+            params += [search, f"%{search}%", search, f"%{search}%"]
+        if state:
+            where.append("(t.state = ? OR e.state = ?)")
+            params += [state, state]
+        rows = self._execute(
+            "SELECT t.platform, t.ticket_id, t.state, t.category, t.confidence, t.tier, t.guardrail, t.decided_at,"
+            " t.decision, t.last_error, e.id AS event_id, e.state AS event_state, e.last_error AS event_error,"
+            " EXISTS (SELECT 1 FROM corrections c WHERE c.platform = t.platform AND c.ticket_id = t.ticket_id)"
+            " AS rerouted FROM tickets t LEFT JOIN events e ON e.id = t.event_id"
+            f" WHERE {' AND '.join(where)} ORDER BY t.first_seen_at DESC LIMIT ?", (*params, limit))
+        return [dict(r) for r in rows]
+
+    def requeue(self, event_id: int, *, now: float, reclassify: bool = False) -> bool:
+        """Send a finished (dead, triage) job through the pipeline again; with reclassify, forget its decision."""
+        rows = self._execute(
+            "UPDATE events SET state = ?, due_at = ?, attempts = 0, outcome = NULL, last_error = NULL,"
+            " finished_at = NULL, lease_owner = NULL WHERE id = ? AND state IN (?, ?, ?) RETURNING platform, ticket_id",
+            (PENDING, now, event_id, DEAD, TRIAGE, DONE))
+        if not rows:
+            return False
+        if reclassify:
+            self._execute(
+                "UPDATE tickets SET state = 'new', classification = NULL, decision = NULL, category = NULL,"
+                " confidence = NULL, tier = NULL, guardrail = NULL, decided_at = NULL"
+                " WHERE platform = ? AND ticket_id = ? AND event_id = ?",
+                (rows[0]["platform"], rows[0]["ticket_id"], event_id))
+        else:
+            self._execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN 'new' ELSE 'decided' END"
+                          " WHERE platform = ? AND ticket_id = ? AND event_id = ?",
+                          (rows[0]["platform"], rows[0]["ticket_id"], event_id))
+        return True
+
+    # --- configuration history ----------------------------------------------------------------
+
+    def add_config_change(self, *, at: float, author: str, file: str, summary: str, diff: str) -> None:
+        """Record an edit to mappings/ made through the admin UI."""
+        self._execute("INSERT INTO config_changes (at, author, file, summary, diff) VALUES (?, ?, ?, ?, ?)",
+                      (at, author, file, summary, diff))
+
+    def config_changes(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent edits, newest first."""
+        return [dict(r) for r in self._execute("SELECT * FROM config_changes ORDER BY id DESC LIMIT ?", (limit,))]
 
     # --- history (imported solved tickets) -------------------------------------------------------
 

@@ -47,7 +47,9 @@ class Worker:
 
     def __init__(self, *, queue: Queue, store: Store, router: Router, platforms: dict[str, Platform],
                  shadow: bool = False, clock: Callable[[], float] | None = None, name: str | None = None,
-                 distill_min_confidence: float | None = None, reconciler: Reconciler | None = None):
+                 distill_min_confidence: float | None = None, reconciler: Reconciler | None = None,
+                 before_job: Callable[[], None] = lambda: None):
+        self.before_job = before_job
         self.distill_min_confidence = distill_min_confidence
         self.reconciler = reconciler
         self.queue = queue
@@ -63,6 +65,7 @@ class Worker:
         job = self.queue.claim(self.owner)
         if job is None:
             return False
+        self.before_job()
         self.process(job)
         return True
 
@@ -138,7 +141,7 @@ class Worker:
                 "tier": classification.tier, "category": classification.category,
                 "confidence": round(classification.confidence, 3), "guardrail": classification.guardrail,
                 "classify_ms": classification.latency_ms})
-        if self.shadow:
+        if self.shadow or not self.router.live(record.decision.category if record.decision else None):
             self.store.finish_ticket(record, state=SHADOW, now=self.clock())
             return DONE, SHADOW
         return self._write(job, platform, record, ticket)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from connector.models import Group, GroupChange, Ignored, RoutingDecision, Ticket, TicketEvent
+from connector.models import ROUTED_TAG, Group, GroupChange, Ignored, RoutingDecision, Ticket, TicketEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,6 +141,12 @@ def optional_id(value: Any) -> str | None:
 def short(text: str, limit: int = 80) -> str:
     """Text cut to `limit` characters, for reasons and error summaries."""
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def shows_decision(ticket: Ticket, decision: RoutingDecision) -> bool:
+    """True if the ticket already carries this decision (our tag, its group, its tags): an earlier
+    attempt's write landed. A different, earlier decision (say, a triage being re-routed) doesn't count."""
+    return ROUTED_TAG in ticket.tags and ticket.group_id == decision.group_id and set(decision.tags) <= set(ticket.tags)
 
 
 def merge_tags(existing: list[str], ours: list[str]) -> list[str]:

@@ -41,6 +41,7 @@ from platforms.base import (
     optional_id,
     parse_retry_after,
     short,
+    shows_decision,
     ticket_id_from,
 )
 
@@ -281,18 +282,18 @@ class FreshdeskPlatform:
         could undo an agent's change made in between).
         """
         tid = int(ticket.id)
-        if ROUTED_TAG in ticket.tags:
-            if self._our_note_exists(ticket.id):
+        if shows_decision(ticket, decision):
+            if self._our_note_exists(ticket.id, decision.note):
                 return  # an earlier attempt wrote both
         else:
             update = {"group_id": int(decision.group_id), "priority": PRIORITY_NUMBERS[decision.priority],
                       "tags": merge_tags(ticket.tags, decision.tags)}
             put = self._unless_landed(lambda: self._request_once("PUT", f"/tickets/{tid}", update),
-                                      lambda: ROUTED_TAG in self.fetch_ticket(ticket.id).tags)
+                                      lambda: shows_decision(self.fetch_ticket(ticket.id), decision))
             self._call("apply", put, ticket_id=ticket.id)
         note = {"body": _note_html(decision.note), "private": True}
         post = self._unless_landed(lambda: self._request_once("POST", f"/tickets/{tid}/notes", note),
-                                   lambda: self._our_note_exists(ticket.id))
+                                   lambda: self._our_note_exists(ticket.id, decision.note))
         try:
             self._call("note", post, ticket_id=ticket.id)
         except PlatformError as exc:
@@ -315,10 +316,12 @@ class FreshdeskPlatform:
 
         return once
 
-    def _our_note_exists(self, ticket_id: str) -> bool:
+    def _our_note_exists(self, ticket_id: str, note: str) -> bool:
+        """Whether this decision's note is on the ticket (its first line names the decision)."""
+        first_line = note.splitlines()[0] if note else NOTE_PREFIX
         conversations = self._request("conversations", "GET", f"/tickets/{int(ticket_id)}/conversations",
                                       ticket_id=ticket_id, params={"per_page": PER_PAGE})
-        return any(c.get("private") and (c.get("body_text") or "").startswith(NOTE_PREFIX)
+        return any(c.get("private") and (c.get("body_text") or "").startswith(first_line)
                    for c in conversations or [] if isinstance(c, dict))
 
     def solved_tickets(self, since: datetime) -> Iterator[Ticket]:

@@ -45,6 +45,7 @@ from platforms.base import (
     optional_id,
     parse_retry_after,
     short,
+    shows_decision,
     ticket_id_from,
 )
 
@@ -277,7 +278,7 @@ class ZendeskPlatform:
 
     def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
         """One safe PUT: group, priority, the ticket's tags plus ours, and a private note."""
-        if ROUTED_TAG in ticket.tags:
+        if shows_decision(ticket, decision):
             return  # an earlier attempt landed (tags and note go in one request, so all of it did)
         fields: dict[str, Any] = {}
         if ticket.updated_at:

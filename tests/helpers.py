@@ -109,3 +109,18 @@ def cli_environment(monkeypatch: Any, workdir: Path, database_url: str, **settin
     monkeypatch.setenv("DESKROUTE_MAPPINGS_DIR", str(PROJECT / "mappings"))
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
+
+
+ADMIN_PASSWORD = "correct horse battery staple"
+HTTPS = {"base_url": "https://localhost"}  # the admin's session cookie is Secure
+
+
+def csrf(client: Any, path: str = "/admin/login") -> str:
+    """The CSRF token of an admin page's form."""
+    page = client.get(path, **HTTPS).get_data(as_text=True)
+    return page.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+def login(client: Any, password: str = ADMIN_PASSWORD, **environ: Any) -> Any:
+    """Log in to the admin UI through its form."""
+    return client.post("/admin/login", data={"password": password, "csrf_token": csrf(client)}, **HTTPS, **environ)

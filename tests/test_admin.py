@@ -8,9 +8,8 @@ import pytest
 
 from connector import create_app
 from connector.services import Services
-
-PASSWORD = "correct horse battery staple"
-HTTPS = {"base_url": "https://localhost"}
+from helpers import ADMIN_PASSWORD as PASSWORD
+from helpers import HTTPS, csrf, login
 
 
 @pytest.fixture
@@ -21,15 +20,6 @@ def admin_services(make_services: Any) -> Services:
 @pytest.fixture
 def client(admin_services: Services) -> Any:
     return create_app(services=admin_services).test_client()
-
-
-def csrf(client: Any, path: str = "/admin/login") -> str:
-    page = client.get(path, **HTTPS).get_data(as_text=True)
-    return page.split('name="csrf_token" value="')[1].split('"')[0]
-
-
-def login(client: Any, password: str = PASSWORD, **environ: Any) -> Any:
-    return client.post("/admin/login", data={"password": password, "csrf_token": csrf(client)}, **HTTPS, **environ)
 
 
 def test_without_a_password_the_ui_is_off_and_says_why(services: Services) -> None:
@@ -79,10 +69,10 @@ def test_review_in_the_ui(client: Any, admin_services: Services) -> None:
         "corrected_category": "unmapped:2", "routed_at": 1.0, "rerouted_at": 2.0, "status": "pending",
         "created_at": 2.0})
     login(client)
-    page = client.get("/admin/", **HTTPS).get_data(as_text=True)
+    page = client.get("/admin/corrections", **HTTPS).get_data(as_text=True)
     assert "zendesk #5" in page and "unmapped:2" in page
     [row] = admin_services.store.corrections()
-    token = csrf(client, "/admin/")
+    token = csrf(client, "/admin/corrections")
     response = client.post(f"/admin/corrections/{row['id']}", data={"action": "accept", "label": "bug_report",
                                                                   "csrf_token": token}, **HTTPS)
     assert response.status_code == 302

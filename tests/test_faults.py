@@ -34,10 +34,15 @@ def queue_created(services: Services) -> int:
     return event_id
 
 
+# The ticket after our billing write landed: our group, and the ticket's tags plus ours.
+ROUTED = {"group_id": BILLING_GROUP, "tags": ["vip", ROUTED_TAG, "billing", "deskroute_billing",
+                                              "deskroute_tier_rules", "deskroute_conf_high"]}
+
+
 def stub_get(api: responses.RequestsMock, *, tags: list[str] | None = None, updated_at: str = "2026-11-22T09:00:00Z",
-             subject: str = "Invoice for October missing") -> None:
+             subject: str = "Invoice for October missing", group_id: int | None = None) -> None:
     api.get(URL, json=zendesk_ticket(TICKET, subject=subject, description="Please resend it.", tags=tags or ["vip"],
-                                     updated_at=updated_at))
+                                     updated_at=updated_at, group_id=group_id))
 
 
 def stub_put(api: responses.RequestsMock, status: int = 200, *, retry_after: str | None = None,
@@ -183,7 +188,7 @@ def test_crash_after_the_write_landed_does_not_write_again(
     stub_get(zendesk_api, tags=["vip"])
     stub_put(zendesk_api)
     # What Zendesk shows after our write: our tags are on the ticket.
-    stub_get(zendesk_api, tags=["vip", ROUTED_TAG, "deskroute_billing"], updated_at="2026-11-22T09:00:09Z")
+    stub_get(zendesk_api, **ROUTED, updated_at="2026-11-22T09:00:09Z")
     event_id = queue_created(services)
 
     original = services.store.finish_ticket
@@ -206,7 +211,7 @@ def test_timeout_whose_write_landed_is_not_repeated(services: Services, zendesk_
     stub_get(zendesk_api, tags=["vip"])
     zendesk_api.put(URL, body=requests.ConnectionError("read timed out"))  # it reached Zendesk, we never heard
     stub_put(zendesk_api, 409, body={"error": "UpdateConflict"})           # so the retry's stamp is stale
-    stub_get(zendesk_api, tags=["vip", ROUTED_TAG], updated_at="2026-11-22T09:00:09Z")
+    stub_get(zendesk_api, **ROUTED, updated_at="2026-11-22T09:00:09Z")
     event_id = queue_created(services)
     drain(services)
     assert len(put_bodies(zendesk_api, TICKET)) == 2

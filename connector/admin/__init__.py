@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import time
 from collections import defaultdict, deque
@@ -21,7 +22,12 @@ from flask import Blueprint, Flask, Response, abort, redirect, render_template, 
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
+from connector.admin.charts import heatmap, stacked_bars
+from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category
 from connector.corrections import STATUSES, to_csv
+from connector.feedback import LabelMismatch, promote, retrain, rollback
+from connector.models import PRIORITIES
+from platforms.base import PlatformError
 
 if TYPE_CHECKING:
     from connector.services import Services
@@ -78,6 +84,37 @@ def _timestamp(value: str | None, name: str) -> float | None:
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
+def _when(stamp: float | None) -> str:
+    """An epoch time as the admin pages show it: minutes, UTC."""
+    if stamp is None:
+        return ""
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _lines(value: str) -> list[str]:
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def _words(value: str) -> list[str]:
+    return [word.strip() for word in value.split(",") if word.strip()]
+
+
+def _category_edit(form: dict[str, str], name: str, services: Services) -> CategoryEdit:
+    """The mapping form as a CategoryEdit; ConfigError for what the files' validation can't say well."""
+    if not name:
+        raise ConfigError("a new category needs a name")
+    routes = {}
+    for platform in services.mappings:
+        group_id = form.get(f"{platform}_group_id", "").strip()
+        if not group_id:
+            raise ConfigError(f"{platform}: choose a group")
+        routes[platform] = RouteEdit(group_id=group_id, tags=_words(form.get(f"{platform}_tags", "")),
+                                     priority=form.get(f"{platform}_priority") or None)
+    return CategoryEdit(name=name, description=form.get("description", "").strip(),
+                        keywords=_words(form.get("keywords", "")), examples=_lines(form.get("examples", "")),
+                        priority=form.get("priority") or "normal", mode=form.get("mode") or "live", routes=routes)
+
+
 def init_admin(app: Flask, services: Services) -> None:
     """Add /admin to the app."""
     settings = services.settings
@@ -118,6 +155,9 @@ def init_admin(app: Flask, services: Services) -> None:
     def csrf() -> dict[str, Any]:
         return {"csrf_token": generate_csrf}
 
+    bp.add_app_template_filter(json.loads, "fromjson")
+    bp.add_app_template_filter(_when, "when")
+
     @bp.route("/login", methods=["GET", "POST"])
     def login() -> Any:
         who = request.remote_addr or "unknown"
@@ -134,7 +174,7 @@ def init_admin(app: Flask, services: Services) -> None:
                 session["admin"] = True
                 session.permanent = True
                 target = request.args.get("next", "")
-                return redirect(target if target.startswith("/admin") else url_for("admin.corrections"))
+                return redirect(target if target.startswith("/admin") else url_for("admin.overview"))
             throttle.failed(who)
             log.info("admin login failed", extra={"client": who})
             error = "Wrong password."
@@ -145,7 +185,129 @@ def init_admin(app: Flask, services: Services) -> None:
         session.clear()
         return redirect(url_for("admin.login"))
 
+    groups_cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+
+    def live_groups(platform: str) -> dict[str, str] | None:
+        """The helpdesk's groups (id -> name), asked at most once a minute; None if it can't be asked."""
+        cached = groups_cache.get(platform)
+        if cached and cached[0] > time.monotonic() - 60:
+            return cached[1]
+        adapter = services.platforms.get(platform)
+        groups = None
+        if adapter is not None:
+            try:
+                groups = {g.id: g.name for g in adapter.list_groups()}
+            except PlatformError as exc:
+                log.warning("group list unavailable", extra={"platform": platform, "error": str(exc)})
+        groups_cache[platform] = (time.monotonic(), groups)
+        return groups
+
     @bp.get("/")
+    @login_required
+    def overview() -> Any:
+        now = services.clock()
+        day = now - now % 86400
+        today = services.store.overview(since=day)
+        week = services.store.overview(since=now - 7 * 86400)
+        mix = services.store.category_mix(since=now - 30 * 86400)
+        days = sorted({d for d, _, _ in mix})
+        series: dict[str, list[int]] = {}
+        for d, category, n in mix:
+            series.setdefault(category, [0] * len(days))[days.index(d)] = n
+        accuracy = services.store.accuracy(now=now, within_hours=services.settings.deskroute_accuracy_hours, days=7)
+        return render_template("admin/overview.html", today=today, week=week, accuracy=accuracy,
+                               chart=stacked_bars(days, series), hours=services.settings.deskroute_accuracy_hours)
+
+    @bp.get("/mappings")
+    @login_required
+    def mappings() -> Any:
+        services.reload_config()
+        groups = {platform: live_groups(platform) or {} for platform in services.mappings}
+        return render_template("admin/mappings.html", taxonomy=services.taxonomy, mappings=services.mappings,
+                               groups=groups, changes=services.store.config_changes(limit=30))
+
+    @bp.route("/mappings/<name>", methods=["GET", "POST"])
+    @login_required
+    def mapping(name: str) -> Any:
+        services.reload_config()
+        exists = name in services.taxonomy.categories
+        if name != "new" and not exists:
+            abort(404)
+        groups = {platform: live_groups(platform) for platform in services.mappings}
+        error = None
+        form: dict[str, Any] = {}
+        if request.method == "POST":
+            form = request.form.to_dict()
+            try:
+                edit = _category_edit(form, name if exists else form.get("name", "").strip(), services)
+                changed = save_category(services.mappings_dir, services.store, edit, author="admin",
+                                        now=services.clock(),
+                                        known_groups={p: g for p, g in groups.items() if g is not None})
+                services.reload_config()
+                log.info("mappings edited", extra={"category": edit.name, "files": ",".join(changed)})
+                return redirect(url_for("admin.mappings", saved=edit.name))
+            except ConfigError as exc:
+                error = str(exc)
+        category = services.taxonomy.categories.get(name) if exists else None
+        return render_template("admin/mapping.html", name=name if exists else "", category=category,
+                               mappings=services.mappings, groups=groups, error=error, form=form,
+                               priorities=PRIORITIES), 400 if error else 200
+
+    @bp.get("/tickets")
+    @login_required
+    def tickets() -> Any:
+        search = request.args.get("q", "").strip()
+        state = request.args.get("state") or None
+        rows = services.store.recent_tickets(search=search, state=state, limit=200)
+        return render_template("admin/tickets.html", rows=rows, q=search, state=state,
+                               dead=services.store.events(state="dead", limit=50))
+
+    @bp.post("/tickets/<int:event_id>/retry")
+    @login_required
+    def retry(event_id: int) -> Any:
+        reclassify = request.form.get("reclassify") == "1"
+        if not services.store.requeue(event_id, now=services.clock(), reclassify=reclassify):
+            abort(409, "that job isn't finished (or doesn't exist)")
+        services.wake()
+        log.info("job requeued from the admin UI", extra={"event_id": event_id, "reclassify": reclassify})
+        return redirect(url_for("admin.tickets", q=request.args.get("q", ""), state=request.args.get("state", "")))
+
+    @bp.get("/model")
+    @login_required
+    def model() -> Any:
+        models = services.store.models()
+        active = next((m for m in models if m["active"]), None)
+        confusion = active["metrics"].get("cv_confusion") if active else None
+        picture = heatmap(active["labels"], confusion) if active and confusion else None
+        return render_template("admin/model.html", models=models, active=active, picture=picture,
+                               message=request.args.get("message"))
+
+    @bp.post("/model/retrain")
+    @login_required
+    def model_retrain() -> Any:
+        report = retrain(services.store, services.taxonomy, services.settings, now=services.clock())
+        verb = "promoted" if report.promoted else "not promoted"
+        return redirect(url_for("admin.model", message=f"Retrain: {verb} ({report.reason})."))
+
+    @bp.post("/model/<int:version>/activate")
+    @login_required
+    def model_activate(version: int) -> Any:
+        try:
+            promote(services.store, services.taxonomy, version)
+        except (KeyError, LabelMismatch) as exc:
+            abort(400, str(exc))
+        return redirect(url_for("admin.model", message=f"Model v{version} is active."))
+
+    @bp.post("/model/rollback")
+    @login_required
+    def model_rollback() -> Any:
+        try:
+            version = rollback(services.store, services.taxonomy)
+        except LookupError as exc:
+            abort(400, str(exc))
+        return redirect(url_for("admin.model", message=f"Rolled back to model v{version}."))
+
+    @bp.get("/corrections")
     @login_required
     def corrections() -> Any:
         status = request.args.get("status") or "pending"

@@ -91,7 +91,7 @@ class LocalModel:
         classes = sorted(counts)
         y = np.array([classes.index(label) for label in labels])
 
-        temperature, cv_accuracy = _calibrate(features, y, len(classes), seed)
+        temperature, cv_accuracy, cv_confusion = _calibrate(features, y, len(classes), seed)
         svm = LinearSVC(C=SVM_C, random_state=seed).fit(features, y)
         coef, intercept = _full_rank(svm.coef_, svm.intercept_)
         meta = {
@@ -102,6 +102,7 @@ class LocalModel:
             "label_counts": dict(sorted(counts.items())),
             "temperature": temperature,
             "cv_accuracy": cv_accuracy,
+            "cv_confusion": cv_confusion,
             "train_seconds": round(time.perf_counter() - started, 3),
             "sklearn": sklearn.__version__,
             "data_sha256": hashlib.sha256("\x1e".join(f"{t}\x1f{y}" for t, y in zip(texts, labels, strict=True))
@@ -195,11 +196,15 @@ def _full_rank(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.
     return coef, intercept
 
 
-def _calibrate(features: sparse.csr_matrix, y: np.ndarray, n_classes: int, seed: int) -> tuple[float, float | None]:
-    """Fit the softmax temperature on out-of-fold SVM scores; returns (temperature, out-of-fold accuracy)."""
+def _calibrate(features: sparse.csr_matrix, y: np.ndarray, n_classes: int,
+               seed: int) -> tuple[float, float | None, list[list[int]] | None]:
+    """Fit the softmax temperature on out-of-fold SVM scores.
+
+    Returns (temperature, out-of-fold accuracy, out-of-fold confusion matrix [true][predicted]).
+    """
     folds = min(CV_FOLDS, int(np.bincount(y).min()))
     if folds < 2:
-        return 0.2, None  # too few examples per class to measure; a moderate, conservative default
+        return 0.2, None, None  # too few examples per class to measure; a moderate, conservative default
     scores = np.zeros((len(y), n_classes))
     for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, y):
         svm = LinearSVC(C=SVM_C, random_state=seed).fit(features[train_idx], y[train_idx])
@@ -212,4 +217,7 @@ def _calibrate(features: sparse.csr_matrix, y: np.ndarray, n_classes: int, seed:
         return float(-log_softmax(scores / np.exp(log_t), axis=1)[rows, y].mean())
 
     best = minimize_scalar(nll, bounds=(-6.0, 3.0), method="bounded")
-    return float(np.exp(best.x)), float((scores.argmax(axis=1) == y).mean())
+    predicted = scores.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(confusion, (y, predicted), 1)
+    return float(np.exp(best.x)), float((predicted == y).mean()), confusion.tolist()

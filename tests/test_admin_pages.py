@@ -1,0 +1,211 @@
+"""The admin pages behind the login: overview, mappings editor, tickets, model."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from click.testing import CliRunner
+
+from connector import create_app
+from connector.cli import main
+from connector.models import Classification
+from connector.services import Services
+from helpers import ADMIN_PASSWORD as PASSWORD
+from helpers import (
+    FIXTURES,
+    HTTPS,
+    PROJECT,
+    cli_environment,
+    csrf,
+    drain,
+    login,
+    signed_headers,
+    trigger_body,
+    zendesk_ticket,
+)
+
+API = "https://acme.zendesk.com/api/v2"
+UPDATE_RESPONSE = json.loads((FIXTURES / "zendesk" / "ticket_update_response_200.json").read_text())
+GROUPS = [{"id": gid, "name": f"Group {gid}"} for gid in range(360000000100, 360000000108)]
+
+
+@pytest.fixture
+def mappings_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "mappings"
+    shutil.copytree(PROJECT / "mappings", target)
+    return target
+
+
+@pytest.fixture
+def admin_services(make_services: Any, mappings_dir: Path) -> Services:
+    return make_services(deskroute_admin_password=PASSWORD, deskroute_mappings_dir=mappings_dir)
+
+
+@pytest.fixture
+def admin(admin_services: Services, zendesk_api: responses.RequestsMock) -> Any:
+    zendesk_api.get(re.compile(rf"{API}/groups\.json.*"), json={"groups": GROUPS, "next_page": None, "count": 8})
+    client = create_app(services=admin_services).test_client()
+    assert login(client).status_code == 302
+    return client
+
+
+def page(client: Any, path: str) -> str:
+    response = client.get(path, **HTTPS)
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return response.get_data(as_text=True)
+
+
+def form_for(category: str, group: str, **overrides: str) -> dict[str, str]:
+    return {"description": f"{category} questions", "keywords": "", "examples": "one example\nanother example",
+            "priority": "normal", "mode": "live", "zendesk_group_id": group, "zendesk_tags": "x, y",
+            "zendesk_priority": "", "freshdesk_group_id": "201", "freshdesk_tags": "", "freshdesk_priority": "",
+            **overrides}
+
+
+def routed(services: Services, ticket_id: int, category: str, tier: str = "local", confidence: float = 0.9) -> None:
+    """A ticket as if the worker had classified and routed it."""
+    record = services.store.claim_ticket(platform="zendesk", ticket_id=str(ticket_id), event_id=ticket_id,
+                                         now=services.clock())
+    classification = Classification(category=category, confidence=confidence, tier=tier, reason="test")
+    decision = services.router.decide("zendesk", classification)
+    services.store.save_decision(record, classification=classification, decision=decision, now=services.clock())
+    services.store.finish_ticket(record, state="done", now=services.clock())
+
+
+def test_overview_counts_tickets_tiers_and_draws_the_mix(admin: Any, admin_services: Services) -> None:
+    for ticket_id, tier in ((1, "local"), (2, "local"), (3, "rules")):
+        routed(admin_services, ticket_id, "billing", tier=tier)
+    html = page(admin, "/admin/")
+    assert re.search(r'id="tickets-today">3<', html)
+    assert "<td>local</td><td>2</td><td>67%</td>" in html
+    assert "<svg" in html and "billing" in html  # the category-mix chart, with its legend
+
+
+def test_editing_a_category_validates_the_group_and_records_history(admin: Any, admin_services: Services,
+                                                                    mappings_dir: Path) -> None:
+    before = (mappings_dir / "zendesk.yaml").read_text()
+    edit = page(admin, "/admin/mappings/billing")
+    assert 'value="360000000101"' in edit and "Group 360000000107" in edit  # current group, live group list
+
+    token = csrf(admin, "/admin/mappings/billing")
+    bad = admin.post("/admin/mappings/billing", data={**form_for("billing", "999"), "csrf_token": token}, **HTTPS)
+    assert bad.status_code == 400
+    assert "group 999 doesn&#39;t exist in zendesk" in bad.get_data(as_text=True)
+    assert (mappings_dir / "zendesk.yaml").read_text() == before  # nothing written
+
+    good = admin.post("/admin/mappings/billing", data={**form_for("billing", "360000000105"), "csrf_token": token},
+                      **HTTPS)
+    assert good.status_code == 302
+    after = (mappings_dir / "zendesk.yaml").read_text()
+    assert "group_id: 360000000105" in after.split("billing:")[1].split("refunds_cancellation")[0]
+    assert after.startswith("# Where each category goes in Zendesk.")  # comments survive the round trip
+    assert admin_services.mappings["zendesk"].categories["billing"].group_id == "360000000105"  # reloaded
+    listing = page(admin, "/admin/mappings")
+    assert 'id="zendesk-billing">360000000105<' in listing
+    history = listing.split('id="history"')[1]
+    assert "zendesk.yaml" in history and "category billing" in history and "+    group_id: 360000000105" in history
+
+
+def test_adding_a_category_reaches_the_router_and_a_bad_name_is_refused(admin: Any, admin_services: Services,
+                                                                       mappings_dir: Path) -> None:
+    token = csrf(admin, "/admin/mappings/new")
+    bad = admin.post("/admin/mappings/new", data={**form_for("x", "360000000100"), "name": "Has Spaces",
+                                                  "csrf_token": token}, **HTTPS)
+    assert bad.status_code == 400 and 'role="alert"' in bad.get_data(as_text=True)
+    response = admin.post("/admin/mappings/new", data={
+        **form_for("gift_cards", "360000000106", keywords="gift card", examples="my gift card is not accepted"),
+        "name": "gift_cards", "csrf_token": token}, **HTTPS)
+    assert response.status_code == 302
+    assert "gift_cards" in admin_services.taxonomy.categories
+    assert admin_services.router.classify("where do I redeem a gift card").category == "gift_cards"  # rules tier
+    assert "gift_cards:" in (mappings_dir / "freshdesk.yaml").read_text()
+
+
+def test_shadow_mode_classifies_without_writing(admin: Any, admin_services: Services,
+                                                zendesk_api: responses.RequestsMock, clock: Any) -> None:
+    token = csrf(admin, "/admin/mappings/billing")
+    shadow = form_for("billing", "360000000101", mode="shadow", keywords="invoice")
+    assert admin.post("/admin/mappings/billing", data={**shadow, "csrf_token": token}, **HTTPS).status_code == 302
+    zendesk_api.get(f"{API}/tickets/7.json", json=zendesk_ticket(
+        7, subject="Invoice", description="Please send me a copy of my invoice for October"))
+    body = trigger_body(7)
+    assert admin.post("/webhooks/zendesk", data=body, headers=signed_headers(body, clock)).status_code == 202
+    drain(admin_services)
+    record = admin_services.store.ticket("zendesk", "7")
+    assert record is not None and record.state == "shadow" and record.decision is not None
+    assert not [c for c in zendesk_api.calls if c.request.method in ("PUT", "POST")]
+
+
+def test_tickets_page_finds_a_ticket_and_retries_a_dead_job(admin: Any, admin_services: Services,
+                                                           zendesk_api: responses.RequestsMock, clock: Any) -> None:
+    routed(admin_services, 41, "billing")
+    html = page(admin, "/admin/tickets?q=41")
+    assert "zendesk #41" in html and "billing" in html and "test" in html  # the decision's reason
+
+    zendesk_api.get(f"{API}/tickets/9.json", status=404, json={"error": "RecordNotFound"})
+    body = trigger_body(9)
+    admin.post("/webhooks/zendesk", data=body, headers=signed_headers(body, clock))
+    drain(admin_services)
+    [event] = admin_services.store.events(state="dead")
+    html = page(admin, "/admin/tickets?state=dead")
+    assert f"/admin/tickets/{event['id']}/retry" in html
+
+    zendesk_api.replace(responses.GET, f"{API}/tickets/9.json", json=zendesk_ticket(
+        9, subject="Login", description="I can't log in, password reset email never arrives"))
+    zendesk_api.put(f"{API}/tickets/9.json", json=UPDATE_RESPONSE)
+    response = admin.post(f"/admin/tickets/{event['id']}/retry", data={"csrf_token": csrf(admin, "/admin/tickets")},
+                          **HTTPS)
+    assert response.status_code == 302
+    drain(admin_services)
+    assert admin_services.store.ticket("zendesk", "9").state == "done"
+    again = admin.post(f"/admin/tickets/{event['id']}/retry", data={"csrf_token": csrf(admin, "/admin/tickets")},
+                       **HTTPS)
+    assert again.status_code == 302  # a finished job may go again; a missing one may not
+    assert admin.post("/admin/tickets/99999/retry", data={"csrf_token": csrf(admin, "/admin/tickets")},
+                      **HTTPS).status_code == 409
+
+
+def test_model_page_shows_versions_and_the_confusion_heatmap(admin: Any, admin_services: Services) -> None:
+    html = page(admin, "/admin/model")
+    assert "v1" in html and "active" in html
+    assert "<svg" in html and "billing" in html  # the cross-validated confusion heatmap
+    response = admin.post("/admin/model/rollback", data={"csrf_token": csrf(admin, "/admin/model")}, **HTTPS)
+    assert response.status_code == 400  # nothing to roll back to, said plainly
+    response = admin.post("/admin/model/retrain", data={"csrf_token": csrf(admin, "/admin/model")}, **HTTPS)
+    assert response.status_code == 302 and "Retrain" in response.headers["Location"]
+
+
+def test_every_page_needs_the_login(admin_services: Services) -> None:
+    client = create_app(services=admin_services).test_client()
+    for path in ("/admin/", "/admin/mappings", "/admin/mappings/billing", "/admin/tickets", "/admin/model",
+                 "/admin/corrections", "/admin/corrections.csv"):
+        response = client.get(path, **HTTPS)
+        assert response.status_code == 302 and "/admin/login" in response.headers["Location"], path
+    token = csrf(client)
+    assert client.post("/admin/mappings/billing", data={"csrf_token": token}, **HTTPS).status_code == 302
+
+
+def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Services, zendesk_api: responses.RequestsMock,
+                                                         clock: Any, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    client = create_app(services=admin_services).test_client()
+    zendesk_api.get(f"{API}/tickets/9.json", status=404, json={"error": "RecordNotFound"})
+    body = trigger_body(9)
+    client.post("/webhooks/zendesk", data=body, headers=signed_headers(body, clock))
+    drain(admin_services)
+    [event] = admin_services.store.events(state="dead")
+
+    cli_environment(monkeypatch, tmp_path, admin_services.settings.database_url)
+    listing = CliRunner().invoke(main, ["tickets", "list", "--state", "dead"], catch_exceptions=False)
+    assert listing.exit_code == 0 and f"job {event['id']}" in listing.output and "zendesk #9" in listing.output
+    missing = CliRunner().invoke(main, ["tickets", "retry", "424242"], catch_exceptions=False)
+    assert missing.exit_code == 1 and "not finished or unknown" in missing.output
+    retried = CliRunner().invoke(main, ["tickets", "retry", str(event["id"])], catch_exceptions=False)
+    assert retried.exit_code == 0 and "queued again" in retried.output
+    assert admin_services.store.events(state="pending")[0]["id"] == event["id"]

@@ -1,0 +1,140 @@
+"""The admin UI in a real browser (headless Chromium through selenium), against the demo's stack:
+Deskroute served by waitress, the simulated Zendesk for the live group list, sample tickets routed.
+
+Screenshots of each step land in tests/artifacts/browser/ (CI keeps them). Without Chromium and its
+driver (Debian: chromium, chromium-driver) the test is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.demo import Demo
+from helpers import PROJECT
+
+ARTIFACTS = Path(__file__).parent / "artifacts" / "browser"
+PASSWORD = "browser-test-password"
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def _chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
+    return browser, driver
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    binary, driver_path = _chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-extensions", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Demo]:
+    for name in ("ZENPY_FORCE_NETLOC", "ZENPY_FORCE_SCHEME"):
+        monkeypatch.setenv(name, "")  # the demo points zenpy at its simulator; restored afterwards
+    mappings = tmp_path / "mappings"
+    shutil.copytree(PROJECT / "mappings", mappings)  # the test edits these, never the project's
+    running = Demo(workdir=tmp_path, admin_password=PASSWORD, mappings_dir=mappings)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+def shot(driver: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def text(driver: Any, css: str) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
+def test_admin_logs_in_edits_a_mapping_and_exports_corrections(browser: Any, demo: Demo) -> None:
+    ids = demo.send_samples()
+    assert demo.wait(ids)
+    triage_group = int(demo.services.mappings["zendesk"].triage.group_id)
+    moved = next(i for i in ids if demo.fake.tickets[i]["group_id"] == triage_group)
+    demo.reroute(moved, 360000000101)  # an agent sends a triaged ticket to Billing: a correction
+    assert len(demo.wait_for_corrections(1)) == 1
+    wait = WebDriverWait(browser, 15)
+
+    browser.get(f"{demo.url}/admin/")
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "password")))
+    shot(browser, "1-login")
+    browser.find_element(By.ID, "password").send_keys("not the password")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert "Wrong password" in text(browser, "[role=alert]")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "tickets-today")))
+    assert text(browser, "#tickets-today") == str(len(ids))
+    assert browser.find_elements(By.CSS_SELECTOR, "svg")  # the category-mix chart
+    shot(browser, "2-overview")
+
+    browser.find_element(By.LINK_TEXT, "Mappings").click()
+    browser.find_element(By.ID, "edit-billing").click()
+    group = wait.until(expected_conditions.presence_of_element_located((By.ID, "zendesk_group_id")))
+    assert group.get_attribute("value") == "360000000101"
+    group.clear()
+    group.send_keys("999")
+    browser.find_element(By.ID, "save").click()
+    error = wait.until(expected_conditions.presence_of_element_located((By.ID, "error")))
+    assert "group 999 doesn't exist in zendesk" in error.text
+    shot(browser, "3-validation-error")
+
+    group = browser.find_element(By.ID, "zendesk_group_id")
+    group.clear()
+    group.send_keys("360000000105")
+    browser.find_element(By.ID, "save").click()
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "history")))
+    assert text(browser, "#zendesk-billing") == "360000000105"
+    history = text(browser, "#history")
+    assert "zendesk.yaml" in history and "category billing" in history and "admin" in history
+    assert "group_id: 360000000105" in (demo.settings.deskroute_mappings_dir / "zendesk.yaml").read_text()
+    shot(browser, "4-saved-with-history")
+
+    browser.find_element(By.LINK_TEXT, "Corrections").click()
+    wait.until(expected_conditions.presence_of_element_located((By.LINK_TEXT, "Download CSV")))
+    assert f"zendesk #{moved}" in browser.page_source
+    shot(browser, "5-corrections")
+    browser.find_element(By.LINK_TEXT, "Download CSV").click()
+    target = browser.downloads / "deskroute-corrections.csv"
+    deadline = time.monotonic() + 15
+    while not target.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert target.exists(), f"no download in {list(browser.downloads.iterdir())}"
+    rows = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8-sig"))))
+    assert [(r["platform"], r["ticket_id"]) for r in rows] == [("zendesk", str(moved))]
