@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     deskroute_accuracy_hours: float = Field(
         48.0, gt=0, description="A routed ticket counts as right if no agent moves it within this many hours."
     )
+    deskroute_embeddings: Literal["auto", "off"] = Field(
+        "auto", description="Train the local model with sentence embeddings when the [embeddings] extra is installed"
+        " (auto), or never (off). Read by embeddings.available(), also outside the app (train, eval, bench)."
+    )
+    deskroute_embedding_threads: int = Field(
+        2, ge=1, description="CPU threads the embedding model may use per process."
+    )
     deskroute_retrain_cron: str = Field(
         "0 3 * * *", description="When the local model retrains on the feedback dataset (crontab, UTC; empty: never)."
     )

@@ -64,7 +64,8 @@ def test_confident_local_model_decides(taxonomy_model: LocalModel) -> None:
 def test_unsure_model_goes_to_triage(taxonomy_model: LocalModel) -> None:
     c = cascade(taxonomy_model).classify("What's the weather going to be like in Lisbon tomorrow?")
     assert c.category is None and c.tier == "triage"
-    assert "not confident enough" in c.reason and c.confidence < 0.75
+    # With embeddings the model knows the ticket is unlike its examples; without, it is merely unsure.
+    assert "unlike any example" in c.reason or ("not confident enough" in c.reason and c.confidence < 0.75)
 
 
 def test_threshold_is_respected(taxonomy_model: LocalModel) -> None:

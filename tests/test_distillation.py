@@ -65,8 +65,9 @@ def test_a_claude_decision_is_recorded_with_its_usage_and_prompt(services: Servi
 
 def test_confident_unrerouted_claude_labels_become_training_examples(
         services: Services, claude: FakeClaude, api: responses.RequestsMock, clock: FakeClock) -> None:
+    # Texts the local model can't place, so that Claude decides each one.
     claude.answer_next(**claude_answer("user_management", 0.95))   # confident; stays where we put it
-    route(services, api, 51, text="Our new hires cannot be added to the workspace, the limit seems reached")
+    route(services, api, 51, text="Following up on what we discussed on the phone with Maria last week")
     claude.answer_next(**claude_answer("user_management", 0.95))   # confident, but an agent moves it
     route(services, api, 52, text="A colleague of mine should have access to our workspace too")
     claude.answer_next(**claude_answer("billing", 0.8))            # decided, but not confident enough to learn from
@@ -82,7 +83,7 @@ def test_confident_unrerouted_claude_labels_become_training_examples(
     clock.advance(25 * 3600)
     dataset = feedback_dataset(services.store, services.taxonomy, settings, now=clock())
     distilled = dataset.texts[len(services.taxonomy.examples()[0]):]
-    assert distilled == ["Question\nOur new hires cannot be added to the workspace, the limit seems reached"]
+    assert distilled == ["Question\nFollowing up on what we discussed on the phone with Maria last week"]
     version = train_active(services.store, services.taxonomy, source="feedback", base=dataset)
     [model] = [m for m in services.store.models() if m["version"] == version]
     assert model["n_examples"] == len(dataset)

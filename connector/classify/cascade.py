@@ -10,12 +10,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from connector.classify.clean import is_auto_reply
 from connector.classify.rules import RulesTier
 from connector.models import Classification, TierResult
 
 if TYPE_CHECKING:
     from connector.classify.llm import LLMOutcome, LLMTier
     from connector.classify.local import LocalModel
+
+OUT_OF_SCOPE = "out_of_scope"  # not imported from local.py: scikit-learn loads only where a model runs
 
 
 class Cascade:
@@ -33,8 +36,13 @@ class Cascade:
         if self.local is None:
             return None
         prediction = self.local.predict(text)
-        if prediction.label is None:
+        if prediction.label is None and prediction.top_label == OUT_OF_SCOPE:
             reason = f"local model: out of scope ({prediction.confidence:.2f})"
+        elif prediction.label is None and prediction.novel:
+            reason = f"local model: unlike any example it learned from (best guess {prediction.top_label})"
+        elif prediction.label is None:
+            reason = (f"local model: unsure; best guess {prediction.top_label} at {prediction.confidence:.2f},"
+                      f" below that category's {prediction.threshold:.2f}")
         else:
             runner_up = next(((label, p) for label, p in prediction.ranked[1:]), None)
             reason = f"local model: {prediction.confidence:.2f}"
@@ -49,6 +57,11 @@ class Cascade:
         """Classify one ticket's text."""
         started = time.perf_counter()
         guardrail = self.rules.guardrail(text)
+        if guardrail is None and is_auto_reply(text):  # nobody to route for; not worth a Claude call either
+            return Classification(category=None, confidence=0.0, tier="triage", tiers=[],
+                                  reason="automatic reply (out of office or similar): no request to route",
+                                  model_version=self.model_version,
+                                  latency_ms=round((time.perf_counter() - started) * 1000, 3))
         tiers: list[TierResult] = []
         decided: TierResult | None = None
         for run in (self.rules.classify, self._local):

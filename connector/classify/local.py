@@ -1,8 +1,12 @@
 """Tier 2: a local classifier, trained on this helpdesk's own examples.
 
-TF-IDF over word 1-2-grams and character 2-5-grams, a linear SVM, and temperature scaling fitted on
-out-of-fold scores so that the confidence means what it says (a 0.8 is right about 80% of the time).
-A label named `out_of_scope` is learned like any other and predicted as an abstention.
+Two heads, averaged: logistic regression on TF-IDF word 1-2-grams and character 2-5-grams (always),
+and logistic regression on MiniLM sentence embeddings (when the [embeddings] extra is installed).
+Everything that is fitted rather than fixed is chosen on out-of-fold predictions over the training
+data, never on a test set: the heads' weights, a softmax temperature so that a 0.8 is right about 80%
+of the time, and one abstention threshold per class. A label named `out_of_scope` is learned like any
+other and predicted as an abstention; below its class's threshold the model abstains too, so a ticket
+unlike every category gets no category rather than a confident guess.
 
 Models are saved as a plain .npz archive (arrays and a JSON header) and loaded with
 `allow_pickle=False`: a model file is data, and opening one can never run code.
@@ -13,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +27,22 @@ from typing import Any
 
 import numpy as np
 import sklearn
+from joblib import Parallel, delayed
 from scipy import sparse
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.svm import LinearSVC
 
-FORMAT = "deskroute-local/1"
+from connector.classify import embeddings
+from connector.classify.clean import clean
+
+log = logging.getLogger(__name__)
+
+FORMAT = "deskroute-local/2"
+OLD_FORMATS = ("deskroute-local/1",)  # TF-IDF + SVM, no thresholds: still loads
 OUT_OF_SCOPE = "out_of_scope"
 # Feature extractors: (name, TfidfVectorizer parameters). Fixed here so a saved model rebuilds them exactly.
 VECTORIZERS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -37,8 +51,24 @@ VECTORIZERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("char", {"analyzer": "char_wb", "ngram_range": (2, 5), "sublinear_tf": True, "lowercase": True,
               "strip_accents": "unicode", "min_df": 2}),
 )
-SVM_C = 1.0
+# Regularisation of each head. Fixed rather than searched: docs/local-model.md shows these are near
+# the best for every dataset we have, and a search would multiply the training time.
+TFIDF_C = 10.0
+EMBEDDING_C = 10.0
 CV_FOLDS = 3
+EMBEDDING_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)  # candidate shares of the embedding head, chosen out of fold
+# Abstain where a wrong answer is at least this many times likelier than a right one. A misroute
+# costs an agent a re-route; an abstention costs a Claude call or a triage look, so we abstain only
+# where the model is mostly wrong.
+ABSTAIN_ODDS = 4.0
+# A class's own threshold is shrunk towards the all-class one as if it had this many more examples.
+THRESHOLD_PRIOR = 30
+# Novelty. Calibrated probabilities can't tell an alien ticket from a familiar one (a temperature fitted
+# on familiar tickets sharpens an alien one's faint preference into a confident guess). With sentence
+# embeddings: a ticket less similar to every category's centroid than all but this share of training
+# tickets are to their own category's centroid (left out of it) is unlike all the examples. Without
+# them: a TF-IDF head whose top probability is under twice the uniform share found no signal.
+NOVELTY_QUANTILE = 0.002
 
 
 class ModelFormatError(ValueError):
@@ -49,23 +79,71 @@ class ModelFormatError(ValueError):
 class Prediction:
     """The model's answer for one text."""
 
-    label: str | None  # None: the model abstains (out of scope)
+    label: str | None  # None: the model abstains (out of scope, or below its class's threshold)
     top_label: str
     confidence: float
     ranked: list[tuple[str, float]] = field(default_factory=list)
+    threshold: float = 0.0  # the top label's abstention threshold
+    novel: bool = False  # unlike every training example, whatever the probabilities say
+
+
+@dataclass
+class Head:
+    """One linear classifier over one kind of features: softmax(x @ coef.T + intercept)."""
+
+    coef: np.ndarray  # (classes, features), float32
+    intercept: np.ndarray  # (classes,), float32
+
+    def __post_init__(self) -> None:
+        self._coef_t = np.ascontiguousarray(self.coef.T)
+
+    def scores(self, features: Any) -> np.ndarray:
+        # Same dtype as the weights, or scipy copies the whole weight matrix to float64 on every call.
+        return np.asarray(features @ self._coef_t + self.intercept, dtype=np.float64)
+
+    def log_proba(self, features: Any) -> np.ndarray:
+        return log_softmax(self.scores(features), axis=1)
+
+
+class _Extractor:
+    """A fitted TfidfVectorizer's transform for a few texts at a time, without its per-call overhead
+    (about 1 ms per vectorizer, a fifth of the single-ticket budget). Same numbers: sublinear tf, idf, l2."""
+
+    def __init__(self, vectorizer: TfidfVectorizer):
+        self._analyze = vectorizer.build_analyzer()
+        self._vocabulary = vectorizer.vocabulary_
+        self._idf = np.asarray(vectorizer.idf_, dtype=np.float32)
+
+    def transform(self, texts: list[str]) -> sparse.csr_matrix:
+        indptr, indices, counts = [0], [], []
+        for text in texts:
+            row = Counter(i for term in self._analyze(text) if (i := self._vocabulary.get(term)) is not None)
+            indices.extend(row)
+            counts.extend(row.values())
+            indptr.append(len(indices))
+        index = np.asarray(indices, dtype=np.int32)
+        values = (1 + np.log(np.asarray(counts, dtype=np.float32))) * self._idf[index]
+        rows = np.repeat(np.arange(len(texts)), np.diff(indptr))
+        norms = np.sqrt(np.bincount(rows, weights=values ** 2, minlength=len(texts)))
+        values /= norms[rows].astype(np.float32)  # every row with a value has a norm above zero
+        return sparse.csr_matrix((values, index, np.asarray(indptr)), shape=(len(texts), len(self._idf)))
 
 
 class LocalModel:
     """A trained local classifier."""
 
-    def __init__(self, *, vectorizers: list[TfidfVectorizer], coef: np.ndarray, intercept: np.ndarray,
-                 classes: list[str], temperature: float, meta: dict[str, Any]):
+    def __init__(self, *, vectorizers: list[TfidfVectorizer], heads: dict[str, Head], classes: list[str],
+                 embedding_weight: float, temperature: float, thresholds: np.ndarray, meta: dict[str, Any],
+                 centroids: np.ndarray | None = None, novelty_floor: float = 0.0):
         self._vectorizers = vectorizers
-        self._coef_t = np.ascontiguousarray(coef.T)
-        self._coef = coef
-        self._intercept = intercept
+        self._extractors = [_Extractor(v) for v in vectorizers]
+        self._heads = heads
         self.classes = classes
+        self.embedding_weight = embedding_weight if "embedding" in heads else 0.0
         self.temperature = temperature
+        self.thresholds = thresholds
+        self._centroids = centroids if self.embedding_weight > 0 else None
+        self.novelty_floor = novelty_floor
         self.meta = meta
 
     @property
@@ -73,62 +151,121 @@ class LocalModel:
         """The labels this model can predict."""
         return list(self.classes)
 
+    @property
+    def uses_embeddings(self) -> bool:
+        return self.embedding_weight > 0
+
     # --- training ------------------------------------------------------------------------------
 
     @classmethod
-    def train(cls, texts: list[str], labels: list[str], *, seed: int = 0) -> LocalModel:
-        """Fit on (text, label) pairs; needs at least two labels."""
+    def train(cls, texts: list[str], labels: list[str], *, seed: int = 0,
+              use_embeddings: bool | None = None) -> LocalModel:
+        """Fit on (text, label) pairs; needs at least two labels.
+
+        use_embeddings: None uses the embedding head when the [embeddings] extra is installed.
+        """
         if len(texts) != len(labels):
             raise ValueError("texts and labels differ in length")
         counts = Counter(labels)
         if len(counts) < 2:
             raise ValueError("training needs examples of at least two categories")
         started = time.perf_counter()
+        if use_embeddings is None:
+            use_embeddings = embeddings.available()
+        cleaned = [clean(t) for t in texts]
         vectorizers = [TfidfVectorizer(**params) for _, params in VECTORIZERS]
         if len(texts) < 50:  # char n-grams seen twice would be almost none of them
             vectorizers[1].set_params(min_df=1)
-        features = sparse.hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
+        features = {"tfidf": sparse.hstack([v.fit_transform(cleaned) for v in vectorizers], format="csr",
+                                           dtype=np.float64)}
+        if use_embeddings:
+            features["embedding"] = embeddings.embedder().embed(cleaned).astype(np.float64)
         classes = sorted(counts)
         y = np.array([classes.index(label) for label in labels])
+        n_classes = len(classes)
 
-        temperature, cv_accuracy, cv_confusion = _calibrate(features, y, len(classes), seed)
-        svm = LinearSVC(C=SVM_C, random_state=seed).fit(features, y)
-        coef, intercept = _full_rank(svm.coef_, svm.intercept_)
+        folds = min(CV_FOLDS, int(np.bincount(y).min()))
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)) if folds >= 2 else []
+        everything = np.arange(len(y))
+        jobs = [(name, train_idx, test_idx) for name in features for train_idx, test_idx in splits]
+        jobs += [(name, everything, None) for name in features]
+        # The folds and the final fits are independent: run them on both cores.
+        with warnings.catch_warnings():  # 300 iterations is plenty for the ranking we need
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted = Parallel(n_jobs=min(2, len(jobs)), prefer="threads")(
+                delayed(_fit_head)(features[name], y, train_idx, n_classes, seed) for name, train_idx, _ in jobs)
+        heads = {name: head for (name, _, test_idx), head in zip(jobs, fitted, strict=True) if test_idx is None}
+
+        weight, temperature, thresholds, cv = 0.0, 1.0, np.zeros(n_classes), {}
+        centroids, floor = _centroids(features["embedding"], y, classes) if use_embeddings else (None, 0.0)
+        if splits:
+            oof = {name: np.zeros((len(y), n_classes)) for name in features}
+            for (name, _, test_idx), head in zip(jobs, fitted, strict=True):
+                if test_idx is not None:
+                    oof[name][test_idx] = head.log_proba(features[name][test_idx])
+            weight = _best_weight(oof, y) if "embedding" in oof else 0.0
+            mixed = _mix(oof, weight)
+            temperature = _fit_temperature(mixed, y)
+            probabilities = softmax(mixed / temperature, axis=1)
+            thresholds = _fit_thresholds(probabilities, y, classes)
+            cv = _cv_report(probabilities, y, thresholds, classes)
+        thresholds = np.maximum(thresholds, min(0.5, 1.5 / n_classes))  # near-uniform is no answer at all
         meta = {
             "format": FORMAT,
             "trained_at": time.time(),
             "n_examples": len(texts),
             "labels": classes,
             "label_counts": dict(sorted(counts.items())),
+            "embedding_model": embeddings.NAME if use_embeddings else None,
+            "embedding_weight": weight,
             "temperature": temperature,
-            "cv_accuracy": cv_accuracy,
-            "cv_confusion": cv_confusion,
+            "cv_folds": len(splits),
+            **cv,
             "train_seconds": round(time.perf_counter() - started, 3),
             "sklearn": sklearn.__version__,
             "data_sha256": hashlib.sha256("\x1e".join(f"{t}\x1f{y}" for t, y in zip(texts, labels, strict=True))
                                           .encode()).hexdigest(),
         }
-        return cls(vectorizers=vectorizers, coef=coef.astype(np.float32), intercept=intercept.astype(np.float32),
-                   classes=classes, temperature=temperature, meta=meta)
+        if use_embeddings and not splits:
+            weight = 0.5  # too few examples to choose: an even mix
+        meta["novelty_floor"] = floor
+        return cls(vectorizers=vectorizers, heads=heads, classes=classes, embedding_weight=weight,
+                   temperature=temperature, thresholds=thresholds, meta=meta, centroids=centroids,
+                   novelty_floor=floor)
 
     # --- prediction ----------------------------------------------------------------------------
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Calibrated class probabilities, one row per text, columns in `classes` order."""
-        features = sparse.hstack([v.transform(texts) for v in self._vectorizers], format="csr", dtype=np.float32)
-        # Same dtype as the weights, or scipy copies the whole weight matrix to float64 on every call.
-        scores = features @ self._coef_t + self._intercept
-        return softmax(np.asarray(scores, dtype=np.float64) / self.temperature, axis=1)
+        return self._scores(texts)[0]
+
+    def _scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated probabilities, whether each text is novel)."""
+        cleaned = [clean(t) for t in texts]
+        log_probas = {"tfidf": self._heads["tfidf"].log_proba(
+            sparse.hstack([e.transform(cleaned) for e in self._extractors], format="csr"))}
+        if self._centroids is not None:
+            vectors = embeddings.embedder().embed(cleaned)
+            log_probas["embedding"] = self._heads["embedding"].log_proba(vectors)
+            novel = (vectors @ self._centroids.T).max(axis=1) < self.novelty_floor
+        elif len(self.classes) >= 4:
+            novel = log_probas["tfidf"].max(axis=1) < np.log(2 / len(self.classes))
+        else:
+            novel = np.zeros(len(texts), dtype=bool)
+        return softmax(_mix(log_probas, self.embedding_weight) / self.temperature, axis=1), novel
 
     def predict_many(self, texts: list[str], *, top: int = 3) -> list[Prediction]:
         """Predictions for many texts at once."""
         results = []
-        for row in self.probabilities(texts):
+        probabilities, novel = self._scores(texts)
+        for row, is_novel in zip(probabilities, novel, strict=True):
             order = np.argsort(-row)[:top]
             ranked = [(self.classes[i], float(row[i])) for i in order]
             best, confidence = ranked[0]
-            results.append(Prediction(label=None if best == OUT_OF_SCOPE else best, top_label=best,
-                                      confidence=confidence, ranked=ranked))
+            threshold = float(self.thresholds[order[0]])
+            abstain = best == OUT_OF_SCOPE or confidence < threshold or is_novel
+            results.append(Prediction(label=None if abstain else best, top_label=best, confidence=confidence,
+                                      ranked=ranked, threshold=threshold, novel=bool(is_novel)))
         return results
 
     def predict(self, text: str) -> Prediction:
@@ -142,9 +279,13 @@ class LocalModel:
         arrays: dict[str, np.ndarray] = {
             "header": np.array(json.dumps(self.meta)),
             "classes": np.array(self.classes),
-            "coef": self._coef,
-            "intercept": self._intercept,
+            "thresholds": self.thresholds.astype(np.float64),
         }
+        for name, head in self._heads.items():
+            arrays[f"{name}_coef"] = head.coef
+            arrays[f"{name}_intercept"] = head.intercept
+        if self._centroids is not None:
+            arrays["centroids"] = self._centroids
         for (name, _), vectorizer in zip(VECTORIZERS, self._vectorizers, strict=True):
             vocabulary = vectorizer.vocabulary_
             arrays[f"{name}_terms"] = np.array(sorted(vocabulary, key=vocabulary.__getitem__))
@@ -159,25 +300,48 @@ class LocalModel:
         try:
             archive = np.load(io.BytesIO(data), allow_pickle=False)
             meta = json.loads(str(archive["header"]))
-            if meta.get("format") != FORMAT:
-                raise ModelFormatError(f"unsupported model format {meta.get('format')!r}; expected {FORMAT}")
+            version = meta.get("format")
+            if version != FORMAT and version not in OLD_FORMATS:
+                raise ModelFormatError(f"unsupported model format {version!r}; expected {FORMAT}")
             classes = [str(c) for c in archive["classes"]]
-            coef, intercept = archive["coef"], archive["intercept"]
             vectorizers = []
             for name, params in VECTORIZERS:
                 terms = [str(t) for t in archive[f"{name}_terms"]]
                 vectorizer = TfidfVectorizer(**{**params, "min_df": 1}, vocabulary=terms)
                 vectorizer.idf_ = archive[f"{name}_idf"]
                 vectorizers.append(vectorizer)
+            if version == FORMAT:
+                heads = {name: Head(archive[f"{name}_coef"], archive[f"{name}_intercept"])
+                         for name in ("tfidf", "embedding") if f"{name}_coef" in archive.files}
+                thresholds = archive["thresholds"]
+                centroids = archive["centroids"] if "centroids" in archive.files else None
+            else:  # format 1: an SVM's scores divided by a temperature, the same softmax
+                temperature = float(meta["temperature"])
+                heads = {"tfidf": Head(archive["coef"] / temperature, archive["intercept"] / temperature)}
+                meta = {**meta, "temperature": 1.0}
+                thresholds = np.zeros(len(classes))
+                centroids = None
         except ModelFormatError:
             raise
         except Exception as exc:  # anything a damaged or foreign file makes numpy or zipfile raise
             raise ModelFormatError(f"not a Deskroute model file: {exc}") from exc
         n_features = sum(len(v.vocabulary_) for v in vectorizers)
-        if coef.shape != (len(classes), n_features) or intercept.shape != (len(classes),):
+        expected = {"tfidf": n_features, "embedding": embeddings.DIMENSIONS}
+        for name, head in heads.items():
+            if head.coef.shape != (len(classes), expected[name]) or head.intercept.shape != (len(classes),):
+                raise ModelFormatError("model arrays have inconsistent shapes")
+        if "tfidf" not in heads or thresholds.shape != (len(classes),):
+            raise ModelFormatError("model arrays are missing or have inconsistent shapes")
+        weight = float(meta.get("embedding_weight") or 0.0)
+        if "embedding" in heads and not embeddings.available():
+            log.warning("model was trained with sentence embeddings, but the [embeddings] extra is not installed;"
+                        " using its TF-IDF head alone, which is less accurate")
+            weight = 0.0
+        if centroids is not None and (centroids.ndim != 2 or centroids.shape[1] != embeddings.DIMENSIONS):
             raise ModelFormatError("model arrays have inconsistent shapes")
-        return cls(vectorizers=vectorizers, coef=coef, intercept=intercept, classes=classes,
-                   temperature=float(meta["temperature"]), meta=meta)
+        return cls(vectorizers=vectorizers, heads=heads, classes=classes, embedding_weight=weight,
+                   temperature=float(meta["temperature"]), thresholds=thresholds, meta=meta, centroids=centroids,
+                   novelty_floor=float(meta.get("novelty_floor") or 0.0))
 
     def save(self, path: Path) -> None:
         """Write the model to a file."""
@@ -189,35 +353,109 @@ class LocalModel:
         return cls.from_bytes(Path(path).read_bytes())
 
 
-def _full_rank(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One row per class: a binary SVM gives one row, which becomes two opposite halves."""
-    if coef.shape[0] == 1:
-        return np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-    return coef, intercept
+# --- fitting helpers -----------------------------------------------------------------------------
+
+def _fit_head(features: Any, y: np.ndarray, rows: np.ndarray, n_classes: int, seed: int) -> Head:
+    """Multinomial logistic regression on some rows; a class missing from them gets a row of -inf odds."""
+    c = TFIDF_C if sparse.issparse(features) else EMBEDDING_C
+    model = LogisticRegression(C=c, max_iter=300, random_state=seed).fit(features[rows], y[rows])
+    coef = np.zeros((n_classes, features.shape[1]), dtype=np.float32)
+    intercept = np.full(n_classes, -30.0, dtype=np.float32)
+    present = model.classes_
+    if len(present) == 2:  # sklearn gives one row for two classes: split it into opposite halves
+        coef[present] = np.vstack([-model.coef_[0] / 2, model.coef_[0] / 2])
+        intercept[present] = [-model.intercept_[0] / 2, model.intercept_[0] / 2]
+    else:
+        coef[present] = model.coef_
+        intercept[present] = model.intercept_
+    return Head(coef, intercept)
 
 
-def _calibrate(features: sparse.csr_matrix, y: np.ndarray, n_classes: int,
-               seed: int) -> tuple[float, float | None, list[list[int]] | None]:
-    """Fit the softmax temperature on out-of-fold SVM scores.
+def _centroids(vectors: np.ndarray, y: np.ndarray, classes: list[str]) -> tuple[np.ndarray, float]:
+    """Unit centroids of the in-scope categories' embeddings, and the novelty floor: the similarity to
+    the nearest centroid that all but NOVELTY_QUANTILE of training tickets beat, each measured with
+    itself left out of its own category's centroid (exactly, from the sums)."""
+    in_scope = [c for c, name in enumerate(classes) if name != OUT_OF_SCOPE]
+    sums = np.vstack([vectors[y == c].sum(axis=0) for c in in_scope])
+    norms = np.linalg.norm(sums, axis=1)
+    rows = np.flatnonzero(np.isin(y, in_scope))
+    own = np.searchsorted(in_scope, y[rows])
+    dots = vectors[rows] @ sums.T
+    similarity = dots / norms
+    own_dot = dots[np.arange(len(rows)), own]
+    left_out = np.sqrt(np.maximum(norms[own] ** 2 - 2 * own_dot + 1, 1e-12))  # |sum - x| with |x| = 1
+    single = np.bincount(own, minlength=len(in_scope))[own] == 1  # alone in its category: nothing to compare
+    similarity[np.arange(len(rows)), own] = np.where(single, -1.0, (own_dot - 1) / left_out)
+    floor = float(np.quantile(similarity.max(axis=1), NOVELTY_QUANTILE))
+    return (sums / norms[:, None]).astype(np.float32), floor
 
-    Returns (temperature, out-of-fold accuracy, out-of-fold confusion matrix [true][predicted]).
-    """
-    folds = min(CV_FOLDS, int(np.bincount(y).min()))
-    if folds < 2:
-        return 0.2, None, None  # too few examples per class to measure; a moderate, conservative default
-    scores = np.zeros((len(y), n_classes))
-    for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, y):
-        svm = LinearSVC(C=SVM_C, random_state=seed).fit(features[train_idx], y[train_idx])
-        coef, intercept = _full_rank(svm.coef_, svm.intercept_)
-        # Stratified folds with >= `folds` examples per class give every fold every class.
-        scores[test_idx] = features[test_idx] @ coef.T + intercept
-    rows = np.arange(len(y))
 
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(scores / np.exp(log_t), axis=1)[rows, y].mean())
+def _mix(log_probas: dict[str, np.ndarray], weight: float) -> np.ndarray:
+    """Log of the weighted average of the heads' probabilities."""
+    if "embedding" not in log_probas or weight <= 0:
+        return log_probas["tfidf"]
+    return np.logaddexp(np.log1p(-weight) + log_probas["tfidf"], np.log(weight) + log_probas["embedding"])
 
-    best = minimize_scalar(nll, bounds=(-6.0, 3.0), method="bounded")
-    predicted = scores.argmax(axis=1)
-    confusion = np.zeros((n_classes, n_classes), dtype=int)
+
+def _nll(log_probas: np.ndarray, y: np.ndarray) -> float:
+    return float(-log_softmax(log_probas, axis=1)[np.arange(len(y)), y].mean())
+
+
+def _best_weight(oof: dict[str, np.ndarray], y: np.ndarray) -> float:
+    """The embedding head's share that answers most held-out tickets right; among equals, the one
+    whose calibrated probabilities fit best (log-loss at its own best temperature)."""
+    def rank(weight: float) -> tuple[float, float]:
+        mixed = _mix(oof, weight)
+        right = int((mixed.argmax(axis=1) == y).sum())
+        return -right, _nll(mixed / _fit_temperature(mixed, y), y)
+
+    return min(EMBEDDING_WEIGHTS, key=rank)
+
+
+def _fit_temperature(log_probas: np.ndarray, y: np.ndarray) -> float:
+    best = minimize_scalar(lambda log_t: _nll(log_probas / np.exp(log_t), y), bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(best.x))
+
+
+def _best_cut(confidence: np.ndarray, right: np.ndarray) -> float:
+    """The threshold below which abstaining gains most: each wrong answer removed counts 1, each right
+    one lost counts ABSTAIN_ODDS. 0.0 when no cut gains at least 2."""
+    order = np.argsort(confidence)
+    gain = np.cumsum(np.where(right[order], -ABSTAIN_ODDS, 1.0))
+    if len(gain) == 0 or gain.max() < 2:  # one stray mistake at the bottom is no pattern
+        return 0.0
+    k = int(gain.argmax())
+    upper = confidence[order[k + 1]] if k + 1 < len(order) else confidence[order[k]] + 1e-6
+    return float((confidence[order[k]] + upper) / 2)
+
+
+def _fit_thresholds(probabilities: np.ndarray, y: np.ndarray, classes: list[str]) -> np.ndarray:
+    """One abstention threshold per class, from out-of-fold answers, shrunk towards the all-class one."""
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    right = predicted == y
+    if OUT_OF_SCOPE in classes:  # an out-of-scope ticket answered out_of_scope is an abstention, not a routing
+        answered = predicted != classes.index(OUT_OF_SCOPE)
+        predicted, confidence, right = predicted[answered], confidence[answered], right[answered]
+    overall = _best_cut(confidence, right)
+    thresholds = np.full(len(classes), overall)
+    for c in range(len(classes)):
+        mine = predicted == c
+        n = int(mine.sum())
+        if n:
+            thresholds[c] = (n * _best_cut(confidence[mine], right[mine]) + THRESHOLD_PRIOR * overall) / (
+                n + THRESHOLD_PRIOR)
+    return thresholds
+
+
+def _cv_report(probabilities: np.ndarray, y: np.ndarray, thresholds: np.ndarray,
+               classes: list[str]) -> dict[str, Any]:
+    """Out-of-fold accuracy, abstention rate and confusion matrix [true][predicted], for the admin UI."""
+    predicted = probabilities.argmax(axis=1)
+    abstained = probabilities.max(axis=1) < thresholds[predicted]
+    if OUT_OF_SCOPE in classes:
+        abstained |= predicted == classes.index(OUT_OF_SCOPE)
+    confusion = np.zeros((len(classes), len(classes)), dtype=int)
     np.add.at(confusion, (y, predicted), 1)
-    return float(np.exp(best.x)), float((predicted == y).mean()), confusion.tolist()
+    return {"cv_accuracy": float((predicted == y).mean()), "cv_abstained": float(abstained.mean()),
+            "cv_confusion": confusion.tolist()}
