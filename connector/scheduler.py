@@ -65,6 +65,15 @@ def retrain_job(services: Services) -> None:
                                          "candidate_f1": round(report.candidate_f1, 4), "reason": report.reason})
 
 
+def purge_job(services: Services) -> dict[str, int]:
+    """Forget ticket text older than the retention period."""
+    days = services.settings.deskroute_retention_days
+    purged = services.store.purge_text(services.clock() - days * 86_400)
+    if any(purged.values()):
+        log.info("ticket text purged", extra={"retention_days": days, **purged})
+    return purged
+
+
 def init_scheduler(services: Services) -> BackgroundScheduler:
     """A scheduler with Deskroute's jobs, not yet started."""
     settings = services.settings
@@ -76,4 +85,6 @@ def init_scheduler(services: Services) -> BackgroundScheduler:
     if settings.deskroute_retrain_cron.strip():
         scheduler.add_job(retrain_job, CronTrigger.from_crontab(settings.deskroute_retrain_cron, timezone="UTC"),
                           args=[services], id="retrain")
+    if settings.deskroute_retention_days > 0:
+        scheduler.add_job(purge_job, CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services], id="purge_text")
     return scheduler

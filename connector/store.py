@@ -111,6 +111,7 @@ def m004_config_changes(db: Database) -> None:
 
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
+PURGED_NOTE = "(note removed after the retention period)"
 FINAL_STATES = (DONE, TRIAGE, DEAD)
 # A ticket classified and recorded, deliberately not written back (DESKROUTE_SHADOW).
 SHADOW = "shadow"
@@ -549,6 +550,25 @@ class Store:
     def config_changes(self, limit: int = 50) -> list[dict[str, Any]]:
         """Recent edits, newest first."""
         return [dict(r) for r in self._execute("SELECT * FROM config_changes ORDER BY id DESC LIMIT ?", (limit,))]
+
+    # --- retention ------------------------------------------------------------------------------
+
+    def purge_text(self, before: float) -> dict[str, int]:
+        """Forget ticket text older than `before` (seconds since the epoch): the redacted distillation
+        text, Claude's summary and the note that quoted it, and imported history's text. Corrections
+        keep their redacted text: they are the feedback dataset team leads review."""
+        tickets = self._execute(
+            "UPDATE tickets SET training_text = NULL,"
+            " classification = CASE WHEN classification IS NULL THEN NULL"
+            "   ELSE json_remove(classification, '$.summary') END,"
+            " decision = CASE WHEN decision IS NULL THEN NULL ELSE json_set(decision, '$.note', ?) END"
+            " WHERE coalesce(decided_at, 0) < ? AND (training_text IS NOT NULL"
+            "   OR json_extract(classification, '$.summary') IS NOT NULL"
+            "   OR coalesce(json_extract(decision, '$.note'), ?) != ?)"
+            " RETURNING ticket_id", (PURGED_NOTE, before, PURGED_NOTE, PURGED_NOTE))
+        history = self._execute("UPDATE history SET text = NULL WHERE imported_at < ? AND text IS NOT NULL"
+                                " RETURNING ticket_id", (before,))
+        return {"tickets": len(tickets), "history": len(history)}
 
     # --- history (imported solved tickets) -------------------------------------------------------
 

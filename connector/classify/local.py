@@ -53,10 +53,14 @@ VECTORIZERS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 # Regularisation of each head. Fixed rather than searched: docs/local-model.md shows these are near
 # the best for every dataset we have, and a search would multiply the training time.
-TFIDF_C = 10.0
+TFIDF_C = 30.0
 EMBEDDING_C = 10.0
 CV_FOLDS = 3
-EMBEDDING_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)  # candidate shares of the embedding head, chosen out of fold
+# The heads' weights in the mix. Chosen out of fold, the weight leaned towards the embedding head on
+# every dataset, because TF-IDF gains more from the third of the data a fold leaves out; equal
+# weights did better on unseen data (docs/local-model.md).
+EMBEDDING_WEIGHT = 0.5
+PARALLEL_FROM = 2000  # examples; below this, starting worker processes costs more than it saves
 # Abstain where a wrong answer is at least this many times likelier than a right one. A misroute
 # costs an agent a re-route; an abstention costs a Claude call or a triage look, so we abstain only
 # where the model is mostly wrong.
@@ -68,7 +72,7 @@ THRESHOLD_PRIOR = 30
 # embeddings: a ticket less similar to every category's centroid than all but this share of training
 # tickets are to their own category's centroid (left out of it) is unlike all the examples. Without
 # them: a TF-IDF head whose top probability is under twice the uniform share found no signal.
-NOVELTY_QUANTILE = 0.002
+NOVELTY_QUANTILE = 0.001
 
 
 class ModelFormatError(ValueError):
@@ -114,6 +118,26 @@ class _Extractor:
         self._vocabulary = vectorizer.vocabulary_
         self._idf = np.asarray(vectorizer.idf_, dtype=np.float32)
 
+    def known_share(self, texts: list[str], n_docs: int, *, leave_out: bool = False) -> np.ndarray:
+        """Per text: the idf-weighted share of its words that the training texts used. With leave_out
+        (for the training texts themselves), a word only this text used counts as unknown."""
+        # Weights are idf - 1 = log((1 + n) / (1 + df)): a word every text has ("the") weighs nothing.
+        unknown = np.log(1 + n_docs)  # a word no text has
+        shares = np.zeros(len(texts))
+        for row, text in enumerate(texts):
+            known = total = 0.0
+            for term in self._analyze(text):
+                if " " in term:  # bigrams add nothing the words don't say
+                    continue
+                i = self._vocabulary.get(term)
+                weight = float(self._idf[i]) - 1 if i is not None else unknown
+                seen_elsewhere = i is not None and (not leave_out or (1 + n_docs) / np.exp(weight) - 1 > 1.5)
+                if seen_elsewhere:
+                    known += weight
+                total += weight if seen_elsewhere else unknown
+            shares[row] = known / total if total else 0.0
+        return shares
+
     def transform(self, texts: list[str]) -> sparse.csr_matrix:
         indptr, indices, counts = [0], [], []
         for text in texts:
@@ -134,7 +158,7 @@ class LocalModel:
 
     def __init__(self, *, vectorizers: list[TfidfVectorizer], heads: dict[str, Head], classes: list[str],
                  embedding_weight: float, temperature: float, thresholds: np.ndarray, meta: dict[str, Any],
-                 centroids: np.ndarray | None = None, novelty_floor: float = 0.0):
+                 centroids: np.ndarray | None = None, novelty_floor: float = 0.0, word_floor: float = 0.0):
         self._vectorizers = vectorizers
         self._extractors = [_Extractor(v) for v in vectorizers]
         self._heads = heads
@@ -144,6 +168,7 @@ class LocalModel:
         self.thresholds = thresholds
         self._centroids = centroids if self.embedding_weight > 0 else None
         self.novelty_floor = novelty_floor
+        self.word_floor = word_floor
         self.meta = meta
 
     @property
@@ -176,6 +201,8 @@ class LocalModel:
         vectorizers = [TfidfVectorizer(**params) for _, params in VECTORIZERS]
         if len(texts) < 50:  # char n-grams seen twice would be almost none of them
             vectorizers[1].set_params(min_df=1)
+        if len(texts) >= 1000:  # words and word pairs seen once: half the features, no accuracy, twice the time
+            vectorizers[0].set_params(min_df=2)
         features = {"tfidf": sparse.hstack([v.fit_transform(cleaned) for v in vectorizers], format="csr",
                                            dtype=np.float64)}
         if use_embeddings:
@@ -189,21 +216,22 @@ class LocalModel:
         everything = np.arange(len(y))
         jobs = [(name, train_idx, test_idx) for name in features for train_idx, test_idx in splits]
         jobs += [(name, everything, None) for name in features]
-        # The folds and the final fits are independent: run them on both cores.
-        with warnings.catch_warnings():  # 300 iterations is plenty for the ranking we need
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fitted = Parallel(n_jobs=min(2, len(jobs)), prefer="threads")(
-                delayed(_fit_head)(features[name], y, train_idx, n_classes, seed) for name, train_idx, _ in jobs)
+        # The folds and the final fits are independent: run them on both cores, in processes because
+        # the solver holds the GIL (threads gave no speed-up; processes 1.7x).
+        workers = 2 if len(y) >= PARALLEL_FROM else 1
+        fitted = Parallel(n_jobs=workers)(
+            delayed(_fit_head)(features[name], y, train_idx, n_classes, seed) for name, train_idx, _ in jobs)
         heads = {name: head for (name, _, test_idx), head in zip(jobs, fitted, strict=True) if test_idx is None}
 
         weight, temperature, thresholds, cv = 0.0, 1.0, np.zeros(n_classes), {}
         centroids, floor = _centroids(features["embedding"], y, classes) if use_embeddings else (None, 0.0)
+        word_floor = _word_floor(_Extractor(vectorizers[0]), cleaned, y, classes)
         if splits:
             oof = {name: np.zeros((len(y), n_classes)) for name in features}
             for (name, _, test_idx), head in zip(jobs, fitted, strict=True):
                 if test_idx is not None:
                     oof[name][test_idx] = head.log_proba(features[name][test_idx])
-            weight = _best_weight(oof, y) if "embedding" in oof else 0.0
+            weight = EMBEDDING_WEIGHT if "embedding" in oof else 0.0
             mixed = _mix(oof, weight)
             temperature = _fit_temperature(mixed, y)
             probabilities = softmax(mixed / temperature, axis=1)
@@ -227,11 +255,11 @@ class LocalModel:
                                           .encode()).hexdigest(),
         }
         if use_embeddings and not splits:
-            weight = 0.5  # too few examples to choose: an even mix
-        meta["novelty_floor"] = floor
+            weight = EMBEDDING_WEIGHT
+        meta.update(novelty_floor=floor, word_floor=word_floor)
         return cls(vectorizers=vectorizers, heads=heads, classes=classes, embedding_weight=weight,
                    temperature=temperature, thresholds=thresholds, meta=meta, centroids=centroids,
-                   novelty_floor=floor)
+                   novelty_floor=floor, word_floor=word_floor)
 
     # --- prediction ----------------------------------------------------------------------------
 
@@ -248,10 +276,8 @@ class LocalModel:
             vectors = embeddings.embedder().embed(cleaned)
             log_probas["embedding"] = self._heads["embedding"].log_proba(vectors)
             novel = (vectors @ self._centroids.T).max(axis=1) < self.novelty_floor
-        elif len(self.classes) >= 4:
-            novel = log_probas["tfidf"].max(axis=1) < np.log(2 / len(self.classes))
         else:
-            novel = np.zeros(len(texts), dtype=bool)
+            novel = self._extractors[0].known_share(cleaned, self.meta["n_examples"]) < self.word_floor
         return softmax(_mix(log_probas, self.embedding_weight) / self.temperature, axis=1), novel
 
     def predict_many(self, texts: list[str], *, top: int = 3) -> list[Prediction]:
@@ -341,7 +367,8 @@ class LocalModel:
             raise ModelFormatError("model arrays have inconsistent shapes")
         return cls(vectorizers=vectorizers, heads=heads, classes=classes, embedding_weight=weight,
                    temperature=float(meta["temperature"]), thresholds=thresholds, meta=meta, centroids=centroids,
-                   novelty_floor=float(meta.get("novelty_floor") or 0.0))
+                   novelty_floor=float(meta.get("novelty_floor") or 0.0),
+                   word_floor=float(meta.get("word_floor") or 0.0))
 
     def save(self, path: Path) -> None:
         """Write the model to a file."""
@@ -358,7 +385,9 @@ class LocalModel:
 def _fit_head(features: Any, y: np.ndarray, rows: np.ndarray, n_classes: int, seed: int) -> Head:
     """Multinomial logistic regression on some rows; a class missing from them gets a row of -inf odds."""
     c = TFIDF_C if sparse.issparse(features) else EMBEDDING_C
-    model = LogisticRegression(C=c, max_iter=300, random_state=seed).fit(features[rows], y[rows])
+    with warnings.catch_warnings():  # 300 iterations is plenty for the ranking we need
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(C=c, max_iter=300, random_state=seed).fit(features[rows], y[rows])
     coef = np.zeros((n_classes, features.shape[1]), dtype=np.float32)
     intercept = np.full(n_classes, -30.0, dtype=np.float32)
     present = model.classes_
@@ -390,26 +419,25 @@ def _centroids(vectors: np.ndarray, y: np.ndarray, classes: list[str]) -> tuple[
     return (sums / norms[:, None]).astype(np.float32), floor
 
 
+def _word_floor(extractor: _Extractor, texts: list[str], y: np.ndarray, classes: list[str]) -> float:
+    """The known-word share that all but NOVELTY_QUANTILE of the in-scope training texts reach, each
+    with the words only it used counted as unknown."""
+    in_scope = y != classes.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in classes else np.ones(len(y), dtype=bool)
+    shares = extractor.known_share([t for t, keep in zip(texts, in_scope, strict=True) if keep], len(texts),
+                                   leave_out=True)
+    return float(np.quantile(shares, NOVELTY_QUANTILE)) if len(shares) else 0.0
+
+
 def _mix(log_probas: dict[str, np.ndarray], weight: float) -> np.ndarray:
-    """Log of the weighted average of the heads' probabilities."""
+    """The heads' log-probabilities, weighted (a product of experts: a label both heads find likely
+    beats one that only one head likes); the temperature and softmax that follow renormalise."""
     if "embedding" not in log_probas or weight <= 0:
         return log_probas["tfidf"]
-    return np.logaddexp(np.log1p(-weight) + log_probas["tfidf"], np.log(weight) + log_probas["embedding"])
+    return (1 - weight) * log_probas["tfidf"] + weight * log_probas["embedding"]
 
 
 def _nll(log_probas: np.ndarray, y: np.ndarray) -> float:
     return float(-log_softmax(log_probas, axis=1)[np.arange(len(y)), y].mean())
-
-
-def _best_weight(oof: dict[str, np.ndarray], y: np.ndarray) -> float:
-    """The embedding head's share that answers most held-out tickets right; among equals, the one
-    whose calibrated probabilities fit best (log-loss at its own best temperature)."""
-    def rank(weight: float) -> tuple[float, float]:
-        mixed = _mix(oof, weight)
-        right = int((mixed.argmax(axis=1) == y).sum())
-        return -right, _nll(mixed / _fit_temperature(mixed, y), y)
-
-    return min(EMBEDDING_WEIGHTS, key=rank)
 
 
 def _fit_temperature(log_probas: np.ndarray, y: np.ndarray) -> float:

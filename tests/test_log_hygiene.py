@@ -1,0 +1,43 @@
+"""Secrets and ticket text never reach the logs: every record of a full run is captured and scanned."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import pytest
+
+from connector.logs import JsonFormatter
+from helpdesks import DESCRIPTION, SUBJECT, Env
+from helpers import SECRET, drain
+
+TICKET_WORDS = ["October invoice", "billing section", SUBJECT, DESCRIPTION]
+
+
+def secrets(env: Env) -> list[str]:
+    found = [SECRET, "api-token-not-real", "fd-api-key", "sk-ant-test"]
+    # What an Authorization header would carry, should a client log its headers.
+    found += [base64.b64encode(f"bot@example.com/token:{token}".encode()).decode()
+              for token in ("api-token-not-real",)]
+    found.append(base64.b64encode(b"fd-api-key:X").decode())
+    return found
+
+
+def test_a_full_run_logs_no_secret_and_no_ticket_text(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # everything, including our DEBUG lines and the HTTP libraries'
+    body, _ = env.helpdesk.created_webhook(40, env.clock)
+    for headers in env.helpdesk.forged(body, env.clock):
+        env.post(body, headers)
+    env.post(b"{not json", {"Content-Type": "application/json"})
+    assert env.create(41).status_code == 202
+    drain(env.services)
+    env.reroute(41, 360000000103 if env.name == "zendesk" else 103)
+    drain(env.services)
+    formatter = JsonFormatter()
+    lines = [formatter.format(record) for record in caplog.records]
+    assert len(lines) > 5, "the run should have logged something to scan"
+    for line in lines:
+        for secret in secrets(env):
+            assert secret not in line, f"a secret in the logs: {line[:200]}"
+        for words in TICKET_WORDS:
+            assert words not in line, f"ticket text in the logs: {line[:200]}"

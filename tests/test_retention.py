@@ -1,0 +1,80 @@
+"""Data retention: ticket text is forgotten after the retention period; redacted corrections stay."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+import responses
+
+from connector.models import TicketEvent
+from connector.scheduler import init_scheduler, purge_job
+from connector.services import Services
+from connector.store import PURGED_NOTE
+from helpers import FIXTURES, ZENDESK, FakeClock, claude_answer, drain, zendesk_ticket
+from platforms.fakes.claude import FakeClaude
+
+DAY = 86_400
+
+
+@pytest.fixture
+def api() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_passthru("http://127.0.0.1")  # the loopback Claude
+        yield mock
+
+
+def route(services: Services, api: responses.RequestsMock, ticket_id: int, text: str) -> None:
+    api.get(f"{ZENDESK}/tickets/{ticket_id}.json", json=zendesk_ticket(ticket_id, subject="Question",
+                                                                          description=text))
+    api.put(f"{ZENDESK}/tickets/{ticket_id}.json",
+            body=(FIXTURES / "zendesk" / "ticket_update_response_200.json").read_text())
+    services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id=str(ticket_id),
+                                       dedup_key=f"ticket.created:{ticket_id}"))
+    drain(services)
+
+
+def ticket_row(services: Services, ticket_id: str) -> dict:
+    row = services.store.db.execute("SELECT training_text, classification, decision FROM tickets"
+                                    " WHERE ticket_id = ?", (ticket_id,)).fetchone()
+    return {"text": row["training_text"], "summary": json.loads(row["classification"]).get("summary"),
+            "note": json.loads(row["decision"]).get("note")}
+
+
+def test_old_ticket_text_is_purged_and_corrections_are_kept(
+        make_services: Callable[..., Services], claude: FakeClaude, api: responses.RequestsMock,
+        clock: FakeClock) -> None:
+    services = make_services(anthropic_api_key="sk-ant-test", deskroute_retention_days=30)
+    claude.answer_next(**claude_answer("user_management", 0.95))
+    route(services, api, 71, "Following up on what we discussed on the phone with Maria last week")
+    services.store.add_history([{"platform": "zendesk", "ticket_id": "900", "text": "old solved ticket",
+                                 "category": "billing", "group_id": "1", "solved_at": "2026-01-01",
+                                 "imported_at": clock()}])
+    services.store.add_correction({"platform": "zendesk", "ticket_id": "71", "change_id": "c1", "seq": 1,
+                                   "text": "Following up on what we discussed [NAME]", "status": "pending",
+                                   "created_at": clock()})
+    clock.advance(10 * DAY)
+    route_later = 72
+    claude.answer_next(**claude_answer("billing", 0.95))
+    route(services, api, route_later, "Quick question about the thing from yesterday's call")
+    before = ticket_row(services, "71")
+    assert before["text"] and before["summary"] and "Summary:" in before["note"]
+
+    assert purge_job(services) == {"tickets": 0, "history": 0}  # nothing is 30 days old yet
+    clock.advance(25 * DAY)  # ticket 71 and the history row are 35 days old, ticket 72 is 25
+    assert purge_job(services) == {"tickets": 1, "history": 1}
+    assert ticket_row(services, "71") == {"text": None, "summary": None, "note": PURGED_NOTE}
+    kept = ticket_row(services, str(route_later))
+    assert kept["text"] and kept["summary"]
+    assert services.store.db.execute("SELECT text FROM history").fetchone()["text"] is None
+    assert services.store.db.execute("SELECT text FROM corrections").fetchone()["text"].startswith("Following")
+    record = services.store.ticket("zendesk", "71")  # the decision itself is still readable
+    assert record is not None and record.decision is not None and record.decision.category == "user_management"
+    assert purge_job(services) == {"tickets": 0, "history": 0}  # idempotent
+
+
+def test_the_scheduler_runs_the_purge_only_when_retention_is_set(make_services: Callable[..., Services]) -> None:
+    assert "purge_text" in {job.id for job in init_scheduler(make_services()).get_jobs()}
+    assert "purge_text" not in {job.id for job in init_scheduler(
+        make_services(deskroute_retention_days=0)).get_jobs()}
