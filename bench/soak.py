@@ -50,7 +50,8 @@ def environment(workdir: Path, netloc: str) -> dict[str, str]:
     return {**os.environ, "DATABASE_URL": f"sqlite:///{workdir / 'soak.db'}", "ZENDESK_SUBDOMAIN": "soak",
             "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "soak-token", "ZENDESK_WEBHOOK_SECRET": SECRET,
             "ANTHROPIC_API_KEY": "", "DESKROUTE_MAPPINGS_DIR": str(ROOT / "mappings"), "DESKROUTE_SCHEDULER": "false",
-            "DESKROUTE_WORKER_THREADS": "4", "DESKROUTE_POLL_SECONDS": "0.2", "DESKROUTE_LOG_LEVEL": "WARNING",
+            "DESKROUTE_WORKER_THREADS": "8", "DESKROUTE_POLL_SECONDS": "0.2",
+            "DESKROUTE_LEASE_SECONDS": "30", "DESKROUTE_LOG_LEVEL": "WARNING",
             "DESKROUTE_LOG_FORMAT": "text", "DESKROUTE_EMBEDDINGS": "off",
             "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http"}
 
@@ -88,8 +89,9 @@ def main() -> int:
         fake.add_ticket(ticket_id, subject=subject, description=f"{description} (#{n})", tags=["web_form"])
 
     port = free_port()
-    web = subprocess.Popen(["gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "connector:create_app()"],
-                           env=env, cwd=ROOT, stdout=(workdir / "web.log").open("wb"), stderr=subprocess.STDOUT)
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+                            "connector:create_app()"], env=env, cwd=ROOT,
+                           stdout=(workdir / "web.log").open("wb"), stderr=subprocess.STDOUT)
     worker = start_worker(env, workdir / "worker.log")
     url = f"http://127.0.0.1:{port}/webhooks/zendesk"
     deadline = time.time() + 120

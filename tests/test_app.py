@@ -105,4 +105,4 @@ def test_scheduler_has_the_queue_health_job(services: Services) -> None:
     from connector.scheduler import init_scheduler
 
     scheduler = init_scheduler(services)
-    assert [job.id for job in scheduler.get_jobs()] == ["queue_health", "poll_reroutes", "retrain"]
+    assert [job.id for job in scheduler.get_jobs()] == ["queue_health", "poll_reroutes", "retrain", "purge_text"]
