@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -33,17 +32,12 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.ingest import free_port  # noqa: E402
 from connector.demo import SAMPLE_TICKETS, _groups  # noqa: E402
 from platforms.fakes.zendesk import FakeZendesk  # noqa: E402
 from platforms.zendesk import sign  # noqa: E402
 
 SECRET = "soak-webhook-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def environment(workdir: Path, netloc: str) -> dict[str, str]:

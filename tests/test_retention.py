@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import responses
 
-from connector.models import TicketEvent
 from connector.scheduler import init_scheduler, purge_job
 from connector.services import Services
 from connector.store import PURGED_NOTE
-from helpers import FIXTURES, ZENDESK, FakeClock, claude_answer, drain, zendesk_ticket
+from helpers import VAGUE_TICKET, FakeClock, claude_answer, route_new_ticket
 from platforms.fakes.claude import FakeClaude
 
 DAY = 86_400
 
 
-@pytest.fixture
-def api() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add_passthru("http://127.0.0.1")  # the loopback Claude
-        yield mock
-
-
-def route(services: Services, api: responses.RequestsMock, ticket_id: int, text: str) -> None:
-    api.get(f"{ZENDESK}/tickets/{ticket_id}.json", json=zendesk_ticket(ticket_id, subject="Question",
-                                                                          description=text))
-    api.put(f"{ZENDESK}/tickets/{ticket_id}.json",
-            body=(FIXTURES / "zendesk" / "ticket_update_response_200.json").read_text())
-    services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id=str(ticket_id),
-                                       dedup_key=f"ticket.created:{ticket_id}"))
-    drain(services)
 
 
 def ticket_row(services: Services, ticket_id: str) -> dict:
@@ -43,11 +26,11 @@ def ticket_row(services: Services, ticket_id: str) -> dict:
 
 
 def test_old_ticket_text_is_purged_and_corrections_are_kept(
-        make_services: Callable[..., Services], claude: FakeClaude, api: responses.RequestsMock,
+        make_services: Callable[..., Services], claude: FakeClaude, zendesk_claude_api: responses.RequestsMock,
         clock: FakeClock) -> None:
     services = make_services(anthropic_api_key="sk-ant-test", deskroute_retention_days=30)
     claude.answer_next(**claude_answer("user_management", 0.95))
-    route(services, api, 71, "Following up on what we discussed on the phone with Maria last week")
+    route_new_ticket(services, zendesk_claude_api, 71, VAGUE_TICKET)
     services.store.add_history([{"platform": "zendesk", "ticket_id": "900", "text": "old solved ticket",
                                  "category": "billing", "group_id": "1", "solved_at": "2026-01-01",
                                  "imported_at": clock()}])
@@ -57,7 +40,7 @@ def test_old_ticket_text_is_purged_and_corrections_are_kept(
     clock.advance(10 * DAY)
     route_later = 72
     claude.answer_next(**claude_answer("billing", 0.95))
-    route(services, api, route_later, "Quick question about the thing from yesterday's call")
+    route_new_ticket(services, zendesk_claude_api, route_later, "Quick question about the thing from yesterday's call")
     before = ticket_row(services, "71")
     assert before["text"] and before["summary"] and "Summary:" in before["note"]
 

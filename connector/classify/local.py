@@ -1,12 +1,12 @@
 """Tier 2: a local classifier, trained on this helpdesk's own examples.
 
-Two heads, averaged: logistic regression on TF-IDF word 1-2-grams and character 2-5-grams (always),
-and logistic regression on MiniLM sentence embeddings (when the [embeddings] extra is installed).
-Everything that is fitted rather than fixed is chosen on out-of-fold predictions over the training
-data, never on a test set: the heads' weights, a softmax temperature so that a 0.8 is right about 80%
-of the time, and one abstention threshold per class. A label named `out_of_scope` is learned like any
-other and predicted as an abstention; below its class's threshold the model abstains too, so a ticket
-unlike every category gets no category rather than a confident guess.
+Two heads, mixed with equal weights: logistic regression on TF-IDF word 1-2-grams and character
+2-5-grams (always), and logistic regression on MiniLM sentence embeddings (when the [embeddings] extra
+is installed). What is fitted rather than fixed comes from out-of-fold predictions over the training
+data, never from a test set: a softmax temperature so that a 0.8 is right about 80% of the time, one
+abstention threshold per class, and the novelty floor. A label named `out_of_scope` is learned like
+any other and predicted as an abstention; below its class's threshold, or unlike every training
+example, the model abstains too, so such a ticket gets no category rather than a confident guess.
 
 Models are saved as a plain .npz archive (arrays and a JSON header) and loaded with
 `allow_pickle=False`: a model file is data, and opening one can never run code.
@@ -38,12 +38,12 @@ from sklearn.model_selection import StratifiedKFold
 
 from connector.classify import embeddings
 from connector.classify.clean import clean
+from connector.models import OUT_OF_SCOPE
 
 log = logging.getLogger(__name__)
 
 FORMAT = "deskroute-local/2"
 OLD_FORMATS = ("deskroute-local/1",)  # TF-IDF + SVM, no thresholds: still loads
-OUT_OF_SCOPE = "out_of_scope"
 # Feature extractors: (name, TfidfVectorizer parameters). Fixed here so a saved model rebuilds them exactly.
 VECTORIZERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("word", {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "lowercase": True,
@@ -71,7 +71,8 @@ THRESHOLD_PRIOR = 30
 # on familiar tickets sharpens an alien one's faint preference into a confident guess). With sentence
 # embeddings: a ticket less similar to every category's centroid than all but this share of training
 # tickets are to their own category's centroid (left out of it) is unlike all the examples. Without
-# them: a TF-IDF head whose top probability is under twice the uniform share found no signal.
+# them: a ticket whose share of known words is below what all but this share of training tickets
+# reach (their own unique words counted as unknown).
 NOVELTY_QUANTILE = 0.001
 
 
@@ -131,7 +132,8 @@ class _Extractor:
                     continue
                 i = self._vocabulary.get(term)
                 weight = float(self._idf[i]) - 1 if i is not None else unknown
-                seen_elsewhere = i is not None and (not leave_out or (1 + n_docs) / np.exp(weight) - 1 > 1.5)
+                documents = (1 + n_docs) / np.exp(weight) - 1  # how many training texts have it
+                seen_elsewhere = i is not None and (not leave_out or documents > 1.5)
                 if seen_elsewhere:
                     known += weight
                 total += weight if seen_elsewhere else unknown
@@ -223,7 +225,8 @@ class LocalModel:
             delayed(_fit_head)(features[name], y, train_idx, n_classes, seed) for name, train_idx, _ in jobs)
         heads = {name: head for (name, _, test_idx), head in zip(jobs, fitted, strict=True) if test_idx is None}
 
-        weight, temperature, thresholds, cv = 0.0, 1.0, np.zeros(n_classes), {}
+        weight = EMBEDDING_WEIGHT if use_embeddings else 0.0
+        temperature, thresholds, cv = 1.0, np.zeros(n_classes), {}
         centroids, floor = _centroids(features["embedding"], y, classes) if use_embeddings else (None, 0.0)
         word_floor = _word_floor(_Extractor(vectorizers[0]), cleaned, y, classes)
         if splits:
@@ -231,7 +234,6 @@ class LocalModel:
             for (name, _, test_idx), head in zip(jobs, fitted, strict=True):
                 if test_idx is not None:
                     oof[name][test_idx] = head.log_proba(features[name][test_idx])
-            weight = EMBEDDING_WEIGHT if "embedding" in oof else 0.0
             mixed = _mix(oof, weight)
             temperature = _fit_temperature(mixed, y)
             probabilities = softmax(mixed / temperature, axis=1)
@@ -254,8 +256,6 @@ class LocalModel:
             "data_sha256": hashlib.sha256("\x1e".join(f"{t}\x1f{y}" for t, y in zip(texts, labels, strict=True))
                                           .encode()).hexdigest(),
         }
-        if use_embeddings and not splits:
-            weight = EMBEDDING_WEIGHT
         meta.update(novelty_floor=floor, word_floor=word_floor)
         return cls(vectorizers=vectorizers, heads=heads, classes=classes, embedding_weight=weight,
                    temperature=temperature, thresholds=thresholds, meta=meta, centroids=centroids,
