@@ -96,7 +96,8 @@ class Platform(Protocol):
 
 # Failures worth another try: settings an admin can fix (401/403), a conflict (409), rate limits and 5xx.
 RETRYABLE_STATUSES = frozenset({401, 403, 409, 429})
-_DIGITS = re.compile(r"^[0-9]{1,20}$")
+_DIGITS = re.compile(r"\A[0-9]{1,20}\Z")
+MAX_ID = 2**63 - 1
 
 
 def http_error(status: int, summary: str, *, retry_after: float | None) -> PlatformError:
@@ -122,10 +123,10 @@ def ticket_id_from(value: Any) -> str:
     """A ticket id from a webhook body: a positive integer, as a number or a string. Raises BadPayload."""
     if isinstance(value, bool) or value is None:
         raise BadPayload("ticket_id is missing")
-    text = str(value).strip()
-    if not _DIGITS.match(text) or int(text) == 0:
+    ticket_id = _canonical_id(value)
+    if ticket_id is None:
         raise BadPayload("ticket_id must be a positive integer")
-    return text
+    return ticket_id
 
 
 def optional_id(value: Any) -> str | None:
@@ -134,8 +135,19 @@ def optional_id(value: Any) -> str | None:
         value = value.get("id")
     if isinstance(value, bool) or value is None:
         return None
+    return _canonical_id(value)
+
+
+def _canonical_id(value: Any) -> str | None:
+    """One spelling per id ("007" and 7 are both "7"), so that deduplication can't be dodged by formatting.
+
+    Both helpdesks use positive 64-bit ids.
+    """
     text = str(value).strip()
-    return text if _DIGITS.match(text) and int(text) != 0 else None
+    if not _DIGITS.match(text):
+        return None
+    number = int(text)
+    return str(number) if 0 < number <= MAX_ID else None
 
 
 def short(text: str, limit: int = 80) -> str:

@@ -90,6 +90,22 @@ def test_accepted_then_duplicate(client: Any, services: Services, clock: FakeClo
     assert jobs(services) == 1
 
 
+def test_one_ticket_spelled_two_ways_is_one_event(client: Any, services: Services, clock: FakeClock) -> None:
+    """ "0042", " 42" and 42 are the same ticket: a formatting quirk must not route it twice."""
+    assert post_signed(client, json.dumps({"ticket_id": "0042", "event": "ticket.created"}).encode(),
+                       clock).status_code == 202
+    for spelling in (42, " 42"):
+        again = post_signed(client, json.dumps({"ticket_id": spelling, "event": "ticket.created"}).encode(), clock)
+        assert again.status_code == 200 and again.json["ignored"] == "duplicate"
+    assert [e["ticket_id"] for e in services.store.events(limit=10)] == ["42"]
+
+
+def test_an_id_beyond_64_bits_is_400(client: Any, services: Services, clock: FakeClock) -> None:
+    response = post_signed(client, json.dumps({"ticket_id": str(2**63), "event": "ticket.created"}).encode(), clock)
+    assert response.status_code == 400
+    assert jobs(services) == 0
+
+
 def test_unknown_platform_and_wrong_method(client: Any) -> None:
     assert client.post("/webhooks/nope", data=b"{}").status_code == 404
     response = client.get("/webhooks/zendesk")
