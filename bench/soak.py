@@ -1,13 +1,14 @@
 """Soak: thousands of signed webhooks, a flaky helpdesk, and a worker killed with SIGKILL twice.
 
-    python bench/soak.py [--tickets 5000] [--duplicates 0.1] [--fail-429 0.05] [--fail-503 0.05] [--kills 2]
+    python bench/soak.py [--platform zendesk|freshdesk] [--tickets 5000] [--duplicates 0.1]
+                         [--fail-429 0.05] [--fail-503 0.05] [--kills 2]
 
 Runs the Procfile's processes for real: gunicorn (`connector:create_app()`) for the web, and
-`deskroute worker` (SIGKILLed mid-run and restarted, `--kills` times), against a loopback fake Zendesk
-that answers a share of calls with 429 (Retry-After: 1) or 503. Then it waits for the queue to drain
-and reports, from the fake's own record of writes and from the database: tickets accepted, written
-back exactly once, in triage, dead, lost (must be 0), duplicate writes (must be 0), throughput, and
-end-to-end latency (webhook received to final state).
+`deskroute worker` (SIGKILLed mid-run and restarted, `--kills` times), against a loopback fake of the
+helpdesk (Zendesk unless told otherwise) that answers a share of calls with 429 (Retry-After: 1) or
+503. Then it waits for the queue to drain and reports, from the fake's own record of writes and from
+the database: tickets accepted, written back exactly once, in triage, dead, lost (must be 0),
+duplicate writes and duplicate notes (must be 0), throughput, and end-to-end latency (webhook received to final state).
 """
 
 from __future__ import annotations
@@ -33,21 +34,42 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest import free_port  # noqa: E402
-from connector.demo import SAMPLE_TICKETS, _groups  # noqa: E402
+from connector.demo import SAMPLE_TICKETS, mapped_groups  # noqa: E402
+from platforms.fakes.base import FakeHelpdesk  # noqa: E402
+from platforms.fakes.freshdesk import FakeFreshdesk  # noqa: E402
 from platforms.fakes.zendesk import FakeZendesk  # noqa: E402
+from platforms.freshdesk import TOKEN_HEADER_NAME  # noqa: E402
 from platforms.zendesk import sign  # noqa: E402
 
 SECRET = "soak-webhook-secret"
 
 
-def environment(workdir: Path, netloc: str) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": f"sqlite:///{workdir / 'soak.db'}", "ZENDESK_SUBDOMAIN": "soak",
-            "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "soak-token", "ZENDESK_WEBHOOK_SECRET": SECRET,
+def environment(workdir: Path, platform: str, netloc: str) -> dict[str, str]:
+    """The processes' settings: only the soaked helpdesk is configured, pointed at its fake."""
+    helpdesk = ({"ZENDESK_SUBDOMAIN": "soak", "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "soak-token",
+                 "ZENDESK_WEBHOOK_SECRET": SECRET, "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http"}
+                if platform == "zendesk" else
+                {"FRESHDESK_DOMAIN": "soak", "FRESHDESK_API_KEY": "soak-key", "FRESHDESK_WEBHOOK_SECRET": SECRET,
+                 "FRESHDESK_BASE_URL": f"http://{netloc}"})
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{workdir / 'soak.db'}", **helpdesk,
             "ANTHROPIC_API_KEY": "", "DESKROUTE_MAPPINGS_DIR": str(ROOT / "mappings"), "DESKROUTE_SCHEDULER": "false",
             "DESKROUTE_WORKER_THREADS": "8", "DESKROUTE_POLL_SECONDS": "0.2",
             "DESKROUTE_LEASE_SECONDS": "30", "DESKROUTE_LOG_LEVEL": "WARNING",
-            "DESKROUTE_LOG_FORMAT": "text", "DESKROUTE_EMBEDDINGS": "off",
-            "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http"}
+            "DESKROUTE_LOG_FORMAT": "text", "DESKROUTE_EMBEDDINGS": "off"}
+
+
+def fake_helpdesk(platform: str) -> FakeHelpdesk:
+    groups = mapped_groups(ROOT / "mappings", platform)
+    return FakeZendesk(groups=groups) if platform == "zendesk" else FakeFreshdesk(api_key="soak-key", groups=groups)
+
+
+def webhook_headers(platform: str, body: bytes) -> dict[str, str]:
+    """What the helpdesk would send: Zendesk signs each delivery, Freshdesk's rule carries the shared token."""
+    if platform == "freshdesk":
+        return {"Content-Type": "application/json", TOKEN_HEADER_NAME: SECRET}
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+            "X-Zendesk-Webhook-Signature": sign(SECRET, stamp, body)}
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -62,6 +84,7 @@ def counts(db: Path) -> dict[str, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--platform", choices=["zendesk", "freshdesk"], default="zendesk")
     parser.add_argument("--tickets", type=int, default=5000)
     parser.add_argument("--duplicates", type=float, default=0.1)
     parser.add_argument("--fail-429", type=float, default=0.05)
@@ -71,11 +94,11 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="deskroute-soak-"))
-    fake = FakeZendesk(groups=_groups(ROOT / "mappings"))
+    fake = fake_helpdesk(args.platform)
     fake.random_faults = {429: args.fail_429, 503: args.fail_503}
     fake.retry_after = 1.0
     netloc = fake.start()
-    env = environment(workdir, netloc)
+    env = environment(workdir, args.platform, netloc)
     db = workdir / "soak.db"
     ids = list(range(100_001, 100_001 + args.tickets))
     for n, ticket_id in enumerate(ids):
@@ -87,7 +110,7 @@ def main() -> int:
                             "connector:create_app()"], env=env, cwd=ROOT,
                            stdout=(workdir / "web.log").open("wb"), stderr=subprocess.STDOUT)
     worker = start_worker(env, workdir / "worker.log")
-    url = f"http://127.0.0.1:{port}/webhooks/zendesk"
+    url = f"http://127.0.0.1:{port}/webhooks/{args.platform}"
     deadline = time.time() + 120
     while time.time() < deadline:  # the worker trains the first model; the web comes up meanwhile
         try:
@@ -107,11 +130,9 @@ def main() -> int:
         session_local.session = session
         body = json.dumps({"ticket_id": str(ticket_id), "event": "ticket.created"}).encode()
         for _ in range(20):  # a real sender retries 5xx and connection errors
-            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            headers = {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": stamp,
-                       "X-Zendesk-Webhook-Signature": sign(SECRET, stamp, body)}
             try:
-                status = session.post(url, data=body, headers=headers, timeout=10).status_code
+                status = session.post(url, data=body, headers=webhook_headers(args.platform, body),
+                                      timeout=10).status_code
             except requests.RequestException:
                 status = 0
             if status and status < 500:
@@ -153,17 +174,20 @@ def main() -> int:
                                             " WHERE kind = 'ticket.created' AND finished_at IS NOT NULL")]
         first, last = conn.execute("SELECT min(received_at), max(finished_at) FROM events").fetchone()
     writes = {t: len(fake.applied.get(t, [])) for t in ids}
-    once = sum(1 for t in accepted if writes[t] == 1)
+    notes = {t: len(fake.private_notes(t)) for t in ids}
+    once = sum(1 for t in accepted if writes[t] == 1 and notes[t] == 1)  # routed, and the note says why
     duplicate_writes = sum(max(0, w - 1) for w in writes.values())
+    # Freshdesk's note is a call of its own: an agent would see a repeated one, so it counts too.
+    duplicate_notes = sum(max(0, n - 1) for n in notes.values())
     triage = sum(1 for t in accepted if final.get(str(t)) == "triage")
     dead = sum(1 for t in accepted if final.get(str(t)) == "dead")
     lost = sum(1 for t in accepted if final.get(str(t)) not in ("done", "triage", "dead")
                or (final.get(str(t)) in ("done", "triage") and writes[t] == 0))
     spans.sort()
-    print(f"tickets: {len(ids)}, deliveries: {len(deliveries)} ({len(deliveries) - len(ids)} duplicates),"
-          f" worker SIGKILLs: {kills}")
+    print(f"platform: {args.platform}, tickets: {len(ids)}, deliveries: {len(deliveries)}"
+          f" ({len(deliveries) - len(ids)} duplicates), worker SIGKILLs: {kills}")
     print(f"accepted: {len(accepted)}   written back exactly once: {once}   in triage: {triage}   dead: {dead}")
-    print(f"lost: {lost}   duplicate writes: {duplicate_writes}")
+    print(f"lost: {lost}   duplicate writes: {duplicate_writes}   duplicate notes: {duplicate_notes}")
     print(f"helpdesk calls: {len(fake.requests)} (random 429 share {args.fail_429}, 503 share {args.fail_503})")
     print(f"deliveries sent in {sent_seconds:.1f} s; all finished {last - first:.1f} s after the first arrived:"
           f" {len(spans) / (last - first):.1f} tickets/s")
@@ -171,7 +195,7 @@ def main() -> int:
         p99 = spans[min(len(spans) - 1, int(len(spans) * 0.99))]
         print(f"end-to-end latency: p50 {statistics.median(spans):.2f} s, p99 {p99:.2f} s")
     print(f"logs and database: {workdir}")
-    return 0 if lost == 0 and duplicate_writes == 0 else 1
+    return 0 if lost == 0 and duplicate_writes == 0 and duplicate_notes == 0 else 1
 
 
 if __name__ == "__main__":

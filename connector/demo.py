@@ -61,11 +61,11 @@ class DemoResult:
     note_written: bool
 
 
-def _groups(mappings_dir: Path) -> dict[int, str]:
-    """Every group the mappings name, so the simulated account has them (named after a category)."""
+def mapped_groups(mappings_dir: Path, platform: str = "zendesk") -> dict[int, str]:
+    """Every group the platform's mapping names, so a simulated account has them (named after a category)."""
     from connector.mappings import load_mapping, load_taxonomy
 
-    mapping = load_mapping(mappings_dir, "zendesk", load_taxonomy(mappings_dir))
+    mapping = load_mapping(mappings_dir, platform, load_taxonomy(mappings_dir))
     groups = {int(mapping.triage.group_id): "Triage"}
     for name, route in mapping.categories.items():
         groups.setdefault(int(route.group_id), name.replace("_", " ").capitalize())
@@ -89,7 +89,7 @@ class Demo:
 
         self.secret = secrets.token_urlsafe(24)
         mappings_dir = mappings_dir or resolve_dir(Path("mappings"))
-        self.fake = FakeZendesk(groups=_groups(mappings_dir))
+        self.fake = FakeZendesk(groups=mapped_groups(mappings_dir))
         netloc = self.fake.start()
         # zenpy talks to the simulator exactly as it talks to Zendesk, only over http on loopback.
         os.environ.update(ZENPY_FORCE_NETLOC=netloc, ZENPY_FORCE_SCHEME="http")

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from connector.demo import mapped_groups
 from connector.services import Services
 from helpers import PROJECT, SECRET, FakeClock, signed_headers
 from platforms.fakes.freshdesk import FakeFreshdesk
@@ -32,15 +33,6 @@ class Write:
 SUBJECT = "Invoice for October missing"
 DESCRIPTION = "I can't find our October invoice in the billing section, can you resend it?"
 EXISTING_TAGS = ["vip", "from_email"]
-
-
-def mapped_groups(platform: str) -> dict[int, str]:
-    """Every group id in mappings/<platform>.yaml, named after its first category (all exist in the fake)."""
-    mapping = yaml.safe_load((PROJECT / "mappings" / f"{platform}.yaml").read_text())
-    groups = {int(mapping["triage"]["group_id"]): "Triage"}
-    for name, route in mapping["categories"].items():
-        groups.setdefault(int(route["group_id"]), name)
-    return groups
 
 
 def mapped_route(platform: str, category: str) -> dict[str, Any]:
@@ -109,7 +101,7 @@ class ZendeskHelpdesk(Helpdesk):
     platform_class = ZendeskPlatform
 
     def make_fake(self) -> FakeZendesk:
-        return FakeZendesk(groups=mapped_groups("zendesk"), clock=self.clock)
+        return FakeZendesk(groups=mapped_groups(PROJECT / "mappings", "zendesk"), clock=self.clock)
 
     def settings(self) -> dict[str, Any]:
         return {"zendesk_subdomain": "acme", "zendesk_email": "bot@example.com", "zendesk_api_token": "tok",
@@ -152,7 +144,8 @@ class FreshdeskHelpdesk(Helpdesk):
     api_key = "fd-api-key"
 
     def make_fake(self) -> FakeFreshdesk:
-        return FakeFreshdesk(api_key=self.api_key, groups=mapped_groups("freshdesk"), clock=self.clock)
+        groups = mapped_groups(PROJECT / "mappings", "freshdesk")
+        return FakeFreshdesk(api_key=self.api_key, groups=groups, clock=self.clock)
 
     def settings(self) -> dict[str, Any]:
         return {"freshdesk_domain": "acme", "freshdesk_api_key": self.api_key, "freshdesk_webhook_secret": SECRET,
