@@ -81,7 +81,9 @@ def shot(driver: Any, name: str) -> None:
 
 
 def text(driver: Any, css: str) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    """The element's text, once the page that has it has loaded (a click returns before that)."""
+    element = WebDriverWait(driver, 15).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css)))
+    return str(element.text)
 
 
 def test_admin_logs_in_edits_a_mapping_and_exports_corrections(browser: Any, demo: Demo) -> None:
@@ -108,7 +110,7 @@ def test_admin_logs_in_edits_a_mapping_and_exports_corrections(browser: Any, dem
     shot(browser, "2-overview")
 
     browser.find_element(By.LINK_TEXT, "Mappings").click()
-    browser.find_element(By.ID, "edit-billing").click()
+    wait.until(expected_conditions.element_to_be_clickable((By.ID, "edit-billing"))).click()
     group = wait.until(expected_conditions.presence_of_element_located((By.ID, "zendesk_group_id")))
     assert group.get_attribute("value") == "360000000101"
     group.clear()
