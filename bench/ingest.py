@@ -38,13 +38,12 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from platforms.zendesk import sign  # noqa: E402  (the production signer)
+from platforms.zendesk import signed_headers  # noqa: E402  (the production signer)
 
 SECRET = "bench-secret"
 
@@ -115,9 +114,7 @@ class Requests:
         with self._lock:
             ticket_id = next(self._ids)
         body = json.dumps({"ticket_id": str(ticket_id), "event": "ticket.created"}).encode()
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return body, {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": stamp,
-                      "X-Zendesk-Webhook-Signature": sign(SECRET, stamp, body)}
+        return body, signed_headers(SECRET, body)
 
 
 def send(conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> int:

@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -39,7 +38,7 @@ from platforms.fakes.base import FakeHelpdesk  # noqa: E402
 from platforms.fakes.freshdesk import FakeFreshdesk  # noqa: E402
 from platforms.fakes.zendesk import FakeZendesk  # noqa: E402
 from platforms.freshdesk import TOKEN_HEADER_NAME  # noqa: E402
-from platforms.zendesk import sign  # noqa: E402
+from platforms.zendesk import signed_headers  # noqa: E402
 
 SECRET = "soak-webhook-secret"
 
@@ -67,9 +66,7 @@ def webhook_headers(platform: str, body: bytes) -> dict[str, str]:
     """What the helpdesk would send: Zendesk signs each delivery, Freshdesk's rule carries the shared token."""
     if platform == "freshdesk":
         return {"Content-Type": "application/json", TOKEN_HEADER_NAME: SECRET}
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": stamp,
-            "X-Zendesk-Webhook-Signature": sign(SECRET, stamp, body)}
+    return signed_headers(SECRET, body)
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -15,14 +15,13 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from connector.logs import configure_logging
 from connector.settings import Settings
 from platforms.fakes.zendesk import FakeZendesk
-from platforms.zendesk import sign
+from platforms.zendesk import signed_headers
 
 # (subject, description): what a small SaaS company's inbox looks like on a Monday.
 SAMPLE_TICKETS = [
@@ -73,10 +72,7 @@ def mapped_groups(mappings_dir: Path, platform: str = "zendesk") -> dict[int, st
 
 
 def _post(url: str, body: bytes, secret: str) -> int:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": stamp,
-        "X-Zendesk-Webhook-Signature": sign(secret, stamp, body)})
+    request = urllib.request.Request(url, data=body, method="POST", headers=signed_headers(secret, body))
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback URL)
         return int(response.status)
 

@@ -12,7 +12,7 @@ import responses
 from connector.models import TicketEvent
 from connector.services import Services
 from connector.settings import Settings
-from platforms.zendesk import sign
+from platforms.zendesk import signed_headers as zendesk_signed_headers
 
 PROJECT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -59,9 +59,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 def signed_headers(body: bytes, clock: FakeClock, *, secret: str = SECRET, timestamp: str | None = None,
                    extra: dict[str, str] | None = None) -> dict[str, str]:
     """Headers Zendesk would send with this body, signed by the production signer."""
-    timestamp = timestamp or clock.iso()
-    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
-            "X-Zendesk-Webhook-Signature": sign(secret, timestamp, body), **(extra or {})}
+    return {**zendesk_signed_headers(secret, body, timestamp or clock.iso()), **(extra or {})}
 
 
 def trigger_body(ticket_id: int | str, event: str = "ticket.created", **fields: Any) -> bytes:

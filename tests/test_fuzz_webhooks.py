@@ -20,9 +20,9 @@ from connector import create_app
 from connector.classify.local import LocalModel
 from connector.feedback import save_model
 from connector.services import Services
-from helpers import SECRET, FakeClock, make_settings
-from platforms.freshdesk import FreshdeskPlatform
-from platforms.zendesk import ZendeskPlatform, sign
+from helpers import SECRET, FakeClock, make_settings, signed_headers
+from platforms.freshdesk import TOKEN_HEADER_NAME, FreshdeskPlatform
+from platforms.zendesk import ZendeskPlatform
 
 EXAMPLES = int(os.environ.get("DESKROUTE_FUZZ_EXAMPLES", "150"))
 # CI sees the same 150 examples every run; a longer campaign explores afresh (pin it with --hypothesis-seed).
@@ -89,10 +89,8 @@ def case_variants(headers: dict[str, str], style: int) -> dict[str, str]:
 
 def signed(platform: str, body: bytes, clock: FakeClock, timestamp: str | None = None) -> dict[str, str]:
     if platform == "freshdesk":
-        return {"Content-Type": "application/json", "X-Deskroute-Token": SECRET}
-    timestamp = timestamp or clock.iso()
-    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
-            "X-Zendesk-Webhook-Signature": sign(SECRET, timestamp, body)}
+        return {"Content-Type": "application/json", TOKEN_HEADER_NAME: SECRET}
+    return signed_headers(body, clock, timestamp=timestamp)
 
 
 def check_queue(services: Services, after_rowid: int) -> None:

@@ -14,13 +14,10 @@ from helpers import SECRET, drain
 TICKET_WORDS = ["October invoice", "billing section", SUBJECT, DESCRIPTION]
 
 
-def secrets(env: Env) -> list[str]:
-    found = [SECRET, "api-token-not-real", "fd-api-key", "sk-ant-test"]
-    # What an Authorization header would carry, should a client log its headers.
-    found += [base64.b64encode(f"bot@example.com/token:{token}".encode()).decode()
-              for token in ("api-token-not-real",)]
-    found.append(base64.b64encode(b"fd-api-key:X").decode())
-    return found
+SECRETS = [SECRET, "api-token-not-real", "fd-api-key", "sk-ant-test",
+           # What an Authorization header would carry, should a client log its headers.
+           base64.b64encode(b"bot@example.com/token:api-token-not-real").decode(),
+           base64.b64encode(b"fd-api-key:X").decode()]
 
 
 def test_a_full_run_logs_no_secret_and_no_ticket_text(env: Env, caplog: pytest.LogCaptureFixture) -> None:
@@ -37,7 +34,7 @@ def test_a_full_run_logs_no_secret_and_no_ticket_text(env: Env, caplog: pytest.L
     lines = [formatter.format(record) for record in caplog.records]
     assert len(lines) > 5, "the run should have logged something to scan"
     for line in lines:
-        for secret in secrets(env):
+        for secret in SECRETS:
             assert secret not in line, f"a secret in the logs: {line[:200]}"
         for words in TICKET_WORDS:
             assert words not in line, f"ticket text in the logs: {line[:200]}"

@@ -16,8 +16,6 @@ from platforms.fakes.claude import FakeClaude
 DAY = 86_400
 
 
-
-
 def ticket_row(services: Services, ticket_id: str) -> dict:
     row = services.store.db.execute("SELECT training_text, classification, decision FROM tickets"
                                     " WHERE ticket_id = ?", (ticket_id,)).fetchone()

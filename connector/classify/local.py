@@ -124,6 +124,8 @@ class _Extractor:
         (for the training texts themselves), a word only this text used counts as unknown."""
         # Weights are idf - 1 = log((1 + n) / (1 + df)): a word every text has ("the") weighs nothing.
         unknown = np.log(1 + n_docs)  # a word no text has
+        # With leave_out, a word must be in two texts or more (df > 1.5): its weight is below this.
+        most = np.log((1 + n_docs) / 2.5) if leave_out else np.inf
         shares = np.zeros(len(texts))
         for row, text in enumerate(texts):
             known = total = 0.0
@@ -132,11 +134,11 @@ class _Extractor:
                     continue
                 i = self._vocabulary.get(term)
                 weight = float(self._idf[i]) - 1 if i is not None else unknown
-                documents = (1 + n_docs) / np.exp(weight) - 1  # how many training texts have it
-                seen_elsewhere = i is not None and (not leave_out or documents > 1.5)
-                if seen_elsewhere:
+                if i is not None and weight < most:
                     known += weight
-                total += weight if seen_elsewhere else unknown
+                    total += weight
+                else:
+                    total += unknown
             shares[row] = known / total if total else 0.0
         return shares
 
