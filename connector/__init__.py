@@ -20,8 +20,18 @@ __all__ = ["Settings", "create_app"]
 def _platform_health(services: Services, name: str) -> dict[str, object]:
     platform = services.platforms.get(name)
     if platform is None:
-        return {"configured": False, "missing": services.unconfigured.get(name, [])}
-    health: dict[str, object] = {"configured": True}
+        health: dict[str, object] = {"configured": False, "missing": services.unconfigured.get(name, [])}
+        if name in services.refused:
+            health["reason"] = services.refused[name]
+        return health
+    health = {"configured": True}
+    auth_status = getattr(platform, "auth_status", None)
+    if auth_status is not None:  # how we sign in, and whether it works; never a token or its error text
+        try:
+            status = auth_status()
+            health.update(auth=status["auth"], status=status["status"])
+        except Exception as exc:  # the database can't be read: /health's own check reports it
+            health.update(status="unknown", error=type(exc).__name__)
     remaining = getattr(platform, "rate_limit_remaining", None)
     if remaining is not None:  # from the helpdesk's last answer
         health["rate_limit_remaining"] = remaining

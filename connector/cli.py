@@ -68,7 +68,7 @@ def serve(host: str, port: int, threads: int) -> None:
         scheduler.start()
     _exit_on_sigterm()
     for name in services.mappings:
-        state = "configured" if name in services.platforms else \
+        state = "configured" if name in services.platforms else services.refused.get(name) or \
             f"not configured (set {', '.join(services.unconfigured.get(name, []))})"
         click.echo(f"{name}: {state}", err=True)
     click.echo(f"Deskroute listening on http://{host}:{port}  (health: /health, metrics: /metrics)", err=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from connector.logs import configure_logging
 from connector.settings import Settings
-from platforms.fakes.zendesk import FakeZendesk
+from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, FakeZendesk
 from platforms.zendesk import signed_headers
 
 # (subject, description): what a small SaaS company's inbox looks like on a Monday.
@@ -85,13 +85,15 @@ class Demo:
 
         self.secret = secrets.token_urlsafe(24)
         mappings_dir = mappings_dir or resolve_dir(Path("mappings"))
-        self.fake = FakeZendesk(groups=mapped_groups(mappings_dir))
+        # Like every Zendesk from 30 April 2027, the simulator refuses API tokens: the demo signs in with OAuth.
+        self.fake = FakeZendesk(groups=mapped_groups(mappings_dir), refuse_basic=True)
         netloc = self.fake.start()
         # zenpy talks to the simulator exactly as it talks to Zendesk, only over http on loopback.
         os.environ.update(ZENPY_FORCE_NETLOC=netloc, ZENPY_FORCE_SCHEME="http")
         self.settings = Settings(
             _env_file=None, database_url=f"sqlite:///{workdir / 'demo.db'}", zendesk_subdomain="demo",
-            zendesk_email="deskroute@example.com", zendesk_api_token="demo-token", zendesk_webhook_secret=self.secret,
+            zendesk_oauth_client_id=OAUTH_CLIENT_ID, zendesk_oauth_client_secret=OAUTH_CLIENT_SECRET,
+            zendesk_webhook_secret=self.secret, deskroute_secret_key=secrets.token_urlsafe(32),
             anthropic_api_key="", deskroute_mappings_dir=mappings_dir, deskroute_scheduler=False,
             deskroute_worker_threads=2, deskroute_poll_seconds=0.2, deskroute_admin_password=admin_password,
             deskroute_secure_cookies=False, deskroute_log_level="WARNING", deskroute_log_format="text")
@@ -204,7 +206,8 @@ def run(*, keep_running: bool, port: int, echo: Any) -> int:
             routed = [r for r in results if r.state in ("done", "triage") and r.note_written]
             triaged = sum(r.state == "triage" for r in results)
             echo(f"\n{len(routed)} of {len(results)} tickets written back to the simulated Zendesk (group, tags, "
-                 f"internal note); {triaged} sent to human triage.")
+                 f"internal note); {triaged} sent to human triage. Signed in with OAuth (client credentials): "
+                 f"{len(demo.fake.oauth.grants_issued)} token(s) issued, {demo.fake.basic_calls} API-token calls.")
             ok = finished and len(routed) == len(results)
             if ok:
                 last = results[-1]

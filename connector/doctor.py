@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from connector.feedback import fits_taxonomy
 from connector.store import DEAD, PENDING
-from platforms.base import PlatformError
+from platforms.base import AuthFailed, PlatformError
+from platforms.zendesk import API_TOKEN_RETIRED
 
 if TYPE_CHECKING:
     from connector.services import Services
@@ -23,6 +24,14 @@ STALE_QUEUE_SECONDS = 300
 class Finding:
     ok: bool
     line: str
+
+
+def _acting_as(platform: object) -> str:
+    try:
+        me = platform.whoami()  # type: ignore[attr-defined]
+    except PlatformError:
+        return ""
+    return f", acting as {me['name']} <{me['email']}> ({me['role']})"
 
 
 def diagnose(services: Services) -> list[Finding]:
@@ -43,13 +52,25 @@ def diagnose(services: Services) -> list[Finding]:
     for name in services.mappings:
         platform = services.platforms.get(name)
         if platform is None:
-            ok(f"{name}: not configured (set {', '.join(services.unconfigured.get(name, []))} to use it)")
+            if name in services.refused:
+                problem(f"{name}: {services.refused[name]}")  # set, but refused (an API token after 30 April 2027)
+            else:
+                ok(f"{name}: not configured (set {', '.join(services.unconfigured.get(name, []))} to use it)")
             continue
+        auth = platform.auth_status() if hasattr(platform, "auth_status") else {}
+        if auth.get("auth") == "api_token":
+            problem(f"{name}: uses an API token (ZENDESK_EMAIL + ZENDESK_API_TOKEN). {API_TOKEN_RETIRED}")
         try:
             groups = {g.id: g.name for g in platform.list_groups()}
+        except AuthFailed as exc:
+            problem(f"{name}: can't sign in: {str(exc).removeprefix(f'{name} auth: ')}")
+            continue
         except PlatformError as exc:
             problem(f"{name}: can't use the API ({exc}): check the {name.upper()}_* credentials and the account")
             continue
+        if str(auth.get("auth", "")).startswith("oauth"):
+            ok(f"{name}: signed in with OAuth ({auth['auth'].removeprefix('oauth_').replace('_', ' ')})"
+               f"{_acting_as(platform)}")
         ok(f"{name}: API reachable, {len(groups)} groups")
         mapping = services.mappings[name]
         routes = [("triage", mapping.triage.group_id)] + [(f"categories.{c}", r.group_id)

@@ -13,6 +13,7 @@ from connector.queue import Queue, RetryPolicy
 from connector.router import Router
 from connector.settings import Settings
 from connector.store import Store
+from connector.tokens import DbVault
 from connector.worker import Worker, WorkerPool
 from platforms import PLATFORMS, NotConfigured, Platform
 
@@ -42,19 +43,30 @@ class Services:
             name: load_mapping(self.mappings_dir, name, self.taxonomy) for name in PLATFORMS
         }
         self.unconfigured: dict[str, list[str]] = {}
+        # Settings given but refused, and why (an API token after Zendesk switched them off).
+        self.refused: dict[str, str] = {}
         if platforms is None:
             platforms = {}
             for name, cls in PLATFORMS.items():
+                extras = {"vault": self.token_vault(name)} if getattr(cls, "uses_token_vault", False) else {}
                 try:
-                    platforms[name] = cls.from_settings(settings)
+                    platforms[name] = cls.from_settings(settings, **extras)
                 except NotConfigured as exc:
                     self.unconfigured[name] = exc.missing
+                    if exc.reason:
+                        self.refused[name] = exc.reason
         self.platforms = platforms
         self.router = Router(store=self.store, taxonomy=self.taxonomy, mappings=self.mappings,
                              threshold=settings.deskroute_confidence_threshold, llm=self._make_llm)
         self.reconciler = Reconciler(store=self.store, platforms=self.platforms, mappings=self.mappings,
                                      keep_text=settings.deskroute_corrections_keep_text, clock=clock)
         self.pool: WorkerPool | None = None
+
+    def token_vault(self, platform: str) -> DbVault:
+        """Where this helpdesk's OAuth token is kept, encrypted, for every process of the install."""
+        s = self.settings
+        return DbVault(self.store, platform, secret_key=s.deskroute_secret_key.get_secret_value(),
+                       client_secret=s.zendesk_oauth_client_secret.get_secret_value())
 
     def _config_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         files = sorted(self.mappings_dir.glob("*.yaml"))
@@ -100,7 +112,8 @@ class Services:
                 log.info("helpdesk configured", extra={"platform": name})
             else:
                 log.warning("helpdesk not configured; its webhook answers 404",
-                            extra={"platform": name, "missing": ",".join(self.unconfigured.get(name, []))})
+                            extra={"platform": name, "missing": ",".join(self.unconfigured.get(name, [])),
+                                   "refused": self.refused.get(name, "")})
 
     def make_worker(self) -> Worker:
         """A worker over these services."""

@@ -27,9 +27,18 @@ class Settings(BaseSettings):
     )
     # --- Zendesk ---------------------------------------------------------------------------
     zendesk_subdomain: str = Field("", description="Your Zendesk subdomain: `acme` for acme.zendesk.com.")
-    zendesk_email: str = Field("", description="Email of the agent whose API token Deskroute uses.")
-    zendesk_api_token: SecretStr = Field(SecretStr(""), description="Zendesk API token (Admin Center > Apps "
-                                         "and integrations > Zendesk API).")
+    zendesk_oauth_client_id: str = Field(
+        "", description="Identifier of Deskroute's OAuth client (Admin Center > Apps and integrations > APIs > "
+        "OAuth clients).")
+    zendesk_oauth_client_secret: SecretStr = Field(
+        SecretStr(""), description="That client's secret (a confidential client): Deskroute gets its tokens with the "
+        "client-credentials grant. Leave empty to use Connect Zendesk in the admin UI instead.")
+    zendesk_base_url: str = Field(
+        "", description="Overrides `https://<subdomain>.zendesk.com` for OAuth and API calls alike.")
+    zendesk_email: str = Field("", description="Legacy, until 30 April 2027: email of the agent whose API token "
+                               "Deskroute uses.")
+    zendesk_api_token: SecretStr = Field(SecretStr(""), description="Legacy: a Zendesk API token. Zendesk switches "
+                                         "every API token off on 30 April 2027; use OAuth.")
     zendesk_webhook_secret: SecretStr = Field(SecretStr(""), description="Signing secret of the Deskroute "
                                               "webhook in Zendesk, used exactly as shown.")
     # --- Freshdesk -------------------------------------------------------------------------
@@ -152,8 +161,12 @@ class Settings(BaseSettings):
     # --- admin UI --------------------------------------------------------------------------
     deskroute_admin_password: SecretStr = Field(SecretStr(""), description="Password of the admin UI at /admin; "
                                                 "without it the UI is off.")
-    deskroute_secret_key: SecretStr = Field(SecretStr(""), description="Signs admin sessions and CSRF tokens. "
-                                            "Default: derived from the admin password, so every process agrees.")
+    deskroute_secret_key: SecretStr = Field(SecretStr(""), description="Signs admin sessions and CSRF tokens, and "
+                                            "encrypts stored OAuth tokens (at least 32 random characters; required "
+                                            "for Connect Zendesk). Default: derived from the admin password.")
+    deskroute_public_url: str = Field("", description="Where browsers and helpdesks reach Deskroute, e.g. "
+                                      "`https://deskroute.acme.com`; used for the OAuth redirect address. Default: "
+                                      "the address the admin's browser used.")
     deskroute_secure_cookies: bool = Field(True, description="Send the admin session cookie over HTTPS only "
                                            "(browsers treat http://localhost as secure too).")
     # --- logging ---------------------------------------------------------------------------

@@ -109,6 +109,19 @@ def m004_config_changes(db: Database) -> None:
     }, pk="id", if_not_exists=True)
 
 
+
+@migration
+def m005_oauth_and_locks(db: Database) -> None:
+    # One row per helpdesk: its OAuth token, encrypted (connector/tokens.py); never a plaintext secret.
+    db["oauth_tokens"].create({
+        "platform": str, "grant": str, "client_id": str, "key_id": str, "access_token": str, "refresh_token": str,
+        "scope": str, "issued_at": float, "expires_at": float, "refresh_expires_at": float, "connected_at": float,
+        "connected_as": str, "generation": int, "updated_at": float, "last_error": str, "last_error_at": float,
+    }, pk="platform", not_null={"generation"}, defaults={"generation": 0}, if_not_exists=True)
+    # Named leases shared by every process: who may renew a token (and, later, run the scheduler).
+    db["locks"].create({"name": str, "owner": str, "until": float}, pk="name", if_not_exists=True)
+
+
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
 PURGED_NOTE = "(note removed after the retention period)"
@@ -550,6 +563,54 @@ class Store:
     def config_changes(self, limit: int = 50) -> list[dict[str, Any]]:
         """Recent edits, newest first."""
         return [dict(r) for r in self._execute("SELECT * FROM config_changes ORDER BY id DESC LIMIT ?", (limit,))]
+
+    # --- OAuth tokens and locks -----------------------------------------------------------------
+
+    _TOKEN_COLUMNS = ("grant", "client_id", "key_id", "access_token", "refresh_token", "scope", "issued_at",
+                      "expires_at", "refresh_expires_at", "connected_at", "connected_as")
+
+    def oauth_token(self, platform: str) -> dict[str, Any] | None:
+        """The helpdesk's token row (ciphertexts), or None."""
+        rows = self._execute("SELECT * FROM oauth_tokens WHERE platform = ?", (platform,))
+        return dict(rows[0]) if rows else None
+
+    def save_oauth_token(self, platform: str, fields: dict[str, Any], *, replaces: int | None, now: float) -> bool:
+        """Store a new token, unless someone else stored one since we read generation `replaces`
+        (None: we saw no token). Clears the recorded error."""
+        values = tuple(fields[c] for c in self._TOKEN_COLUMNS)
+        assignments = ", ".join(f"{c} = excluded.{c}" for c in self._TOKEN_COLUMNS)
+        unchanged = "oauth_tokens.access_token IS NULL" if replaces is None else "oauth_tokens.generation = ?"
+        rows = self._execute(
+            f"INSERT INTO oauth_tokens (platform, {', '.join(self._TOKEN_COLUMNS)}, generation, updated_at)"
+            f" VALUES (?, {', '.join('?' * len(values))}, 1, ?) ON CONFLICT (platform) DO UPDATE SET {assignments},"
+            " generation = oauth_tokens.generation + 1, updated_at = excluded.updated_at, last_error = NULL,"
+            f" last_error_at = NULL WHERE {unchanged} RETURNING generation",
+            (platform, *values, now, *(() if replaces is None else (replaces,))))
+        return bool(rows)
+
+    def clear_oauth_token(self, platform: str, *, now: float) -> None:
+        """Forget the token (Disconnect, or a key that can no longer decrypt it)."""
+        blank = ", ".join(f"{c} = NULL" for c in self._TOKEN_COLUMNS)
+        self._execute(f"UPDATE oauth_tokens SET {blank}, generation = generation + 1, updated_at = ?,"
+                      " last_error = NULL, last_error_at = NULL WHERE platform = ?", (now, platform))
+
+    def record_oauth_error(self, platform: str, error: str | None, *, now: float) -> None:
+        """Note (None: clear) why the helpdesk's auth is failing."""
+        self._execute("INSERT INTO oauth_tokens (platform, last_error, last_error_at, generation, updated_at)"
+                      " VALUES (?, ?, ?, 0, ?) ON CONFLICT (platform) DO UPDATE SET last_error = excluded.last_error,"
+                      " last_error_at = excluded.last_error_at", (platform, error, now if error else None, now))
+
+    def try_lock(self, name: str, owner: str, *, until: float, now: float) -> bool:
+        """Take (or extend) a named lease shared by every process; False while another owner holds it."""
+        rows = self._execute(
+            "INSERT INTO locks (name, owner, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET owner = excluded.owner, until = excluded.until WHERE locks.until < ? OR locks.owner = excluded.owner"
+            " RETURNING name", (name, owner, until, now))
+        return bool(rows)
+
+    def unlock(self, name: str, owner: str) -> None:
+        """Give a lease up early, if it is still ours."""
+        self._execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
 
     # --- retention ------------------------------------------------------------------------------
 

@@ -33,10 +33,11 @@ class BadPayload(ValueError):
 class NotConfigured(Exception):
     """Settings needed by a platform are missing."""
 
-    def __init__(self, platform: str, missing: list[str]):
-        super().__init__(f"{platform} is not configured: set {', '.join(missing)}")
+    def __init__(self, platform: str, missing: list[str], *, reason: str | None = None):
+        super().__init__(reason or f"{platform} is not configured: set {', '.join(missing)}")
         self.platform = platform
         self.missing = missing
+        self.reason = reason
 
 
 class PlatformError(Exception):
@@ -56,6 +57,14 @@ class PlatformError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.conflict = conflict
+
+
+class AuthFailed(PlatformError):
+    """The helpdesk won't let us in (no token, a refused client): retried later, while an admin fixes it.
+    The message says what to fix and never holds a secret."""
+
+    def __init__(self, message: str, *, status: int | None = 401, retry_after: float | None = None):
+        super().__init__(message, retryable=True, status=status, retry_after=retry_after)
 
 
 class Platform(Protocol):
@@ -180,6 +189,7 @@ def parse_retry_after(value: str | None) -> float | None:
 class RetryingCaller:
     """Runs one helpdesk call, retrying 429s, 5xx and network errors within a bounded wait.
 
+    A 401 or 403 is not retried here (credentials need an admin); the queue tries the job again later.
     A 429 is retried after its Retry-After only if that fits in what is left of `max_wait`;
     otherwise the PlatformError goes up with `retry_after` set, and the queue reschedules the job
     without holding a worker thread. 5xx and network errors get `server_retries` quick retries.
@@ -199,8 +209,8 @@ class RetryingCaller:
             try:
                 return fn()
             except PlatformError as exc:
-                if not exc.retryable or exc.conflict:
-                    raise
+                if not exc.retryable or exc.conflict or exc.status in (401, 403):
+                    raise  # 401/403 wait for an admin to fix the credentials: the queue retries later
                 if exc.status == 429 or exc.retry_after is not None:
                     delay = exc.retry_after if exc.retry_after is not None else self.backoff
                 else:

@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 import requests
@@ -33,6 +33,7 @@ from connector.models import (
     TicketEvent,
 )
 from platforms.base import (
+    AuthFailed,
     BadPayload,
     NotConfigured,
     PlatformError,
@@ -47,6 +48,16 @@ from platforms.base import (
     short,
     shows_decision,
     ticket_id_from,
+)
+from platforms.zendesk_oauth import (
+    BearerAuth,
+    MemoryVault,
+    OAuthError,
+    TokenProvider,
+    TokenVault,
+    ZendeskOAuth,
+    api_root,
+    rebase,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +75,13 @@ EVENT_TYPE_PREFIX = "zen:event-type:"
 CREATED_EVENTS = frozenset({"ticket.created", "created", "ticket_created"})
 GROUP_CHANGED_EVENTS = frozenset({"ticket.group_changed", "group_changed", "ticket.group_assignment_changed"})
 _EPOCH_SECONDS = re.compile(r"^[0-9]{1,12}$")
+# Zendesk's API-token retirement (platform-facts §6): from this day no API token works.
+API_TOKEN_SHUTOFF = date(2027, 4, 30)
+API_TOKEN_RETIRED = (
+    "Zendesk switches every API token off on 30 April 2027 (no account can create one since 27 October 2026): "
+    "create an OAuth client and set ZENDESK_OAUTH_CLIENT_ID and ZENDESK_OAUTH_CLIENT_SECRET instead of "
+    "ZENDESK_EMAIL and ZENDESK_API_TOKEN (README: Connect a Zendesk account)")
+OAUTH_SETTINGS = ["ZENDESK_OAUTH_CLIENT_ID", "ZENDESK_OAUTH_CLIENT_SECRET"]
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -134,46 +152,99 @@ def _platform_error(exc: Exception) -> PlatformError:
     return network_error(exc)
 
 
+def _auth_error(exc: OAuthError) -> AuthFailed:
+    """No token: retry the job later (an admin fixes the client meanwhile), never write without one."""
+    return AuthFailed(f"zendesk auth: {exc}", status=None if exc.retryable else 401, retry_after=exc.retry_after)
+
+
+class _ZendeskSession(requests.Session):
+    """zenpy's session: our own auth on every request, every URL on Deskroute's Zendesk host."""
+
+    authorized = True  # zenpy leaves a session it considers authorized alone (no auth of its own)
+
+    def __init__(self, root: Callable[[], tuple[str, str]]):
+        super().__init__()
+        self._root = root
+        self.hooks["response"].append(_raise_on_failure)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        return super().request(method, rebase(str(url), self._root()), *args, **kwargs)
+
+
 class ZendeskPlatform:
-    """Zendesk through zenpy, with our own bounded handling of 429 and 5xx."""
+    """Zendesk through zenpy, with our own bounded handling of 429 and 5xx.
+
+    Authenticates with OAuth (`oauth`: a TokenProvider) or, until 30 April 2027, an API token.
+    """
 
     name: ClassVar[str] = "zendesk"
-    # Settings this adapter needs, as environment variable names.
-    required_settings: ClassVar[tuple[str, ...]] = (
-        "ZENDESK_SUBDOMAIN", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_WEBHOOK_SECRET")
+    uses_token_vault: ClassVar[bool] = True  # Services hands from_settings the database's token vault
 
-    def __init__(self, *, subdomain: str, email: str, api_token: str, webhook_secret: str,
-                 tolerance_seconds: int = 300, timeout: float = 10.0, max_wait: float = 30.0,
+    def __init__(self, *, subdomain: str, webhook_secret: str, oauth: TokenProvider | None = None,
+                 email: str = "", api_token: str = "", base_url: str = "", tolerance_seconds: int = 300,
+                 timeout: float = 10.0, max_wait: float = 30.0,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 sleep: Callable[[float], None] | None = None):
-        missing = [env for env, value in zip(self.required_settings, (subdomain, email, api_token, webhook_secret),
-                                             strict=True) if not value]
+                 sleep: Callable[[float], None] | None = None, today: date | None = None):
+        missing = [env for env, value in (("ZENDESK_SUBDOMAIN", subdomain), ("ZENDESK_WEBHOOK_SECRET", webhook_secret))
+                   if not value]
+        if oauth is None and not (email and api_token):
+            missing += OAUTH_SETTINGS
         if missing:
             raise NotConfigured(self.name, missing)
+        if oauth is None and (today or now().date()) >= API_TOKEN_SHUTOFF:
+            raise NotConfigured(self.name, OAUTH_SETTINGS, reason=API_TOKEN_RETIRED)
         self.subdomain = subdomain
-        self._email = email
-        self._api_token = api_token
+        self.base_url = base_url
+        self.oauth = oauth
+        self._basic = None if oauth is not None else (f"{email}/token", api_token)
         self._secret = webhook_secret
         self.tolerance_seconds = tolerance_seconds
         self.timeout = timeout
         self._now = now
         self._call = RetryingCaller(max_wait=max_wait, **({"sleep": sleep} if sleep else {}))
         self._local = threading.local()
-        self._me: str | None = None
+        self._me: tuple[str, str] | None = None  # (whose token, our user id)
+        self._basic_failing = False
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> ZendeskPlatform:
-        """Build from a connector Settings object; raises NotConfigured."""
-        return cls(
+    def from_settings(cls, settings: Any, *, vault: TokenVault | None = None, **overrides: Any) -> ZendeskPlatform:
+        """Build from a connector Settings object; raises NotConfigured.
+
+        OAuth when ZENDESK_OAUTH_CLIENT_ID is set (its tokens shared through `vault`; without one, this
+        process keeps its own), else the legacy API token, with a warning until it stops working.
+        """
+        client_id = settings.zendesk_oauth_client_id
+        api_token = settings.zendesk_api_token.get_secret_value()
+        oauth = None
+        if client_id:
+            client = ZendeskOAuth(subdomain=settings.zendesk_subdomain, client_id=client_id,
+                                  client_secret=settings.zendesk_oauth_client_secret.get_secret_value(),
+                                  base_url=settings.zendesk_base_url, timeout=settings.deskroute_http_timeout)
+            oauth = TokenProvider(client, vault if vault is not None else MemoryVault())
+            if api_token:
+                log.warning("ZENDESK_API_TOKEN is ignored: OAuth (ZENDESK_OAUTH_CLIENT_ID) is configured; remove it")
+        platform = cls(
             subdomain=settings.zendesk_subdomain,
             email=settings.zendesk_email,
-            api_token=settings.zendesk_api_token.get_secret_value(),
+            api_token=api_token,
+            oauth=oauth,
+            base_url=settings.zendesk_base_url,
             webhook_secret=settings.zendesk_webhook_secret.get_secret_value(),
             tolerance_seconds=settings.deskroute_webhook_tolerance_seconds,
             timeout=settings.deskroute_http_timeout,
             max_wait=settings.deskroute_rate_limit_wait_seconds,
             **overrides,
         )
+        if oauth is None:
+            log.warning("zendesk uses a legacy API token", extra={"advice": API_TOKEN_RETIRED})
+        return platform
+
+    def auth_status(self) -> dict[str, Any]:
+        """How Deskroute authenticates to Zendesk and whether it works (for /health, doctor, the admin UI)."""
+        if self.oauth is not None:
+            return self.oauth.status()
+        return {"auth": "api_token", "status": "auth_failing" if self._basic_failing else "ok",
+                "deprecated": "Zendesk switches API tokens off on 30 April 2027"}
 
     # --- webhooks ----------------------------------------------------------------------------
 
@@ -256,20 +327,52 @@ class ZendeskPlatform:
         """One zenpy client per thread: requests sessions aren't safe to share across threads."""
         client = getattr(self._local, "client", None)
         if client is None:
-            session = requests.Session()
-            session.hooks["response"].append(_raise_on_failure)
-            client = Zenpy(subdomain=self.subdomain, email=self._email, token=self._api_token,
-                           session=session, timeout=self.timeout, disable_cache=True)
+            session = _ZendeskSession(lambda: api_root(self.base_url, self.subdomain))
+            session.auth = BearerAuth(self.oauth) if self.oauth is not None else self._basic
+            client = Zenpy(subdomain=self.subdomain, session=session, timeout=self.timeout, disable_cache=True)
             self._local.client = client
         return client
 
-    def _api(self, what: str, fn: Callable[[], Any], **log_ids: Any) -> Any:
-        def attempt() -> Any:
+    def _attempt(self, fn: Callable[[], Any]) -> Any:
+        """One call; with OAuth, a 401 renews the token and repeats the call once (a 401 changed nothing)."""
+        renewed = False
+        while True:
             try:
-                return fn()
-            except (_HttpFailure, requests.RequestException) as exc:
-                raise _platform_error(exc) from None
-        return self._call(what, attempt, **log_ids)
+                result = fn()
+            except _HttpFailure as exc:
+                status = exc.response.status_code
+                if status == 401 and self.oauth is not None and not renewed:
+                    renewed = True
+                    sent = str(exc.response.request.headers.get("Authorization", ""))
+                    try:
+                        self.oauth.rejected(sent.removeprefix("Bearer "))
+                    except OAuthError as auth:
+                        raise _auth_error(auth) from None
+                    continue
+                error = _platform_error(exc)
+                raise (self._auth_refused(error) if status == 401 else error) from None
+            except requests.RequestException as exc:
+                raise network_error(exc) from None
+            except OAuthError as exc:  # from BearerAuth: no token to send
+                raise _auth_error(exc) from None
+            if self.oauth is not None:
+                self.oauth.succeeded()
+            self._basic_failing = False
+            return result
+
+    def _auth_refused(self, error: PlatformError) -> AuthFailed:
+        if self.oauth is None:
+            self._basic_failing = True
+            message = f"Zendesk refused the API token ({error}). {API_TOKEN_RETIRED}"
+        else:
+            message = (f"Zendesk refused a freshly renewed OAuth token ({error}): check that the user the OAuth client "
+                       "acts as is still an active admin, and the client's scopes")
+            self.oauth.failed(message)
+        log.error("zendesk refused our credentials", extra={"status": error.status})
+        return AuthFailed(f"zendesk auth: {message}", retry_after=error.retry_after)
+
+    def _api(self, what: str, fn: Callable[[], Any], **log_ids: Any) -> Any:
+        return self._call(what, lambda: self._attempt(fn), **log_ids)
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """Read the ticket fresh (zenpy's cache is off, so a re-route is never missed)."""
@@ -306,12 +409,7 @@ class ZendeskPlatform:
         patient = RetryingCaller(max_wait=BACKFILL_MAX_WAIT, sleep=self._call.sleep)
 
         def call(what: str, fn: Callable[[], Any]) -> Any:
-            def attempt() -> Any:
-                try:
-                    return fn()
-                except (_HttpFailure, requests.RequestException) as exc:
-                    raise _platform_error(exc) from None
-            return patient(what, attempt)
+            return patient(what, lambda: self._attempt(fn))
 
         pages = call("export", lambda: self.client.tickets.incremental(start_time=int(since.timestamp())))
         while True:
@@ -401,11 +499,17 @@ class ZendeskPlatform:
         groups = self._api("list_groups", lambda: list(self.client.groups()))
         return [Group(id=str(g.id), name=g.name or "") for g in groups]
 
+    def whoami(self) -> dict[str, str]:
+        """The Zendesk user Deskroute acts as (GET /api/v2/users/me with our token)."""
+        me = self._api("me", lambda: self.client.users.me())
+        return {"id": str(me.id or ""), "name": me.name or "", "email": me.email or "", "role": me.role or ""}
+
     def _own_user_id(self) -> str | None:
-        """The user our API token acts as (GET /api/v2/users/me), asked once."""
-        if self._me is None:
-            self._me = optional_id(self._api("me", lambda: self.client.users.me().id)) or ""
-        return self._me or None
+        """The user our token acts as, asked again whenever the connection changes (an admin reconnecting)."""
+        whose = self.oauth.identity() if self.oauth is not None else "api_token"
+        if self._me is None or self._me[0] != whose:
+            self._me = (whose, optional_id(self.whoami()["id"]) or "")
+        return self._me[1] or None
 
     def group_changes(self, ticket_id: str) -> list[GroupChange]:
         """Group changes from the ticket's audits, each told apart by who made it (platform-facts §2).

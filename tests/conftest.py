@@ -17,7 +17,7 @@ from connector.feedback import save_model, taxonomy_dataset
 from connector.mappings import load_taxonomy
 from connector.services import Services
 from helpdesks import HELPDESKS, Env, Helpdesk
-from helpers import PROJECT, FakeClock, make_settings
+from helpers import PROJECT, ZENDESK_HOST, FakeClock, make_settings, token_answer
 from platforms.fakes.claude import FakeClaude
 from platforms.zendesk import ZendeskPlatform
 
@@ -72,6 +72,7 @@ def client(services: Services) -> Any:
 def zendesk_api() -> Iterator[responses.RequestsMock]:
     """Outbound HTTP to Zendesk, faked; any call not registered fails the test."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post(f"{ZENDESK_HOST}/oauth/tokens", json=token_answer(), status=201)
         yield mock
 
 
@@ -79,6 +80,7 @@ def zendesk_api() -> Iterator[responses.RequestsMock]:
 def zendesk_claude_api() -> Iterator[responses.RequestsMock]:
     """Outbound HTTP to Zendesk, faked, with calls to the loopback Claude let through."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post(f"{ZENDESK_HOST}/oauth/tokens", json=token_answer(), status=201)
         mock.add_passthru("http://127.0.0.1")
         yield mock
 

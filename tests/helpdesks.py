@@ -16,7 +16,7 @@ from connector.demo import mapped_groups
 from connector.services import Services
 from helpers import PROJECT, SECRET, FakeClock, signed_headers
 from platforms.fakes.freshdesk import FakeFreshdesk
-from platforms.fakes.zendesk import FakeZendesk
+from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, FakeZendesk
 from platforms.freshdesk import PRIORITY_NAMES, FreshdeskPlatform
 from platforms.zendesk import ZendeskPlatform
 
@@ -101,11 +101,13 @@ class ZendeskHelpdesk(Helpdesk):
     platform_class = ZendeskPlatform
 
     def make_fake(self) -> FakeZendesk:
-        return FakeZendesk(groups=mapped_groups(PROJECT / "mappings", "zendesk"), clock=self.clock)
+        # Refuses API tokens, as every Zendesk does from 30 April 2027: the suite runs on OAuth.
+        return FakeZendesk(groups=mapped_groups(PROJECT / "mappings", "zendesk"), clock=self.clock,
+                           refuse_basic=True)
 
     def settings(self) -> dict[str, Any]:
-        return {"zendesk_subdomain": "acme", "zendesk_email": "bot@example.com", "zendesk_api_token": "tok",
-                "zendesk_webhook_secret": SECRET}
+        return {"zendesk_subdomain": "acme", "zendesk_oauth_client_id": OAUTH_CLIENT_ID,
+                "zendesk_oauth_client_secret": OAUTH_CLIENT_SECRET, "zendesk_webhook_secret": SECRET}
 
     def env(self) -> dict[str, str]:
         return {"ZENPY_FORCE_NETLOC": self.address, "ZENPY_FORCE_SCHEME": "http"}

@@ -12,12 +12,14 @@ import responses
 from connector.models import TicketEvent
 from connector.services import Services
 from connector.settings import Settings
+from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
 from platforms.zendesk import signed_headers as zendesk_signed_headers
 
 PROJECT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SECRET = "test-webhook-secret"
-ZENDESK = "https://acme.zendesk.com/api/v2"
+ZENDESK_HOST = "https://acme.zendesk.com"
+ZENDESK = f"{ZENDESK_HOST}/api/v2"
 # Group ids from mappings/zendesk.yaml.
 TRIAGE_GROUP, BILLING_GROUP = 360000000100, 360000000101
 
@@ -46,8 +48,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / 'deskroute.db'}",
         "zendesk_subdomain": "acme",
-        "zendesk_email": "bot@example.com",
-        "zendesk_api_token": "api-token-not-real",
+        "zendesk_oauth_client_id": OAUTH_CLIENT_ID,
+        "zendesk_oauth_client_secret": OAUTH_CLIENT_SECRET,
         "zendesk_webhook_secret": SECRET,
         "deskroute_mappings_dir": PROJECT / "mappings",
         "deskroute_log_format": "text",
@@ -75,6 +77,11 @@ def zendesk_ticket(ticket_id: int, *, subject: str, description: str, tags: list
                   tags=list(tags or []), updated_at=updated_at, group_id=group_id, priority=None, status="new",
                   url=f"{ZENDESK}/tickets/{ticket_id}.json")
     return {"ticket": ticket}
+
+
+def token_answer(token: str = "access-token-1", expires_in: int = 1800) -> dict[str, Any]:
+    """What Zendesk's `POST /oauth/tokens` answers to the client-credentials grant."""
+    return {"access_token": token, "token_type": "bearer", "scope": "read write", "expires_in": expires_in}
 
 
 def put_bodies(mock: responses.RequestsMock, ticket_id: int) -> list[dict[str, Any]]:

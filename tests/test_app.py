@@ -14,25 +14,27 @@ from connector.services import Services
 from helpers import (
     FIXTURES,
     ZENDESK,
+    ZENDESK_HOST,
     FakeClock,
     drain,
     make_settings,
     signed_headers,
+    token_answer,
     trigger_body,
     zendesk_ticket,
 )
 
 
 def test_health_without_credentials_reports_zendesk_not_configured(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, zendesk_subdomain="", zendesk_email="", zendesk_api_token="",
-                             zendesk_webhook_secret="")
+    settings = make_settings(tmp_path, zendesk_subdomain="", zendesk_oauth_client_id="",
+                             zendesk_oauth_client_secret="", zendesk_webhook_secret="")
     client = create_app(settings).test_client()
     response = client.get("/health")
     assert response.status_code == 200
     body = response.json
     assert body["status"] == "ok" and body["database"] == "ok"
     assert body["platforms"]["zendesk"] == {"configured": False, "missing": [
-        "ZENDESK_SUBDOMAIN", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_WEBHOOK_SECRET"]}
+        "ZENDESK_SUBDOMAIN", "ZENDESK_WEBHOOK_SECRET", "ZENDESK_OAUTH_CLIENT_ID", "ZENDESK_OAUTH_CLIENT_SECRET"]}
 
 
 def test_health_names_only_what_is_missing(tmp_path: Path) -> None:
@@ -63,6 +65,7 @@ def value(samples: list[Any], name: str, **labels: str) -> float:
 
 def test_metrics_count_events_outcomes_tiers_and_latency(client: Any, services: Services, clock: FakeClock) -> None:
     with responses.RequestsMock() as api:
+        api.post(f"{ZENDESK_HOST}/oauth/tokens", json=token_answer(), status=201)
         api.get(f"{ZENDESK}/tickets/7.json",
                 json=zendesk_ticket(7, subject="Invoice please", description="Send the invoice"))
         updated = (FIXTURES / "zendesk" / "ticket_update_response_200.json").read_text()

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.history import backfill
 from connector.services import Services
-from helpers import FIXTURES, ZENDESK, cli_environment, make_settings
+from helpers import FIXTURES, ZENDESK, ZENDESK_HOST, cli_environment, make_settings, token_answer
 from platforms.freshdesk import FreshdeskPlatform
 
 EXPORT = re.compile(rf"{ZENDESK}/incremental/tickets/cursor\.json.*")
@@ -41,8 +41,19 @@ def api() -> Iterator[responses.RequestsMock]:
         yield mock
 
 
+@pytest.fixture
+def zendesk_export(api: responses.RequestsMock) -> responses.RequestsMock:
+    api.post(f"{ZENDESK_HOST}/oauth/tokens", json=token_answer(), status=201)
+    return api
+
+
+def export_calls(api: responses.RequestsMock) -> list[Any]:
+    return [c for c in api.calls if "/incremental/" in c.request.url]
+
+
 def test_zendesk_backfill_follows_the_cursor_and_waits_out_a_429(services: Services,
-                                                                  api: responses.RequestsMock) -> None:
+                                                                  zendesk_export: responses.RequestsMock) -> None:
+    api = zendesk_export
     api.get(EXPORT, json=page([zendesk_ticket(1, "solved", 360000000103, "Export button does nothing"),
                                zendesk_ticket(2, "open", 360000000103, "Still broken"),
                                zendesk_ticket(3, "closed", 999, "Group no category maps to")], "c2"))
@@ -53,9 +64,10 @@ def test_zendesk_backfill_follows_the_cursor_and_waits_out_a_429(services: Servi
     report = backfill(services, "zendesk", days=90, progress=lambda read, kept: seen.append((read, kept)))
 
     assert (report.read, report.kept, report.skipped_open, report.skipped_unmapped) == (5, 3, 1, 1)
-    first = parse_qs(urlparse(api.calls[0].request.url).query)
+    calls = export_calls(api)
+    first = parse_qs(urlparse(calls[0].request.url).query)
     assert "start_time" in first and int(first["start_time"][0]) > 1_700_000_000
-    assert [parse_qs(urlparse(c.request.url).query).get("cursor") for c in api.calls[1:]] == [["c2"], ["c2"]]
+    assert [parse_qs(urlparse(c.request.url).query).get("cursor") for c in calls[1:]] == [["c2"], ["c2"]]
     assert services.sleeps == [7.0]  # type: ignore[attr-defined]
     history = services.store.history()
     assert [label for _, label, _ in history] == ["bug_report", "outage_performance", "account_access"]
@@ -63,7 +75,9 @@ def test_zendesk_backfill_follows_the_cursor_and_waits_out_a_429(services: Servi
     assert seen[-1] == (5, 3)
 
 
-def test_backfilled_history_joins_the_feedback_dataset(services: Services, api: responses.RequestsMock) -> None:
+def test_backfilled_history_joins_the_feedback_dataset(services: Services,
+                                                       zendesk_export: responses.RequestsMock) -> None:
+    api = zendesk_export
     from connector.feedback import feedback_examples
 
     api.get(EXPORT, json=page([zendesk_ticket(7, "solved", 360000000103, "Export button does nothing")], None))
@@ -98,10 +112,11 @@ def test_freshdesk_backfill_pages_through_updated_tickets(tmp_path: Path, clock:
     assert waits == [3.0]
 
 
-def test_backfill_cli(services: Services, api: responses.RequestsMock, tmp_path: Path,
+def test_backfill_cli(services: Services, zendesk_export: responses.RequestsMock, tmp_path: Path,
                       monkeypatch: pytest.MonkeyPatch) -> None:
+    api = zendesk_export
     cli_environment(monkeypatch, tmp_path, services.settings.database_url, ZENDESK_SUBDOMAIN="acme",
-                    ZENDESK_EMAIL="bot@example.com", ZENDESK_API_TOKEN="t", ZENDESK_WEBHOOK_SECRET="s")
+                    ZENDESK_OAUTH_CLIENT_ID="deskroute", ZENDESK_OAUTH_CLIENT_SECRET="s", ZENDESK_WEBHOOK_SECRET="s")
     api.get(EXPORT, json=page([zendesk_ticket(1, "solved", 360000000103, "Export button does nothing")], None))
     result = CliRunner().invoke(main, ["backfill", "zendesk", "--days", "30"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -117,7 +117,8 @@ def test_a_helpdesk_that_stays_down_ends_in_a_visible_dead_letter(make_env: Call
         drain(env.services)
         env.clock.advance(3600)
     [event] = env.events()
-    assert event["state"] == "dead" and event["last_error"].startswith("503") and event["attempts"] == 2
+    # On Zendesk the token endpoint is down too: the error names its 503.
+    assert event["state"] == "dead" and "503" in event["last_error"] and event["attempts"] == 2
 
 
 def test_write_call_timing_out_after_it_landed_is_not_repeated(env: Env) -> None:

@@ -231,4 +231,7 @@ def test_bad_credentials_are_retried_not_dropped(services: Services, zendesk_api
     event_id = queue_created(services)
     drain(services)
     row = event_row(services, event_id)
-    assert row["state"] == "pending" and row["last_error"].startswith("401")
+    assert row["state"] == "pending" and row["last_error"].startswith("zendesk auth:") and "(401" in row["last_error"]
+    # The 401 renewed the token and repeated the call once; then the job waits for an admin, no quick retries.
+    urls = [c.request.url for c in zendesk_api.calls]
+    assert sum(u.endswith("/oauth/tokens") for u in urls) == 2 and urls.count(URL) == 2

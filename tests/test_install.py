@@ -14,7 +14,7 @@ import responses
 from click.testing import CliRunner, Result
 
 from connector.cli import main
-from helpers import FIXTURES, PROJECT, cli_environment
+from helpers import FIXTURES, PROJECT, cli_environment, token_answer
 
 API = "https://acme.zendesk.com/api/v2"
 PUBLIC = "https://deskroute.acme.test"
@@ -99,8 +99,10 @@ class ZendeskAdmin:
 @pytest.fixture
 def zendesk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ZendeskAdmin]:
     cli_environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'i.db'}", ZENDESK_SUBDOMAIN="acme",
-                    ZENDESK_EMAIL="admin@acme.test", ZENDESK_API_TOKEN="token", ZENDESK_WEBHOOK_SECRET="old")
+                    ZENDESK_OAUTH_CLIENT_ID="deskroute", ZENDESK_OAUTH_CLIENT_SECRET="client-secret",
+                    ZENDESK_WEBHOOK_SECRET="old")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post("https://acme.zendesk.com/oauth/tokens", json=token_answer(), status=201)
         yield ZendeskAdmin(mock)
 
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from helpers import PROJECT, FakeClock, signed_headers, trigger_body
-from platforms.fakes.zendesk import FakeZendesk
+from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, FakeZendesk
 
 GROUPS = {360000000100: "Triage", 360000000101: "Billing", 360000000102: "Access"}
 
@@ -67,7 +67,7 @@ def stop(process: subprocess.Popen[str]) -> str:
 
 @pytest.fixture
 def fake_zendesk() -> Iterator[tuple[FakeZendesk, str]]:
-    fake = FakeZendesk(groups=GROUPS)
+    fake = FakeZendesk(groups=GROUPS, refuse_basic=True)
     netloc = fake.start()
     yield fake, netloc
     fake.stop()
@@ -94,7 +94,8 @@ def test_serve_routes_a_ticket_end_to_end(tmp_path: Path, fake_zendesk: tuple[Fa
                     tags=["from_email"])
     secret = "loopback-secret"
     process, url = start_serve(tmp_path, {
-        "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "tok",
+        "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_OAUTH_CLIENT_ID": OAUTH_CLIENT_ID,
+        "ZENDESK_OAUTH_CLIENT_SECRET": OAUTH_CLIENT_SECRET,
         "ZENDESK_WEBHOOK_SECRET": secret, "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http",
         "DESKROUTE_LOG_FORMAT": "json",
     })
@@ -113,6 +114,8 @@ def test_serve_routes_a_ticket_end_to_end(tmp_path: Path, fake_zendesk: tuple[Fa
     finally:
         output = stop(process)
     assert "Invoice for October" not in output and secret not in output  # nothing private in the logs
+    assert OAUTH_CLIENT_SECRET not in output and not any(token in output for token in fake.oauth.access_tokens)
+    assert fake.basic_calls == 0
 
 
 def test_worker_process_drains_the_queue_written_by_another_process(
@@ -125,7 +128,8 @@ def test_worker_process_drains_the_queue_written_by_another_process(
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ZENDESK_", "DESKROUTE_", "ZENPY_")) and k != "DATABASE_URL"}
     env.update({"PYTHONPATH": str(PROJECT), "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
-                "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "tok",
+                "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_OAUTH_CLIENT_ID": OAUTH_CLIENT_ID,
+                "ZENDESK_OAUTH_CLIENT_SECRET": OAUTH_CLIENT_SECRET,
                 "ZENDESK_WEBHOOK_SECRET": "s", "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http"})
     process = subprocess.Popen([sys.executable, "-m", "connector", "worker"], cwd=tmp_path, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from typing import Any
@@ -24,6 +23,7 @@ from helpers import (
     trigger_body,
     zendesk_ticket,
 )
+from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
 
 SUBJECT = "Charged twice this month"
 DESCRIPTION = "Hello, my card statement shows two charges of $49 on the 3rd. Can you look into it? Jo Bloggs"
@@ -79,9 +79,11 @@ def test_created_ticket_is_routed_with_one_put(client: Any, services: Services, 
     assert put["comment"]["public"] is False
     assert "billing" in put["comment"]["body"] and "tier: rules" in put["comment"]["body"]
     assert put["safe_update"] is True and put["updated_stamp"] == "2026-11-22T09:00:00Z"
-    [get] = [c for c in zendesk_api.calls if c.request.method == "GET"]
-    expected_auth = base64.b64encode(b"bot@example.com/token:api-token-not-real").decode()
-    assert get.request.headers["Authorization"] == f"Basic {expected_auth}"
+    [token] = [json.loads(c.request.body) for c in zendesk_api.calls if c.request.url.endswith("/oauth/tokens")]
+    assert token == {"grant_type": "client_credentials", "client_id": OAUTH_CLIENT_ID,
+                     "client_secret": OAUTH_CLIENT_SECRET, "scope": "read write", "expires_in": 1800}
+    api_calls = [c for c in zendesk_api.calls if "/api/v2/" in c.request.url]
+    assert {c.request.headers["Authorization"] for c in api_calls} == {"Bearer access-token-1"}
     assert classify_calls == [f"{SUBJECT}\n{DESCRIPTION}"]
 
     record = services.store.ticket("zendesk", "101")

@@ -22,6 +22,7 @@ from flask import Blueprint, Flask, Response, abort, redirect, render_template, 
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
+from connector.admin import connection
 from connector.admin.charts import heatmap, stacked_bars
 from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category
 from connector.corrections import STATUSES, to_csv
@@ -344,4 +345,5 @@ def init_admin(app: Flask, services: Services) -> None:
         return Response(to_csv(rows), mimetype="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="deskroute-corrections.csv"'})
 
+    connection.register(bp, services, login_required)
     app.register_blueprint(bp)

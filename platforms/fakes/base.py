@@ -91,11 +91,14 @@ class FakeHelpdesk:
         return self._handle(request)(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
-        raw = request.get_data()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            return json_response(400, {"error": "InvalidJSON"})
+        if request.mimetype == "application/x-www-form-urlencoded":
+            body = None  # a browser's form (the OAuth consent page): routes read request.form
+        else:
+            raw = request.get_data()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                return json_response(400, {"error": "InvalidJSON"})
         with self.lock:
             self.requests.append((request.method, request.path, body))
             fault = self._take_fault(request)

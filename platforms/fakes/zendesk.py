@@ -1,7 +1,9 @@
 """A loopback Zendesk for tests, benches and the demo.
 
 It speaks the small part of the Support API that Deskroute uses, with Zendesk's real behaviours:
-basic auth required, `tags` in a PUT replace the ticket's tags, safe_update answers 409 when the
+OAuth (platforms/fakes/oauth.py: client credentials, authorization code with PKCE, rotating refresh
+tokens, expiring access tokens) or basic auth with an API token (refused with `refuse_basic`, as
+from 30 April 2027), `tags` in a PUT replace the ticket's tags, safe_update answers 409 when the
 ticket changed, an unknown group answers 422 RecordInvalid, and faults (429 with Retry-After, 503)
 can be queued or drawn at random. Point zenpy at it with ZENPY_FORCE_NETLOC and ZENPY_FORCE_SCHEME=http.
 """
@@ -18,11 +20,15 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from platforms.fakes.base import FakeHelpdesk, json_response
+from platforms.fakes.oauth import INVALID_TOKEN, FakeOAuthServer
 
 _TICKET = re.compile(r"^/api/v2/tickets/(\d+)(?:\.json)?$")
 _AUDITS = re.compile(r"^/api/v2/tickets/(\d+)/audits(?:\.json)?$")
 _ME = re.compile(r"^/api/v2/users/me(?:\.json)?$")
 _GROUPS = re.compile(r"^/api/v2/groups(?:\.json)?$")
+_CURRENT_TOKEN = re.compile(r"^/api/v2/oauth/tokens/current(?:\.json)?$")
+# The confidential OAuth client every fake has; its tokens act as user 900001.
+OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET = "deskroute", "fake-oauth-client-secret"
 PRIORITIES = ("low", "normal", "high", "urgent")
 _CONFLICT = ("Safe Update prevented the update due to outdated ticket data. "
              "Please fetch the latest ticket data and try again.")
@@ -32,15 +38,24 @@ class FakeZendesk(FakeHelpdesk):
     """In-memory Zendesk."""
 
     def __init__(self, *, groups: dict[int, str] | None = None, seed: int = 0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, refuse_basic: bool = False,
+                 token_seconds: float | None = None):
         super().__init__(seed=seed)
+        # Tokens expire on real time: the ticket clock (`clock`) is often frozen by tests.
+        self.oauth = FakeOAuthServer(token_seconds=token_seconds)
+        self.users = {900001: {"id": 900001, "name": "Deskroute", "email": "deskroute@example.com", "role": "admin"},
+                      900002: {"id": 900002, "name": "Ada Admin", "email": "ada@example.com", "role": "admin"}}
+        self.oauth.add_client(OAUTH_CLIENT_ID, secret=OAUTH_CLIENT_SECRET, user_id=900001)
+        self.oauth.consenting_user = 900002
+        self.refuse_basic = refuse_basic  # as every Zendesk will from 30 April 2027
+        self.basic_calls = 0  # API calls made with basic auth (an API token)
         self.groups = dict(groups or {})
         self.tickets: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, list[dict[str, Any]]] = {}
         # Updates that took effect, per ticket, oldest first (rejected ones are only in `requests`).
         self.applied: dict[int, list[dict[str, Any]]] = {}
         self.audits: dict[int, list[dict[str, Any]]] = {}
-        self.me = {"id": 900001, "name": "Deskroute"}  # the user the API token belongs to
+        self.me = self.users[900001]  # the user the API token belongs to
         self.clock = clock
         self._last_stamp = 0
         self._audit_ids = itertools.count(7000)
@@ -105,15 +120,33 @@ class FakeZendesk(FakeHelpdesk):
         self._last_stamp = max(int(self.clock()), self._last_stamp + 1)
         return datetime.fromtimestamp(self._last_stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def _authenticate(self, request: Request) -> int | Response:
+        """The user a request acts as, or the 401 Zendesk answers."""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            user_id = self.oauth.user_for(header.removeprefix("Bearer "))
+            return user_id if user_id is not None else json_response(401, INVALID_TOKEN)
+        if header.startswith("Basic "):
+            self.basic_calls += 1
+            if not self.refuse_basic:
+                return int(self.me["id"])
+        return json_response(401, {"error": "Couldn't authenticate you"})
+
     def route(self, request: Request, body: Any) -> Response:
-        if not request.headers.get("Authorization"):
-            return json_response(401, {"error": "Couldn't authenticate you"})
+        if request.path.startswith("/oauth/"):
+            return self.oauth.route(request, body) or json_response(404, {"error": "InvalidEndpoint"})
+        user_id = self._authenticate(request)
+        if isinstance(user_id, Response):
+            return user_id
         if match := _TICKET.match(request.path):
             ticket_id = int(match.group(1))
             if request.method == "GET":
                 return self._show(ticket_id)
             if request.method == "PUT":
-                return self._update(ticket_id, body, client=request.headers.get("User-Agent", ""))
+                return self._update(ticket_id, body, client=request.headers.get("User-Agent", ""), author_id=user_id)
+        if _CURRENT_TOKEN.match(request.path) and request.method == "DELETE":
+            self.oauth.access_tokens.pop(request.headers["Authorization"].removeprefix("Bearer "), None)
+            return Response(status=204)
         if (match := _AUDITS.match(request.path)) and request.method == "GET":
             audits = self.audits.get(int(match.group(1)))
             if audits is None:
@@ -122,7 +155,7 @@ class FakeZendesk(FakeHelpdesk):
                                        "count": len(audits), "meta": {"has_more": False},
                                        "links": {"next": None, "prev": None}})
         if _ME.match(request.path) and request.method == "GET":
-            return json_response(200, {"user": dict(self.me)})
+            return json_response(200, {"user": dict(self.users[user_id])})
         if _GROUPS.match(request.path) and request.method == "GET":
             groups = [{"id": gid, "name": name} for gid, name in sorted(self.groups.items())]
             return json_response(200, {"groups": groups, "next_page": None, "previous_page": None,
@@ -136,7 +169,7 @@ class FakeZendesk(FakeHelpdesk):
             return json_response(404, {"error": "RecordNotFound", "description": "Not found"})
         return json_response(200, {"ticket": dict(ticket)})
 
-    def _update(self, ticket_id: int, body: Any, *, client: str) -> Response:
+    def _update(self, ticket_id: int, body: Any, *, client: str, author_id: int) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("ticket"), dict):
             return json_response(400, {"error": "InvalidParameter", "description": "ticket is required"})
         change = body["ticket"]
@@ -164,6 +197,6 @@ class FakeZendesk(FakeHelpdesk):
             self.comments[ticket_id].append(dict(change["comment"]))
         ticket["updated_at"] = self._stamp()
         self.applied.setdefault(ticket_id, []).append(dict(change))
-        self.audits[ticket_id].append(self._audit(ticket_id, author_id=self.me["id"], channel="api", events=events,
+        self.audits[ticket_id].append(self._audit(ticket_id, author_id=author_id, channel="api", events=events,
                                                   client=client))
         return json_response(200, {"ticket": dict(ticket), "audit": {"ticket_id": ticket_id, "events": []}})

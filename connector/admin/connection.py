@@ -1,0 +1,153 @@
+"""/admin/zendesk: how Deskroute signs in to Zendesk, and "Connect Zendesk" (authorization code + PKCE).
+
+The admin clicks Connect; Deskroute sends the browser to Zendesk's consent screen with a PKCE
+challenge and a `state` bound to the admin's session; Zendesk sends it back to the callback with a
+code, which Deskroute exchanges for an access and a refresh token, stored encrypted (connector/tokens.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+
+from connector.crypto import MIN_SECRET_KEY_LENGTH, last4
+from connector.tokens import ConnectUnavailable
+from platforms.base import PlatformError
+from platforms.zendesk_oauth import AUTHORIZATION_CODE, OAuthError, pkce_pair
+
+if TYPE_CHECKING:
+    from connector.services import Services
+
+log = logging.getLogger(__name__)
+
+PENDING = "zendesk_oauth"  # session key of an authorization under way
+PENDING_SECONDS = 600  # a consent not finished within this is started again
+
+
+def register(bp: Blueprint, services: Services, login_required: Callable[..., Any]) -> None:
+    """Add the connection page, Connect, its callback and Disconnect to the admin blueprint."""
+    who_cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+
+    def zendesk() -> Any:
+        return services.platforms.get("zendesk")
+
+    def provider() -> Any:
+        platform = zendesk()
+        return platform.oauth if platform is not None else None
+
+    def acting_as(platform: Any) -> dict[str, str] | None:
+        """Who the current token acts as, asked at most once a minute."""
+        key = platform.oauth.identity() if platform.oauth is not None else "api_token"
+        cached = who_cache.get(key)
+        if cached and cached[0] > time.monotonic() - 60:
+            return cached[1]
+        try:
+            me: dict[str, str] | None = platform.whoami()
+        except PlatformError:
+            me = None
+        who_cache.clear()
+        who_cache[key] = (time.monotonic(), me)
+        return me
+
+    def why_no_connect() -> str | None:
+        settings = services.settings
+        if not settings.zendesk_oauth_client_id:
+            return "set ZENDESK_OAUTH_CLIENT_ID (and ZENDESK_SUBDOMAIN, ZENDESK_WEBHOOK_SECRET) first"
+        if len(settings.deskroute_secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            return (f"set DESKROUTE_SECRET_KEY (at least {MIN_SECRET_KEY_LENGTH} random characters) so that Deskroute "
+                    "can encrypt the connection's tokens with a key that is not kept in its database")
+        if provider() is None:
+            return "Zendesk is not configured: see the settings it still needs below"
+        return None
+
+    def redirect_uri() -> str:
+        base = services.settings.deskroute_public_url.rstrip("/") or request.host_url.rstrip("/")
+        return base + url_for("admin.zendesk_callback")
+
+    @bp.get("/zendesk")
+    @login_required
+    def zendesk_connection() -> Any:
+        platform = zendesk()
+        view: dict[str, Any] = {"platform": platform, "missing": services.unconfigured.get("zendesk", []),
+                                "refused": services.refused.get("zendesk"), "why_no_connect": why_no_connect(),
+                                "message": request.args.get("message"), "error": request.args.get("error")}
+        if platform is not None:
+            status = platform.auth_status()
+            view.update(status=status, me=acting_as(platform))
+            token = platform.oauth.vault.load() if platform.oauth is not None else None
+            if token is not None and platform.oauth.usable(token):
+                view["token"] = {"grant": token.grant, "scope": token.scope, "since": token.connected_at,
+                                 "expires_at": token.expires_at, "last4": last4(token.access_token),
+                                 "connected_as": token.connected_as}
+        return render_template("admin/zendesk.html", **view)
+
+    @bp.post("/zendesk/connect")
+    @login_required
+    def zendesk_connect() -> Any:
+        reason = why_no_connect()
+        if reason:
+            abort(409, f"Connect Zendesk is off: {reason}.")
+        state = secrets.token_urlsafe(24)
+        verifier, challenge = pkce_pair()
+        uri = redirect_uri()
+        # The verifier stays on our side of the redirect: in the signed session, never in the URL.
+        session[PENDING] = {"state": state, "verifier": verifier, "redirect_uri": uri, "at": time.time()}
+        log.info("zendesk connect started")
+        return redirect(provider().oauth.authorization_url(redirect_uri=uri, state=state, code_challenge=challenge))
+
+    @bp.get("/zendesk/callback")
+    @login_required
+    def zendesk_callback() -> Any:
+        pending = session.pop(PENDING, None)
+        state = request.args.get("state", "")
+        if (not pending or time.time() - pending["at"] > PENDING_SECONDS
+                or not hmac.compare_digest(pending["state"].encode(), state.encode())):
+            log.warning("zendesk connect refused", extra={"why": "state"})
+            return back(error="That answer from Zendesk doesn't match a Connect started here (or it took more than"
+                              " 10 minutes). Click Connect Zendesk again.")
+        if request.args.get("error"):
+            log.info("zendesk connect declined", extra={"oauth_error": request.args["error"][:40]})
+            return back(error=f"Zendesk did not connect: {request.args['error'][:40]} "
+                              f"({request.args.get('error_description', '')[:200]})")
+        tokens = provider()
+        try:
+            token = tokens.oauth.exchange_code(code=request.args.get("code", ""), redirect_uri=pending["redirect_uri"],
+                                               code_verifier=pending["verifier"])
+        except OAuthError as exc:
+            log.warning("zendesk connect failed", extra={"oauth_error": exc.code, "status": exc.status})
+            return back(error=str(exc))
+        me = tokens.oauth.whoami(token.access_token)
+        token = replace(token, grant=AUTHORIZATION_CODE,
+                        connected_as=f"{me['name']} <{me['email']}>" if me.get("email") else me.get("name", ""))
+        try:
+            tokens.vault.connect(token)
+        except (ConnectUnavailable, RuntimeError) as exc:
+            return back(error=str(exc))
+        tokens.forget()
+        log.info("zendesk connected", extra={"grant": AUTHORIZATION_CODE, "user_id": me.get("id")})
+        return back(message=f"Connected to Zendesk as {token.connected_as or 'an unknown user'}.")
+
+    @bp.post("/zendesk/disconnect")
+    @login_required
+    def zendesk_disconnect() -> Any:
+        tokens = provider()
+        token = tokens.vault.load() if tokens is not None else None
+        if token is None or token.grant != AUTHORIZATION_CODE:
+            abort(409, "There is no Connect Zendesk connection to remove.")
+        revoked = tokens.oauth.revoke(token.access_token)
+        tokens.vault.delete()
+        tokens.forget()
+        log.info("zendesk disconnected", extra={"revoked": revoked})
+        after = ("Deskroute now signs in with the client-credentials grant." if tokens.oauth.client_secret
+                 else "Deskroute is not connected to Zendesk until you connect again.")
+        return back(message=f"Disconnected{'' if revoked else ' (Zendesk could not be told: revoke the token in Admin Center)'}. {after}")
+
+    def back(**query: str) -> Any:
+        return redirect(url_for("admin.zendesk_connection", **query))

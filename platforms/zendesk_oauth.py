@@ -1,0 +1,453 @@
+# OAuth: https://developer.zendesk.com/documentation/api-basics/authentication/using-oauth-to-authenticate-api-requests/
+# Token endpoint and grants: https://developer.zendesk.com/api-reference/ticketing/oauth/grant_type_tokens/
+"""Zendesk OAuth: the token endpoint, the authorization URL (PKCE), and one access token per install.
+
+Zendesk stops accepting API tokens on 30 April 2027. Deskroute gets its access tokens either with
+the client-credentials grant (a confidential client's identifier and secret) or through "Connect
+Zendesk" in the admin UI (authorization code + PKCE, then rotating refresh tokens).
+
+Every thread and process of an install shares one token through a TokenVault (the database, in
+production), so ten workers don't mint ten tokens. Renewing takes the vault's lock: Zendesk deletes
+a refresh token once it is used, so two processes refreshing with the same one would lock the
+install out. Whoever loses the race waits for the winner's token instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+SCOPE = "read write"
+# Lifetime we ask for (Zendesk accepts 300 s to 48 h). Without it, older clients' tokens never expire.
+TOKEN_SECONDS = 1800
+CLIENT_CREDENTIALS, AUTHORIZATION_CODE = "client_credentials", "authorization_code"
+
+# What an admin does about each error the token endpoint can answer (RFC 6749 section 5.2 codes).
+ADVICE = {
+    "invalid_client": "Zendesk refused the OAuth client (invalid_client): check ZENDESK_OAUTH_CLIENT_ID (the "
+                      "client's Identifier) and ZENDESK_OAUTH_CLIENT_SECRET, and that the client still exists in "
+                      "Admin Center > Apps and integrations > APIs > OAuth clients",
+    "invalid_grant": "Zendesk refused the refresh token (invalid_grant: expired or revoked): connect Zendesk again "
+                     "in the admin UI (/admin/zendesk)",
+    "invalid_scope": f"Zendesk refused the scope '{SCOPE}' (invalid_scope): allow read and write for the OAuth "
+                     "client in Admin Center",
+    "unauthorized_client": "the OAuth client may not use this grant (unauthorized_client): client credentials "
+                           "need a confidential client",
+    "unsupported_grant_type": "Zendesk does not accept this grant for the client (unsupported_grant_type): client "
+                              "credentials need a confidential client",
+    "not_connected": "Zendesk is not connected: click Connect Zendesk in the admin UI (/admin/zendesk), or set "
+                     "ZENDESK_OAUTH_CLIENT_SECRET to use the client-credentials grant",
+}
+
+
+class OAuthError(Exception):
+    """Zendesk would not give us a token; `str()` says what to do, and never holds a secret.
+
+    Args:
+        code: the OAuth error code (`invalid_client`...), `unavailable` (5xx, network) or `not_connected`.
+        retryable: the same request may succeed later without anyone changing anything.
+    """
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False, status: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """An access token as the vault keeps it (decrypted), with what the admin UI shows about it."""
+
+    grant: str
+    client_id: str
+    access_token: str
+    scope: str
+    issued_at: float
+    expires_at: float | None  # None: Zendesk gave no lifetime; it lasts until revoked
+    refresh_token: str | None = None
+    refresh_expires_at: float | None = None
+    connected_at: float = 0.0
+    connected_as: str = ""  # "Ada Admin <ada@acme.com>", for authorization-code connections
+    generation: int = 0  # set by the vault: +1 on every save
+
+    def fresh(self, now: float) -> bool:
+        """Usable now and not about to expire: renew a minute early (a quarter of short lifetimes)."""
+        if self.expires_at is None:
+            return True
+        margin = min(60.0, (self.expires_at - self.issued_at) / 4)
+        return now < self.expires_at - margin
+
+
+class TokenVault(Protocol):
+    """Where an install's one token lives, shared by every thread and process."""
+
+    def load(self) -> StoredToken | None:
+        """The stored token, or None (none yet, or it can't be decrypted with today's key)."""
+
+    def acquire(self, owner: str, seconds: float) -> bool:
+        """Take the renewal lock for `seconds`; False if someone else holds it."""
+
+    def save(self, token: StoredToken, *, owner: str, replaces: int | None) -> bool:
+        """Store a new token and release the lock, unless the stored generation is no longer `replaces`."""
+
+    def release(self, owner: str, *, error: str | None) -> None:
+        """Release the lock; `error` records why a renewal failed (shown as auth_failing)."""
+
+    def record_error(self, error: str | None) -> None:
+        """Note (or clear) a failure seen while using the token, for /health and doctor."""
+
+    def error(self) -> str | None:
+        """The last failure recorded and not cleared since (a successful save clears it)."""
+
+    def delete(self) -> None:
+        """Forget the token (Disconnect)."""
+
+
+class MemoryVault:
+    """A vault for one process without a database (tests, one-off commands)."""
+
+    def __init__(self) -> None:
+        self._token: StoredToken | None = None
+        self._error: str | None = None
+        self._owner: str | None = None
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def load(self) -> StoredToken | None:
+        return self._token
+
+    def acquire(self, owner: str, seconds: float) -> bool:
+        with self._lock:
+            if self._owner not in (None, owner) and self._until > time.monotonic():
+                return False
+            self._owner, self._until = owner, time.monotonic() + seconds
+            return True
+
+    def save(self, token: StoredToken, *, owner: str, replaces: int | None) -> bool:
+        with self._lock:
+            current = self._token.generation if self._token else None
+            if self._owner == owner:
+                self._owner = None
+            if current != replaces:
+                return False
+            self._token = replace(token, generation=(current or 0) + 1)
+            self._error = None
+            return True
+
+    def release(self, owner: str, *, error: str | None) -> None:
+        with self._lock:
+            if self._owner == owner:
+                self._owner = None
+            self._error = error
+
+    def record_error(self, error: str | None) -> None:
+        self._error = error
+
+    def error(self) -> str | None:
+        return self._error
+
+    def delete(self) -> None:
+        with self._lock:
+            self._token = None
+            self._error = None
+
+
+def api_root(base_url: str, subdomain: str) -> tuple[str, str]:
+    """(scheme, host) of every Zendesk call: ZENDESK_BASE_URL or the subdomain's host, unless zenpy's own
+    ZENPY_FORCE_SCHEME / ZENPY_FORCE_NETLOC say otherwise (tests and simulators set those)."""
+    parsed = urlsplit(base_url or f"https://{subdomain}.zendesk.com")
+    return (os.environ.get("ZENPY_FORCE_SCHEME") or parsed.scheme,
+            os.environ.get("ZENPY_FORCE_NETLOC") or parsed.netloc)
+
+
+def rebase(url: str, root: tuple[str, str]) -> str:
+    """The same path on Deskroute's Zendesk host (zenpy builds URLs, and next pages come from Zendesk)."""
+    parts = urlsplit(url)
+    return urlunsplit((*root, parts.path, parts.query, parts.fragment))
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge), as RFC 7636 section 4 specifies."""
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+class ZendeskOAuth:
+    """The three token requests and the authorization URL, for one OAuth client."""
+
+    def __init__(self, *, subdomain: str, client_id: str, client_secret: str = "", base_url: str = "",
+                 timeout: float = 10.0, clock: Callable[[], float] = time.time):
+        self.subdomain = subdomain
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.base_url = base_url
+        self.timeout = timeout
+        self.clock = clock
+        self._session = requests.Session()
+
+    def url(self, path: str) -> str:
+        scheme, netloc = api_root(self.base_url, self.subdomain)
+        return f"{scheme}://{netloc}{path}"
+
+    def authorization_url(self, *, redirect_uri: str, state: str, code_challenge: str) -> str:
+        """Where the admin consents (platform-facts §6)."""
+        query = urlencode({"response_type": "code", "client_id": self.client_id, "redirect_uri": redirect_uri,
+                           "scope": SCOPE, "state": state, "code_challenge": code_challenge,
+                           "code_challenge_method": "S256"})
+        return f"{self.url('/oauth/authorizations/new')}?{query}"
+
+    def client_credentials(self) -> StoredToken:
+        """A token for the admin who created the (confidential) client."""
+        if not self.client_secret:
+            raise OAuthError("not_connected", ADVICE["not_connected"])
+        return self._request(CLIENT_CREDENTIALS, {"scope": SCOPE, "client_secret": self.client_secret})
+
+    def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> StoredToken:
+        """The authorization code from the consent screen, for an access and a refresh token."""
+        return self._request(AUTHORIZATION_CODE, {"code": code, "redirect_uri": redirect_uri, "scope": SCOPE,
+                                                  "code_verifier": code_verifier, **self._secret()})
+
+    def refresh(self, token: StoredToken) -> StoredToken:
+        """A new access token and a new refresh token; Zendesk deletes the old pair."""
+        if not token.refresh_token:
+            raise OAuthError("invalid_grant", "Zendesk gave this connection no refresh token and its access token "
+                             "stopped working: connect Zendesk again in the admin UI (/admin/zendesk)")
+        fresh = self._request("refresh_token", {"refresh_token": token.refresh_token, "scope": token.scope or SCOPE,
+                                                **self._secret()}, grant=AUTHORIZATION_CODE)
+        return replace(fresh, connected_at=token.connected_at, connected_as=token.connected_as,
+                       refresh_token=fresh.refresh_token or token.refresh_token)
+
+    def whoami(self, access_token: str) -> dict[str, str]:
+        """The user a token acts as (GET /api/v2/users/me), to show who connected."""
+        try:
+            response = self._session.get(self.url("/api/v2/users/me.json"), timeout=self.timeout,
+                                         headers={"Authorization": f"Bearer {access_token}"})
+            user = response.json()["user"] if response.status_code == 200 else {}
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            user = {}
+        return {key: str(user.get(key) or "") for key in ("id", "name", "email", "role")}
+
+    def revoke(self, access_token: str) -> bool:
+        """Ask Zendesk to delete a token (Disconnect); False if it could not be reached or refused."""
+        try:
+            response = self._session.delete(self.url("/api/v2/oauth/tokens/current.json"), timeout=self.timeout,
+                                            headers={"Authorization": f"Bearer {access_token}"})
+        except requests.RequestException:
+            return False
+        return response.status_code in (200, 204, 401)  # 401: it was already gone
+
+    def _secret(self) -> dict[str, str]:
+        # A public client proves itself with PKCE alone; a confidential one also sends its secret.
+        return {"client_secret": self.client_secret} if self.client_secret else {}
+
+    def _request(self, grant_type: str, fields: dict[str, str], *, grant: str | None = None) -> StoredToken:
+        body = {"grant_type": grant_type, "client_id": self.client_id, "expires_in": TOKEN_SECONDS, **fields}
+        started = self.clock()
+        try:
+            response = self._session.post(self.url("/oauth/tokens"), json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise OAuthError("unavailable", f"Zendesk's token endpoint did not answer ({type(exc).__name__}); "
+                             "retrying later", retryable=True) from None
+        if not 200 <= response.status_code < 300:
+            raise _token_error(response, grant_type)
+        try:
+            payload = response.json()
+            access_token = payload["access_token"]
+        except (ValueError, KeyError, TypeError):
+            raise OAuthError("unavailable", f"Zendesk's token endpoint answered {response.status_code} without a "
+                             "token; retrying later", retryable=True, status=response.status_code) from None
+        expires_in = _seconds(payload.get("expires_in"))
+        refresh_in = _seconds(payload.get("refresh_token_expires_in"))
+        return StoredToken(
+            grant=grant or grant_type, client_id=self.client_id, access_token=str(access_token),
+            scope=str(payload.get("scope") or fields.get("scope") or SCOPE), issued_at=started,
+            expires_at=started + expires_in if expires_in else None,
+            refresh_token=str(payload["refresh_token"]) if payload.get("refresh_token") else None,
+            refresh_expires_at=started + refresh_in if refresh_in else None, connected_at=started)
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None
+
+
+def _token_error(response: requests.Response, grant_type: str) -> OAuthError:
+    status = response.status_code
+    try:
+        code = str(response.json().get("error") or "")
+    except (ValueError, AttributeError):
+        code = ""
+    if status == 429 or status >= 500:
+        retry_after = response.headers.get("Retry-After")
+        return OAuthError("unavailable", f"Zendesk's token endpoint answered {status}; retrying later",
+                          retryable=True, status=status,
+                          retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None)
+    if code == "invalid_grant" and grant_type == AUTHORIZATION_CODE:
+        return OAuthError(code, "Zendesk refused the authorization code (invalid_grant: expired, used, or for "
+                          "another redirect address): click Connect Zendesk again", status=status)
+    advice = ADVICE.get(code) or f"Zendesk's token endpoint refused the request ({status} {code or 'no error code'})"
+    return OAuthError(code or "refused", advice, status=status)
+
+
+class TokenProvider:
+    """Hands out the install's current access token, renewing it shortly before it expires and when the
+    API refuses it. Thread-safe; shares the token with other processes through the vault."""
+
+    POLL_SECONDS = 0.05
+    # How long a process trusts its copy before looking at the vault again (another process may have
+    # connected another account, or disconnected).
+    RECHECK_SECONDS = 30.0
+
+    def __init__(self, oauth: ZendeskOAuth, vault: TokenVault, *, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.oauth = oauth
+        self.vault = vault
+        self.clock = clock
+        self.sleep = sleep
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # The lock outlives one token request (with its timeout) so that a live renewer is never overtaken.
+        self.lock_seconds = 2 * oauth.timeout + 5
+        self._current: StoredToken | None = None
+        self._checked_at = 0.0
+        self._failing = False
+        self._lock = threading.Lock()
+
+    def usable(self, token: StoredToken | None) -> bool:
+        """A stored token this configuration may use: same client; client credentials only with the secret."""
+        return (token is not None and token.client_id == self.oauth.client_id
+                and (token.grant == AUTHORIZATION_CODE or bool(self.oauth.client_secret)))
+
+    def token(self) -> str:
+        """The access token to send now."""
+        current = self._current
+        now = self.clock()
+        if current is not None and current.fresh(now) and now - self._checked_at < self.RECHECK_SECONDS:
+            return current.access_token
+        with self._lock:
+            self._checked_at = now
+            stored = self.vault.load()
+            if self.usable(stored) and stored.fresh(self.clock()):  # type: ignore[union-attr]
+                self._current = stored
+                return stored.access_token  # type: ignore[union-attr]
+            return self._renew(stored).access_token
+
+    def rejected(self, access_token: str) -> str:
+        """The API answered 401 to `access_token`: a token renewed since, or a new one."""
+        with self._lock:
+            stored = self.vault.load()
+            if self.usable(stored) and stored.access_token != access_token and stored.fresh(self.clock()):  # type: ignore[union-attr]
+                self._current = stored
+                return stored.access_token  # type: ignore[union-attr]
+            return self._renew(stored).access_token
+
+    def identity(self) -> str:
+        """Who the current token acts for, as a key: changes when an admin connects another account."""
+        token = self._current or self.vault.load()
+        if token is None:
+            return "none"
+        return f"{token.grant}:{token.client_id}:{token.connected_at if token.grant == AUTHORIZATION_CODE else ''}"
+
+    def forget(self) -> None:
+        """Drop the token this process holds (after Disconnect)."""
+        self._current = None
+
+    def _renew(self, seen: StoredToken | None) -> StoredToken:
+        seen_generation = seen.generation if seen else None
+        deadline = self.clock() + self.lock_seconds + 5
+        while True:
+            if self.vault.acquire(self.owner, self.lock_seconds):
+                latest = self.vault.load()
+                if (self.usable(latest) and latest.generation != seen_generation  # type: ignore[union-attr]
+                        and latest.fresh(self.clock())):  # type: ignore[union-attr]
+                    self.vault.release(self.owner, error=None)  # renewed between our read and our lock
+                    self._current = latest
+                    return latest  # type: ignore[return-value]
+                return self._fetch(latest)
+            # Another process is renewing: wait for its token rather than spend the refresh token twice.
+            self.sleep(self.POLL_SECONDS)
+            latest = self.vault.load()
+            if self.usable(latest) and latest.generation != seen_generation and latest.fresh(self.clock()):  # type: ignore[union-attr]
+                self._current = latest
+                return latest  # type: ignore[return-value]
+            if self.clock() > deadline:
+                raise OAuthError("unavailable", "another Deskroute process is renewing the Zendesk token and has "
+                                 "not finished; retrying later", retryable=True)
+
+    def _fetch(self, latest: StoredToken | None) -> StoredToken:
+        """Get a new token while holding the lock, and store it."""
+        try:
+            if latest is not None and self.usable(latest) and latest.grant == AUTHORIZATION_CODE:
+                new = self.oauth.refresh(latest)
+            else:
+                new = self.oauth.client_credentials()
+        except OAuthError as exc:
+            self.vault.release(self.owner, error=str(exc))
+            log.error("zendesk token renewal failed", extra={"oauth_error": exc.code, "status": exc.status})
+            raise
+        replaces = latest.generation if latest is not None else None
+        if not self.vault.save(new, owner=self.owner, replaces=replaces):
+            # Someone stored a newer token (an admin reconnecting, say) while we asked: theirs wins.
+            stored = self.vault.load()
+            if self.usable(stored):
+                self._current = stored
+                return stored  # type: ignore[return-value]
+        saved = self.vault.load()
+        self._current = saved if saved is not None and saved.access_token == new.access_token else new
+        log.info("zendesk token renewed", extra={"grant": new.grant})
+        return self._current
+
+    def succeeded(self) -> None:
+        """The API accepted our token: clear a failure this process recorded."""
+        if self._failing:
+            self._failing = False
+            self.vault.record_error(None)
+
+    def failed(self, error: str) -> None:
+        """The API refused even a renewed token (a revoked client, a user who lost access)."""
+        self._failing = True
+        self.vault.record_error(error)
+
+    def status(self) -> dict[str, Any]:
+        """What /health, doctor and the admin UI show: never the token itself."""
+        stored = self.vault.load()
+        if self.usable(stored):
+            assert stored is not None
+            auth = f"oauth_{stored.grant}"
+        elif self.oauth.client_secret:
+            auth = f"oauth_{CLIENT_CREDENTIALS}"
+        else:
+            return {"auth": "oauth", "status": "not_connected"}
+        error = self.vault.error()
+        return {"auth": auth, "status": "auth_failing" if error else "ok", **({"error": error} if error else {})}
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """Puts the provider's current token on every request zenpy sends."""
+
+    def __init__(self, provider: TokenProvider):
+        self.provider = provider
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.provider.token()}"
+        return request
