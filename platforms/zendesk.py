@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -162,13 +163,17 @@ class _ZendeskSession(requests.Session):
 
     authorized = True  # zenpy leaves a session it considers authorized alone (no auth of its own)
 
-    def __init__(self, root: Callable[[], tuple[str, str]]):
+    def __init__(self, root: Callable[[], tuple[str, str]], zenpy_host: Callable[[], str]):
         super().__init__()
         self._root = root
+        self._zenpy_host = zenpy_host
         self.hooks["response"].append(_raise_on_failure)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        return super().request(method, rebase(str(url), self._root()), *args, **kwargs)
+        response = super().request(method, rebase(str(url), self._root()), *args, **kwargs)
+        # zenpy picks the parser for an answer by finding its own idea of the host in the request's URL.
+        response.request.url = rebase(str(response.request.url), (self._root()[0], self._zenpy_host()))
+        return response
 
 
 class ZendeskPlatform:
@@ -327,7 +332,8 @@ class ZendeskPlatform:
         """One zenpy client per thread: requests sessions aren't safe to share across threads."""
         client = getattr(self._local, "client", None)
         if client is None:
-            session = _ZendeskSession(lambda: api_root(self.base_url, self.subdomain))
+            session = _ZendeskSession(lambda: api_root(self.base_url, self.subdomain),
+                                      lambda: os.environ.get("ZENPY_FORCE_NETLOC") or f"{self.subdomain}.zendesk.com")
             session.auth = BearerAuth(self.oauth) if self.oauth is not None else self._basic
             client = Zenpy(subdomain=self.subdomain, session=session, timeout=self.timeout, disable_cache=True)
             self._local.client = client

@@ -402,6 +402,13 @@ class TokenProvider:
             else:
                 new = self.oauth.client_credentials()
         except OAuthError as exc:
+            stored = self.vault.load()
+            if (exc.code == "invalid_grant" and latest is not None and self.usable(stored)
+                    and stored.generation != latest.generation):  # type: ignore[union-attr]
+                # Another process refreshed first (its lease outlived ours): its token is the live one.
+                self.vault.release(self.owner, error=None)
+                self._current = stored
+                return stored  # type: ignore[return-value]
             self.vault.release(self.owner, error=str(exc))
             log.error("zendesk token renewal failed", extra={"oauth_error": exc.code, "status": exc.status})
             raise

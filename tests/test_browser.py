@@ -143,3 +143,32 @@ def test_admin_logs_in_edits_a_mapping_and_exports_corrections(browser: Any, dem
     assert target.exists(), f"no download in {list(browser.downloads.iterdir())}"
     rows = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8-sig"))))
     assert [(r["platform"], r["ticket_id"]) for r in rows] == [("zendesk", str(moved))]
+
+
+def test_admin_connects_zendesk_through_its_consent_screen(browser: Any, demo: Demo) -> None:
+    wait = WebDriverWait(browser, 15)
+    browser.get(f"{demo.url}/admin/zendesk")
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "password"))).send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert "client credentials" in text(browser, "#mode")  # the demo starts on client credentials
+    shot(browser, "6-zendesk-connection")
+    browser.find_element(By.ID, "connect").click()
+
+    allow = wait.until(expected_conditions.element_to_be_clickable((By.ID, "allow")))  # Zendesk's consent page
+    assert browser.current_url.startswith(f"http://{demo.fake.address}/oauth/authorizations/new?")
+    shot(browser, "7-zendesk-consent")
+    allow.click()
+
+    assert text(browser, "#message") == "Connected to Zendesk as Ada Admin <ada@example.com>."
+    assert browser.current_url.startswith(f"{demo.url}/admin/zendesk")
+    assert "connected by an admin" in text(browser, "#mode") and text(browser, "#status") == "working"
+    assert text(browser, "#connected-as") == "Ada Admin <ada@example.com>" and text(browser, "#scope") == "read write"
+    shot(browser, "8-zendesk-connected")
+    ids = demo.send_samples(first_id=2001)[:1]  # routed with the new connection's token
+    assert demo.wait(ids)
+    [write] = [a for a in demo.fake.audits[ids[0]] if a["via"]["channel"] == "api"]
+    assert write["author_id"] == 900002
+
+    browser.find_element(By.ID, "disconnect").click()
+    assert text(browser, "#message").startswith("Disconnected.")
+    assert "client credentials" in text(browser, "#mode")

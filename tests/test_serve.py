@@ -173,3 +173,49 @@ def test_serve_with_only_freshdesk_settings_routes_a_ticket(tmp_path: Path) -> N
     finally:
         stop(process)
         fake.stop()
+
+
+def test_oauth_only_install_routes_every_ticket_once_while_tokens_expire_every_4_seconds(tmp_path: Path) -> None:
+    """Only ZENDESK_SUBDOMAIN, the OAuth client's id and secret and the webhook secret; a Zendesk that
+    refuses API tokens and whose access tokens live 4 s; `serve` plus a second `deskroute worker`
+    sharing its database; 30 tickets over 15 s."""
+    fake = FakeZendesk(groups=GROUPS, refuse_basic=True, token_seconds=4)
+    netloc = fake.start()
+    secret = "oauth-e2e-secret"
+    settings = {"ZENDESK_SUBDOMAIN": "acme", "ZENDESK_OAUTH_CLIENT_ID": OAUTH_CLIENT_ID,
+                "ZENDESK_OAUTH_CLIENT_SECRET": OAUTH_CLIENT_SECRET, "ZENDESK_WEBHOOK_SECRET": secret,
+                "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http", "DESKROUTE_WORKER_THREADS": "2"}
+    process, url = start_serve(tmp_path, settings)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ZENDESK_", "DESKROUTE_", "ZENPY_"))}
+    worker = subprocess.Popen([sys.executable, "-m", "connector", "worker"], cwd=tmp_path, text=True,
+                              env={**base_env, "PYTHONPATH": str(PROJECT), **settings},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ids = list(range(7001, 7031))
+    started = time.monotonic()
+    try:
+        clock = FakeClock(time.time())
+        for n, ticket_id in enumerate(ids):
+            fake.add_ticket(ticket_id, subject=f"Invoice {ticket_id} missing",
+                            description="Please resend the invoice for last month.", tags=["from_email"])
+            clock.now = time.time()
+            body = trigger_body(ticket_id)
+            answer = requests.post(f"{url}/webhooks/zendesk", data=body, timeout=5,
+                                   headers=signed_headers(body, clock, secret=secret))
+            assert answer.status_code == 202
+            time.sleep(max(0.0, started + (n + 1) * 0.5 - time.monotonic()))
+        wait_for(lambda: all(fake.applied.get(i) for i in ids), timeout=60, what="every ticket to be routed")
+        elapsed = time.monotonic() - started
+        time.sleep(1.0)  # room for a wrongful second write
+        assert [len(fake.applied[i]) for i in ids] == [1] * 30  # lost 0, written twice 0
+        assert [len(fake.private_notes(i)) for i in ids] == [1] * 30
+        assert fake.basic_calls == 0
+        issued = len(fake.oauth.grants_issued)
+        # Renewed as tokens expired, and shared: two processes minting their own would need twice as many.
+        assert 3 <= issued <= elapsed / 2 + 2, (issued, elapsed)
+    finally:
+        output = stop(process)
+        worker.send_signal(signal.SIGTERM)
+        worker_output, _ = worker.communicate(timeout=20)
+        fake.stop()
+    for log in (output, worker_output):
+        assert OAUTH_CLIENT_SECRET not in log and not any(token in log for token in fake.oauth.access_tokens)

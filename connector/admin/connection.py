@@ -147,7 +147,8 @@ def register(bp: Blueprint, services: Services, login_required: Callable[..., An
         log.info("zendesk disconnected", extra={"revoked": revoked})
         after = ("Deskroute now signs in with the client-credentials grant." if tokens.oauth.client_secret
                  else "Deskroute is not connected to Zendesk until you connect again.")
-        return back(message=f"Disconnected{'' if revoked else ' (Zendesk could not be told: revoke the token in Admin Center)'}. {after}")
+        unrevoked = "" if revoked else " (Zendesk could not be told: revoke the token in Admin Center)"
+        return back(message=f"Disconnected{unrevoked}. {after}")
 
     def back(**query: str) -> Any:
         return redirect(url_for("admin.zendesk_connection", **query))

@@ -49,6 +49,7 @@ class FakeHelpdesk:
         self._random = random.Random(seed)
         self.lock = threading.RLock()
         self._server: BaseWSGIServer | None = None
+        self.address = ""  # host:port once started
 
     def fail_next(self, status: int, *, times: int = 1, method: str | None = None, path: str | None = None,
                   retry_after: float | None = None) -> None:
@@ -76,7 +77,8 @@ class FakeHelpdesk:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access-log line per request
         self._server = make_server(host, port, self.wsgi, threaded=True)
         threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True).start()
-        return f"{host}:{self._server.server_port}"
+        self.address = f"{host}:{self._server.server_port}"
+        return self.address
 
     def stop(self) -> None:
         """Stop the background server."""
