@@ -257,7 +257,8 @@ def main() -> None:
                      workdir / "baseline.db"),
         "deskroute": ("connector:create_app()", {
             "DATABASE_URL": f"sqlite:///{workdir / 'deskroute.db'}", "ZENDESK_SUBDOMAIN": "bench",
-            "ZENDESK_EMAIL": "bench@example.com", "ZENDESK_API_TOKEN": "unused", "ZENDESK_WEBHOOK_SECRET": SECRET,
+            "ZENDESK_OAUTH_CLIENT_ID": "bench", "ZENDESK_OAUTH_CLIENT_SECRET": "unused",
+            "ZENDESK_WEBHOOK_SECRET": SECRET,
             "DESKROUTE_MAPPINGS_DIR": str(ROOT / "mappings"), "DESKROUTE_SCHEDULER": "false",
         }, workdir / "deskroute.db"),
     }

@@ -36,7 +36,7 @@ from bench.ingest import free_port  # noqa: E402
 from connector.demo import SAMPLE_TICKETS, mapped_groups  # noqa: E402
 from platforms.fakes.base import FakeHelpdesk  # noqa: E402
 from platforms.fakes.freshdesk import FakeFreshdesk  # noqa: E402
-from platforms.fakes.zendesk import FakeZendesk  # noqa: E402
+from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, FakeZendesk  # noqa: E402
 from platforms.freshdesk import TOKEN_HEADER_NAME  # noqa: E402
 from platforms.zendesk import signed_headers  # noqa: E402
 
@@ -45,8 +45,9 @@ SECRET = "soak-webhook-secret"
 
 def environment(workdir: Path, platform: str, netloc: str) -> dict[str, str]:
     """The processes' settings: only the soaked helpdesk is configured, pointed at its fake."""
-    helpdesk = ({"ZENDESK_SUBDOMAIN": "soak", "ZENDESK_EMAIL": "bot@example.com", "ZENDESK_API_TOKEN": "soak-token",
-                 "ZENDESK_WEBHOOK_SECRET": SECRET, "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http"}
+    helpdesk = ({"ZENDESK_SUBDOMAIN": "soak", "ZENDESK_OAUTH_CLIENT_ID": OAUTH_CLIENT_ID,
+                 "ZENDESK_OAUTH_CLIENT_SECRET": OAUTH_CLIENT_SECRET, "ZENDESK_WEBHOOK_SECRET": SECRET,
+                 "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http"}
                 if platform == "zendesk" else
                 {"FRESHDESK_DOMAIN": "soak", "FRESHDESK_API_KEY": "soak-key", "FRESHDESK_WEBHOOK_SECRET": SECRET,
                  "FRESHDESK_BASE_URL": f"http://{netloc}"})
@@ -59,7 +60,9 @@ def environment(workdir: Path, platform: str, netloc: str) -> dict[str, str]:
 
 def fake_helpdesk(platform: str) -> FakeHelpdesk:
     groups = mapped_groups(ROOT / "mappings", platform)
-    return FakeZendesk(groups=groups) if platform == "zendesk" else FakeFreshdesk(api_key="soak-key", groups=groups)
+    if platform == "zendesk":  # OAuth only, as every Zendesk from 30 April 2027; tokens renewed every minute
+        return FakeZendesk(groups=groups, refuse_basic=True, token_seconds=60)
+    return FakeFreshdesk(api_key="soak-key", groups=groups)
 
 
 def webhook_headers(platform: str, body: bytes) -> dict[str, str]:
@@ -186,6 +189,8 @@ def main() -> int:
     print(f"accepted: {len(accepted)}   written back exactly once: {once}   in triage: {triage}   dead: {dead}")
     print(f"lost: {lost}   duplicate writes: {duplicate_writes}   duplicate notes: {duplicate_notes}")
     print(f"helpdesk calls: {len(fake.requests)} (random 429 share {args.fail_429}, 503 share {args.fail_503})")
+    if isinstance(fake, FakeZendesk):  # signed in with OAuth alone; 60-second tokens shared by every process
+        print(f"oauth tokens issued: {len(fake.oauth.grants_issued)}   api token calls: {fake.basic_calls}")
     print(f"deliveries sent in {sent_seconds:.1f} s; all finished {last - first:.1f} s after the first arrived:"
           f" {len(spans) / (last - first):.1f} tickets/s")
     if spans:
