@@ -73,7 +73,9 @@ def serve(host: str, port: int, threads: int) -> None:
         click.echo(f"{name}: {state}", err=True)
     click.echo(f"Deskroute listening on http://{host}:{port}  (health: /health, metrics: /metrics)", err=True)
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="deskroute", _quiet=True)
+        # waitress would otherwise buffer up to 1 GiB (to a temp file) before the app could say 413.
+        waitress.serve(app, host=host, port=port, threads=threads, ident="deskroute", _quiet=True,
+                       max_request_body_size=settings.deskroute_max_body_bytes)
     finally:
         pool.stop()
         if scheduler:
@@ -439,13 +441,15 @@ def _print_report(report: Any) -> None:
               help="Where the helpdesk reaches Deskroute, e.g. https://deskroute.acme.com")
 @click.option("--dry-run", is_flag=True, help="Print the planned API calls; change nothing.")
 @click.option("--env-file", type=click.Path(path_type=Path),
-              help="Write the webhook signing secret into this .env file.")
-def install(platform: str, public_url: str, dry_run: bool, env_file: Path | None) -> None:
+              help="Write the webhook signing secret into this .env file (created readable by you alone).")
+@click.option("--show-secret", is_flag=True, help="Print the webhook signing secret (without --env-file).")
+def install(platform: str, public_url: str, dry_run: bool, env_file: Path | None, show_secret: bool) -> None:
     """Create Deskroute's webhook and triggers (Zendesk) or automation rules (Freshdesk). Safe to run again."""
     from platforms.base import PlatformError
 
-    if not public_url.startswith(("https://", "http://")):
-        raise click.BadParameter("must start with https://", param_hint="--url")
+    if not _acceptable_public_url(public_url):
+        raise click.BadParameter("must start with https:// (http:// only for localhost): the helpdesk sends "
+                                 "its secret with every webhook", param_hint="--url")
     services = _services()
     adapter = _platform(services, platform)
     try:
@@ -460,17 +464,34 @@ def install(platform: str, public_url: str, dry_run: bool, env_file: Path | None
         elif env_file is not None:
             _set_env(env_file, report.secret_setting, report.secret)
             click.echo(f"wrote {report.secret_setting} to {env_file}; restart Deskroute to use it")
-        else:
+        elif show_secret:
             click.echo(f"set {report.secret_setting}={report.secret} (in the environment or .env), then restart"
-                       " Deskroute; or run again with --env-file .env")
+                       " Deskroute")
+        else:
+            click.echo(f"the webhook's signing secret is not shown: run again with --env-file .env to store it as"
+                       f" {report.secret_setting}, or with --show-secret to print it")
     if any(step.action == "manual" for step in report.steps):
         click.echo("some steps need doing by hand (above)", err=True)
 
 
+def _acceptable_public_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
+
+
 def _set_env(path: Path, name: str, value: str) -> None:
+    """Set one line of a .env file; a new file is created 0600, an existing one keeps its mode."""
+    import os
+
     lines = path.read_text().splitlines() if path.exists() else []
     lines = [line for line in lines if not line.startswith(f"{name}=")] + [f"{name}={value}"]
-    path.write_text("\n".join(lines) + "\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
 
 
 @main.command()

@@ -86,6 +86,8 @@ def _group_id(value: str) -> Any:
 def _write(path: Path, text: str) -> None:
     # Write beside, then rename: a crash never leaves a half-written configuration file.
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file 0600: keep the old file's mode, so a worker running as another user still reads it.
+    os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(temp, path)

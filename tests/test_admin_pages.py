@@ -112,6 +112,16 @@ def test_editing_a_category_validates_the_group_and_records_history(admin: Any, 
     assert "zendesk.yaml" in history and "category billing" in history and "+    group_id: 360000000105" in history
 
 
+def test_saving_a_mapping_keeps_the_files_mode(admin: Any, mappings_dir: Path) -> None:
+    path = mappings_dir / "zendesk.yaml"
+    path.chmod(0o644)  # readable by a worker that runs as another user
+    token = csrf(admin, "/admin/mappings/billing")
+    response = admin.post("/admin/mappings/billing", data={**form_for("billing", "360000000105"),
+                                                           "csrf_token": token}, **HTTPS)
+    assert response.status_code == 302 and "360000000105" in path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_adding_a_category_reaches_the_router_and_a_bad_name_is_refused(admin: Any, admin_services: Services,
                                                                        mappings_dir: Path) -> None:
     token = csrf(admin, "/admin/mappings/new")

@@ -235,3 +235,23 @@ def test_freshdesk_install_prints_manual_steps_where_the_api_refuses(freshdesk_e
     assert result.output.count(" manual  ") == 2
     assert "Trigger webhook POST https://deskroute.acme.test/webhooks/freshdesk" in result.output
     assert "X-Deskroute-Token: <FRESHDESK_WEBHOOK_SECRET>" in result.output and "rule-secret" not in result.output
+
+
+@pytest.mark.parametrize("url", ["http://deskroute.acme.test", "ftp://x", "https://", "deskroute.acme.test"])
+def test_install_refuses_a_public_url_that_is_not_https(zendesk: ZendeskAdmin, url: str) -> None:
+    result = CliRunner().invoke(main, ["install", "zendesk", "--url", url])
+    assert result.exit_code == 2 and "must start with https://" in result.output
+    assert zendesk.writes == []
+
+
+def test_install_accepts_plain_http_on_localhost(zendesk: ZendeskAdmin) -> None:
+    assert run("install", "zendesk", "--url", "http://127.0.0.1:8000").exit_code == 0
+
+
+def test_install_keeps_the_secret_private(zendesk: ZendeskAdmin, tmp_path: Path) -> None:
+    quiet = run("install", "zendesk", "--url", PUBLIC)
+    assert SECRET["secret"] not in quiet.output and "--show-secret" in quiet.output
+    assert SECRET["secret"] in run("install", "zendesk", "--url", PUBLIC, "--show-secret").output
+    env_file = tmp_path / "new.env"
+    run("install", "zendesk", "--url", PUBLIC, "--env-file", str(env_file))
+    assert env_file.stat().st_mode & 0o777 == 0o600

@@ -219,3 +219,17 @@ def test_oauth_only_install_routes_every_ticket_once_while_tokens_expire_every_4
         fake.stop()
     for log in (output, worker_output):
         assert OAUTH_CLIENT_SECRET not in log and not any(token in log for token in fake.oauth.access_tokens)
+
+
+def test_serve_refuses_an_announced_huge_body_at_once(tmp_path: Path) -> None:
+    process, url = start_serve(tmp_path, {"DESKROUTE_MAX_BODY_BYTES": "4096"})
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"POST /webhooks/zendesk HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 209715200\r\n\r\n" + b"{" * 1024)  # 200 MB announced, 1 KB sent
+            conn.settimeout(5)
+            answer = conn.recv(200)  # before the server has read (or stored) the rest
+        assert answer.startswith(b"HTTP/1.1 413"), answer
+    finally:
+        stop(process)
