@@ -99,6 +99,11 @@ def signed_headers(secret: str, body: bytes, timestamp: str | None = None) -> di
             "X-Zendesk-Webhook-Signature": sign(secret, timestamp, body)}
 
 
+def _signed_digest(headers: Mapping[str, str], body: bytes) -> str:
+    """A digest of exactly what Zendesk signs (timestamp + body): one per delivery, the same for a replay."""
+    return hashlib.sha256(headers.get(TIMESTAMP_HEADER, "").strip().encode() + b"\n" + body).hexdigest()[:32]
+
+
 def _parse_timestamp(value: str) -> datetime:
     """Zendesk sends ISO-8601 UTC; test tools send epoch seconds. Accept both."""
     if _EPOCH_SECONDS.match(value):
@@ -278,7 +283,7 @@ class ZendeskPlatform:
         event_type = payload.get("type")
         if isinstance(event_type, str) and event_type.startswith(EVENT_TYPE_PREFIX):
             return self._parse_envelope(payload, event_type[len(EVENT_TYPE_PREFIX):])
-        return self._parse_trigger_body(payload, headers.get(INVOCATION_HEADER))
+        return self._parse_trigger_body(payload, headers.get(INVOCATION_HEADER), signed=_signed_digest(headers, body))
 
     def _parse_envelope(self, payload: dict[str, Any], event_type: str) -> TicketEvent | Ignored:
         if event_type not in ("ticket.created", "ticket.group_assignment_changed"):
@@ -304,7 +309,8 @@ class ZendeskPlatform:
             actor_id=optional_id(detail.get("actor_id")), via=_optional_str(via),
         )
 
-    def _parse_trigger_body(self, payload: dict[str, Any], invocation_id: str | None) -> TicketEvent | Ignored:
+    def _parse_trigger_body(self, payload: dict[str, Any], invocation_id: str | None, *,
+                            signed: str) -> TicketEvent | Ignored:
         ticket_id = ticket_id_from(payload.get("ticket_id"))
         event = payload.get("event", "ticket.created")
         if not isinstance(event, str):
@@ -314,11 +320,11 @@ class ZendeskPlatform:
                                dedup_key=f"ticket.created:{ticket_id}", source_id=invocation_id)
         if event in GROUP_CHANGED_EVENTS:
             group_id = optional_id(payload.get("group_id"))
-            body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+            # De-duplicated on what the signature covers: the invocation id header is not signed, so a
+            # captured delivery replayed under new ids would otherwise queue a new job each time.
             return TicketEvent(
                 platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
-                dedup_key=f"invocation:{invocation_id}" if invocation_id
-                else f"group_changed:{ticket_id}:{body_hash}",
+                dedup_key=f"group_changed:{ticket_id}:{signed}",
                 source_id=invocation_id, group_id=group_id,
                 previous_group_id=optional_id(payload.get("previous_group_id")),
                 actor_id=optional_id(payload.get("actor_id")), via=_optional_str(payload.get("via")),

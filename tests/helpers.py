@@ -13,7 +13,9 @@ from connector.models import TicketEvent
 from connector.services import Services
 from connector.settings import Settings
 from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
+from platforms.zendesk import ZendeskPlatform
 from platforms.zendesk import signed_headers as zendesk_signed_headers
+from platforms.zendesk_oauth import MemoryVault, TokenProvider, ZendeskOAuth
 
 PROJECT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -77,6 +79,13 @@ def zendesk_ticket(ticket_id: int, *, subject: str, description: str, tags: list
                   tags=list(tags or []), updated_at=updated_at, group_id=group_id, priority=None, status="new",
                   url=f"{ZENDESK}/tickets/{ticket_id}.json")
     return {"ticket": ticket}
+
+
+def zendesk_platform(**options: Any) -> ZendeskPlatform:
+    """A ZendeskPlatform on OAuth client credentials, for tests that never reach its API."""
+    client = ZendeskOAuth(subdomain="acme", client_id=OAUTH_CLIENT_ID, client_secret=OAUTH_CLIENT_SECRET)
+    return ZendeskPlatform(subdomain="acme", webhook_secret=options.pop("webhook_secret", SECRET),
+                           oauth=TokenProvider(client, MemoryVault()), **options)
 
 
 def token_answer(token: str = "access-token-1", expires_in: int = 1800) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from connector.models import Ignored, TicketEvent
-from helpers import FIXTURES, SECRET
+from helpers import FIXTURES, zendesk_platform
 from platforms.base import BadPayload
-from platforms.zendesk import INVOCATION_HEADER, ZendeskPlatform
+from platforms.zendesk import INVOCATION_HEADER, TIMESTAMP_HEADER
 
-ZD = ZendeskPlatform(subdomain="acme", email="bot@example.com", api_token="t", webhook_secret=SECRET)
+ZD = zendesk_platform()
 
 
 def parse(payload: Any, headers: dict[str, str] | None = None) -> TicketEvent | Ignored:
@@ -83,22 +83,18 @@ def test_trigger_body_with_numeric_id_and_no_event_means_created() -> None:
     assert isinstance(result, TicketEvent) and result.kind == "ticket.created"
 
 
-def test_trigger_group_changed_dedups_on_invocation_id() -> None:
+def test_trigger_group_changed_dedups_on_what_is_signed_not_on_the_invocation_id() -> None:
     body = {"ticket_id": "42", "event": "ticket.group_changed", "group_id": "77", "actor_id": "9"}
-    first = parse(body, {INVOCATION_HEADER: "inv-1"})
-    again = parse(body, {INVOCATION_HEADER: "inv-1"})
-    other = parse(body, {INVOCATION_HEADER: "inv-2"})
-    assert isinstance(first, TicketEvent) and isinstance(again, TicketEvent) and isinstance(other, TicketEvent)
-    assert first.dedup_key == again.dedup_key != other.dedup_key
+    stamp = {TIMESTAMP_HEADER: "2026-11-22T09:00:00Z"}
+    first = parse(body, {**stamp, INVOCATION_HEADER: "inv-1"})
+    replayed = parse(body, {**stamp, INVOCATION_HEADER: "inv-2"})  # a captured delivery, new unsigned id
+    later = parse(body, {TIMESTAMP_HEADER: "2026-11-22T09:03:00Z", INVOCATION_HEADER: "inv-3"})  # moved back later
+    other = parse({**body, "group_id": "78"}, stamp)
+    assert isinstance(first, TicketEvent) and isinstance(replayed, TicketEvent)
+    assert isinstance(later, TicketEvent) and isinstance(other, TicketEvent)
+    assert first.dedup_key == replayed.dedup_key
+    assert len({first.dedup_key, later.dedup_key, other.dedup_key}) == 3
     assert (first.kind, first.group_id, first.actor_id) == ("ticket.group_changed", "77", "9")
-
-
-def test_trigger_group_changed_without_invocation_id_dedups_on_body() -> None:
-    a = parse({"ticket_id": "42", "event": "ticket.group_changed", "group_id": "77"})
-    b = parse({"ticket_id": "42", "event": "ticket.group_changed", "group_id": "77"})
-    c = parse({"ticket_id": "42", "event": "ticket.group_changed", "group_id": "78"})
-    assert isinstance(a, TicketEvent) and isinstance(b, TicketEvent) and isinstance(c, TicketEvent)
-    assert a.dedup_key == b.dedup_key != c.dedup_key
 
 
 @pytest.mark.parametrize("event", ["ticket.updated", "ticket.solved", "comment_added"])

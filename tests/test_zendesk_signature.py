@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from helpers import FIXTURES, SECRET, FakeClock, signed_headers, trigger_body
+from helpers import FIXTURES, SECRET, FakeClock, signed_headers, trigger_body, zendesk_platform
 from platforms.base import Unauthorized
 from platforms.zendesk import SIGNATURE_HEADER, TIMESTAMP_HEADER, ZendeskPlatform, sign
 
@@ -16,8 +16,7 @@ VECTOR_BODY = (FIXTURES / "zendesk" / VECTOR["body_file"].removeprefix("zendesk_
 
 
 def platform(now: datetime, secret: str = SECRET) -> ZendeskPlatform:
-    return ZendeskPlatform(subdomain="acme", email="bot@example.com", api_token="t", webhook_secret=secret,
-                           now=lambda: now)
+    return zendesk_platform(webhook_secret=secret, now=lambda: now)
 
 
 def lower(headers: dict[str, str]) -> dict[str, str]:
