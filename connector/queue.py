@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from connector.models import TicketEvent
-from connector.store import DEAD, Job, Store
+from connector.store import BUSY_MS, DEAD, Job, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ class Queue:
         self.policy = policy or RetryPolicy()
         self.clock = clock or store.clock
 
-    def enqueue(self, event: TicketEvent) -> tuple[int, bool]:
+    def enqueue(self, event: TicketEvent, *, busy_ms: int = BUSY_MS) -> tuple[int, bool]:
         """Store the event as a pending job, once: returns (event id, whether it was new)."""
-        return self.store.insert_event(event, now=self.clock())
+        return self.store.insert_event(event, now=self.clock(), busy_ms=busy_ms)
 
     def claim(self, owner: str | None = None) -> Job | None:
         """Lease the next due job, or None if there is nothing to do."""

@@ -62,6 +62,9 @@ def m001_initial(db: Database) -> None:
 
 
 AUTOCHECKPOINT_PAGES = 10_000  # about 40 MB of WAL
+# How long a statement waits for another writer's lock. The webhook path waits less: Zendesk gives up
+# after 10 s, so a delivery is better answered 503 (and sent again) than left hanging.
+BUSY_MS, WEBHOOK_BUSY_MS = 30_000, 5_000
 # TicketEvent fields with columns of their own; the rest go into events.data as JSON.
 _EVENT_COLUMNS = frozenset({"platform", "kind", "ticket_id", "dedup_key", "source_id"})
 
@@ -174,7 +177,8 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL keeps it consistent
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            self._local.busy_ms = BUSY_MS
             # Checkpoints (copying the WAL into the database, with an fsync) take milliseconds. A background
             # thread runs them (start_checkpointer); this high mark is only a bound for processes without one.
             conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
@@ -232,8 +236,17 @@ class Store:
 
     # --- events: the durable queue ---------------------------------------------------------
 
-    def insert_event(self, event: TicketEvent, *, now: float) -> tuple[int, bool]:
+    def _busy(self, ms: int) -> None:
+        """Set how long this thread's statements wait for a lock, from now on (a PRAGMA only when it changes).
+        Web threads that take webhooks keep the short wait for their other queries too: they answer people."""
+        db = self.db
+        if self._local.busy_ms != ms:
+            db.conn.execute(f"PRAGMA busy_timeout={int(ms)}")
+            self._local.busy_ms = ms
+
+    def insert_event(self, event: TicketEvent, *, now: float, busy_ms: int = BUSY_MS) -> tuple[int, bool]:
         """Store an event unless its dedup key is known; returns (event id, whether it was new)."""
+        self._busy(busy_ms)
         data = event.model_dump(mode="json", exclude=_EVENT_COLUMNS, exclude_none=True)
         rows = self._execute(
             "INSERT INTO events (platform, kind, ticket_id, dedup_key, source_id, data, received_at, state, due_at)"

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from connector.models import Ignored
+from connector.store import WEBHOOK_BUSY_MS
 from platforms.base import BadPayload, Unauthorized
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def register(app: Flask, services: Services, answered: Counter) -> None:
         if isinstance(event, Ignored):
             return answer(platform, 200, ignored=event.reason)
         try:
-            event_id, created = services.queue.enqueue(event)
+            event_id, created = services.queue.enqueue(event, busy_ms=WEBHOOK_BUSY_MS)
         except sqlite3.Error as exc:
             log.error("could not persist webhook", extra={"platform": platform, "ticket_id": event.ticket_id,
                                                           "error": type(exc).__name__})

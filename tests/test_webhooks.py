@@ -131,6 +131,24 @@ def test_database_failure_is_503_so_zendesk_retries(client: Any, services: Servi
     assert response.status_code == 503 and response.headers["Retry-After"] == "5" and response.is_json
 
 
+def test_a_locked_database_gets_a_503_within_seconds_not_the_30_second_busy_wait(
+        client: Any, services: Services, clock: FakeClock) -> None:
+    import time
+
+    holder = sqlite3.connect(services.store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a long migration, say)
+    try:
+        started = time.monotonic()
+        response = post_signed(client, trigger_body(5), clock)
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert waited < 20, waited  # about 5 s: inside Zendesk's 10 s, so Zendesk hears the 503 and retries
+    assert post_signed(client, trigger_body(5), clock).status_code == 202  # the retry is taken
+
+
 def test_worker_in_the_same_process_is_woken(make_services: Callable[..., Services], clock: FakeClock) -> None:
     services = make_services()
     woken: list[bool] = []
