@@ -51,7 +51,8 @@ class Queue:
     def claim(self, owner: str | None = None) -> Job | None:
         """Lease the next due job, or None if there is nothing to do."""
         now = self.clock()
-        return self.store.claim_event(owner=owner or uuid.uuid4().hex, now=now, lease_until=now + self.lease_seconds)
+        return self.store.claim_event(owner=owner or uuid.uuid4().hex, now=now, lease_until=now + self.lease_seconds,
+                                      max_attempts=self.policy.max_attempts)
 
     def heartbeat(self, job: Job) -> bool:
         """Extend the lease of a job still being worked on; False if it was lost."""

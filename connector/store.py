@@ -259,8 +259,14 @@ class Store:
                                  (event.platform, event.dedup_key))
         return existing[0]["id"], False
 
-    def claim_event(self, *, owner: str, now: float, lease_until: float) -> Job | None:
-        """Take the oldest due job: a pending one, or a running one whose lease has expired."""
+    def claim_event(self, *, owner: str, now: float, lease_until: float, max_attempts: int | None = None) -> Job | None:
+        """Take the oldest due job: a pending one, or a running one whose lease has expired.
+
+        A running job whose lease expired has lost its worker (killed, OOM). Once it has had
+        `max_attempts`, it is dead-lettered here instead: a job that kills its worker dies itself.
+        """
+        if max_attempts is not None:
+            self.dead_letter_expired(now=now, max_attempts=max_attempts)
         rows = self._execute(
             "UPDATE events SET state = ?, attempts = attempts + 1, lease_owner = ?, due_at = ? WHERE id = ("
             "  SELECT id FROM events WHERE state IN (?, ?) AND due_at <= ? ORDER BY due_at, id LIMIT 1"
@@ -272,6 +278,20 @@ class Store:
         return Job(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
                    attempts=row["attempts"], received_at=row["received_at"], owner=owner,
                    data=json.loads(row["data"] or "{}"))
+
+    def dead_letter_expired(self, *, now: float, max_attempts: int) -> list[int]:
+        """Dead-letter running jobs whose lease expired on their last allowed attempt; returns their ids."""
+        rows = self._execute(
+            "UPDATE events SET state = ?, outcome = 'worker_died', finished_at = ?, lease_owner = NULL,"
+            " last_error = 'worker died or lost its lease on attempt ' || attempts || ', the last allowed'"
+            " WHERE state = ? AND due_at <= ? AND attempts >= ? RETURNING id, platform, ticket_id, last_error",
+            (DEAD, now, RUNNING, now, max_attempts))
+        for row in rows:
+            self._execute("UPDATE tickets SET state = ?, applied_at = ?, last_error = ? WHERE platform = ?"
+                          " AND ticket_id = ? AND event_id = ? AND state NOT IN (?, ?, ?)",
+                          (DEAD, now, row["last_error"], row["platform"], row["ticket_id"], row["id"],
+                           DONE, TRIAGE, SHADOW))
+        return [row["id"] for row in rows]
 
     def extend_lease(self, job: Job, *, until: float) -> bool:
         """Keep a long job ours; False if the lease was lost."""

@@ -142,3 +142,18 @@ def test_background_checkpoints_keep_the_wal_small(tmp_path: Path) -> None:
     with_thread.start_checkpointer(interval=0.01)
     # Requests never checkpoint below AUTOCHECKPOINT_PAGES, so the WAL only stays small with the thread.
     assert wal_mb_after_writes(without) > 3 * wal_mb_after_writes(with_thread)
+
+
+def test_a_job_that_kills_its_worker_dies_once_its_attempts_are_spent(queue: Queue, store: Store,
+                                                                       clock: FakeClock) -> None:
+    event_id, _ = queue.enqueue(event("7"))
+    store.claim_ticket(platform="zendesk", ticket_id="7", event_id=event_id, now=clock())
+    for _ in range(3):  # each claim's worker is SIGKILLed (or OOM-killed) mid-job: no retry, no finish
+        job = queue.claim("doomed")
+        assert job is not None and job.id == event_id
+        clock.advance(61)  # its lease expires
+    assert queue.claim("next") is None  # not handed out a fourth time
+    row = store.event(event_id)
+    assert row["state"] == DEAD and row["attempts"] == 3 and row["outcome"] == "worker_died"
+    assert row["last_error"] == "worker died or lost its lease on attempt 3, the last allowed"
+    assert store.ticket("zendesk", "7").state == DEAD  # type: ignore[union-attr]
