@@ -25,7 +25,7 @@ from connector.models import Classification, Ticket
 from connector.queue import Queue
 from connector.router import Router
 from connector.store import DEAD, DONE, SHADOW, TRIAGE, Job, Store, TicketRecord
-from platforms.base import Platform, PlatformError
+from platforms.base import LeaseLost, Platform, PlatformError
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,18 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and process one job; False if there was none."""
+        # Housekeeping (a configuration reload may retrain the model) before the claim, not on the lease's time.
+        self.before_job()
         job = self.queue.claim(self.owner)
         if job is None:
             return False
-        self.before_job()
         self.process(job)
         return True
+
+    def _still_ours(self, job: Job) -> None:
+        """Extend the lease before a slow step; raise LeaseLost if another worker has the job now."""
+        if not self.queue.heartbeat(job):
+            raise LeaseLost(f"lease on job {job.id} lost")
 
     def run(self, stop: threading.Event, wake: threading.Event, poll_seconds: float) -> None:
         """Work until stopped, sleeping `poll_seconds` (or until woken) when the queue is empty."""
@@ -100,6 +106,9 @@ class Worker:
                 state, outcome = DEAD, f"unknown job kind {job.kind}"
             self.queue.complete(job, state=state, outcome=outcome)
             log.info("job finished", extra={**ids, "state": state, "outcome": outcome})
+        except LeaseLost:
+            # Took longer than the lease: another worker has the job and will finish it. Write nothing more.
+            log.warning("job lease lost; leaving the job to its new owner", extra=ids)
         except PlatformError as exc:
             if exc.retryable:
                 self._retry(job, str(exc), exc.retry_after)
@@ -130,10 +139,13 @@ class Worker:
             return DONE, "duplicate"  # another event already owns this ticket's one classification
         if record.state in (DONE, TRIAGE, SHADOW):
             return (TRIAGE if record.state == TRIAGE else DONE), "already_applied"
+        self._still_ours(job)
         ticket = platform.fetch_ticket(job.ticket_id)
         if record.decision is None:
+            self._still_ours(job)
             classification = self.router.classify(ticket.text)
             decision = self.router.decide(job.platform, classification)
+            self._still_ours(job)  # Claude may have taken its whole budget
             self.store.save_decision(record, classification=classification, decision=decision, now=self.clock(),
                                      training_text=self._training_text(ticket, classification))
             log.info("ticket classified", extra={
@@ -156,9 +168,8 @@ class Worker:
     def _write(self, job: Job, platform: Platform, record: TicketRecord, ticket: Ticket) -> tuple[str, str]:
         assert record.decision is not None
         for _ in range(MAX_CONFLICTS + 1):
-            self.queue.heartbeat(job)
             try:
-                platform.apply(ticket, record.decision)
+                platform.apply(ticket, record.decision, checkpoint=lambda: self._still_ours(job))
                 break
             except PlatformError as exc:
                 if exc.conflict:

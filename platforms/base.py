@@ -59,6 +59,10 @@ class PlatformError(Exception):
         self.conflict = conflict
 
 
+class LeaseLost(Exception):
+    """Another worker owns this job now (our lease ran out): stop without writing anything."""
+
+
 class AuthFailed(PlatformError):
     """The helpdesk won't let us in (no token, a refused client): retried later, while an admin fixes it.
     The message says what to fix and never holds a secret."""
@@ -81,11 +85,13 @@ class Platform(Protocol):
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """Read the ticket's current state. Raise PlatformError."""
 
-    def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
+    def apply(self, ticket: Ticket, decision: RoutingDecision, *,
+              checkpoint: Callable[[], None] = lambda: None) -> None:
         """Write group, priority, merged tags and an internal note. Raise PlatformError.
 
         Must be safe to repeat: `ticket` is read fresh before each attempt, and whatever an earlier
-        attempt already wrote (it carries ROUTED_TAG) is not written again.
+        attempt already wrote (it carries ROUTED_TAG) is not written again. `checkpoint` is called
+        before each write request; it raises LeaseLost when the job is no longer ours.
         """
 
     def list_groups(self) -> list[Group]:

@@ -274,7 +274,8 @@ class FreshdeskPlatform:
                       status=str(data.get("status")) if data.get("status") is not None else None,
                       updated_at=data.get("updated_at"))
 
-    def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
+    def apply(self, ticket: Ticket, decision: RoutingDecision, *,
+              checkpoint: Callable[[], None] = lambda: None) -> None:
         """PUT group, numeric priority and the union of tags (Freshdesk replaces tags), then a private note.
 
         Freshdesk has no conditional update, so a request that got no answer is never simply sent
@@ -290,8 +291,10 @@ class FreshdeskPlatform:
                       "tags": merge_tags(ticket.tags, decision.tags)}
             put = self._unless_landed(lambda: self._request_once("PUT", f"/tickets/{tid}", update),
                                       lambda: shows_decision(self.fetch_ticket(ticket.id), decision))
+            checkpoint()
             self._call("apply", put, ticket_id=ticket.id)
         note = {"body": _note_html(decision.note), "private": True}
+        checkpoint()  # the PUT may have taken its retries' time: still ours before the second write?
         post = self._unless_landed(lambda: self._request_once("POST", f"/tickets/{tid}/notes", note),
                                    lambda: self._our_note_exists(ticket.id, decision.note))
         try:

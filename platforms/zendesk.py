@@ -398,7 +398,8 @@ class ZendeskPlatform:
                       tags=list(zt.tags or []), group_id=optional_id(zt.group_id), priority=priority,
                       status=zt.status, updated_at=zt.updated_at, via=via)
 
-    def apply(self, ticket: Ticket, decision: RoutingDecision) -> None:
+    def apply(self, ticket: Ticket, decision: RoutingDecision, *,
+              checkpoint: Callable[[], None] = lambda: None) -> None:
         """One safe PUT: group, priority, the ticket's tags plus ours, and a private note."""
         if shows_decision(ticket, decision):
             return  # an earlier attempt landed (tags and note go in one request, so all of it did)
@@ -414,6 +415,7 @@ class ZendeskPlatform:
             comment=Comment(body=decision.note, public=False),
             **fields,
         )
+        checkpoint()
         self._api("apply", lambda: self.client.tickets.update(update), ticket_id=ticket.id)
 
     def solved_tickets(self, since: datetime) -> Iterator[Ticket]:

@@ -168,6 +168,38 @@ def test_worker_killed_before_the_write_is_finished_by_the_next_claim(env: Env) 
     assert len(env.helpdesk.writes(20)) == 1 and len(env.helpdesk.notes(20)) == 1
 
 
+def test_a_lease_lost_during_classification_writes_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker A's classification outlives its lease (Claude's 40 s budget, say); worker B claims the job
+    and routes the ticket; A then finds the job is no longer its own and writes nothing."""
+    first, second = env.services.make_worker(), env.services.make_worker()
+    classify = env.services.router.classify
+    overtaken: list[bool] = []
+
+    def slow_classify(text: str) -> Any:
+        if not overtaken:
+            overtaken.append(True)
+            env.clock.advance(env.services.settings.deskroute_lease_seconds + 1)
+            assert second.run_once()  # the lease expired: B claims the job and finishes it meanwhile
+        return classify(text)
+
+    monkeypatch.setattr(env.services.router, "classify", slow_classify)
+    env.create(22)
+    assert first.run_once()
+    assert len(env.helpdesk.writes(22)) == 1 and len(env.helpdesk.notes(22)) == 1
+    [event] = env.events()
+    assert event["state"] == "done" and event["attempts"] == 2  # B's attempt finished it; A left it alone
+
+
+def test_housekeeping_runs_before_the_claim_not_on_the_leases_time(env: Env) -> None:
+    """A configuration reload that retrains the model takes a while: it must not eat a claimed job's lease."""
+    first, second = env.services.make_worker(), env.services.make_worker()
+    first.before_job = lambda: env.clock.advance(env.services.settings.deskroute_lease_seconds + 1)
+    env.create(23)
+    assert first.run_once()
+    assert not second.run_once()  # nothing for B: A's lease was fresh while it worked
+    assert env.events()[0]["attempts"] == 1 and len(env.helpdesk.writes(23)) == 1
+
+
 def test_a_refused_routing_goes_to_triage_with_the_reason(env: Env) -> None:
     env.helpdesk.remove_group(int(mapped_route(env.name, "billing")["group_id"]))  # deleted by an admin
     env.create(21)
@@ -195,9 +227,9 @@ def test_a_broken_adapter_fails_the_contract(helpdesk: Helpdesk, make_env: Calla
             check_routes_once_keeping_the_agents_tags(make_env())
 
     class ForgetsItWrote(helpdesk.platform_class):  # type: ignore[name-defined,misc]
-        def apply(self, ticket: Any, decision: Any) -> None:
+        def apply(self, ticket: Any, decision: Any, **options: Any) -> None:
             unrouted = ticket.model_copy(update={"tags": [t for t in ticket.tags if t != ROUTED_TAG]})
-            super().apply(unrouted, decision)
+            super().apply(unrouted, decision, **options)
 
     with pytest.raises(AssertionError, match="again after a crash"):
         check_killed_after_the_write_does_not_write_again(make_env(platform_class=ForgetsItWrote), monkeypatch)
