@@ -121,6 +121,9 @@ def m005_oauth_and_locks(db: Database) -> None:
         "scope": str, "issued_at": float, "expires_at": float, "refresh_expires_at": float, "connected_at": float,
         "connected_as": str, "generation": int, "updated_at": float, "last_error": str, "last_error_at": float,
     }, pk="platform", not_null={"generation"}, defaults={"generation": 0}, if_not_exists=True)
+    # Every helpdesk user Deskroute has acted as: their audit entries are Deskroute's own writes.
+    db["oauth_users"].create({"platform": str, "user_id": str, "first_seen": float}, pk=("platform", "user_id"),
+                             if_not_exists=True)
     # Named leases shared by every process: who may renew a token (and, later, run the scheduler).
     db["locks"].create({"name": str, "owner": str, "until": float}, pk="name", if_not_exists=True)
 
@@ -607,19 +610,35 @@ class Store:
         rows = self._execute("SELECT * FROM oauth_tokens WHERE platform = ?", (platform,))
         return dict(rows[0]) if rows else None
 
-    def save_oauth_token(self, platform: str, fields: dict[str, Any], *, replaces: int | None, now: float) -> bool:
+    def save_oauth_token(self, platform: str, fields: dict[str, Any], *, replaces: int | None, now: float,
+                         force: bool = False) -> bool:
         """Store a new token, unless someone else stored one since we read generation `replaces`
-        (None: we saw no token). Clears the recorded error."""
+        (None: we saw no token); `force` replaces whatever is there (an admin just connected).
+        Clears the recorded error."""
         values = tuple(fields[c] for c in self._TOKEN_COLUMNS)
         assignments = ", ".join(f"{c} = excluded.{c}" for c in self._TOKEN_COLUMNS)
-        unchanged = "oauth_tokens.access_token IS NULL" if replaces is None else "oauth_tokens.generation = ?"
+        if force:
+            unchanged, params = "1 = 1", ()
+        elif replaces is None:
+            unchanged, params = "oauth_tokens.access_token IS NULL", ()
+        else:
+            unchanged, params = "oauth_tokens.generation = ?", (replaces,)
         rows = self._execute(
             f"INSERT INTO oauth_tokens (platform, {', '.join(self._TOKEN_COLUMNS)}, generation, updated_at)"
             f" VALUES (?, {', '.join('?' * len(values))}, 1, ?) ON CONFLICT (platform) DO UPDATE SET {assignments},"
             " generation = oauth_tokens.generation + 1, updated_at = excluded.updated_at, last_error = NULL,"
             f" last_error_at = NULL WHERE {unchanged} RETURNING generation",
-            (platform, *values, now, *(() if replaces is None else (replaces,))))
+            (platform, *values, now, *params))
         return bool(rows)
+
+    def add_oauth_user(self, platform: str, user_id: str, *, now: float) -> None:
+        """Remember a helpdesk user Deskroute has acted as."""
+        self._execute("INSERT INTO oauth_users (platform, user_id, first_seen) VALUES (?, ?, ?)"
+                      " ON CONFLICT DO NOTHING", (platform, user_id, now))
+
+    def oauth_users(self, platform: str) -> set[str]:
+        """Every helpdesk user Deskroute has acted as."""
+        return {r["user_id"] for r in self._execute("SELECT user_id FROM oauth_users WHERE platform = ?", (platform,))}
 
     def clear_oauth_token(self, platform: str, *, now: float) -> None:
         """Forget the token (Disconnect, or a key that can no longer decrypt it)."""

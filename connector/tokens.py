@@ -2,8 +2,9 @@
 
 Tokens are encrypted (connector/crypto.py) with a key that is not in the database:
 DESKROUTE_SECRET_KEY when set (and always for Connect-flow tokens, which carry a refresh token), or
-for client-credentials tokens a key derived from the OAuth client secret. A token that today's key
-can't open is dropped: client credentials mint a new one; a Connect-flow install must reconnect.
+for client-credentials tokens a key derived from the OAuth client secret. A process whose key can't
+open the stored token leaves it alone (another process, rightly configured, may be using it) and
+reports auth_failing; with client credentials it signs in with a token of its own meanwhile.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class DbVault:
         self.store = store
         self.platform = platform
         self.lock_name = f"oauth:{platform}"
+        self.unreadable: str | None = None  # why the stored token can't be opened here, if it can't
         self._boxes: dict[str, SecretBox] = {}
         if len(secret_key) >= MIN_SECRET_KEY_LENGTH:
             self._boxes[SECRET_KEY] = SecretBox(secret_key, purpose=f"{platform}-oauth")
@@ -54,6 +56,7 @@ class DbVault:
     def load(self) -> StoredToken | None:
         row = self.store.oauth_token(self.platform)
         if row is None or row["access_token"] is None:
+            self.unreadable = None
             return None
         box = self._boxes.get(row["key_id"])
         try:
@@ -62,11 +65,14 @@ class DbVault:
             access = box.decrypt(row["access_token"])
             refresh = box.decrypt(row["refresh_token"]) if row["refresh_token"] else None
         except Undecryptable:
-            log.warning("stored zendesk token can't be decrypted with this process's key (DESKROUTE_SECRET_KEY or the"
-                        " client secret changed?); forgetting it", extra={"platform": self.platform,
-                                                                          "grant": row["grant"]})
-            self.store.clear_oauth_token(self.platform, now=time.time())
+            if not self.unreadable:
+                log.warning("stored zendesk token can't be decrypted with this process's key; leaving it alone",
+                            extra={"platform": self.platform, "grant": row["grant"], "key": row["key_id"]})
+            setting = "DESKROUTE_SECRET_KEY" if row["key_id"] == SECRET_KEY else "ZENDESK_OAUTH_CLIENT_SECRET"
+            self.unreadable = (f"this process can't decrypt the stored Zendesk token: give it the same {setting} "
+                               "as the process that stored it (if the key was changed on purpose, connect again)")
             return None
+        self.unreadable = None
         return StoredToken(grant=row["grant"], client_id=row["client_id"] or "", access_token=access,
                            scope=row["scope"] or "", issued_at=row["issued_at"] or 0.0, expires_at=row["expires_at"],
                            refresh_token=refresh, refresh_expires_at=row["refresh_expires_at"],
@@ -77,7 +83,7 @@ class DbVault:
         now = time.time()  # wall time: the lease is about real processes, whatever clock the app runs on
         return self.store.try_lock(self.lock_name, owner, until=now + seconds, now=now)
 
-    def save(self, token: StoredToken, *, owner: str, replaces: int | None) -> bool:
+    def save(self, token: StoredToken, *, owner: str, replaces: int | None, force: bool = False) -> bool:
         key_id = self._key_for(token.grant)
         box = self._boxes[key_id]
         fields: dict[str, Any] = {
@@ -88,9 +94,10 @@ class DbVault:
             "refresh_expires_at": token.refresh_expires_at, "connected_at": token.connected_at,
             "connected_as": token.connected_as}
         try:
-            return self.store.save_oauth_token(self.platform, fields, replaces=replaces, now=time.time())
+            return self.store.save_oauth_token(self.platform, fields, replaces=replaces, now=time.time(), force=force)
         finally:
-            self.store.unlock(self.lock_name, owner)
+            if owner:
+                self.store.unlock(self.lock_name, owner)
 
     def release(self, owner: str, *, error: str | None) -> None:
         self.store.unlock(self.lock_name, owner)
@@ -107,10 +114,16 @@ class DbVault:
         self.store.clear_oauth_token(self.platform, now=time.time())
 
     def connect(self, token: StoredToken) -> None:
-        """Store a Connect-flow token, replacing whatever was there (the admin just consented)."""
-        self._key_for(token.grant)
-        current = self.store.oauth_token(self.platform)
-        replaces = current["generation"] if current and current["access_token"] is not None else None
-        owner = f"connect-{time.monotonic_ns()}"
-        if not self.save(token, owner=owner, replaces=replaces):
-            raise RuntimeError("the Zendesk token changed while connecting; try again")
+        """Store a Connect-flow token in place of whatever was there: the admin just consented."""
+        self.save(token, owner="", replaces=None, force=True)
+
+    def remember_user(self, user_id: str) -> None:
+        self.store.add_oauth_user(self.platform, user_id, now=time.time())
+
+    def users(self) -> set[str]:
+        return self.store.oauth_users(self.platform)
+
+    def error_seen_at(self) -> float | None:
+        """When the recorded failure was last seen."""
+        row = self.store.oauth_token(self.platform)
+        return row["last_error_at"] if row else None

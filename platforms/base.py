@@ -215,8 +215,8 @@ class RetryingCaller:
             try:
                 return fn()
             except PlatformError as exc:
-                if not exc.retryable or exc.conflict or exc.status in (401, 403):
-                    raise  # 401/403 wait for an admin to fix the credentials: the queue retries later
+                if not exc.retryable or exc.conflict or exc.status in (401, 403) or isinstance(exc, AuthFailed):
+                    raise  # credentials wait for an admin (and sign-in has its own cool-down): the queue retries
                 if exc.status == 429 or exc.retry_after is not None:
                     delay = exc.retry_after if exc.retry_after is not None else self.backoff
                 else:

@@ -158,9 +158,16 @@ def _platform_error(exc: Exception) -> PlatformError:
     return network_error(exc)
 
 
+# A job that can't sign in waits at least this long before its next attempt: an admin has something to
+# fix, and ten attempts then span an hour or more instead of a quarter of one.
+AUTH_RETRY_SECONDS = 300.0
+
+
 def _auth_error(exc: OAuthError) -> AuthFailed:
     """No token: retry the job later (an admin fixes the client meanwhile), never write without one."""
-    return AuthFailed(f"zendesk auth: {exc}", status=None if exc.retryable else 401, retry_after=exc.retry_after)
+    if exc.retryable:  # Zendesk's token endpoint is down or busy: the usual backoff
+        return AuthFailed(f"zendesk auth: {exc}", status=None, retry_after=exc.retry_after)
+    return AuthFailed(f"zendesk auth: {exc}", retry_after=max(exc.retry_after or 0.0, AUTH_RETRY_SECONDS))
 
 
 class _ZendeskSession(requests.Session):
@@ -176,7 +183,10 @@ class _ZendeskSession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         response = super().request(method, rebase(str(url), self._root()), *args, **kwargs)
-        # zenpy picks the parser for an answer by finding its own idea of the host in the request's URL.
+        # zenpy picks the parser for an answer by finding its own idea of the host (subdomain.zendesk.com,
+        # or ZENPY_FORCE_NETLOC) in the request's URL: with ZENDESK_BASE_URL elsewhere, it would find
+        # none and hand back a bare Response. So the answer carries the URL zenpy built.
+        # (tests/test_zendesk_oauth.py::test_base_url_serves_token_and_api_calls_without_zenpy_overrides)
         response.request.url = rebase(str(response.request.url), (self._root()[0], self._zenpy_host()))
         return response
 
@@ -184,36 +194,39 @@ class _ZendeskSession(requests.Session):
 class ZendeskPlatform:
     """Zendesk through zenpy, with our own bounded handling of 429 and 5xx.
 
-    Authenticates with OAuth (`oauth`: a TokenProvider) or, until 30 April 2027, an API token.
+    Authenticates with OAuth (`tokens`: a TokenProvider) or, until 30 April 2027, an API token.
     """
 
     name: ClassVar[str] = "zendesk"
     uses_token_vault: ClassVar[bool] = True  # Services hands from_settings the database's token vault
 
-    def __init__(self, *, subdomain: str, webhook_secret: str, oauth: TokenProvider | None = None,
-                 email: str = "", api_token: str = "", base_url: str = "", tolerance_seconds: int = 300,
+    def __init__(self, *, subdomain: str, webhook_secret: str, tokens: TokenProvider | None = None,
+                 email: str = "", api_token: str = "", base_url: str = "", known_users: TokenVault | None = None,
+                 tolerance_seconds: int = 300,
                  timeout: float = 10.0, max_wait: float = 30.0,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] | None = None, today: date | None = None):
         missing = [env for env, value in (("ZENDESK_SUBDOMAIN", subdomain), ("ZENDESK_WEBHOOK_SECRET", webhook_secret))
                    if not value]
-        if oauth is None and not (email and api_token):
+        if tokens is None and not (email and api_token):
             missing += OAUTH_SETTINGS
         if missing:
             raise NotConfigured(self.name, missing)
-        if oauth is None and (today or now().date()) >= API_TOKEN_SHUTOFF:
+        if tokens is None and (today or now().date()) >= API_TOKEN_SHUTOFF:
             raise NotConfigured(self.name, OAUTH_SETTINGS, reason=API_TOKEN_RETIRED)
         self.subdomain = subdomain
         self.base_url = base_url
-        self.oauth = oauth
-        self._basic = None if oauth is not None else (f"{email}/token", api_token)
+        self.tokens = tokens
+        self._basic = None if tokens is not None else (f"{email}/token", api_token)
+        # Every user Deskroute has acted as (an API token's agent, then OAuth's admin...): their writes are ours.
+        self._known_users = known_users if known_users is not None else (tokens.vault if tokens else MemoryVault())
         self._secret = webhook_secret
         self.tolerance_seconds = tolerance_seconds
         self.timeout = timeout
         self._now = now
         self._call = RetryingCaller(max_wait=max_wait, **({"sleep": sleep} if sleep else {}))
         self._local = threading.local()
-        self._me: tuple[str, str] | None = None  # (whose token, our user id)
+        self._me: tuple[str, str] | None = None  # (whose token, the user it acts as)
         self._basic_failing = False
 
     @classmethod
@@ -225,19 +238,21 @@ class ZendeskPlatform:
         """
         client_id = settings.zendesk_oauth_client_id
         api_token = settings.zendesk_api_token.get_secret_value()
-        oauth = None
+        vault = vault if vault is not None else MemoryVault()
+        tokens = None
         if client_id:
             client = ZendeskOAuth(subdomain=settings.zendesk_subdomain, client_id=client_id,
                                   client_secret=settings.zendesk_oauth_client_secret.get_secret_value(),
                                   base_url=settings.zendesk_base_url, timeout=settings.deskroute_http_timeout)
-            oauth = TokenProvider(client, vault if vault is not None else MemoryVault())
+            tokens = TokenProvider(client, vault)
             if api_token:
                 log.warning("ZENDESK_API_TOKEN is ignored: OAuth (ZENDESK_OAUTH_CLIENT_ID) is configured; remove it")
         platform = cls(
             subdomain=settings.zendesk_subdomain,
             email=settings.zendesk_email,
             api_token=api_token,
-            oauth=oauth,
+            tokens=tokens,
+            known_users=vault,
             base_url=settings.zendesk_base_url,
             webhook_secret=settings.zendesk_webhook_secret.get_secret_value(),
             tolerance_seconds=settings.deskroute_webhook_tolerance_seconds,
@@ -245,14 +260,14 @@ class ZendeskPlatform:
             max_wait=settings.deskroute_rate_limit_wait_seconds,
             **overrides,
         )
-        if oauth is None:
+        if tokens is None:
             log.warning("zendesk uses a legacy API token", extra={"advice": API_TOKEN_RETIRED})
         return platform
 
     def auth_status(self) -> dict[str, Any]:
         """How Deskroute authenticates to Zendesk and whether it works (for /health, doctor, the admin UI)."""
-        if self.oauth is not None:
-            return self.oauth.status()
+        if self.tokens is not None:
+            return self.tokens.status()
         return {"auth": "api_token", "status": "auth_failing" if self._basic_failing else "ok",
                 "deprecated": "Zendesk switches API tokens off on 30 April 2027"}
 
@@ -340,7 +355,7 @@ class ZendeskPlatform:
         if client is None:
             session = _ZendeskSession(lambda: api_root(self.base_url, self.subdomain),
                                       lambda: os.environ.get("ZENPY_FORCE_NETLOC") or f"{self.subdomain}.zendesk.com")
-            session.auth = BearerAuth(self.oauth) if self.oauth is not None else self._basic
+            session.auth = BearerAuth(self.tokens) if self.tokens is not None else self._basic
             client = Zenpy(subdomain=self.subdomain, session=session, timeout=self.timeout, disable_cache=True)
             self._local.client = client
         return client
@@ -353,11 +368,11 @@ class ZendeskPlatform:
                 result = fn()
             except _HttpFailure as exc:
                 status = exc.response.status_code
-                if status == 401 and self.oauth is not None and not renewed:
+                if status == 401 and self.tokens is not None and not renewed:
                     renewed = True
                     sent = str(exc.response.request.headers.get("Authorization", ""))
                     try:
-                        self.oauth.rejected(sent.removeprefix("Bearer "))
+                        self.tokens.renew_after_401(sent.removeprefix("Bearer "))
                     except OAuthError as auth:
                         raise _auth_error(auth) from None
                     continue
@@ -367,21 +382,21 @@ class ZendeskPlatform:
                 raise network_error(exc) from None
             except OAuthError as exc:  # from BearerAuth: no token to send
                 raise _auth_error(exc) from None
-            if self.oauth is not None:
-                self.oauth.succeeded()
+            if self.tokens is not None:
+                self.tokens.succeeded()
             self._basic_failing = False
             return result
 
     def _auth_refused(self, error: PlatformError) -> AuthFailed:
-        if self.oauth is None:
+        if self.tokens is None:
             self._basic_failing = True
             message = f"Zendesk refused the API token ({error}). {API_TOKEN_RETIRED}"
         else:
             message = (f"Zendesk refused a freshly renewed OAuth token ({error}): check that the user the OAuth client "
                        "acts as is still an active admin, and the client's scopes")
-            self.oauth.failed(message)
+            self.tokens.failed(message)
         log.error("zendesk refused our credentials", extra={"status": error.status})
-        return AuthFailed(f"zendesk auth: {message}", retry_after=error.retry_after)
+        return AuthFailed(f"zendesk auth: {message}", retry_after=max(error.retry_after or 0.0, AUTH_RETRY_SECONDS))
 
     def _api(self, what: str, fn: Callable[[], Any], **log_ids: Any) -> Any:
         return self._call(what, lambda: self._attempt(fn), **log_ids)
@@ -518,12 +533,16 @@ class ZendeskPlatform:
         me = self._api("me", lambda: self.client.users.me())
         return {"id": str(me.id or ""), "name": me.name or "", "email": me.email or "", "role": me.role or ""}
 
-    def _own_user_id(self) -> str | None:
-        """The user our token acts as, asked again whenever the connection changes (an admin reconnecting)."""
-        whose = self.oauth.identity() if self.oauth is not None else "api_token"
+    def _own_user_ids(self) -> set[str]:
+        """Every user Deskroute has acted as: the current one (asked again whenever the connection
+        changes) and those before it, so that writes made before a switch still count as ours."""
+        whose = self.tokens.identity() if self.tokens is not None else "api_token"
         if self._me is None or self._me[0] != whose:
-            self._me = (whose, optional_id(self.whoami()["id"]) or "")
-        return self._me[1] or None
+            me = optional_id(self.whoami()["id"]) or ""
+            if me:
+                self._known_users.remember_user(me)
+            self._me = (whose, me)
+        return {self._me[1], *self._known_users.users()} - {""}
 
     def group_changes(self, ticket_id: str) -> list[GroupChange]:
         """Group changes from the ticket's audits, each told apart by who made it (platform-facts §2).
@@ -533,7 +552,7 @@ class ZendeskPlatform:
         """
         audits = self._api("audits", lambda: [a.to_dict() for a in self.client.tickets.audits(ticket=int(ticket_id))],
                            ticket_id=ticket_id)
-        me = self._own_user_id()
+        mine = self._own_user_ids()
         changes = []
         for audit in audits:
             audit_via = audit.get("via") or {}
@@ -546,7 +565,7 @@ class ZendeskPlatform:
                 channel = via.get("channel")
                 if channel == "rule" or (via.get("source") or {}).get("rel") in ("trigger", "automation"):
                     source = "rule"
-                elif channel == "api" and (author == me if me else client.startswith("Zenpy")):
+                elif channel == "api" and (author in mine if mine else client.startswith("Zenpy")):
                     source = "ours"
                 else:
                     source = "agent"

@@ -2,6 +2,8 @@
 # Token endpoint and grants: https://developer.zendesk.com/api-reference/ticketing/oauth/grant_type_tokens/
 """Zendesk OAuth: the token endpoint, the authorization URL (PKCE), and one access token per install.
 
+Facts this relies on, with sources: ../shared/docs/platform-facts.md, section 6.
+
 Zendesk stops accepting API tokens on 30 April 2027. Deskroute gets its access tokens either with
 the client-credentials grant (a confidential client's identifier and secret) or through "Connect
 Zendesk" in the admin UI (authorization code + PKCE, then rotating refresh tokens).
@@ -58,8 +60,12 @@ class OAuthError(Exception):
     """Zendesk would not give us a token; `str()` says what to do, and never holds a secret.
 
     Args:
-        code: the OAuth error code (`invalid_client`...), `unavailable` (5xx, network) or `not_connected`.
+        code: the OAuth error code (`invalid_client`...), `unavailable` (5xx, network), `not_connected`,
+            or `refused_token` (the API refused a token minutes old).
+        message: what happened and what an admin should do about it.
         retryable: the same request may succeed later without anyone changing anything.
+        status: the token endpoint's HTTP status, if it answered.
+        retry_after: seconds Zendesk asked us to wait (429, 503).
     """
 
     def __init__(self, code: str, message: str, *, retryable: bool = False, status: int | None = None,
@@ -119,15 +125,26 @@ class TokenVault(Protocol):
     def delete(self) -> None:
         """Forget the token (Disconnect)."""
 
+    def remember_user(self, user_id: str) -> None:
+        """Keep a Zendesk user id Deskroute has acted as, so its writes stay "ours" after a switch."""
+
+    def users(self) -> set[str]:
+        """Every user id Deskroute has acted as."""
+
+    def connect(self, token: StoredToken) -> None:
+        """Store a Connect-flow token in place of whatever is there: an admin just consented."""
+
 
 class MemoryVault:
     """A vault for one process without a database (tests, one-off commands)."""
 
     def __init__(self) -> None:
         self._token: StoredToken | None = None
+        self._generation = 0  # only grows, as the database's does: a delete is a new generation too
         self._error: str | None = None
         self._owner: str | None = None
         self._until = 0.0
+        self._users: set[str] = set()
         self._lock = threading.Lock()
 
     def load(self) -> StoredToken | None:
@@ -142,12 +159,12 @@ class MemoryVault:
 
     def save(self, token: StoredToken, *, owner: str, replaces: int | None) -> bool:
         with self._lock:
-            current = self._token.generation if self._token else None
             if self._owner == owner:
                 self._owner = None
-            if current != replaces:
+            if (self._token.generation if self._token else None) != replaces:
                 return False
-            self._token = replace(token, generation=(current or 0) + 1)
+            self._generation += 1
+            self._token = replace(token, generation=self._generation)
             self._error = None
             return True
 
@@ -165,8 +182,19 @@ class MemoryVault:
 
     def delete(self) -> None:
         with self._lock:
-            self._token = None
-            self._error = None
+            self._token, self._error = None, None
+            self._generation += 1
+
+    def connect(self, token: StoredToken) -> None:
+        with self._lock:
+            self._generation += 1
+            self._token, self._error = replace(token, generation=self._generation), None
+
+    def remember_user(self, user_id: str) -> None:
+        self._users.add(user_id)
+
+    def users(self) -> set[str]:
+        return set(self._users)
 
 
 def api_root(base_url: str, subdomain: str) -> tuple[str, str]:
@@ -200,8 +228,7 @@ class ZendeskOAuth:
         self.client_secret = client_secret
         self.base_url = base_url
         self.timeout = timeout
-        self.clock = clock
-        self._session = requests.Session()
+        self.clock = clock  # no shared requests.Session: renewals, the admin's callback and revokes run on any thread
 
     def url(self, path: str) -> str:
         scheme, netloc = api_root(self.base_url, self.subdomain)
@@ -235,10 +262,10 @@ class ZendeskOAuth:
         return replace(fresh, connected_at=token.connected_at, connected_as=token.connected_as,
                        refresh_token=fresh.refresh_token or token.refresh_token)
 
-    def whoami(self, access_token: str) -> dict[str, str]:
-        """The user a token acts as (GET /api/v2/users/me), to show who connected."""
+    def user_for(self, access_token: str) -> dict[str, str]:
+        """The user a token acts as (GET /api/v2/users/me), to show who connected; empty if Zendesk won't say."""
         try:
-            response = self._session.get(self.url("/api/v2/users/me.json"), timeout=self.timeout,
+            response = requests.get(self.url("/api/v2/users/me.json"), timeout=self.timeout,
                                          headers={"Authorization": f"Bearer {access_token}"})
             user = response.json()["user"] if response.status_code == 200 else {}
         except (requests.RequestException, ValueError, KeyError, TypeError):
@@ -248,11 +275,11 @@ class ZendeskOAuth:
     def revoke(self, access_token: str) -> bool:
         """Ask Zendesk to delete a token (Disconnect); False if it could not be reached or refused."""
         try:
-            response = self._session.delete(self.url("/api/v2/oauth/tokens/current.json"), timeout=self.timeout,
-                                            headers={"Authorization": f"Bearer {access_token}"})
+            response = requests.delete(self.url("/api/v2/oauth/tokens/current.json"), timeout=self.timeout,
+                                       headers={"Authorization": f"Bearer {access_token}"})
         except requests.RequestException:
             return False
-        return response.status_code in (200, 204, 401)  # 401: it was already gone
+        return response.status_code in (200, 204)
 
     def _secret(self) -> dict[str, str]:
         # A public client proves itself with PKCE alone; a confidential one also sends its secret.
@@ -262,7 +289,7 @@ class ZendeskOAuth:
         body = {"grant_type": grant_type, "client_id": self.client_id, "expires_in": TOKEN_SECONDS, **fields}
         started = self.clock()
         try:
-            response = self._session.post(self.url("/oauth/tokens"), json=body, timeout=self.timeout)
+            response = requests.post(self.url("/oauth/tokens"), json=body, timeout=self.timeout)
         except requests.RequestException as exc:
             raise OAuthError("unavailable", f"Zendesk's token endpoint did not answer ({type(exc).__name__}); "
                              "retrying later", retryable=True) from None
@@ -312,31 +339,41 @@ def _token_error(response: requests.Response, grant_type: str) -> OAuthError:
 
 class TokenProvider:
     """Hands out the install's current access token, renewing it shortly before it expires and when the
-    API refuses it. Thread-safe; shares the token with other processes through the vault."""
+    API refuses it. Thread-safe; shares the token with other processes through the vault.
 
-    POLL_SECONDS = 0.05
+    A renewal that fails (a wrong secret, Zendesk down) is not tried again at once: this process waits
+    out a cool-down, doubling up to ten minutes, and answers with the same error meanwhile, so a
+    backlog of jobs never turns into a stream of token requests.
+    """
+
+    POLL_SECONDS = 0.1
     # How long a process trusts its copy before looking at the vault again (another process may have
     # connected another account, or disconnected).
     RECHECK_SECONDS = 30.0
+    COOL_DOWN_SECONDS, COOL_DOWN_MAX = 30.0, 600.0
 
-    def __init__(self, oauth: ZendeskOAuth, vault: TokenVault, *, clock: Callable[[], float] = time.time,
+    def __init__(self, client: ZendeskOAuth, vault: TokenVault, *, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
-        self.oauth = oauth
+        self.client = client
         self.vault = vault
         self.clock = clock
         self.sleep = sleep
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # The lock outlives one token request (with its timeout) so that a live renewer is never overtaken.
-        self.lock_seconds = 2 * oauth.timeout + 5
+        # Long enough for a token request and its timeout; should a renewer still be overtaken (a socket
+        # timeout is per read, not per request), the loser sees invalid_grant and takes the winner's token.
+        self.lock_seconds = 2 * client.timeout + 5
         self._current: StoredToken | None = None
+        self._unsaved: tuple[StoredToken, int | None] | None = None  # renewed, but the database refused it
         self._checked_at = 0.0
         self._failing = False
+        self._failures = 0
+        self._cool_down: tuple[float, OAuthError] | None = None
         self._lock = threading.Lock()
 
     def usable(self, token: StoredToken | None) -> bool:
         """A stored token this configuration may use: same client; client credentials only with the secret."""
-        return (token is not None and token.client_id == self.oauth.client_id
-                and (token.grant == AUTHORIZATION_CODE or bool(self.oauth.client_secret)))
+        return (token is not None and token.client_id == self.client.client_id
+                and (token.grant == AUTHORIZATION_CODE or bool(self.client.client_secret)))
 
     def token(self) -> str:
         """The access token to send now."""
@@ -346,17 +383,21 @@ class TokenProvider:
             return current.access_token
         with self._lock:
             self._checked_at = now
+            self._retry_unsaved()
             stored = self.vault.load()
-            if self.usable(stored) and stored.fresh(self.clock()):  # type: ignore[union-attr]
+            if self.usable(stored) and stored.fresh(now):  # type: ignore[union-attr]
                 self._current = stored
                 return stored.access_token  # type: ignore[union-attr]
+            if self._current is not None and self._current.fresh(now) and not self.usable(stored):
+                return self._current.access_token  # ours, kept in memory: the stored row is another's
             return self._renew(stored).access_token
 
-    def rejected(self, access_token: str) -> str:
+    def renew_after_401(self, access_token: str) -> str:
         """The API answered 401 to `access_token`: a token renewed since, or a new one."""
         with self._lock:
+            now = self.clock()
             stored = self.vault.load()
-            if self.usable(stored) and stored.access_token != access_token and stored.fresh(self.clock()):  # type: ignore[union-attr]
+            if self.usable(stored) and stored.access_token != access_token and stored.fresh(now):  # type: ignore[union-attr]
                 self._current = stored
                 return stored.access_token  # type: ignore[union-attr]
             return self._renew(stored).access_token
@@ -368,11 +409,36 @@ class TokenProvider:
             return "none"
         return f"{token.grant}:{token.client_id}:{token.connected_at if token.grant == AUTHORIZATION_CODE else ''}"
 
-    def forget(self) -> None:
-        """Drop the token this process holds (after Disconnect)."""
-        self._current = None
+    def connected(self, token: StoredToken) -> None:
+        """An admin just connected: this process uses the new token at once."""
+        with self._lock:
+            self._current, self._unsaved, self._cool_down, self._failures = token, None, None, 0
+
+    def disconnect(self) -> bool:
+        """Forget the Connect connection; True if Zendesk confirmed it revoked the token."""
+        with self._lock:
+            if not self.vault.acquire(self.owner, self.lock_seconds):
+                raise OAuthError("unavailable", "a token renewal is under way; try again in a few seconds",
+                                 retryable=True)
+            revoked = False
+            try:
+                token = self.vault.load()
+                if token is None or token.grant != AUTHORIZATION_CODE:
+                    raise LookupError("no Connect Zendesk connection")
+                try:  # an idle install's access token has expired: refresh, so there is a live one to revoke
+                    live = token if token.fresh(self.clock()) else self.client.refresh(token)
+                    revoked = self.client.revoke(live.access_token)
+                except OAuthError:
+                    revoked = False
+                self.vault.delete()
+            finally:
+                self.vault.release(self.owner, error=None)
+            self._current, self._unsaved = None, None
+            return revoked
 
     def _renew(self, seen: StoredToken | None) -> StoredToken:
+        if self._cool_down is not None and self.clock() < self._cool_down[0]:
+            raise self._cool_down[1]  # failed moments ago: don't ask Zendesk again yet
         seen_generation = seen.generation if seen else None
         deadline = self.clock() + self.lock_seconds + 5
         while True:
@@ -398,9 +464,9 @@ class TokenProvider:
         """Get a new token while holding the lock, and store it."""
         try:
             if latest is not None and self.usable(latest) and latest.grant == AUTHORIZATION_CODE:
-                new = self.oauth.refresh(latest)
+                new = self.client.refresh(latest)
             else:
-                new = self.oauth.client_credentials()
+                new = self.client.client_credentials()
         except OAuthError as exc:
             stored = self.vault.load()
             if (exc.code == "invalid_grant" and latest is not None and self.usable(stored)
@@ -410,19 +476,55 @@ class TokenProvider:
                 self._current = stored
                 return stored  # type: ignore[return-value]
             self.vault.release(self.owner, error=str(exc))
-            log.error("zendesk token renewal failed", extra={"oauth_error": exc.code, "status": exc.status})
-            raise
+            log.error("zendesk token renewal failed", extra={"oauth_error": exc.code, "status": exc.status,
+                                                             "advice": str(exc)})
+            raise self._fail(exc) from None
+        self._failures, self._cool_down = 0, None
+        if latest is not None and latest.grant == AUTHORIZATION_CODE and not self.usable(latest):
+            # Another client's connection (or one this process can't use): never overwrite it.
+            self.vault.release(self.owner, error=None)
+            self._current = new
+            return new
         replaces = latest.generation if latest is not None else None
-        if not self.vault.save(new, owner=self.owner, replaces=replaces):
-            # Someone stored a newer token (an admin reconnecting, say) while we asked: theirs wins.
+        try:
+            saved = self.vault.save(new, owner=self.owner, replaces=replaces)
+        except Exception as exc:  # the database is busy or full: Zendesk has already rotated the old token
+            log.critical("zendesk token renewed but not stored; retrying the save with every call",
+                         extra={"error": type(exc).__name__})
+            self._unsaved = (new, replaces)
+            self._current = new
+            return new
+        if not saved:
             stored = self.vault.load()
-            if self.usable(stored):
+            if self.usable(stored):  # an admin connected meanwhile, or another process stored first: theirs
                 self._current = stored
                 return stored  # type: ignore[return-value]
-        saved = self.vault.load()
-        self._current = saved if saved is not None and saved.access_token == new.access_token else new
+            if new.grant == AUTHORIZATION_CODE:  # disconnected while we refreshed: drop what we got
+                self.client.revoke(new.access_token)
+                raise OAuthError("not_connected", ADVICE["not_connected"])
+        self._current = new
         log.info("zendesk token renewed", extra={"grant": new.grant})
-        return self._current
+        return new
+
+    def _retry_unsaved(self) -> None:
+        if self._unsaved is None:
+            return
+        token, replaces = self._unsaved
+        if self.vault.acquire(self.owner, self.lock_seconds):
+            try:
+                if self.vault.save(token, owner=self.owner, replaces=replaces):
+                    log.warning("zendesk token stored after all")
+                self._unsaved = None  # stored, or superseded by a newer token
+            except Exception:  # still can't: keep it in memory and try again next time
+                self.vault.release(self.owner, error=None)
+
+    def _fail(self, exc: OAuthError) -> OAuthError:
+        """Remember a failed renewal: no new request to Zendesk until the cool-down ends."""
+        self._failures += 1
+        wait = min(self.COOL_DOWN_MAX, (5.0 if exc.retryable else self.COOL_DOWN_SECONDS) * 2 ** (self._failures - 1))
+        wait = max(wait, exc.retry_after or 0.0)
+        self._cool_down = (self.clock() + wait, exc)
+        return exc
 
     def succeeded(self) -> None:
         """The API accepted our token: clear a failure this process recorded."""
@@ -431,21 +533,27 @@ class TokenProvider:
             self.vault.record_error(None)
 
     def failed(self, error: str) -> None:
-        """The API refused even a renewed token (a revoked client, a user who lost access)."""
+        """The API refused even a renewed token (a user who lost access, scopes taken away): record it, and
+        renew no more tokens for a while, since a new one would be refused too."""
         self._failing = True
         self.vault.record_error(error)
+        with self._lock:
+            self._fail(OAuthError("refused_token", error, status=401))
 
     def status(self) -> dict[str, Any]:
         """What /health, doctor and the admin UI show: never the token itself."""
         stored = self.vault.load()
+        unreadable = getattr(self.vault, "unreadable", None)
         if self.usable(stored):
             assert stored is not None
             auth = f"oauth_{stored.grant}"
-        elif self.oauth.client_secret:
+        elif self.client.client_secret:
             auth = f"oauth_{CLIENT_CREDENTIALS}"
+        elif unreadable:
+            return {"auth": "oauth", "status": "auth_failing", "error": unreadable}
         else:
             return {"auth": "oauth", "status": "not_connected"}
-        error = self.vault.error()
+        error = self.vault.error() or unreadable
         return {"auth": auth, "status": "auth_failing" if error else "ok", **({"error": error} if error else {})}
 
 

@@ -85,7 +85,7 @@ def zendesk_platform(**options: Any) -> ZendeskPlatform:
     """A ZendeskPlatform on OAuth client credentials, for tests that never reach its API."""
     client = ZendeskOAuth(subdomain="acme", client_id=OAUTH_CLIENT_ID, client_secret=OAUTH_CLIENT_SECRET)
     return ZendeskPlatform(subdomain="acme", webhook_secret=options.pop("webhook_secret", SECRET),
-                           oauth=TokenProvider(client, MemoryVault()), **options)
+                           tokens=TokenProvider(client, MemoryVault()), **options)
 
 
 def token_answer(token: str = "access-token-1", expires_in: int = 1800) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def admin(tmp_path: Path, fake: FakeZendesk) -> tuple[Any, Services]:
 
 def connected(services: Services) -> bool:
     """Whether a Connect-flow connection is stored (client-credentials tokens don't count)."""
-    token = services.platforms["zendesk"].oauth.vault.load()
+    token = services.platforms["zendesk"].tokens.vault.load()
     return token is not None and token.grant == AUTHORIZATION_CODE
 
 
@@ -89,7 +89,7 @@ def test_connect_zendesk_stores_an_encrypted_connection_that_every_call_then_use
     assert "Connected to Zendesk as Ada Admin &lt;ada@example.com&gt;" in page
     assert "OAuth: connected by an admin" in page and 'id="disconnect"' in page
     zendesk = services.platforms["zendesk"]
-    stored = zendesk.oauth.vault.load()
+    stored = zendesk.tokens.vault.load()
     assert stored.grant == AUTHORIZATION_CODE and stored.refresh_token and stored.scope == "read write"
     assert stored.access_token not in page and stored.access_token[-4:] in page  # the last 4 only
     assert zendesk.whoami()["email"] == "ada@example.com"  # the API now acts as the admin who consented
@@ -102,7 +102,7 @@ def test_disconnect_revokes_the_token_and_goes_back_to_client_credentials(
     client, services = admin
     callback(client, consent(fake, start_connect(client)))
     zendesk = services.platforms["zendesk"]
-    token = zendesk.oauth.vault.load().access_token
+    token = zendesk.tokens.vault.load().access_token
     response = client.post("/admin/zendesk/disconnect", data={"csrf_token": csrf(client, "/admin/zendesk")},
                            **HTTPS)
     page = client.get(response.headers["Location"], **HTTPS).get_data(as_text=True)

@@ -169,6 +169,8 @@ def test_admin_connects_zendesk_through_its_consent_screen(browser: Any, demo: D
     [write] = [a for a in demo.fake.audits[ids[0]] if a["via"]["channel"] == "api"]
     assert write["author_id"] == 900002
 
+    connected_page = browser.find_element(By.ID, "message")
     browser.find_element(By.ID, "disconnect").click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(connected_page))
     assert text(browser, "#message").startswith("Disconnected.")
     assert "client credentials" in text(browser, "#mode")

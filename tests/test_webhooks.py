@@ -123,7 +123,7 @@ def test_unconfigured_platform_is_404_and_says_so(tmp_path: Any) -> None:
 
 def test_database_failure_is_503_so_zendesk_retries(client: Any, services: Services, clock: FakeClock,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def locked(*args: Any) -> Any:
+    def locked(*args: Any, **kwargs: Any) -> Any:
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(services.queue, "enqueue", locked)

@@ -53,7 +53,7 @@ def oauth(secret: str = OAUTH_CLIENT_SECRET, client_id: str = OAUTH_CLIENT_ID, *
 
 
 def platform(provider: TokenProvider) -> ZendeskPlatform:
-    return ZendeskPlatform(subdomain="acme", webhook_secret=SECRET, oauth=provider, sleep=lambda s: None)
+    return ZendeskPlatform(subdomain="acme", webhook_secret=SECRET, tokens=provider, sleep=lambda s: None)
 
 
 def connected(fake: FakeZendesk, vault: Any, client: ZendeskOAuth | None = None) -> StoredToken:
@@ -67,7 +67,7 @@ def connected(fake: FakeZendesk, vault: Any, client: ZendeskOAuth | None = None)
     code = response.headers["Location"].split("code=")[1].split("&")[0]
     token = replace(client.exchange_code(code=code, redirect_uri=redirect_uri, code_verifier=verifier),
                     grant=AUTHORIZATION_CODE, connected_as="Ada Admin <ada@example.com>")
-    assert vault.save(token, owner="test", replaces=None)
+    vault.connect(token)
     return vault.load()
 
 
@@ -137,9 +137,14 @@ def test_tokens_are_encrypted_at_rest_with_a_key_not_in_the_database(fake: FakeZ
     assert token.access_token.encode() not in raw and token.refresh_token.encode() not in raw  # type: ignore[union-attr]
     row = sqlite3.connect(tmp_path / "d.db").execute("SELECT access_token, key_id FROM oauth_tokens").fetchone()
     assert row[0].startswith("gAAAAA") and row[1] == "secret_key"  # a Fernet token
-    # Another key (DESKROUTE_SECRET_KEY changed) can't open it: the row is dropped, never misread.
-    assert DbVault(store, "zendesk", secret_key="x" * 40).load() is None
-    assert store.oauth_token("zendesk")["access_token"] is None  # type: ignore[index]
+    # A process with another key (a typo, a shell without the setting) can't open it, says so, and
+    # leaves it alone: the rightly configured processes keep their connection.
+    stray = DbVault(store, "zendesk", secret_key="x" * 40)
+    assert stray.load() is None and "DESKROUTE_SECRET_KEY" in (stray.unreadable or "")
+    stray_provider = TokenProvider(oauth(), stray)
+    assert stray_provider.status()["status"] == "auth_failing"
+    stray_provider.token()  # client credentials of its own, in memory...
+    assert vault.load() == token  # ...while the stored connection is untouched
 
 
 def test_client_credentials_tokens_use_a_key_derived_from_the_client_secret(fake: FakeZendesk,
@@ -161,7 +166,7 @@ def test_a_refresh_rotates_the_refresh_token_and_keeps_who_connected(fake: FakeZ
     vault = MemoryVault()
     first = connected(fake, vault)
     provider = TokenProvider(oauth(), vault)
-    renewed = provider.rejected(first.access_token)
+    renewed = provider.renew_after_401(first.access_token)
     stored = vault.load()
     assert stored is not None and stored.access_token == renewed != first.access_token
     assert stored.refresh_token != first.refresh_token and first.refresh_token not in fake.oauth.refresh_tokens
@@ -178,7 +183,7 @@ def _refresh_in_process(database: str, netloc: str, rejected: str, start_at: flo
                                               client_secret=OAUTH_CLIENT_SECRET))
     time.sleep(max(0.0, start_at - time.time()))
     try:
-        out.put(("ok", provider.rejected(rejected)))
+        out.put(("ok", provider.renew_after_401(rejected)))
     except OAuthError as exc:
         out.put(("error", exc.code))
 
@@ -205,7 +210,7 @@ def test_processes_refreshing_at_once_spend_the_refresh_token_once(fake: FakeZen
     assert fake.oauth.grants_issued.count("refresh_token") == 1
     stored = vault.load()
     assert stored is not None and stored.refresh_token in fake.oauth.refresh_tokens  # the live one is kept
-    assert TokenProvider(oauth(), vault).rejected(stored.access_token)  # and it still works: no lock-out
+    assert TokenProvider(oauth(), vault).renew_after_401(stored.access_token)  # and it still works: no lock-out
 
 
 def test_a_renewal_overtaken_by_another_process_does_not_lock_the_install_out(fake: FakeZendesk,
@@ -222,11 +227,11 @@ def test_a_renewal_overtaken_by_another_process_does_not_lock_the_install_out(fa
     slow.lock_seconds = 0.2  # so that its lease runs out while Zendesk takes 1 s to answer it
     fake.slow_next(1.0, method="POST", path="/oauth/tokens")
     results: dict[str, Any] = {}
-    a = threading.Thread(target=lambda: results.update(a=slow.rejected(first.access_token)))
+    a = threading.Thread(target=lambda: results.update(a=slow.renew_after_401(first.access_token)))
     a.start()
     time.sleep(0.5)
     try:
-        results["b"] = quick.rejected(first.access_token)
+        results["b"] = quick.renew_after_401(first.access_token)
     except OAuthError as exc:
         results["b"] = exc.code
     a.join()
@@ -235,7 +240,7 @@ def test_a_renewal_overtaken_by_another_process_does_not_lock_the_install_out(fa
     assert stored is not None and stored.access_token == results["a"]
     assert stored.refresh_token in fake.oauth.refresh_tokens
     assert vault.error() is None  # A's save cleared B's failure
-    assert TokenProvider(oauth(), vault).rejected(stored.access_token) != stored.access_token
+    assert TokenProvider(oauth(), vault).renew_after_401(stored.access_token) != stored.access_token
 
 
 # --- errors: each has a clear message, a retried job and auth_failing in /health ---------------------
@@ -274,9 +279,12 @@ def test_token_endpoint_failures_retry_the_job_and_show_auth_failing(
     health = create_app(services=services).test_client().get("/health").json["platforms"]["zendesk"]
     assert health == {"configured": True, "auth": "oauth_client_credentials", "status": "auth_failing"}
     assert all(secret not in r.getMessage() and secret not in str(r.__dict__) for r in caplog.records)
+    assert fake.oauth.grants_issued == [] and len(fake.calls("POST", "/oauth/tokens")) == 1  # no quick retries
     if breakage == "down":  # once Zendesk is back, the next attempt works and the status clears
         fake.faults.clear()
         clock.advance(3600)
+        zendesk = services.platforms["zendesk"]
+        zendesk.tokens.clock = lambda: time.time() + 3600  # past the sign-in cool-down too
         drain(services)
         assert services.store.event(event_id)["state"] == "done"
         health = create_app(services=services).test_client().get("/health").json["platforms"]["zendesk"]
@@ -302,7 +310,7 @@ def test_base_url_serves_token_and_api_calls_without_zenpy_overrides(fake: FakeZ
     client = ZendeskOAuth(subdomain="acme", client_id=OAUTH_CLIENT_ID, client_secret=OAUTH_CLIENT_SECRET,
                           base_url=f"http://{fake.address}")
     zendesk = ZendeskPlatform(subdomain="acme", webhook_secret=SECRET, base_url=f"http://{fake.address}",
-                              oauth=TokenProvider(client, MemoryVault()))
+                              tokens=TokenProvider(client, MemoryVault()))
     fake.add_ticket(3, subject="s", description="d")
     assert zendesk.fetch_ticket("3").id == "3"
     assert [path for _, path, _ in fake.requests] == ["/oauth/tokens", "/api/v2/tickets/3.json"]
@@ -378,7 +386,7 @@ def test_doctor_on_oauth_says_who_deskroute_acts_as(fake: FakeZendesk, tmp_path:
 def test_our_writes_are_told_from_agents_under_a_connect_flow_token(env: Env) -> None:
     fake = env.helpdesk.fake
     zendesk = env.services.platforms["zendesk"]
-    connected(fake, zendesk.oauth.vault)  # Ada (user 900002) connected: our writes are hers now
+    connected(fake, zendesk.tokens.vault)  # Ada (user 900002) connected: our writes are hers now
     env.create(8)
     drain(env.services)
     [write_audit] = [a for a in fake.audits[8] if a["via"]["channel"] == "api"]
@@ -387,3 +395,63 @@ def test_our_writes_are_told_from_agents_under_a_connect_flow_token(env: Env) ->
     drain(env.services)
     [correction] = env.services.store.corrections()
     assert correction["agent_id"] == "555" and correction["corrected_group_id"] == "360000000103"
+
+
+# --- review findings: no hammering, no lost connection, no false corrections -------------------------
+
+
+def test_a_broken_sign_in_does_not_hammer_the_token_endpoint(fake: FakeZendesk) -> None:
+    zendesk = platform(TokenProvider(oauth(secret="wrong"), MemoryVault()))
+    fake.add_ticket(1, subject="s", description="d")
+    for _ in range(20):
+        with pytest.raises(AuthFailed, match="invalid_client"):
+            zendesk.fetch_ticket("1")
+    assert len(fake.calls("POST", "/oauth/tokens")) == 1  # then a cool-down, doubling up to ten minutes
+
+
+def test_a_user_who_lost_access_does_not_make_every_call_mint_a_token(
+        fake: FakeZendesk, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fake.oauth, "user_for", lambda token: None)  # the acting admin lost access
+    provider = TokenProvider(oauth(), MemoryVault())
+    zendesk = platform(provider)
+    for _ in range(20):
+        with pytest.raises(AuthFailed):
+            zendesk.fetch_ticket("1")
+    assert len(fake.calls("POST", "/oauth/tokens")) == 2  # the first token, one renewal; then a cool-down
+    assert provider.status()["status"] == "auth_failing"
+
+
+def test_disconnect_revokes_even_an_expired_connection(fake: FakeZendesk) -> None:
+    vault = MemoryVault()
+    first = connected(fake, vault)
+    fake.oauth.expire_access_tokens()
+    provider = TokenProvider(oauth(), vault, clock=lambda: time.time() + 3600)  # an idle install
+    assert provider.disconnect() is True
+    assert vault.load() is None and first.refresh_token not in fake.oauth.refresh_tokens
+    assert not fake.oauth.refresh_tokens
+
+
+def test_a_process_with_another_client_never_overwrites_the_connection(fake: FakeZendesk, tmp_path: Path) -> None:
+    store = Store(tmp_path / "d.db")
+    store.migrate()
+    vault = DbVault(store, "zendesk", secret_key=SECRET_KEY, client_secret=OAUTH_CLIENT_SECRET)
+    token = connected(fake, vault)
+    fake.oauth.add_client("other", secret="other-secret", user_id=900001)
+    other = TokenProvider(oauth(client_id="other", secret="other-secret"),
+                          DbVault(store, "zendesk", secret_key=SECRET_KEY, client_secret="other-secret"))
+    assert other.token()
+    assert vault.load() == token
+
+
+@ZENDESK_HARNESS
+def test_our_writes_before_a_switch_of_identity_stay_ours(env: Env) -> None:
+    fake = env.helpdesk.fake
+    env.create(9)  # routed on client credentials: the write's author is the client's admin (900001)
+    drain(env.services)
+    zendesk = env.services.platforms["zendesk"]
+    connected(fake, zendesk.tokens.vault)  # then Ada (900002) connects
+    zendesk.tokens.connected(zendesk.tokens.vault.load())
+    env.reroute(9, 360000000103)
+    drain(env.services)
+    [correction] = env.services.store.corrections()  # the agent's move only, not Deskroute's first write
+    assert correction["agent_id"] == "555" and correction["previous_group_id"] != ""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
 from connector.crypto import MIN_SECRET_KEY_LENGTH, last4
 from connector.tokens import ConnectUnavailable
@@ -39,12 +39,13 @@ def register(bp: Blueprint, services: Services, login_required: Callable[..., An
         return services.platforms.get("zendesk")
 
     def provider() -> Any:
+        """The Zendesk TokenProvider, or None (Zendesk not configured, or on a legacy API token)."""
         platform = zendesk()
-        return platform.oauth if platform is not None else None
+        return platform.tokens if platform is not None else None
 
     def acting_as(platform: Any) -> dict[str, str] | None:
         """Who the current token acts as, asked at most once a minute."""
-        key = platform.oauth.identity() if platform.oauth is not None else "api_token"
+        key = platform.tokens.identity() if platform.tokens is not None else "api_token"
         cached = who_cache.get(key)
         if cached and cached[0] > time.monotonic() - 60:
             return cached[1]
@@ -60,11 +61,12 @@ def register(bp: Blueprint, services: Services, login_required: Callable[..., An
         settings = services.settings
         if not settings.zendesk_oauth_client_id:
             return "set ZENDESK_OAUTH_CLIENT_ID (and ZENDESK_SUBDOMAIN, ZENDESK_WEBHOOK_SECRET) first"
-        if len(settings.deskroute_secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+        tokens = provider()
+        if tokens is None:
+            return "Zendesk is not configured: see the settings it still needs above"
+        if not tokens.vault.can_store_connections:
             return (f"set DESKROUTE_SECRET_KEY (at least {MIN_SECRET_KEY_LENGTH} random characters) so that Deskroute "
                     "can encrypt the connection's tokens with a key that is not kept in its database")
-        if provider() is None:
-            return "Zendesk is not configured: see the settings it still needs below"
         return None
 
     def redirect_uri() -> str:
@@ -76,16 +78,17 @@ def register(bp: Blueprint, services: Services, login_required: Callable[..., An
     def zendesk_connection() -> Any:
         platform = zendesk()
         view: dict[str, Any] = {"platform": platform, "missing": services.unconfigured.get("zendesk", []),
-                                "refused": services.refused.get("zendesk"), "why_no_connect": why_no_connect(),
-                                "message": request.args.get("message"), "error": request.args.get("error")}
+                                "refused": services.refused.get("zendesk"), "why_no_connect": why_no_connect()}
         if platform is not None:
             status = platform.auth_status()
-            view.update(status=status, me=acting_as(platform))
-            token = platform.oauth.vault.load() if platform.oauth is not None else None
-            if token is not None and platform.oauth.usable(token):
+            tokens = platform.tokens
+            view.update(status=status, me=acting_as(platform),
+                        error_seen_at=tokens.vault.error_seen_at() if tokens is not None else None)
+            token = tokens.vault.load() if tokens is not None else None
+            if token is not None and tokens.usable(token):
                 view["token"] = {"grant": token.grant, "scope": token.scope, "since": token.connected_at,
                                  "expires_at": token.expires_at, "last4": last4(token.access_token),
-                                 "connected_as": token.connected_as}
+                                 "connected_as": token.connected_as, "connection_expires_at": token.refresh_expires_at}
         return render_template("admin/zendesk.html", **view)
 
     @bp.post("/zendesk/connect")
@@ -97,10 +100,11 @@ def register(bp: Blueprint, services: Services, login_required: Callable[..., An
         state = secrets.token_urlsafe(24)
         verifier, challenge = pkce_pair()
         uri = redirect_uri()
-        # The verifier stays on our side of the redirect: in the signed session, never in the URL.
+        # The verifier never travels in a URL: it waits in the admin's session (signed, HttpOnly), as
+        # OAuth client libraries keep it, and is spent by the callback.
         session[PENDING] = {"state": state, "verifier": verifier, "redirect_uri": uri, "at": time.time()}
         log.info("zendesk connect started")
-        return redirect(provider().oauth.authorization_url(redirect_uri=uri, state=state, code_challenge=challenge))
+        return redirect(provider().client.authorization_url(redirect_uri=uri, state=state, code_challenge=challenge))
 
     @bp.get("/zendesk/callback")
     @login_required
@@ -117,20 +121,24 @@ def register(bp: Blueprint, services: Services, login_required: Callable[..., An
             return back(error=f"Zendesk did not connect: {request.args['error'][:40]} "
                               f"({request.args.get('error_description', '')[:200]})")
         tokens = provider()
+        if tokens is None:
+            return back(error="Zendesk is not configured in this process: see the settings it still needs.")
         try:
-            token = tokens.oauth.exchange_code(code=request.args.get("code", ""), redirect_uri=pending["redirect_uri"],
-                                               code_verifier=pending["verifier"])
+            token = tokens.client.exchange_code(code=request.args.get("code", ""), redirect_uri=pending["redirect_uri"],
+                                                code_verifier=pending["verifier"])
         except OAuthError as exc:
             log.warning("zendesk connect failed", extra={"oauth_error": exc.code, "status": exc.status})
             return back(error=str(exc))
-        me = tokens.oauth.whoami(token.access_token)
-        token = replace(token, grant=AUTHORIZATION_CODE,
-                        connected_as=f"{me['name']} <{me['email']}>" if me.get("email") else me.get("name", ""))
+        me = tokens.client.user_for(token.access_token)
+        token = replace(token, connected_as=f"{me['name']} <{me['email']}>" if me.get("email") else me.get("name", ""))
         try:
             tokens.vault.connect(token)
-        except (ConnectUnavailable, RuntimeError) as exc:
+        except ConnectUnavailable as exc:
+            tokens.client.revoke(token.access_token)
             return back(error=str(exc))
-        tokens.forget()
+        tokens.connected(token)
+        if me.get("id"):
+            tokens.vault.remember_user(me["id"])
         log.info("zendesk connected", extra={"grant": AUTHORIZATION_CODE, "user_id": me.get("id")})
         return back(message=f"Connected to Zendesk as {token.connected_as or 'an unknown user'}.")
 
@@ -138,17 +146,22 @@ def register(bp: Blueprint, services: Services, login_required: Callable[..., An
     @login_required
     def zendesk_disconnect() -> Any:
         tokens = provider()
-        token = tokens.vault.load() if tokens is not None else None
-        if token is None or token.grant != AUTHORIZATION_CODE:
+        if tokens is None:
+            abort(409, "Zendesk is not configured.")
+        try:
+            revoked = tokens.disconnect()
+        except LookupError:
             abort(409, "There is no Connect Zendesk connection to remove.")
-        revoked = tokens.oauth.revoke(token.access_token)
-        tokens.vault.delete()
-        tokens.forget()
+        except OAuthError as exc:
+            return back(error=str(exc))
         log.info("zendesk disconnected", extra={"revoked": revoked})
-        after = ("Deskroute now signs in with the client-credentials grant." if tokens.oauth.client_secret
+        after = ("Deskroute now signs in with the client-credentials grant." if tokens.client.client_secret
                  else "Deskroute is not connected to Zendesk until you connect again.")
-        unrevoked = "" if revoked else " (Zendesk could not be told: revoke the token in Admin Center)"
-        return back(message=f"Disconnected{unrevoked}. {after}")
+        unrevoked = "" if revoked else " Zendesk could not confirm it revoked the token: check Admin Center."
+        return back(message=f"Disconnected.{unrevoked} {after}")
 
-    def back(**query: str) -> Any:
-        return redirect(url_for("admin.zendesk_connection", **query))
+    def back(**outcome: str) -> Any:
+        """Back to the page, with the outcome shown once (never taken from the URL, where a link could forge it)."""
+        for category, text in outcome.items():
+            flash(text, category)
+        return redirect(url_for("admin.zendesk_connection"))

@@ -91,6 +91,12 @@ class FakeOAuthServer:
         self.access_tokens = {t: g for t, g in self.access_tokens.items() if g.client_id != client_id}
         self.refresh_tokens = {t: v for t, v in self.refresh_tokens.items() if v[0].client_id != client_id}
 
+    def revoke(self, access_token: str) -> None:
+        """DELETE /api/v2/oauth/tokens/current: the token goes, and (we assume; Zendesk's docs don't say)
+        the refresh token issued with it."""
+        self.access_tokens.pop(access_token, None)
+        self.refresh_tokens = {t: v for t, v in self.refresh_tokens.items() if v[1] != access_token}
+
     def expire_access_tokens(self) -> None:
         """Every access token expires now (refresh tokens keep working)."""
         for grant in self.access_tokens.values():

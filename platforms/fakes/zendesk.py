@@ -145,7 +145,7 @@ class FakeZendesk(FakeHelpdesk):
             if request.method == "PUT":
                 return self._update(ticket_id, body, client=request.headers.get("User-Agent", ""), author_id=user_id)
         if _CURRENT_TOKEN.match(request.path) and request.method == "DELETE":
-            self.oauth.access_tokens.pop(request.headers["Authorization"].removeprefix("Bearer "), None)
+            self.oauth.revoke(request.headers["Authorization"].removeprefix("Bearer "))
             return Response(status=204)
         if (match := _AUDITS.match(request.path)) and request.method == "GET":
             audits = self.audits.get(int(match.group(1)))
