@@ -542,11 +542,17 @@ def tickets_list(search: str, state: str | None, limit: int) -> None:
 
 
 @tickets.command(name="retry")
-@click.argument("job_ids", nargs=-1, type=int, required=True)
+@click.argument("job_ids", nargs=-1, type=int)
+@click.option("--dead", "all_dead", is_flag=True,
+              help="Every dead-lettered job (say, after fixing the helpdesk's credentials).")
 @click.option("--reclassify", is_flag=True, help="Forget the decision and classify again (for triaged tickets).")
-def tickets_retry(job_ids: tuple[int, ...], reclassify: bool) -> None:
+def tickets_retry(job_ids: tuple[int, ...], all_dead: bool, reclassify: bool) -> None:
     """Send finished jobs (dead letters, triage) through the pipeline again; a running worker picks them up."""
     services = _services()
+    if all_dead:
+        job_ids = (*job_ids, *(row["id"] for row in services.store.events(state="dead", limit=1_000_000)))
+    if not job_ids:
+        raise click.UsageError("name the jobs to retry, or give --dead")
     failed = [job for job in job_ids
               if not services.store.requeue(job, now=services.clock(), reclassify=reclassify)]
     for job in job_ids:

@@ -219,3 +219,8 @@ def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Service
     retried = CliRunner().invoke(main, ["tickets", "retry", str(event["id"])], catch_exceptions=False)
     assert retried.exit_code == 0 and "queued again" in retried.output
     assert admin_services.store.events(state="pending")[0]["id"] == event["id"]
+    drain(admin_services)
+    assert admin_services.store.events(state="dead")  # still a 404: dead again
+    every = CliRunner().invoke(main, ["tickets", "retry", "--dead"], catch_exceptions=False)
+    assert every.exit_code == 0 and f"job {event['id']}: queued again" in every.output
+    assert not admin_services.store.events(state="dead")
