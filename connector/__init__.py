@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+import hmac
+import json
 from typing import TYPE_CHECKING
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.settings import Settings
 
@@ -74,8 +77,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     settings = services.settings
 
     app = Flask(__name__)
+    if settings.deskroute_trusted_proxies:
+        # Behind N proxies, believe their last N X-Forwarded-* entries (the ones they wrote), no more.
+        n = settings.deskroute_trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     # Werkzeug enforces this on bodies without Content-Length too (chunked uploads).
     app.config["MAX_CONTENT_LENGTH"] = settings.deskroute_max_body_bytes
+    metrics_token = settings.deskroute_metrics_token.get_secret_value()
+
+    def authorized() -> bool:
+        """Whether this request may see /metrics and /health's details."""
+        if not metrics_token:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {metrics_token}".encode())
     registry, webhook_requests = make_registry(services.store, accuracy_hours=settings.deskroute_accuracy_hours,
                                                clock=services.clock)
     app.extensions["deskroute"] = services
@@ -84,7 +99,15 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     @app.get("/health")
     def health() -> tuple[Response, int]:
-        """Liveness and configuration at a glance; 503 if the database can't be read."""
+        """Liveness and configuration at a glance; 503 if the database can't be read.
+
+        With DESKROUTE_METRICS_TOKEN set, only the token's holder sees more than ok or not."""
+        if not authorized():
+            try:
+                services.store.ping()
+            except Exception:
+                return jsonify(status="unavailable"), 503
+            return jsonify(status="ok"), 200
         body: dict[str, object] = {"platforms": {name: _platform_health(services, name) for name in services.mappings}}
         try:
             services.store.ping()
@@ -98,7 +121,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     @app.get("/metrics")
     def metrics() -> Response:
-        """Prometheus text format."""
+        """Prometheus text format; with DESKROUTE_METRICS_TOKEN set, for the token's holder only."""
+        if not authorized():
+            return Response(json.dumps({"error": "missing or wrong bearer token"}), status=401,
+                            content_type="application/json", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(HTTPException)

@@ -1,11 +1,14 @@
 """`GET /metrics` in Prometheus text format.
 
-Event, decision and latency figures are read from the store at scrape time, so they are right
-whether the worker runs in this process or another one, and survive restarts.
+Event, decision and latency figures are read from the store, so they are right whether the worker
+runs in this process or another one, and survive restarts. Reading them scans tables that grow with
+history, so one reading serves every scrape for CACHE_SECONDS: however often anyone scrapes, the
+database does that work at most once per interval per process.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from connector.store import FINAL_STATES, Store
 
+CACHE_SECONDS = 5.0
 # Seconds from a webhook's arrival to its job's final state.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
@@ -21,12 +25,22 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 class StoreCollector:
     """Counters and a histogram computed from the events and tickets tables."""
 
-    def __init__(self, store: Store, *, accuracy_hours: float = 48.0, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, *, accuracy_hours: float = 48.0, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.store = store
         self.accuracy_hours = accuracy_hours
         self.clock = clock
+        self.monotonic = monotonic
+        self._cached: tuple[float, list[Metric]] | None = None
+        self._lock = threading.Lock()  # concurrent scrapes wait for one reading instead of each making one
 
     def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if self._cached is None or self.monotonic() - self._cached[0] >= CACHE_SECONDS:
+                self._cached = (self.monotonic(), list(self._read()))
+            return iter(self._cached[1])
+
+    def _read(self) -> Iterator[Metric]:
         received = CounterMetricFamily("deskroute_events_received", "Webhook events accepted into the queue.",
                                        labels=["platform", "kind"])
         finished = CounterMetricFamily("deskroute_events_finished", "Events that reached a final state.",

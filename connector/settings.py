@@ -159,14 +159,22 @@ class Settings(BaseSettings):
     deskroute_http_timeout: float = Field(10.0, gt=0, description="Timeout in seconds for each helpdesk API request.")
     deskroute_scheduler: bool = Field(True, description="Run the scheduled jobs in `serve` and `worker`.")
     # --- admin UI --------------------------------------------------------------------------
-    deskroute_admin_password: SecretStr = Field(SecretStr(""), description="Password of the admin UI at /admin; "
-                                                "without it the UI is off.")
+    deskroute_admin_password: SecretStr = Field(SecretStr(""), description="Password of the admin UI at /admin "
+                                                "(12 characters or more); without it the UI is off.")
     deskroute_secret_key: SecretStr = Field(SecretStr(""), description="Signs admin sessions and CSRF tokens, and "
                                             "encrypts stored OAuth tokens (at least 32 random characters; required "
-                                            "for Connect Zendesk). Default: derived from the admin password.")
+                                            "for Connect Zendesk). Default for signing: a random key made once per "
+                                            "install and kept in its database.")
     deskroute_public_url: str = Field("", description="Where browsers and helpdesks reach Deskroute, e.g. "
                                       "`https://deskroute.acme.com`; used for the OAuth redirect address. Default: "
                                       "the address the admin's browser used.")
+    deskroute_trusted_proxies: int = Field(
+        0, ge=0, le=5, description="Reverse proxies (or PaaS routers) in front of Deskroute whose X-Forwarded-For, "
+        "-Proto and -Host to believe: the login throttle then counts each client, not the proxy, and OAuth "
+        "redirects use the public address. 0: believe none.")
+    deskroute_metrics_token: SecretStr = Field(
+        SecretStr(""), description="When set, /metrics and /health's details need `Authorization: Bearer <token>`; "
+        "/health without it says only ok or not.")
     deskroute_secure_cookies: bool = Field(True, description="Send the admin session cookie over HTTPS only "
                                            "(browsers treat http://localhost as secure too).")
     # --- logging ---------------------------------------------------------------------------

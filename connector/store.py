@@ -128,6 +128,16 @@ def m005_oauth_and_locks(db: Database) -> None:
     db["locks"].create({"name": str, "owner": str, "until": float}, pk="name", if_not_exists=True)
 
 
+
+@migration
+def m006_install_secrets_and_logins(db: Database) -> None:
+    # Random secrets made once per install and shared by every process (the session-signing key).
+    db["install_secrets"].create({"name": str, "value": str, "created_at": float}, pk="name", if_not_exists=True)
+    # Recent failed admin logins per client address, shared by every process; pruned as it goes.
+    db["login_failures"].create({"client": str, "failures": int, "last_at": float}, pk="client", if_not_exists=True)
+    db["login_failures"].create_index(["last_at"], if_not_exists=True)
+
+
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
 PURGED_NOTE = "(note removed after the retention period)"
@@ -663,6 +673,35 @@ class Store:
     def unlock(self, name: str, owner: str) -> None:
         """Give a lease up early, if it is still ours."""
         self._execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
+
+    # --- install secrets and the login throttle ------------------------------------------------
+
+    def install_secret(self, name: str, make: Callable[[], str]) -> str:
+        """A secret made once for the whole install (the first process to ask makes it; the rest read it)."""
+        self._execute("INSERT INTO install_secrets (name, value, created_at) VALUES (?, ?, ?)"
+                      " ON CONFLICT (name) DO NOTHING", (name, make(), self.clock()))
+        return str(self._execute("SELECT value FROM install_secrets WHERE name = ?", (name,))[0]["value"])
+
+    def login_failed(self, client: str, *, now: float, window: float, keep: int) -> int:
+        """Count a failed login from `client` (a fresh count once `window` has passed); returns the count.
+        Rows older than the window go, and at most `keep` addresses are remembered."""
+        self._execute("DELETE FROM login_failures WHERE last_at < ?", (now - window,))
+        rows = self._execute(
+            "INSERT INTO login_failures (client, failures, last_at) VALUES (?, 1, ?) ON CONFLICT (client) DO UPDATE"
+            " SET failures = login_failures.failures + 1, last_at = excluded.last_at RETURNING failures",
+            (client, now))
+        self._execute("DELETE FROM login_failures WHERE client IN (SELECT client FROM login_failures"
+                      " ORDER BY last_at DESC LIMIT -1 OFFSET ?)", (keep,))
+        return int(rows[0]["failures"])
+
+    def login_failures(self, client: str, *, since: float) -> tuple[int, float]:
+        """(failed logins from `client` since a time, when the last was)."""
+        rows = self._execute("SELECT failures, last_at FROM login_failures WHERE client = ? AND last_at >= ?",
+                             (client, since))
+        return (int(rows[0]["failures"]), float(rows[0]["last_at"])) if rows else (0, 0.0)
+
+    def login_succeeded(self, client: str) -> None:
+        self._execute("DELETE FROM login_failures WHERE client = ?", (client,))
 
     # --- retention ------------------------------------------------------------------------------
 

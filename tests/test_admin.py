@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -46,12 +47,72 @@ def test_a_wrong_password_is_refused(client: Any) -> None:
     assert client.get("/admin/", **HTTPS).status_code == 302
 
 
-def test_repeated_wrong_passwords_are_throttled_per_address(client: Any) -> None:
-    for _ in range(5):
+def test_wrong_passwords_slow_an_address_down_with_growing_delays(client: Any, clock: Any) -> None:
+    for _ in range(3):
         assert login(client, "guess").status_code == 401
-    response = login(client)  # even the right one, from this address, for a while
-    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+    response = login(client)  # even the right one, from this address, for a moment
+    assert response.status_code == 429 and response.headers["Retry-After"] == "2"
+    clock.advance(2)
+    assert login(client, "guess again").status_code == 401
+    assert login(client).headers["Retry-After"] == "4"  # doubling, up to 15 minutes
     assert login(client, environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 302  # another address
+    clock.advance(4)
+    assert login(client).status_code == 302  # the real admin gets in after seconds, not a lock-out
+
+
+def test_the_login_page_gives_nothing_to_test_password_guesses_against(client: Any) -> None:
+    """Its signed cookie and CSRF token must not be checkable offline with a guessed password."""
+    from flask import Flask
+    from flask.sessions import SecureCookieSessionInterface
+    from itsdangerous import BadSignature
+
+    response = client.get("/admin/login", **HTTPS)
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("deskroute_session="))
+    value = cookie.split(";")[0].split("=", 1)[1]
+    for guess in (PASSWORD, "wrong guess"):
+        attacker = Flask("attacker")
+        attacker.secret_key = hashlib.sha256(f"deskroute-session:{guess}".encode()).hexdigest()
+        serializer = SecureCookieSessionInterface().get_signing_serializer(attacker)
+        assert serializer is not None
+        with pytest.raises(BadSignature):
+            serializer.loads(value)
+
+
+def test_one_installs_processes_share_the_random_signing_key(admin_services: Services, tmp_path: Any) -> None:
+    from connector.settings import Settings
+
+    first = create_app(services=admin_services).test_client()
+    login(first)
+    cookie = first.get_cookie("deskroute_session", domain="localhost")
+    other = Services(Settings(_env_file=None, **{**admin_services.settings.model_dump(), "zendesk_subdomain": ""}))
+    second = create_app(services=other).test_client()  # another gunicorn worker, or machine
+    second.set_cookie("deskroute_session", cookie.value, domain="localhost")
+    assert second.get("/admin/", **HTTPS).status_code == 200
+    for _ in range(3):  # and one failure count: wrong passwords on one count on the other
+        login(first, "guess")
+    assert login(second, "guess").status_code == 429
+
+
+def test_a_short_password_keeps_the_ui_off_and_says_why(make_services: Any) -> None:
+    client = create_app(services=make_services(deskroute_admin_password="hunter2")).test_client()
+    response = client.get("/admin/login", **HTTPS)
+    assert response.status_code == 503 and "shorter than 12 characters" in response.get_data(as_text=True)
+
+
+def test_behind_a_trusted_proxy_each_client_is_throttled_not_the_proxy(make_services: Any) -> None:
+    behind = create_app(services=make_services(deskroute_admin_password=PASSWORD,
+                                               deskroute_trusted_proxies=1)).test_client()
+    attacker = {"environ_base": {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}}
+    for _ in range(5):
+        login(behind, "guess", **attacker)
+    admin = {"environ_base": {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "198.51.100.2"}}
+    assert login(behind, **admin).status_code == 302
+
+
+def test_without_trusted_proxies_a_forged_forwarded_for_changes_nothing(client: Any) -> None:
+    for n in range(4):  # an attacker varying X-Forwarded-For is still one address
+        login(client, "guess", environ_base={"HTTP_X_FORWARDED_FOR": f"192.0.2.{n}"})
+    assert login(client, "guess", environ_base={"HTTP_X_FORWARDED_FOR": "192.0.2.99"}).status_code == 429
 
 
 def test_a_post_without_the_csrf_token_is_refused(client: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import responses
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -109,3 +110,23 @@ def test_scheduler_has_the_queue_health_job(services: Services) -> None:
 
     scheduler = init_scheduler(services)
     assert [job.id for job in scheduler.get_jobs()] == ["queue_health", "poll_reroutes", "retrain", "purge_text"]
+
+
+def test_a_metrics_token_closes_metrics_and_healths_details(make_services: Any) -> None:
+    client = create_app(services=make_services(deskroute_metrics_token="scrape-token-0123")).test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-token-0123"}).status_code == 200
+    assert client.get("/health").json == {"status": "ok"}  # up or not, nothing more
+    detailed = client.get("/health", headers={"Authorization": "Bearer scrape-token-0123"}).json
+    assert detailed["status"] == "ok" and "platforms" in detailed and "queue" in detailed
+
+
+def test_scrapes_share_one_reading_of_the_database(client: Any, services: Services,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    readings: list[int] = []
+    original = services.store.event_counts
+    monkeypatch.setattr(services.store, "event_counts", lambda: readings.append(1) or original())
+    for _ in range(20):  # a scraper, or anyone, asking many times a second
+        assert client.get("/metrics").status_code == 200
+    assert len(readings) == 1

@@ -7,12 +7,9 @@ Secure, and repeated wrong passwords from one address are throttled.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -24,6 +21,7 @@ from wtforms.validators import ValidationError
 
 from connector.admin import connection
 from connector.admin.charts import heatmap, stacked_bars
+from connector.admin.gate import LoginThrottle, PasswordCheck, password_problem, session_key
 from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category
 from connector.corrections import STATUSES, to_csv
 from connector.feedback import LabelMismatch, promote, retrain, rollback
@@ -34,46 +32,6 @@ if TYPE_CHECKING:
     from connector.services import Services
 
 log = logging.getLogger(__name__)
-
-# Wrong passwords allowed per address in the window before logins from it are refused for a while.
-MAX_FAILURES, FAILURE_WINDOW_SECONDS = 5, 15 * 60
-
-
-class LoginThrottle:
-    """Counts recent failed logins per client address (per process)."""
-
-    def __init__(self, clock: Callable[[], float] = time.time):
-        self.clock = clock
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, who: str) -> deque[float]:
-        failures = self._failures[who]
-        while failures and failures[0] < self.clock() - FAILURE_WINDOW_SECONDS:
-            failures.popleft()
-        return failures
-
-    def retry_after(self, who: str) -> int:
-        """Seconds until this address may try again (0: now)."""
-        failures = self._recent(who)
-        if len(failures) < MAX_FAILURES:
-            return 0
-        return int(failures[0] + FAILURE_WINDOW_SECONDS - self.clock()) + 1
-
-    def failed(self, who: str) -> None:
-        self._recent(who).append(self.clock())
-
-    def succeeded(self, who: str) -> None:
-        self._failures.pop(who, None)
-
-
-def _secret_key(services: Services) -> str:
-    settings = services.settings
-    explicit = settings.deskroute_secret_key.get_secret_value()
-    if explicit:
-        return explicit
-    password = settings.deskroute_admin_password.get_secret_value()
-    return hashlib.sha256(f"deskroute-session:{password}".encode()).hexdigest()
-
 
 def _timestamp(value: str | None, name: str) -> float | None:
     if not value:
@@ -119,23 +77,25 @@ def _category_edit(form: dict[str, str], name: str, services: Services) -> Categ
 def init_admin(app: Flask, services: Services) -> None:
     """Add /admin to the app."""
     settings = services.settings
-    password = settings.deskroute_admin_password.get_secret_value()
+    off = password_problem(settings.deskroute_admin_password.get_secret_value())
+    password = None if off else PasswordCheck(settings.deskroute_admin_password.get_secret_value())
+    if off and settings.deskroute_admin_password.get_secret_value():
+        log.warning("admin UI off: the password is too short")
     app.config.update(
-        SECRET_KEY=_secret_key(services),
+        SECRET_KEY=session_key(settings.deskroute_secret_key.get_secret_value(), services.store),
         SESSION_COOKIE_NAME="deskroute_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.deskroute_secure_cookies,
         PERMANENT_SESSION_LIFETIME=8 * 3600,
     )
-    throttle = LoginThrottle()
+    throttle = LoginThrottle(services.store, clock=services.clock)
     bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 
     @bp.before_request
     def guard() -> Any:
-        if not password:
-            return Response("The admin UI is off: set DESKROUTE_ADMIN_PASSWORD to turn it on.\n", status=503,
-                            mimetype="text/plain")
+        if off:
+            return Response(off + "\n", status=503, mimetype="text/plain")
         if request.method == "POST":
             try:
                 validate_csrf(request.form.get("csrf_token"))
@@ -167,9 +127,11 @@ def init_admin(app: Flask, services: Services) -> None:
             wait = throttle.retry_after(who)
             if wait:
                 log.warning("admin login throttled", extra={"client": who})
-                return render_template("admin/login.html", error=f"Too many attempts. Try again in {wait // 60 + 1}"
-                                       " minutes."), 429, {"Retry-After": str(wait)}
-            if hmac.compare_digest(request.form.get("password", "").encode(), password.encode()):
+                later = f"{wait} seconds" if wait < 120 else f"{wait // 60 + 1} minutes"
+                return render_template("admin/login.html", error=f"Too many attempts. Try again in {later}."), \
+                    429, {"Retry-After": str(wait)}
+            assert password is not None
+            if password.matches(request.form.get("password", "")):
                 throttle.succeeded(who)
                 session.clear()
                 session["admin"] = True
