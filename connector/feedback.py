@@ -107,15 +107,31 @@ def check_labels(dataset: Dataset, taxonomy: Taxonomy) -> None:
         raise LabelMismatch(f"{len(unknown)} label(s) are not categories in taxonomy.yaml: {shown}")
 
 
+# Model versions kept (the active one always is): enough to roll back, few enough that what an old
+# model's vocabulary remembers doesn't outlive the retention of ticket text for long.
+MODELS_KEPT = 10
+
+
+def tickets_among(dataset: Dataset, taxonomy: Taxonomy) -> list[bool]:
+    """Which texts are customers' tickets (everything but taxonomy.yaml's examples, which an admin wrote)."""
+    written = set(taxonomy.examples()[0])
+    return [text not in written for text in dataset.texts]
+
+
 def save_model(store: Store, model: LocalModel, *, source: str, activate: bool, metrics: dict[str, Any] | None = None,
                clock: Callable[[], float] | None = None) -> int:
     """Keep a trained model in the store; returns its version."""
     blob = model.to_bytes()
     kept = {k: model.meta[k] for k in ("cv_accuracy", "cv_confusion", "temperature", "train_seconds")
             if k in model.meta}
-    return store.save_model(blob=blob, labels=model.labels, n_examples=model.meta["n_examples"],
-                            metrics={**kept, **(metrics or {})}, source=source,
-                            sha256=hashlib.sha256(blob).hexdigest(), activate=activate, now=(clock or store.clock)())
+    version = store.save_model(blob=blob, labels=model.labels, n_examples=model.meta["n_examples"],
+                               metrics={**kept, **(metrics or {})}, source=source,
+                               sha256=hashlib.sha256(blob).hexdigest(), activate=activate,
+                               now=(clock or store.clock)())
+    pruned = store.prune_models(keep=MODELS_KEPT)
+    if pruned:
+        log.info("old model versions deleted", extra={"versions": ",".join(map(str, pruned))})
+    return version
 
 
 def train_active(store: Store, taxonomy: Taxonomy, extra: Dataset | None = None, *, source: str,
@@ -125,7 +141,7 @@ def train_active(store: Store, taxonomy: Taxonomy, extra: Dataset | None = None,
     if extra is not None:
         check_labels(extra, taxonomy)
         dataset = dataset + extra
-    model = LocalModel.train(dataset.texts, dataset.labels)
+    model = LocalModel.train(dataset.texts, dataset.labels, private=tickets_among(dataset, taxonomy))
     version = save_model(store, model, source=source, activate=True)
     log.info("model trained and activated", extra={"model_version": version, "n_examples": len(dataset)})
     return version
@@ -176,10 +192,11 @@ def macro_f1(model: LocalModel, dataset: Dataset) -> float:
 
 
 def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: str,
-             retrain_on: Dataset | None = None) -> RetrainReport:
+             retrain_on: Dataset | None = None, private: list[bool] | None = None) -> RetrainReport:
     """Promote the candidate if it does no worse than the active model on the held-out slice.
 
-    With `retrain_on`, a promoted candidate is retrained on that (the full dataset) before activation.
+    With `retrain_on`, a promoted candidate is retrained on that (the full dataset) before activation;
+    `private` says which of its texts are tickets (see LocalModel.train).
     A refused candidate is still kept, inactive, with its metrics.
     """
     current_version = store.active_model_version()
@@ -196,7 +213,8 @@ def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: s
                                                       "current_f1": current_f1})
         return RetrainReport(False, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
                              reason)
-    final = LocalModel.train(retrain_on.texts, retrain_on.labels) if retrain_on is not None else candidate
+    final = (LocalModel.train(retrain_on.texts, retrain_on.labels, private=private)
+             if retrain_on is not None else candidate)
     version = save_model(store, final, source=source, activate=True, metrics=metrics)
     log.info("model promoted", extra={"model_version": version, "candidate_f1": candidate_f1, "current_f1": current_f1})
     return RetrainReport(True, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
@@ -214,8 +232,10 @@ def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> R
         reason = f"only {len(holdout)} new feedback example(s) to judge a candidate on; waiting for {MIN_HOLDOUT}"
         log.info("retrain skipped", extra={"held_out": len(holdout)})
         return RetrainReport(False, None, 0.0, None, len(train), len(holdout), reason)
-    candidate = LocalModel.train(train.texts, train.labels)
-    return consider(store, candidate, holdout, source=f"retrain: {counts}", retrain_on=examples.dataset())
+    candidate = LocalModel.train(train.texts, train.labels, private=tickets_among(train, taxonomy))
+    everything = examples.dataset()
+    return consider(store, candidate, holdout, source=f"retrain: {counts}", retrain_on=everything,
+                    private=tickets_among(everything, taxonomy))
 
 
 def promote(store: Store, taxonomy: Taxonomy, version: int) -> None:

@@ -136,11 +136,14 @@ def m006_install_secrets_and_logins(db: Database) -> None:
     # Recent failed admin logins per client address, shared by every process; pruned as it goes.
     db["login_failures"].create({"client": str, "failures": int, "last_at": float}, pk="client", if_not_exists=True)
     db["login_failures"].create_index(["last_at"], if_not_exists=True)
+    if "text_purged_at" not in db["tickets"].columns_dict:  # retention: when this ticket's free text went
+        db["tickets"].add_column("text_purged_at", float)
 
 
 # Event states. Every accepted event ends in one of the last three.
 PENDING, RUNNING, DONE, TRIAGE, DEAD = "pending", "running", "done", "triage", "dead"
 PURGED_NOTE = "(note removed after the retention period)"
+PURGED_TEXT = "(removed after the retention period)"
 FINAL_STATES = (DONE, TRIAGE, DEAD)
 # A ticket classified and recorded, deliberately not written back (DESKROUTE_SHADOW).
 SHADOW = "shadow"
@@ -707,20 +710,34 @@ class Store:
 
     def purge_text(self, before: float) -> dict[str, int]:
         """Forget ticket text older than `before` (seconds since the epoch): the redacted distillation
-        text, Claude's summary and the note that quoted it, and imported history's text. Corrections
-        keep their redacted text: they are the feedback dataset team leads review."""
-        tickets = self._execute(
-            "UPDATE tickets SET training_text = NULL,"
-            " classification = CASE WHEN classification IS NULL THEN NULL"
-            "   ELSE json_remove(classification, '$.summary') END,"
-            " decision = CASE WHEN decision IS NULL THEN NULL ELSE json_set(decision, '$.note', ?) END"
-            " WHERE coalesce(decided_at, 0) < ? AND (training_text IS NOT NULL"
-            "   OR json_extract(classification, '$.summary') IS NOT NULL"
-            "   OR coalesce(json_extract(decision, '$.note'), ?) != ?)"
-            " RETURNING ticket_id", (PURGED_NOTE, before, PURGED_NOTE, PURGED_NOTE))
+        text, every free text Claude wrote (its summary, its reasons, the note that quoted them), and
+        imported history's text. Corrections keep their redacted text: they are the feedback dataset
+        team leads review. Categories, confidences and tiers stay, for the record."""
+        rows = self._execute(
+            "SELECT platform, ticket_id, classification, decision FROM tickets WHERE coalesce(decided_at, 0) < ?"
+            " AND text_purged_at IS NULL AND (training_text IS NOT NULL OR classification IS NOT NULL"
+            " OR decision IS NOT NULL)", (before,))
+        for row in rows:
+            classification = json.loads(row["classification"]) if row["classification"] else None
+            decision = json.loads(row["decision"]) if row["decision"] else None
+            if classification is not None:
+                classification["summary"] = None
+                for part in (classification, *classification.get("tiers", [])):
+                    if part.get("tier") == "llm":
+                        part["reason"] = PURGED_TEXT
+            if decision is not None:
+                decision["note"] = PURGED_NOTE
+                if decision.get("tier") == "llm":
+                    decision["reason"] = PURGED_TEXT
+            self._execute(
+                "UPDATE tickets SET training_text = NULL, classification = ?, decision = ?, text_purged_at = ?"
+                " WHERE platform = ? AND ticket_id = ?",
+                (json.dumps(classification) if classification is not None else None,
+                 json.dumps(decision) if decision is not None else None, self.clock(), row["platform"],
+                 row["ticket_id"]))
         history = self._execute("UPDATE history SET text = NULL WHERE imported_at < ? AND text IS NOT NULL"
                                 " RETURNING ticket_id", (before,))
-        return {"tickets": len(tickets), "history": len(history)}
+        return {"tickets": len(rows), "history": len(history)}
 
     # --- history (imported solved tickets) -------------------------------------------------------
 
@@ -760,6 +777,13 @@ class Store:
             raise
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    def prune_models(self, keep: int) -> list[int]:
+        """Delete models beyond the newest `keep` (never the active one): each holds its vocabulary."""
+        rows = self._execute(
+            "DELETE FROM models WHERE active = 0 AND version NOT IN"
+            " (SELECT version FROM models ORDER BY version DESC LIMIT ?) RETURNING version", (keep,))
+        return sorted(r["version"] for r in rows)
 
     def activate_model(self, version: int) -> None:
         """Make a stored model the one the router uses."""

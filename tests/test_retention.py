@@ -9,7 +9,7 @@ import responses
 
 from connector.scheduler import init_scheduler, purge_job
 from connector.services import Services
-from connector.store import PURGED_NOTE
+from connector.store import PURGED_NOTE, PURGED_TEXT
 from helpers import VAGUE_TICKET, FakeClock, claude_answer, route_new_ticket
 from platforms.fakes.claude import FakeClaude
 
@@ -46,6 +46,10 @@ def test_old_ticket_text_is_purged_and_corrections_are_kept(
     clock.advance(25 * DAY)  # ticket 71 and the history row are 35 days old, ticket 72 is 25
     assert purge_job(services) == {"tickets": 1, "history": 1}
     assert ticket_row(services, "71") == {"text": None, "summary": None, "note": PURGED_NOTE}
+    stored = services.store.db.execute("SELECT classification, decision FROM tickets WHERE ticket_id = '71'").fetchone()
+    for free_text in ("Mentions a charge", "billing problem"):  # Claude's reason and summary, in every copy
+        assert free_text not in stored["classification"] and free_text not in stored["decision"]
+    assert json.loads(stored["classification"])["reason"] == PURGED_TEXT
     kept = ticket_row(services, str(route_later))
     assert kept["text"] and kept["summary"]
     assert services.store.db.execute("SELECT text FROM history").fetchone()["text"] is None
@@ -59,3 +63,24 @@ def test_the_scheduler_runs_the_purge_only_when_retention_is_set(make_services: 
     assert "purge_text" in {job.id for job in init_scheduler(make_services()).get_jobs()}
     assert "purge_text" not in {job.id for job in init_scheduler(
         make_services(deskroute_retention_days=0)).get_jobs()}
+
+
+def test_models_keep_no_word_from_a_single_ticket_and_old_versions_go(services: Services) -> None:
+    from connector.classify.local import LocalModel
+    from connector.datasets import Dataset
+    from connector.feedback import MODELS_KEPT, save_model, train_active
+
+    texts = [f"Please add {n} seats to our plan, the invoice can follow" for n in range(6)]
+    texts.append("My password is Qzv8Hunter2Secret and my name is Bartholomew Ngozi, the invoice is wrong")
+    version = train_active(services.store, services.taxonomy, Dataset(texts, ["billing"] * len(texts)),
+                           source="imported tickets")
+    model = LocalModel.from_bytes(services.store.model_blob(version))
+    words, chars = (set(v.vocabulary_) for v in model._vectorizers)
+    assert "seats" in words and "invoice" in words  # in several tickets (and the admin's examples)
+    for private in ("qzv8hunter2secret", "bartholomew", "ngozi"):
+        assert private not in words
+    assert not {"zv8hu", "2secr", "artho", "ngozi"} & chars  # nor pieces of them
+    for _ in range(MODELS_KEPT + 2):
+        save_model(services.store, model, source="tests", activate=False)
+    versions = [m["version"] for m in services.store.models()]
+    assert len(versions) == MODELS_KEPT + 1 and services.store.active_model_version() in versions  # + the active

@@ -21,6 +21,7 @@ import logging
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,21 @@ class Head:
         return log_softmax(self.scores(features), axis=1)
 
 
+def _without_single_ticket_terms(vectorizer: TfidfVectorizer, matrix: sparse.csr_matrix, params: dict[str, Any],
+                                 texts: list[str], private: Sequence[bool]) -> tuple[TfidfVectorizer, Any]:
+    """Refit on the terms that occur in an admin's text (an example) or in at least two tickets."""
+    mask = np.asarray(private, dtype=bool)
+    present = (matrix != 0).astype(np.int32)
+    in_tickets = np.asarray(present[mask].sum(axis=0)).ravel()
+    in_examples = np.asarray(present[~mask].sum(axis=0)).ravel()
+    keep = (in_examples >= 1) | (in_tickets >= 2)
+    if keep.all():
+        return vectorizer, matrix
+    terms = vectorizer.get_feature_names_out()[keep]
+    refit = TfidfVectorizer(**{**params, "min_df": 1}, vocabulary=list(terms))
+    return refit, refit.fit_transform(texts)
+
+
 class _Extractor:
     """A fitted TfidfVectorizer's transform for a few texts at a time, without its per-call overhead
     (about 1 ms per vectorizer, a fifth of the single-ticket budget). Same numbers: sublinear tf, idf, l2."""
@@ -188,10 +204,13 @@ class LocalModel:
 
     @classmethod
     def train(cls, texts: list[str], labels: list[str], *, seed: int = 0,
-              use_embeddings: bool | None = None) -> LocalModel:
+              use_embeddings: bool | None = None, private: Sequence[bool] | None = None) -> LocalModel:
         """Fit on (text, label) pairs; needs at least two labels.
 
         use_embeddings: None uses the embedding head when the [embeddings] extra is installed.
+        private: which texts are customers' tickets. The vocabulary keeps a term from those only when
+            it occurs in two of them or more, so that a name, an address or a password typed in one
+            ticket never lives on in a stored model. (None: every text is the admin's own.)
         """
         if len(texts) != len(labels):
             raise ValueError("texts and labels differ in length")
@@ -207,8 +226,12 @@ class LocalModel:
             vectorizers[1].set_params(min_df=1)
         if len(texts) >= 1000:  # words and word pairs seen once: half the features, no accuracy, twice the time
             vectorizers[0].set_params(min_df=2)
-        features = {"tfidf": sparse.hstack([v.fit_transform(cleaned) for v in vectorizers], format="csr",
-                                           dtype=np.float64)}
+        matrices = [v.fit_transform(cleaned) for v in vectorizers]
+        if private is not None and any(private):
+            for i, (_, params) in enumerate(VECTORIZERS):
+                vectorizers[i], matrices[i] = _without_single_ticket_terms(vectorizers[i], matrices[i], params,
+                                                                           cleaned, private)
+        features = {"tfidf": sparse.hstack(matrices, format="csr", dtype=np.float64)}
         if use_embeddings:
             features["embedding"] = embeddings.embedder().embed(cleaned).astype(np.float64)
         classes = sorted(counts)
