@@ -53,7 +53,7 @@ def serve(host: str, port: int, threads: int) -> None:
 
     from connector import create_app, freeze_startup_objects
     from connector.logs import configure_logging
-    from connector.scheduler import init_scheduler
+    from connector.scheduler import init_scheduler, stop_scheduler
 
     settings = _settings()
     configure_logging(settings.deskroute_log_level, settings.deskroute_log_format)
@@ -79,14 +79,14 @@ def serve(host: str, port: int, threads: int) -> None:
     finally:
         pool.stop()
         if scheduler:
-            scheduler.shutdown(wait=False)
+            stop_scheduler(scheduler)
 
 
 @main.command()
 def worker() -> None:
     """Run the worker and the scheduler only (the Procfile's worker: line)."""
     from connector.logs import configure_logging
-    from connector.scheduler import init_scheduler
+    from connector.scheduler import init_scheduler, stop_scheduler
 
     settings = _settings()
     configure_logging(settings.deskroute_log_level, settings.deskroute_log_format)
@@ -104,7 +104,7 @@ def worker() -> None:
     finally:
         pool.stop()
         if scheduler:
-            scheduler.shutdown(wait=False)
+            stop_scheduler(scheduler)
 
 
 @main.command()

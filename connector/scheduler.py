@@ -1,12 +1,21 @@
 """Scheduled jobs (APScheduler), run inside `deskroute serve` and `deskroute worker`.
 
-Each job is a plain function that tests call directly. Only worker processes start a scheduler, so
-a web server with several processes doesn't run every job several times.
+Each job is a plain function that tests call directly. Only worker processes start a scheduler, and
+of those only one acts at a time: a lease in the database (`locks`, name "scheduler") elects it. The
+leader renews its lease every 15 s; every job checks, and extends, the lease right before it runs. If
+the leader dies, its lease runs out within 45 s and the next process to try takes over, so the
+re-route poll runs once and only one 03:00 retrain promotes a model, however many workers are up.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -17,6 +26,46 @@ from connector.store import DEAD, Store
 from platforms.base import PlatformError
 
 log = logging.getLogger(__name__)
+
+
+LEADER_LOCK = "scheduler"
+LEASE_SECONDS, RENEW_SECONDS = 45.0, 15.0
+
+
+class Leadership:
+    """Whether this process is the one that runs scheduled jobs (a lease in the database)."""
+
+    def __init__(self, store: Store, *, lease_seconds: float = LEASE_SECONDS, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.clock = clock  # wall time: the lease is about real processes, whatever clock the app runs on
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._leading = False
+
+    def hold(self) -> bool:
+        """Take or extend the lease; True while this process leads."""
+        now = self.clock()
+        leading = self.store.try_lock(LEADER_LOCK, self.owner, until=now + self.lease_seconds, now=now)
+        if leading != self._leading:
+            log.info("scheduler leadership " + ("taken" if leading else "lost"), extra={"owner": self.owner})
+            self._leading = leading
+        return leading
+
+    def release(self) -> None:
+        """Hand the lease over at once (a clean shutdown)."""
+        self.store.unlock(LEADER_LOCK, self.owner)
+        self._leading = False
+
+    def only(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn`, run only while this process leads."""
+
+        @wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if not self.hold():
+                return None
+            return fn(*args, **kwargs)
+
+        return run
 
 
 def report_queue_health(store: Store) -> dict[str, object]:
@@ -74,17 +123,32 @@ def purge_job(services: Services) -> dict[str, int]:
     return purged
 
 
-def init_scheduler(services: Services) -> BackgroundScheduler:
-    """A scheduler with Deskroute's jobs, not yet started."""
+def init_scheduler(services: Services, leadership: Leadership | None = None) -> BackgroundScheduler:
+    """A scheduler with Deskroute's jobs, not yet started; each job runs only in the elected process.
+    Stop it with stop_scheduler(), which hands the lease over."""
     settings = services.settings
+    leader = leadership or Leadership(services.store)
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
-    scheduler.add_job(report_queue_health, "interval", minutes=1, args=[services.store], id="queue_health")
+    scheduler.deskroute_leadership = leader  # type: ignore[attr-defined]
+    scheduler.add_job(leader.hold, "interval", seconds=RENEW_SECONDS, id="leadership")
+    scheduler.add_job(leader.only(report_queue_health), "interval", minutes=1, args=[services.store],
+                      id="queue_health")
     if settings.deskroute_reroute_poll_minutes > 0:
-        scheduler.add_job(poll_reroutes, "interval", minutes=settings.deskroute_reroute_poll_minutes,
+        scheduler.add_job(leader.only(poll_reroutes), "interval", minutes=settings.deskroute_reroute_poll_minutes,
                           args=[services], id="poll_reroutes")
     if settings.deskroute_retrain_cron.strip():
-        scheduler.add_job(retrain_job, CronTrigger.from_crontab(settings.deskroute_retrain_cron, timezone="UTC"),
+        scheduler.add_job(leader.only(retrain_job),
+                          CronTrigger.from_crontab(settings.deskroute_retrain_cron, timezone="UTC"),
                           args=[services], id="retrain")
     if settings.deskroute_retention_days > 0:
-        scheduler.add_job(purge_job, CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services], id="purge_text")
+        scheduler.add_job(leader.only(purge_job), CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services],
+                          id="purge_text")
     return scheduler
+
+
+def stop_scheduler(scheduler: BackgroundScheduler) -> None:
+    """Stop the jobs and give up the leadership, so that another process takes over at once."""
+    scheduler.shutdown(wait=False)
+    leader = getattr(scheduler, "deskroute_leadership", None)
+    if leader is not None:
+        leader.release()

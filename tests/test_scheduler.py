@@ -1,0 +1,86 @@
+"""One scheduler acts across every process of an install: a lease in the database elects it, and
+another process takes over when it dies. Real processes on one SQLite file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from connector.scheduler import Leadership
+from connector.store import Store
+from helpers import PROJECT, FakeClock
+
+# Each process: the app's scheduler (init_scheduler), plus a probe job every 0.2 s that writes its pid,
+# run through the same leadership as the real jobs, with a 2 s lease so that the test can watch a takeover.
+PROCESS = """
+import sys, time, os
+from pathlib import Path
+from connector.scheduler import Leadership, init_scheduler
+from connector.services import Services
+from connector.settings import Settings
+settings = Settings(_env_file=None, database_url=sys.argv[1], deskroute_mappings_dir=sys.argv[3])
+services = Services(settings)
+leadership = Leadership(services.store, lease_seconds=2.0)
+scheduler = init_scheduler(services, leadership)
+probe = Path(sys.argv[2])
+def note() -> None:
+    with probe.open("a") as out:
+        out.write(f"{os.getpid()} {time.time()}\\n")
+scheduler.add_job(leadership.only(note), "interval", seconds=0.2, id="probe")
+scheduler.add_job(leadership.hold, "interval", seconds=0.5, id="fast-renewal")
+scheduler.start()
+time.sleep(120)
+"""
+
+
+def runs(probe: Path) -> list[tuple[int, float]]:
+    if not probe.exists():
+        return []
+    return [(int(pid), float(at)) for pid, at in (line.split() for line in probe.read_text().splitlines())]
+
+
+def test_three_processes_run_each_scheduled_job_once_and_a_survivor_takes_over(tmp_path: Path) -> None:
+    database, probe = f"sqlite:///{tmp_path / 'shared.db'}", tmp_path / "runs.txt"
+    Store(tmp_path / "shared.db").migrate()
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    processes = [subprocess.Popen([sys.executable, "-c", PROCESS, database, str(probe), str(PROJECT / "mappings")],
+                                  env=env, cwd=tmp_path) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(runs(probe)) < 15 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        seen = runs(probe)
+        assert len(seen) >= 15, "the probe never ran"
+        leaders = {pid for pid, _ in seen}
+        assert len(leaders) == 1, f"jobs ran in {len(leaders)} processes at once"
+        times = [at for _, at in seen]
+        assert all(b - a > 0.1 for a, b in zip(times, times[1:], strict=False))  # never two runs at one tick
+        [leader] = leaders
+        next(p for p in processes if p.pid == leader).send_signal(signal.SIGKILL)  # it dies, lease and all
+        killed_at = time.time()
+        while not {pid for pid, at in runs(probe) if at > killed_at} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = {pid for pid, at in runs(probe) if at > killed_at}
+        assert len(after) == 1 and leader not in after  # one survivor took over (here within the 2 s lease)
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
+
+
+def test_a_lease_elects_one_leader_and_expires_for_a_dead_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.migrate()
+    clock = FakeClock()
+    first, second = (Leadership(store, clock=clock) for _ in range(2))
+    assert first.hold() and not second.hold() and first.hold()  # the leader renews; the other waits
+    clock.advance(44)
+    assert not second.hold()
+    clock.advance(2)  # the leader died 46 s ago: within a minute, the other takes over
+    assert second.hold() and not first.hold()
+    second.release()  # a clean shutdown hands over at once
+    assert first.hold()
