@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         2, ge=1, description="CPU threads the embedding model may use per process."
     )
     deskroute_retention_days: int = Field(
-        90, ge=0, description="Forget ticket text (distillation text, Claude's summary and note, imported history)"
+        90, ge=0, description="Forget ticket text (distillation text, Claude's summary, reasons and note, imported history)"
         " this many days after the decision; corrections keep their redacted text. 0: keep it."
     )
     deskroute_retrain_cron: str = Field(
