@@ -122,8 +122,8 @@ class Settings(BaseSettings):
         2, ge=1, description="CPU threads the embedding model may use per process."
     )
     deskroute_retention_days: int = Field(
-        90, ge=0, description="Forget ticket text (distillation text, Claude's summary, reasons and note, imported history)"
-        " this many days after the decision; corrections keep their redacted text. 0: keep it."
+        90, ge=0, description="Forget ticket text (distillation text, Claude's summary, reasons and note, imported "
+        "history) this many days after the decision; corrections keep their redacted text. 0: keep it."
     )
     deskroute_retrain_cron: str = Field(
         "0 3 * * *", description="When the local model retrains on the feedback dataset (crontab, UTC; empty: never)."

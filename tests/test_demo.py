@@ -25,6 +25,7 @@ def test_demo_routes_every_sample_and_exits_zero(tmp_path: Path) -> None:
     for subject, _ in SAMPLE_TICKETS:
         assert subject[:38] in result.stdout
     assert "1 correction recorded" in result.stdout  # an agent's re-route, seen through the audits
+    assert "Signed in with OAuth (client credentials): 1 token(s) issued, 0 API-token calls." in result.stdout
     assert "-> billing" in result.stdout and "-> triage" in result.stdout and "why: guardrail" in result.stdout
     assert not (tmp_path / "deskroute.db").exists()  # the demo keeps its database to itself
 
@@ -43,6 +44,7 @@ def test_the_demo_writes_to_the_simulator_and_the_admin_ui_shows_it(tmp_path: Pa
             ticket = demo.fake.tickets[ticket_id]
             assert ROUTED_TAG in ticket["tags"] and "web_form" in ticket["tags"]  # ours added, theirs kept
             assert ticket["group_id"] in demo.fake.groups and demo.fake.private_notes(ticket_id)
+        assert demo.fake.refuse_basic and demo.fake.basic_calls == 0 and demo.fake.oauth.grants_issued
 
         browser = requests.Session()
         login = browser.get(f"{demo.url}/admin/login", timeout=10).text
