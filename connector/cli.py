@@ -183,8 +183,12 @@ def train(paths: tuple[Path, ...], model_out: Path | None) -> None:
         click.echo(f"trained on {len(data)} examples, {len(model.labels)} labels, "
                    f"in {time.perf_counter() - started:.1f} s; wrote {model_out}")
         return
+    from connector.classify.redact import redact
+    from connector.datasets import Dataset
+
     services = _services()
     base = feedback_dataset(services.store, services.taxonomy, services.settings, now=time.time())
+    data = Dataset([redact(text) for text in data.texts], data.labels)  # it goes into the database: no personal data
     try:
         version = train_active(services.store, services.taxonomy, data, source=",".join(map(str, paths)), base=base)
     except LabelMismatch as exc:
@@ -484,14 +488,19 @@ def _acceptable_public_url(url: str) -> bool:
 
 
 def _set_env(path: Path, name: str, value: str) -> None:
-    """Set one line of a .env file; a new file is created 0600, an existing one keeps its mode."""
+    """Set one line of a .env file, which then holds a secret: readable by its owner alone (0600), and
+    replaced whole (written beside, then renamed), so that a crash never leaves half a file."""
     import os
+    import tempfile
 
     lines = path.read_text().splitlines() if path.exists() else []
     lines = [line for line in lines if not line.startswith(f"{name}=")] + [f"{name}={value}"]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if path.exists() and path.stat().st_mode & 0o077:
+        click.echo(f"{path} was readable by others; it is now readable by you alone", err=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(lines) + "\n")
+    os.replace(temp, path)
 
 
 @main.command()

@@ -192,7 +192,8 @@ def macro_f1(model: LocalModel, dataset: Dataset) -> float:
 
 
 def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: str,
-             retrain_on: Dataset | None = None, private: list[bool] | None = None) -> RetrainReport:
+             retrain_on: Dataset | None = None, private: list[bool] | None = None,
+             may_promote: Callable[[], bool] = lambda: True) -> RetrainReport:
     """Promote the candidate if it does no worse than the active model on the held-out slice.
 
     With `retrain_on`, a promoted candidate is retrained on that (the full dataset) before activation;
@@ -215,14 +216,21 @@ def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: s
                              reason)
     final = (LocalModel.train(retrain_on.texts, retrain_on.labels, private=private)
              if retrain_on is not None else candidate)
+    if not may_promote():  # the scheduler lost its leadership while training: another process decides now
+        version = save_model(store, final, source=f"{source} (not promoted: leadership lost)", activate=False,
+                             metrics=metrics)
+        return RetrainReport(False, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
+                             "this process stopped leading the scheduler while training")
     version = save_model(store, final, source=source, activate=True, metrics=metrics)
     log.info("model promoted", extra={"model_version": version, "candidate_f1": candidate_f1, "current_f1": current_f1})
     return RetrainReport(True, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
                          "no worse than the current model" if current_f1 is not None else "no model to compare with")
 
 
-def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> RetrainReport:
-    """Train on the feedback dataset and promote the result if it passes the gate."""
+def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float,
+            may_promote: Callable[[], bool] = lambda: True) -> RetrainReport:
+    """Train on the feedback dataset and promote the result if it passes the gate (and `may_promote()`
+    still says yes once training is done)."""
     examples = feedback_examples(store, taxonomy, settings, now=now)
     current = store.active_model_version()
     trained_at = store.model_info(current)["created_at"] if current is not None else 0.0
@@ -235,7 +243,7 @@ def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> R
     candidate = LocalModel.train(train.texts, train.labels, private=tickets_among(train, taxonomy))
     everything = examples.dataset()
     return consider(store, candidate, holdout, source=f"retrain: {counts}", retrain_on=everything,
-                    private=tickets_among(everything, taxonomy))
+                    private=tickets_among(everything, taxonomy), may_promote=may_promote)
 
 
 def promote(store: Store, taxonomy: Taxonomy, version: int) -> None:

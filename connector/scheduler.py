@@ -4,7 +4,9 @@ Each job is a plain function that tests call directly. Only worker processes sta
 of those only one acts at a time: a lease in the database (`locks`, name "scheduler") elects it. The
 leader renews its lease every 15 s; every job checks, and extends, the lease right before it runs. If
 the leader dies, its lease runs out within 45 s and the next process to try takes over, so the
-re-route poll runs once and only one 03:00 retrain promotes a model, however many workers are up.
+re-route poll runs once and only one 03:00 retrain promotes a model, however many workers are up (a
+retrain checks once more that it still leads before it promotes). The lease compares wall clocks:
+the install's machines must keep theirs in step (NTP), within seconds.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Leadership:
         self.clock = clock  # wall time: the lease is about real processes, whatever clock the app runs on
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._leading = False
+        self.running = 0  # jobs of ours under way
 
     def hold(self) -> bool:
         """Take or extend the lease; True while this process leads."""
@@ -63,7 +66,11 @@ class Leadership:
         def run(*args: Any, **kwargs: Any) -> Any:
             if not self.hold():
                 return None
-            return fn(*args, **kwargs)
+            self.running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.running -= 1
 
         return run
 
@@ -107,9 +114,11 @@ def poll_reroutes(services: Services) -> int:
     return checked
 
 
-def retrain_job(services: Services) -> None:
-    """The scheduled retrain on the feedback dataset, behind the promotion gate."""
-    report = retrain(services.store, services.taxonomy, services.settings, now=services.clock())
+def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: True) -> None:
+    """The scheduled retrain on the feedback dataset, behind the promotion gate; it promotes only if this
+    process still leads once training is done (a training can outlast a lease)."""
+    report = retrain(services.store, services.taxonomy, services.settings, now=services.clock(),
+                     may_promote=still_leading)
     log.info("scheduled retrain", extra={"promoted": report.promoted, "model_version": report.version,
                                          "candidate_f1": round(report.candidate_f1, 4), "reason": report.reason})
 
@@ -139,7 +148,7 @@ def init_scheduler(services: Services, leadership: Leadership | None = None) -> 
     if settings.deskroute_retrain_cron.strip():
         scheduler.add_job(leader.only(retrain_job),
                           CronTrigger.from_crontab(settings.deskroute_retrain_cron, timezone="UTC"),
-                          args=[services], id="retrain")
+                          args=[services, leader.hold], id="retrain")
     if settings.deskroute_retention_days > 0:
         scheduler.add_job(leader.only(purge_job), CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services],
                           id="purge_text")
@@ -150,5 +159,5 @@ def stop_scheduler(scheduler: BackgroundScheduler) -> None:
     """Stop the jobs and give up the leadership, so that another process takes over at once."""
     scheduler.shutdown(wait=False)
     leader = getattr(scheduler, "deskroute_leadership", None)
-    if leader is not None:
+    if leader is not None and not leader.running:  # a job still running keeps the lease until it runs out
         leader.release()

@@ -38,6 +38,7 @@ class Services:
             max_seconds=settings.deskroute_retry_max_seconds))
         self.mappings_dir = resolve_dir(settings.deskroute_mappings_dir)
         self._fingerprint = self._config_fingerprint()
+        self._model_check_due = False
         self.taxonomy = load_taxonomy(self.mappings_dir)
         self.mappings: dict[str, PlatformMapping] = {
             name: load_mapping(self.mappings_dir, name, self.taxonomy) for name in PLATFORMS
@@ -88,16 +89,18 @@ class Services:
             log.error("edited configuration is invalid; keeping the running one", extra={"error": str(exc)})
             return False
         self.taxonomy = taxonomy
-        self.mappings.clear()
-        self.mappings.update(mappings)
+        self.mappings.update(mappings)  # every helpdesk's key stays: a decide() running meanwhile finds its own
+        self._model_check_due = True  # for the worker, whichever thread or view noticed the edit
         self.router.reconfigure(taxonomy)
         log.info("configuration reloaded", extra={"taxonomy": taxonomy.fingerprint})
         return True
 
     def _before_job(self) -> None:
-        if self.reload_config():
+        self.reload_config()
+        if self._model_check_due:  # an edit seen here, or by an admin page of this process
             from connector.feedback import ensure_model
 
+            self._model_check_due = False
             ensure_model(self.store, self.taxonomy, self.settings)  # a new category needs a new model
 
     def _make_llm(self) -> Any:

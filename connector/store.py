@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -23,6 +24,7 @@ from sqlite_utils import Database
 
 from connector.models import Classification, RoutingDecision, TicketEvent
 
+log = logging.getLogger(__name__)
 MIGRATIONS: list[Callable[[Database], None]] = []
 
 
@@ -279,35 +281,41 @@ class Store:
         """Take the oldest due job: a pending one, or a running one whose lease has expired.
 
         A running job whose lease expired has lost its worker (killed, OOM). Once it has had
-        `max_attempts`, it is dead-lettered here instead: a job that kills its worker dies itself.
+        `max_attempts`, the claim dead-letters it instead and takes the next: a job that keeps
+        killing its worker dies itself. (One statement either way: an idle poll writes nothing more.)
         """
-        if max_attempts is not None:
-            self.dead_letter_expired(now=now, max_attempts=max_attempts)
-        rows = self._execute(
-            "UPDATE events SET state = ?, attempts = attempts + 1, lease_owner = ?, due_at = ? WHERE id = ("
-            "  SELECT id FROM events WHERE state IN (?, ?) AND due_at <= ? ORDER BY due_at, id LIMIT 1"
-            ") RETURNING id, platform, kind, ticket_id, attempts, received_at, data",
-            (RUNNING, owner, lease_until, PENDING, RUNNING, now))
-        if not rows:
-            return None
-        row = rows[0]
-        return Job(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
-                   attempts=row["attempts"], received_at=row["received_at"], owner=owner,
-                   data=json.loads(row["data"] or "{}"))
-
-    def dead_letter_expired(self, *, now: float, max_attempts: int) -> list[int]:
-        """Dead-letter running jobs whose lease expired on their last allowed attempt; returns their ids."""
-        rows = self._execute(
-            "UPDATE events SET state = ?, outcome = 'worker_died', finished_at = ?, lease_owner = NULL,"
-            " last_error = 'worker died or lost its lease on attempt ' || attempts || ', the last allowed'"
-            " WHERE state = ? AND due_at <= ? AND attempts >= ? RETURNING id, platform, ticket_id, last_error",
-            (DEAD, now, RUNNING, now, max_attempts))
-        for row in rows:
-            self._execute("UPDATE tickets SET state = ?, applied_at = ?, last_error = ? WHERE platform = ?"
-                          " AND ticket_id = ? AND event_id = ? AND state NOT IN (?, ?, ?)",
-                          (DEAD, now, row["last_error"], row["platform"], row["ticket_id"], row["id"],
-                           DONE, TRIAGE, SHADOW))
-        return [row["id"] for row in rows]
+        limit = max_attempts if max_attempts is not None else 2**31
+        while True:
+            rows = self._execute(
+                "UPDATE events SET"
+                " state = CASE WHEN state = :running AND attempts >= :limit THEN :dead ELSE :running END,"
+                " attempts = CASE WHEN state = :running AND attempts >= :limit THEN attempts ELSE attempts + 1 END,"
+                " lease_owner = CASE WHEN state = :running AND attempts >= :limit THEN NULL ELSE :owner END,"
+                " due_at = CASE WHEN state = :running AND attempts >= :limit THEN due_at ELSE :until END,"
+                " outcome = CASE WHEN state = :running AND attempts >= :limit THEN 'worker_died' ELSE outcome END,"
+                " finished_at = CASE WHEN state = :running AND attempts >= :limit THEN :now ELSE finished_at END,"
+                " last_error = CASE WHEN state = :running AND attempts >= :limit"
+                "   THEN 'worker died or lost its lease on attempt ' || attempts || ', the last allowed'"
+                "   ELSE last_error END"
+                " WHERE id = (SELECT id FROM events WHERE state IN (:pending, :running) AND due_at <= :now"
+                "             ORDER BY due_at, id LIMIT 1)"
+                " RETURNING id, platform, kind, ticket_id, attempts, received_at, data, state, last_error",
+                {"running": RUNNING, "pending": PENDING, "dead": DEAD, "limit": limit, "owner": owner,
+                 "until": lease_until, "now": now})
+            if not rows:
+                return None
+            row = rows[0]
+            if row["state"] == DEAD:
+                log.error("job dead-lettered", extra={"event_id": row["id"], "ticket_id": row["ticket_id"],
+                                                      "why": row["last_error"]})
+                self._execute("UPDATE tickets SET state = ?, applied_at = ?, last_error = ? WHERE platform = ?"
+                              " AND ticket_id = ? AND event_id = ? AND state NOT IN (?, ?, ?)",
+                              (DEAD, now, row["last_error"], row["platform"], row["ticket_id"], row["id"],
+                               DONE, TRIAGE, SHADOW))
+                continue
+            return Job(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
+                       attempts=row["attempts"], received_at=row["received_at"], owner=owner,
+                       data=json.loads(row["data"] or "{}"))
 
     def extend_lease(self, job: Job, *, until: float) -> bool:
         """Keep a long job ours; False if the lease was lost."""
@@ -383,7 +391,8 @@ class Store:
         self._execute(
             "UPDATE tickets SET state = 'decided', category = ?, confidence = ?, tier = ?, guardrail = ?, group_id = ?,"
             " priority = ?, triage = ?, classification = ?, decision = ?, model_version = ?, decided_at = ?,"
-            " prompt_version = ?, training_text = ? WHERE platform = ? AND ticket_id = ? AND event_id = ?",
+            " prompt_version = ?, training_text = ?, text_purged_at = NULL"
+            " WHERE platform = ? AND ticket_id = ? AND event_id = ?",
             (classification.category, classification.confidence, classification.tier, classification.guardrail,
              decision.group_id, decision.priority, int(decision.triage), classification.model_dump_json(),
              decision.model_dump_json(), classification.model_version, now, classification.prompt_version,
@@ -685,17 +694,21 @@ class Store:
                       " ON CONFLICT (name) DO NOTHING", (name, make(), self.clock()))
         return str(self._execute("SELECT value FROM install_secrets WHERE name = ?", (name,))[0]["value"])
 
-    def login_failed(self, client: str, *, now: float, window: float, keep: int) -> int:
-        """Count a failed login from `client` (a fresh count once `window` has passed); returns the count.
-        Rows older than the window go, and at most `keep` addresses are remembered."""
+    def login_attempt(self, client: str, *, now: float, free: int, max_delay: float, window: float,
+                      keep: int) -> bool:
+        """Count a login attempt from `client` as failed until it succeeds, if its delay has passed; False if
+        it must wait. One statement: parallel attempts can't all slip through before any is counted.
+        After `free` failures, each waits 2, 4, 8... seconds (at most `max_delay`) after the last one."""
         self._execute("DELETE FROM login_failures WHERE last_at < ?", (now - window,))
         rows = self._execute(
             "INSERT INTO login_failures (client, failures, last_at) VALUES (?, 1, ?) ON CONFLICT (client) DO UPDATE"
-            " SET failures = login_failures.failures + 1, last_at = excluded.last_at RETURNING failures",
-            (client, now))
+            " SET failures = login_failures.failures + 1, last_at = excluded.last_at"
+            " WHERE login_failures.failures < ? OR login_failures.last_at"
+            "   + min(?, 1 << min(login_failures.failures - ? + 1, 30)) <= excluded.last_at"
+            " RETURNING failures", (client, now, free, max_delay, free))
         self._execute("DELETE FROM login_failures WHERE client IN (SELECT client FROM login_failures"
                       " ORDER BY last_at DESC LIMIT -1 OFFSET ?)", (keep,))
-        return int(rows[0]["failures"])
+        return bool(rows)
 
     def login_failures(self, client: str, *, since: float) -> tuple[int, float]:
         """(failed logins from `client` since a time, when the last was)."""
@@ -720,14 +733,18 @@ class Store:
         for row in rows:
             classification = json.loads(row["classification"]) if row["classification"] else None
             decision = json.loads(row["decision"]) if row["decision"] else None
+            # Claude's words reach more than its own tier's record: when it declined, its reason became the
+            # triage decision's. So once Claude saw the ticket, every reason goes.
+            asked_claude = classification is not None and any(
+                part.get("tier") == "llm" for part in (classification, *classification.get("tiers", [])))
             if classification is not None:
                 classification["summary"] = None
                 for part in (classification, *classification.get("tiers", [])):
-                    if part.get("tier") == "llm":
+                    if asked_claude or part.get("tier") == "llm":
                         part["reason"] = PURGED_TEXT
             if decision is not None:
                 decision["note"] = PURGED_NOTE
-                if decision.get("tier") == "llm":
+                if asked_claude or decision.get("tier") == "llm":
                     decision["reason"] = PURGED_TEXT
             self._execute(
                 "UPDATE tickets SET training_text = NULL, classification = ?, decision = ?, text_purged_at = ?"
@@ -778,11 +795,16 @@ class Store:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def prune_models(self, keep: int) -> list[int]:
-        """Delete models beyond the newest `keep` (never the active one): each holds its vocabulary."""
+    def prune_models(self, keep: int, keep_refused: int = 3) -> list[int]:
+        """Delete models beyond the newest `keep` that were not refused, and the newest `keep_refused`
+        refused candidates (never the active one): each holds its vocabulary. Refused candidates don't
+        push out the versions a rollback needs."""
+        refused = "source LIKE '%(refused)' OR source LIKE '%(not promoted%'"
         rows = self._execute(
             "DELETE FROM models WHERE active = 0 AND version NOT IN"
-            " (SELECT version FROM models ORDER BY version DESC LIMIT ?) RETURNING version", (keep,))
+            f" (SELECT version FROM models WHERE NOT ({refused}) ORDER BY version DESC LIMIT ?) AND version NOT IN"
+            f" (SELECT version FROM models WHERE {refused} ORDER BY version DESC LIMIT ?) RETURNING version",
+            (keep, keep_refused))
         return sorted(r["version"] for r in rows)
 
     def activate_model(self, version: int) -> None:

@@ -192,6 +192,9 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(seconds, 0.0)
 
 
+MIN_RETRY_DELAY = 0.5
+
+
 class RetryingCaller:
     """Runs one helpdesk call, retrying 429s, 5xx and network errors within a bounded wait.
 
@@ -208,17 +211,22 @@ class RetryingCaller:
         self.backoff = backoff
         self.sleep = sleep
 
-    def __call__(self, what: str, fn: Callable[[], T], **log_ids: Any) -> T:
+    def __call__(self, what: str, fn: Callable[[], T], *, checkpoint: Callable[[], None] | None = None,
+                 **log_ids: Any) -> T:
+        """Run `fn`; `checkpoint` runs before every attempt (a write checks its job is still ours)."""
         waited = 0.0
         server_failures = 0
         while True:
+            if checkpoint is not None:
+                checkpoint()
             try:
                 return fn()
             except PlatformError as exc:
                 if not exc.retryable or exc.conflict or exc.status in (401, 403) or isinstance(exc, AuthFailed):
                     raise  # credentials wait for an admin (and sign-in has its own cool-down): the queue retries
                 if exc.status == 429 or exc.retry_after is not None:
-                    delay = exc.retry_after if exc.retry_after is not None else self.backoff
+                    # Never "retry at once": a Retry-After of 0 would spin without waiting or counting.
+                    delay = max(exc.retry_after if exc.retry_after is not None else self.backoff, MIN_RETRY_DELAY)
                 else:
                     server_failures += 1
                     if server_failures > self.server_retries:

@@ -291,14 +291,12 @@ class FreshdeskPlatform:
                       "tags": merge_tags(ticket.tags, decision.tags)}
             put = self._unless_landed(lambda: self._request_once("PUT", f"/tickets/{tid}", update),
                                       lambda: shows_decision(self.fetch_ticket(ticket.id), decision))
-            checkpoint()
-            self._call("apply", put, ticket_id=ticket.id)
+            self._call("apply", put, ticket_id=ticket.id, checkpoint=checkpoint)
         note = {"body": _note_html(decision.note), "private": True}
-        checkpoint()  # the PUT may have taken its retries' time: still ours before the second write?
         post = self._unless_landed(lambda: self._request_once("POST", f"/tickets/{tid}/notes", note),
                                    lambda: self._our_note_exists(ticket.id, decision.note))
         try:
-            self._call("note", post, ticket_id=ticket.id)
+            self._call("note", post, ticket_id=ticket.id, checkpoint=checkpoint)  # the PUT's retries took time
         except PlatformError as exc:
             if exc.retryable:
                 raise

@@ -398,8 +398,9 @@ class ZendeskPlatform:
         log.error("zendesk refused our credentials", extra={"status": error.status})
         return AuthFailed(f"zendesk auth: {message}", retry_after=max(error.retry_after or 0.0, AUTH_RETRY_SECONDS))
 
-    def _api(self, what: str, fn: Callable[[], Any], **log_ids: Any) -> Any:
-        return self._call(what, lambda: self._attempt(fn), **log_ids)
+    def _api(self, what: str, fn: Callable[[], Any], *, checkpoint: Callable[[], None] | None = None,
+             **log_ids: Any) -> Any:
+        return self._call(what, lambda: self._attempt(fn), checkpoint=checkpoint, **log_ids)
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """Read the ticket fresh (zenpy's cache is off, so a re-route is never missed)."""
@@ -430,8 +431,7 @@ class ZendeskPlatform:
             comment=Comment(body=decision.note, public=False),
             **fields,
         )
-        checkpoint()
-        self._api("apply", lambda: self.client.tickets.update(update), ticket_id=ticket.id)
+        self._api("apply", lambda: self.client.tickets.update(update), ticket_id=ticket.id, checkpoint=checkpoint)
 
     def solved_tickets(self, since: datetime) -> Iterator[Ticket]:
         """The incremental export (cursor-based), page by page; a 429 midway is waited out and resumed."""

@@ -93,6 +93,34 @@ def test_one_installs_processes_share_the_random_signing_key(admin_services: Ser
     assert login(second, "guess").status_code == 429
 
 
+def test_changing_the_password_ends_every_session(admin_services: Services) -> None:
+    from connector.settings import Settings
+
+    before = create_app(services=admin_services).test_client()
+    login(before)
+    cookie = before.get_cookie("deskroute_session", domain="localhost")
+    changed = Settings(_env_file=None, **{**admin_services.settings.model_dump(),
+                                          "deskroute_admin_password": "a brand new passphrase"})
+    after = create_app(services=Services(changed)).test_client()  # restarted with the new password
+    after.set_cookie("deskroute_session", cookie.value, domain="localhost")
+    assert after.get("/admin/", **HTTPS).status_code == 302  # back to the login page
+
+
+def test_a_short_secret_key_never_signs_sessions(make_services: Any) -> None:
+    from flask import Flask
+    from flask.sessions import SecureCookieSessionInterface
+    from itsdangerous import BadSignature
+
+    client = create_app(services=make_services(deskroute_admin_password=PASSWORD,
+                                               deskroute_secret_key="short")).test_client()
+    value = client.get("/admin/login", **HTTPS).headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+    for guess in ("short", "short" + PASSWORD):
+        attacker = Flask("attacker")
+        attacker.secret_key = guess
+        with pytest.raises(BadSignature):
+            SecureCookieSessionInterface().get_signing_serializer(attacker).loads(value)  # type: ignore[union-attr]
+
+
 def test_a_short_password_keeps_the_ui_off_and_says_why(make_services: Any) -> None:
     client = create_app(services=make_services(deskroute_admin_password="hunter2")).test_client()
     response = client.get("/admin/login", **HTTPS)
@@ -142,3 +170,23 @@ def test_review_in_the_ui(client: Any, admin_services: Services) -> None:
     bad = client.post(f"/admin/corrections/{row['id']}", data={"action": "accept", "label": "nope",
                                                              "csrf_token": token}, **HTTPS)
     assert bad.status_code == 400
+
+
+def test_parallel_guesses_are_counted_before_any_is_checked(client: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokens = [csrf(client) for _ in range(12)]
+
+    def guess(token: str) -> int:
+        return client.post("/admin/login", data={"password": "guess", "csrf_token": token}, **HTTPS).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(guess, tokens))
+    assert answers.count(401) <= 3 + 1 and answers.count(429) >= 8  # the free ones (and a last), then waits
+
+
+def test_an_ipv6_client_rotating_through_its_block_is_one_client(client: Any) -> None:
+    for n in range(4):
+        login(client, "guess", environ_base={"REMOTE_ADDR": f"2001:db8:1:2::{n + 1}"})
+    assert login(client, environ_base={"REMOTE_ADDR": "2001:db8:1:2:ffff::9"}).status_code == 429
+    assert login(client, environ_base={"REMOTE_ADDR": "2001:db8:1:3::1"}).status_code == 302  # another /64

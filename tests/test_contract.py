@@ -190,6 +190,28 @@ def test_a_lease_lost_during_classification_writes_once(env: Env, monkeypatch: p
     assert event["state"] == "done" and event["attempts"] == 2  # B's attempt finished it; A left it alone
 
 
+def test_a_lease_lost_while_a_write_waits_out_a_429_writes_once(env: Env) -> None:
+    """A's last write request (Zendesk's PUT, Freshdesk's note) is rate limited; while A waits out the
+    Retry-After its lease runs out and B routes the ticket. A's retry must not be sent."""
+    first, second = env.services.make_worker(), env.services.make_worker()
+    method, path = env.helpdesk.write_calls(24)[-1]
+    env.helpdesk.fake.fail_next(429, method=method, path=path, retry_after=1)
+    platform = env.services.platforms[env.name]
+    overtaken: list[bool] = []
+
+    def slow_wait(seconds: float) -> None:
+        if not overtaken:
+            overtaken.append(True)
+            env.clock.advance(env.services.settings.deskroute_lease_seconds + 1)
+            assert second.run_once()
+
+    platform._call.sleep = slow_wait  # type: ignore[attr-defined]
+    env.create(24)
+    assert first.run_once() and overtaken
+    assert len(env.helpdesk.writes(24)) == 1 and len(env.helpdesk.notes(24)) == 1
+    assert env.events()[0]["state"] == "done"
+
+
 def test_housekeeping_runs_before_the_claim_not_on_the_leases_time(env: Env) -> None:
     """A configuration reload that retrains the model takes a while: it must not eat a claimed job's lease."""
     first, second = env.services.make_worker(), env.services.make_worker()

@@ -235,3 +235,18 @@ def test_bad_credentials_are_retried_not_dropped(services: Services, zendesk_api
     # The 401 renewed the token and repeated the call once; then the job waits for an admin, no quick retries.
     urls = [c.request.url for c in zendesk_api.calls]
     assert sum(u.endswith("/oauth/tokens") for u in urls) == 2 and urls.count(URL) == 2
+
+
+def test_a_retry_after_of_zero_is_waited_as_half_a_second_not_spun_on() -> None:
+    from platforms.base import PlatformError, RetryingCaller
+
+    waits: list[float] = []
+    attempts: list[int] = []
+
+    def rate_limited() -> None:
+        attempts.append(1)
+        raise PlatformError("429", retryable=True, status=429, retry_after=0.0)
+
+    with pytest.raises(PlatformError):
+        RetryingCaller(max_wait=5.0, sleep=waits.append)("fetch", rate_limited)
+    assert len(attempts) <= 11 and all(w >= 0.5 for w in waits)  # bounded by max_wait, not looping forever

@@ -255,3 +255,8 @@ def test_install_keeps_the_secret_private(zendesk: ZendeskAdmin, tmp_path: Path)
     env_file = tmp_path / "new.env"
     run("install", "zendesk", "--url", PUBLIC, "--env-file", str(env_file))
     assert env_file.stat().st_mode & 0o777 == 0o600
+    copied = tmp_path / "copied.env"  # made with `cp .env.example .env`: world-readable
+    copied.write_text("ZENDESK_SUBDOMAIN=acme\n")
+    copied.chmod(0o644)
+    run("install", "zendesk", "--url", PUBLIC, "--env-file", str(copied))
+    assert copied.stat().st_mode & 0o777 == 0o600 and "ZENDESK_SUBDOMAIN=acme" in copied.read_text()

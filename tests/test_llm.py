@@ -245,3 +245,10 @@ def test_a_ticket_cannot_close_its_delimiters_and_claudes_reason_reaches_the_not
     reason = outcome.result.reason
     assert "\n" not in reason and len(reason) <= len("claude-haiku-4-5: ") + 200
     assert outcome.answer is not None and "<" not in outcome.answer["summary"] and "*" not in outcome.answer["summary"]
+
+
+def test_no_link_a_customer_chose_reaches_the_note() -> None:
+    from connector.classify.llm import plain
+
+    assert plain("Asks to reset at https://evil.example/reset?u=1 or www.evil.example now") == \
+        "Asks to reset at (link) or (link) now"

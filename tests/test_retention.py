@@ -59,6 +59,21 @@ def test_old_ticket_text_is_purged_and_corrections_are_kept(
     assert purge_job(services) == {"tickets": 0, "history": 0}  # idempotent
 
 
+def test_claudes_reason_goes_even_when_it_sent_the_ticket_to_triage(
+        make_services: Callable[..., Services], claude: FakeClaude, zendesk_claude_api: responses.RequestsMock,
+        clock: FakeClock) -> None:
+    services = make_services(anthropic_api_key="sk-ant-test", deskroute_retention_days=30)
+    claude.answer_next(**claude_answer("none", 0.9, reason="Customer Jo Bloggs asks about order 4471"))
+    route_new_ticket(services, zendesk_claude_api, 73, VAGUE_TICKET)
+    record = services.store.ticket("zendesk", "73")
+    assert record is not None and record.decision is not None and record.decision.triage
+    assert "Jo Bloggs" in record.decision.reason  # Claude's words, on the triage decision
+    clock.advance(31 * DAY)
+    purge_job(services)
+    stored = services.store.db.execute("SELECT classification, decision FROM tickets WHERE ticket_id = '73'").fetchone()
+    assert "Jo Bloggs" not in stored["classification"] and "Jo Bloggs" not in stored["decision"]
+
+
 def test_the_scheduler_runs_the_purge_only_when_retention_is_set(make_services: Callable[..., Services]) -> None:
     assert "purge_text" in {job.id for job in init_scheduler(make_services()).get_jobs()}
     assert "purge_text" not in {job.id for job in init_scheduler(
@@ -71,7 +86,8 @@ def test_models_keep_no_word_from_a_single_ticket_and_old_versions_go(services: 
     from connector.feedback import MODELS_KEPT, save_model, train_active
 
     texts = [f"Please add {n} seats to our plan, the invoice can follow" for n in range(6)]
-    texts.append("My password is Qzv8Hunter2Secret and my name is Bartholomew Ngozi, the invoice is wrong")
+    private = "My password is Qzv8Hunter2Secret and my name is Bartholomew Ngozi, the invoice is wrong"
+    texts += [private, private]  # one ticket twice: a correction, then again from a history import
     version = train_active(services.store, services.taxonomy, Dataset(texts, ["billing"] * len(texts)),
                            source="imported tickets")
     model = LocalModel.from_bytes(services.store.model_blob(version))

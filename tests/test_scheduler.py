@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from connector.classify.local import LocalModel
 from connector.scheduler import Leadership
+from connector.services import Services
 from connector.store import Store
 from helpers import PROJECT, FakeClock
 
@@ -84,3 +86,15 @@ def test_a_lease_elects_one_leader_and_expires_for_a_dead_one(tmp_path: Path) ->
     assert second.hold() and not first.hold()
     second.release()  # a clean shutdown hands over at once
     assert first.hold()
+
+
+def test_a_retrain_that_outlived_its_leadership_does_not_promote(services: Services,
+                                                                  taxonomy_model: LocalModel) -> None:
+    from connector.feedback import consider, taxonomy_dataset
+
+    before = services.store.active_model_version()
+    holdout = taxonomy_dataset(services.taxonomy)
+    report = consider(services.store, taxonomy_model, holdout, source="nightly", may_promote=lambda: False)
+    assert not report.promoted and "stopped leading" in report.reason
+    assert services.store.active_model_version() == before
+    assert consider(services.store, taxonomy_model, holdout, source="nightly").promoted  # while leading, it does

@@ -82,7 +82,8 @@ def init_admin(app: Flask, services: Services) -> None:
     if off and settings.deskroute_admin_password.get_secret_value():
         log.warning("admin UI off: the password is too short")
     app.config.update(
-        SECRET_KEY=session_key(settings.deskroute_secret_key.get_secret_value(), services.store),
+        SECRET_KEY=session_key(settings.deskroute_secret_key.get_secret_value(), services.store,
+                               settings.deskroute_admin_password.get_secret_value()),
         SESSION_COOKIE_NAME="deskroute_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -124,7 +125,7 @@ def init_admin(app: Flask, services: Services) -> None:
         who = request.remote_addr or "unknown"
         error = None
         if request.method == "POST":
-            wait = throttle.retry_after(who)
+            wait = throttle.attempt(who)  # counted before the check: parallel guesses can't all slip through
             if wait:
                 log.warning("admin login throttled", extra={"client": who})
                 later = f"{wait} seconds" if wait < 120 else f"{wait // 60 + 1} minutes"
@@ -138,7 +139,6 @@ def init_admin(app: Flask, services: Services) -> None:
                 session.permanent = True
                 target = request.args.get("next", "")
                 return redirect(target if target.startswith("/admin") else url_for("admin.overview"))
-            throttle.failed(who)
             log.info("admin login failed", extra={"client": who})
             error = "Wrong password."
         return render_template("admin/login.html", error=error), 401 if error else 200

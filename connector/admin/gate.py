@@ -1,9 +1,10 @@
 """What stands between the internet and the admin UI: the password check, the login throttle and the
 key that signs sessions and CSRF tokens.
 
-- The signing key never derives from the password: a signed cookie from the login page would let
-  anyone test password guesses offline. Without DESKROUTE_SECRET_KEY, a random key is made once for
-  the install and kept in the database, so every process (and machine) of the install agrees.
+- The signing key never derives from the password alone: a signed cookie from the login page would
+  let anyone test password guesses offline. It comes from DESKROUTE_SECRET_KEY or, without it, a
+  random key made once for the install and kept in the database, so every process (and machine) of
+  the install agrees; the password is mixed in only so that changing it ends every session.
 - The password is held only as an scrypt hash and compared as one: a slow check for each guess.
 - Wrong passwords slow an address down, with delays that grow with each failure, counted in the
   database so that every process sees them, instead of one lock-out that locks the real admin out too.
@@ -13,13 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import logging
 import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from connector.crypto import MIN_SECRET_KEY_LENGTH
+
 if TYPE_CHECKING:
     from connector.store import Store
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 12
 # scrypt at n=2**14, r=8 (16 MiB, tens of milliseconds): the cost OWASP lists as a minimum.
@@ -29,9 +36,15 @@ FREE_FAILURES, MAX_DELAY_SECONDS, WINDOW_SECONDS = 3, 900, 24 * 3600
 REMEMBERED_ADDRESSES = 10_000
 
 
-def session_key(explicit: str, store: Store) -> str:
-    """DESKROUTE_SECRET_KEY, or the install's own random key (made once, shared through the database)."""
-    return explicit or store.install_secret("session_signing_key", lambda: secrets.token_urlsafe(48))
+def session_key(explicit: str, store: Store, password: str) -> str:
+    """The key that signs sessions and CSRF tokens: from DESKROUTE_SECRET_KEY (32 characters or more) or
+    the install's own random key (made once, shared through the database), bound to the password so
+    that changing the password logs every session out. Knowing the password alone gives nothing."""
+    if explicit and len(explicit) < MIN_SECRET_KEY_LENGTH:
+        log.warning("DESKROUTE_SECRET_KEY is too short to sign sessions; using the install's random key")
+        explicit = ""
+    base = explicit or store.install_secret("session_signing_key", lambda: secrets.token_urlsafe(48))
+    return hmac.new(base.encode(), b"deskroute-session\0" + password.encode(), "sha256").hexdigest()
 
 
 def password_problem(password: str) -> str | None:
@@ -58,23 +71,47 @@ class PasswordCheck:
         return hmac.compare_digest(self._derive(candidate[:1024]), self._hash)
 
 
+def client_key(address: str | None) -> str:
+    """Who a login attempt comes from, for the throttle: an IPv4 address, or an IPv6 /64 (one
+    subscriber's block: rotating through it must not buy fresh attempts); ports and mapping removed."""
+    text = (address or "").strip()
+    if text.count(":") == 1 and "." in text:  # "203.0.113.7:51234", as some proxies forward it
+        text = text.split(":")[0]
+    text = text.strip("[]").split("%")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text[:64] or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class LoginThrottle:
-    """Failed logins per client address, in the database: every process of the install counts them."""
+    """Login attempts per client, in the database: every process of the install counts them."""
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.time):
         self.store = store
         self.clock = clock
 
-    def retry_after(self, who: str) -> int:
-        """Seconds until this address may try again (0: now)."""
-        failures, last = self.store.login_failures(who, since=self.clock() - WINDOW_SECONDS)
+    def attempt(self, address: str | None) -> int:
+        """Count an attempt (as failed until succeeded() says otherwise); 0 if it may go ahead, else the
+        seconds to wait."""
+        who = client_key(address)
+        if self.store.login_attempt(who, now=self.clock(), free=FREE_FAILURES, max_delay=MAX_DELAY_SECONDS,
+                                    window=WINDOW_SECONDS, keep=REMEMBERED_ADDRESSES):
+            return 0
+        return max(1, self.retry_after(address))
+
+    def retry_after(self, address: str | None) -> int:
+        """Seconds until this client may try again (0: now)."""
+        failures, last = self.store.login_failures(client_key(address), since=self.clock() - WINDOW_SECONDS)
         if failures < FREE_FAILURES:
             return 0
         delay = min(MAX_DELAY_SECONDS, 2 ** (failures - FREE_FAILURES + 1))
         return max(0, int(last + delay - self.clock() + 0.999))
 
-    def failed(self, who: str) -> None:
-        self.store.login_failed(who, now=self.clock(), window=WINDOW_SECONDS, keep=REMEMBERED_ADDRESSES)
-
-    def succeeded(self, who: str) -> None:
-        self.store.login_succeeded(who)
+    def succeeded(self, address: str | None) -> None:
+        self.store.login_succeeded(client_key(address))

@@ -44,6 +44,7 @@ EXAMPLES_IN_PROMPT = 20
 # What of Claude's free text reaches the internal note agents read: one plain line, this long at most.
 NOTE_TEXT_CHARS = 200
 _TICKET_TAG = re.compile(r"<\s*/?\s*ticket\b[^>]*>", re.IGNORECASE)
+_LINK = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+", re.IGNORECASE)
 _NOT_PLAIN = re.compile(r"[\x00-\x1f\x7f<>`*_#\[\]|]+")
 
 
@@ -53,8 +54,9 @@ def ticket_block(text: str) -> str:
 
 
 def plain(text: str, limit: int = NOTE_TEXT_CHARS) -> str:
-    """One short line without markup: Claude's words may repeat the ticket's, which is not ours to format."""
-    line = " ".join(_NOT_PLAIN.sub(" ", text).split())
+    """One short line without markup or links: Claude's words may repeat the ticket's, which is not ours to
+    format, and an agent should never be handed a link a customer chose."""
+    line = " ".join(_NOT_PLAIN.sub(" ", _LINK.sub("(link)", text)).split())
     return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
 Confidence = Field(ge=0.0, le=1.0)
 

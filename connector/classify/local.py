@@ -116,7 +116,12 @@ def _without_single_ticket_terms(vectorizer: TfidfVectorizer, matrix: sparse.csr
     """Refit on the terms that occur in an admin's text (an example) or in at least two tickets."""
     mask = np.asarray(private, dtype=bool)
     present = (matrix != 0).astype(np.int32)
-    in_tickets = np.asarray(present[mask].sum(axis=0)).ravel()
+    # One ticket may come twice (an accepted correction, and again from a history import): count texts once.
+    first = {}
+    for i, (text, is_ticket) in enumerate(zip(texts, private, strict=True)):
+        if is_ticket:
+            first.setdefault(text, i)
+    in_tickets = np.asarray(present[sorted(first.values())].sum(axis=0)).ravel()
     in_examples = np.asarray(present[~mask].sum(axis=0)).ravel()
     keep = (in_examples >= 1) | (in_tickets >= 2)
     if keep.all():
