@@ -282,40 +282,35 @@ class Store:
 
         A running job whose lease expired has lost its worker (killed, OOM). Once it has had
         `max_attempts`, the claim dead-letters it instead and takes the next: a job that keeps
-        killing its worker dies itself. (One statement either way: an idle poll writes nothing more.)
+        killing its worker dies itself. (An idle poll is the one statement it always was.)
         """
-        limit = max_attempts if max_attempts is not None else 2**31
         while True:
             rows = self._execute(
-                "UPDATE events SET"
-                " state = CASE WHEN state = :running AND attempts >= :limit THEN :dead ELSE :running END,"
-                " attempts = CASE WHEN state = :running AND attempts >= :limit THEN attempts ELSE attempts + 1 END,"
-                " lease_owner = CASE WHEN state = :running AND attempts >= :limit THEN NULL ELSE :owner END,"
-                " due_at = CASE WHEN state = :running AND attempts >= :limit THEN due_at ELSE :until END,"
-                " outcome = CASE WHEN state = :running AND attempts >= :limit THEN 'worker_died' ELSE outcome END,"
-                " finished_at = CASE WHEN state = :running AND attempts >= :limit THEN :now ELSE finished_at END,"
-                " last_error = CASE WHEN state = :running AND attempts >= :limit"
-                "   THEN 'worker died or lost its lease on attempt ' || attempts || ', the last allowed'"
-                "   ELSE last_error END"
-                " WHERE id = (SELECT id FROM events WHERE state IN (:pending, :running) AND due_at <= :now"
-                "             ORDER BY due_at, id LIMIT 1)"
-                " RETURNING id, platform, kind, ticket_id, attempts, received_at, data, state, last_error",
-                {"running": RUNNING, "pending": PENDING, "dead": DEAD, "limit": limit, "owner": owner,
-                 "until": lease_until, "now": now})
+                "UPDATE events SET state = ?, attempts = attempts + 1, lease_owner = ?, due_at = ? WHERE id = ("
+                "  SELECT id FROM events WHERE state IN (?, ?) AND due_at <= ? ORDER BY due_at, id LIMIT 1"
+                ") RETURNING id, platform, kind, ticket_id, attempts, received_at, data",
+                (RUNNING, owner, lease_until, PENDING, RUNNING, now))
             if not rows:
                 return None
             row = rows[0]
-            if row["state"] == DEAD:
-                log.error("job dead-lettered", extra={"event_id": row["id"], "ticket_id": row["ticket_id"],
-                                                      "why": row["last_error"]})
-                self._execute("UPDATE tickets SET state = ?, applied_at = ?, last_error = ? WHERE platform = ?"
-                              " AND ticket_id = ? AND event_id = ? AND state NOT IN (?, ?, ?)",
-                              (DEAD, now, row["last_error"], row["platform"], row["ticket_id"], row["id"],
-                               DONE, TRIAGE, SHADOW))
-                continue
-            return Job(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
-                       attempts=row["attempts"], received_at=row["received_at"], owner=owner,
-                       data=json.loads(row["data"] or "{}"))
+            job = Job(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
+                      attempts=row["attempts"], received_at=row["received_at"], owner=owner,
+                      data=json.loads(row["data"] or "{}"))
+            if max_attempts is None or job.attempts <= max_attempts:
+                return job
+            # Past the limit only when the last allowed attempt's lease ran out: its worker died.
+            self._dead_letter_unrun(job, now=now)
+
+    def _dead_letter_unrun(self, job: Job, *, now: float) -> None:
+        """Dead-letter a job just claimed past its attempts (the claim didn't run it, so it doesn't count)."""
+        error = f"worker died or lost its lease on attempt {job.attempts - 1}, the last allowed"
+        self._execute("UPDATE events SET state = ?, attempts = attempts - 1, outcome = 'worker_died', last_error = ?,"
+                      " finished_at = ?, lease_owner = NULL WHERE id = ? AND lease_owner = ?",
+                      (DEAD, error, now, job.id, job.owner))
+        self._execute("UPDATE tickets SET state = ?, applied_at = ?, last_error = ? WHERE platform = ?"
+                      " AND ticket_id = ? AND event_id = ? AND state NOT IN (?, ?, ?)",
+                      (DEAD, now, error, job.platform, job.ticket_id, job.id, DONE, TRIAGE, SHADOW))
+        log.error("job dead-lettered", extra={"event_id": job.id, "ticket_id": job.ticket_id, "why": error})
 
     def extend_lease(self, job: Job, *, until: float) -> bool:
         """Keep a long job ours; False if the lease was lost."""

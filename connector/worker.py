@@ -139,10 +139,9 @@ class Worker:
             return DONE, "duplicate"  # another event already owns this ticket's one classification
         if record.state in (DONE, TRIAGE, SHADOW):
             return (TRIAGE if record.state == TRIAGE else DONE), "already_applied"
-        self._still_ours(job)
-        ticket = platform.fetch_ticket(job.ticket_id)
+        ticket = platform.fetch_ticket(job.ticket_id)  # just claimed: the lease is fresh until here
         if record.decision is None:
-            self._still_ours(job)
+            self._still_ours(job)  # the fetch may have waited out rate limits
             classification = self.router.classify(ticket.text)
             decision = self.router.decide(job.platform, classification)
             self._still_ours(job)  # Claude may have taken its whole budget

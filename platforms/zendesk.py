@@ -182,12 +182,13 @@ class _ZendeskSession(requests.Session):
         self.hooks["response"].append(_raise_on_failure)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        response = super().request(method, rebase(str(url), self._root()), *args, **kwargs)
+        root = self._root()
+        response = super().request(method, rebase(str(url), root), *args, **kwargs)
         # zenpy picks the parser for an answer by finding its own idea of the host (subdomain.zendesk.com,
         # or ZENPY_FORCE_NETLOC) in the request's URL: with ZENDESK_BASE_URL elsewhere, it would find
         # none and hand back a bare Response. So the answer carries the URL zenpy built.
         # (tests/test_zendesk_oauth.py::test_base_url_serves_token_and_api_calls_without_zenpy_overrides)
-        response.request.url = rebase(str(response.request.url), (self._root()[0], self._zenpy_host()))
+        response.request.url = rebase(str(response.request.url), (root[0], self._zenpy_host()))
         return response
 
 
@@ -298,7 +299,7 @@ class ZendeskPlatform:
         event_type = payload.get("type")
         if isinstance(event_type, str) and event_type.startswith(EVENT_TYPE_PREFIX):
             return self._parse_envelope(payload, event_type[len(EVENT_TYPE_PREFIX):])
-        return self._parse_trigger_body(payload, headers.get(INVOCATION_HEADER), signed=_signed_digest(headers, body))
+        return self._parse_trigger_body(payload, headers, body)
 
     def _parse_envelope(self, payload: dict[str, Any], event_type: str) -> TicketEvent | Ignored:
         if event_type not in ("ticket.created", "ticket.group_assignment_changed"):
@@ -324,8 +325,9 @@ class ZendeskPlatform:
             actor_id=optional_id(detail.get("actor_id")), via=_optional_str(via),
         )
 
-    def _parse_trigger_body(self, payload: dict[str, Any], invocation_id: str | None, *,
-                            signed: str) -> TicketEvent | Ignored:
+    def _parse_trigger_body(self, payload: dict[str, Any], headers: Mapping[str, str],
+                            body: bytes) -> TicketEvent | Ignored:
+        invocation_id = headers.get(INVOCATION_HEADER)
         ticket_id = ticket_id_from(payload.get("ticket_id"))
         event = payload.get("event", "ticket.created")
         if not isinstance(event, str):
@@ -339,7 +341,7 @@ class ZendeskPlatform:
             # captured delivery replayed under new ids would otherwise queue a new job each time.
             return TicketEvent(
                 platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
-                dedup_key=f"group_changed:{ticket_id}:{signed}",
+                dedup_key=f"group_changed:{ticket_id}:{_signed_digest(headers, body)}",
                 source_id=invocation_id, group_id=group_id,
                 previous_group_id=optional_id(payload.get("previous_group_id")),
                 actor_id=optional_id(payload.get("actor_id")), via=_optional_str(payload.get("via")),

@@ -31,6 +31,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 
+from platforms.base import parse_retry_after
+
 log = logging.getLogger(__name__)
 
 SCOPE = "read write"
@@ -326,10 +328,9 @@ def _token_error(response: requests.Response, grant_type: str) -> OAuthError:
     except (ValueError, AttributeError):
         code = ""
     if status == 429 or status >= 500:
-        retry_after = response.headers.get("Retry-After")
         return OAuthError("unavailable", f"Zendesk's token endpoint answered {status}; retrying later",
                           retryable=True, status=status,
-                          retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None)
+                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
     if code == "invalid_grant" and grant_type == AUTHORIZATION_CODE:
         return OAuthError(code, "Zendesk refused the authorization code (invalid_grant: expired, used, or for "
                           "another redirect address): click Connect Zendesk again", status=status)
@@ -369,6 +370,11 @@ class TokenProvider:
         self._failures = 0
         self._cool_down: tuple[float, OAuthError] | None = None
         self._lock = threading.Lock()
+
+    def _newer(self, token: StoredToken | None, than_generation: int | None) -> bool:
+        """A usable, fresh token other than the one we saw: someone renewed it meanwhile."""
+        return (self.usable(token) and token.generation != than_generation  # type: ignore[union-attr]
+                and token.fresh(self.clock()))  # type: ignore[union-attr]
 
     def usable(self, token: StoredToken | None) -> bool:
         """A stored token this configuration may use: same client; client credentials only with the secret."""
@@ -444,8 +450,7 @@ class TokenProvider:
         while True:
             if self.vault.acquire(self.owner, self.lock_seconds):
                 latest = self.vault.load()
-                if (self.usable(latest) and latest.generation != seen_generation  # type: ignore[union-attr]
-                        and latest.fresh(self.clock())):  # type: ignore[union-attr]
+                if self._newer(latest, seen_generation):
                     self.vault.release(self.owner, error=None)  # renewed between our read and our lock
                     self._current = latest
                     return latest  # type: ignore[return-value]
@@ -453,7 +458,7 @@ class TokenProvider:
             # Another process is renewing: wait for its token rather than spend the refresh token twice.
             self.sleep(self.POLL_SECONDS)
             latest = self.vault.load()
-            if self.usable(latest) and latest.generation != seen_generation and latest.fresh(self.clock()):  # type: ignore[union-attr]
+            if self._newer(latest, seen_generation):
                 self._current = latest
                 return latest  # type: ignore[return-value]
             if self.clock() > deadline:

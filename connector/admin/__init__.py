@@ -77,13 +77,15 @@ def _category_edit(form: dict[str, str], name: str, services: Services) -> Categ
 def init_admin(app: Flask, services: Services) -> None:
     """Add /admin to the app."""
     settings = services.settings
-    off = password_problem(settings.deskroute_admin_password.get_secret_value())
-    password = None if off else PasswordCheck(settings.deskroute_admin_password.get_secret_value())
-    if off and settings.deskroute_admin_password.get_secret_value():
+    given = settings.deskroute_admin_password.get_secret_value()
+    off = password_problem(given)
+    password = None if off else PasswordCheck(given)
+    if off and given:
         log.warning("admin UI off: the password is too short")
+    if not off:  # no sessions without the UI: no key to make or read at start-up
+        app.config["SECRET_KEY"] = session_key(settings.deskroute_secret_key.get_secret_value(), services.store,
+                                               given)
     app.config.update(
-        SECRET_KEY=session_key(settings.deskroute_secret_key.get_secret_value(), services.store,
-                               settings.deskroute_admin_password.get_secret_value()),
         SESSION_COOKIE_NAME="deskroute_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
