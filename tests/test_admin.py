@@ -190,3 +190,19 @@ def test_an_ipv6_client_rotating_through_its_block_is_one_client(client: Any) ->
         login(client, "guess", environ_base={"REMOTE_ADDR": f"2001:db8:1:2::{n + 1}"})
     assert login(client, environ_base={"REMOTE_ADDR": "2001:db8:1:2:ffff::9"}).status_code == 429
     assert login(client, environ_base={"REMOTE_ADDR": "2001:db8:1:3::1"}).status_code == 302  # another /64
+
+
+def test_processes_starting_together_make_one_signing_key(tmp_path: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from connector.admin.gate import session_key
+    from connector.store import Store
+
+    Store(tmp_path / "k.db").migrate()
+
+    def start() -> str:  # each "process" with its own connection to the install's database
+        return session_key("", Store(tmp_path / "k.db"), PASSWORD)
+
+    with ThreadPoolExecutor(6) as pool:
+        keys = set(pool.map(lambda _: start(), range(6)))
+    assert len(keys) == 1

@@ -159,3 +159,27 @@ def test_the_connection_page_needs_a_login(tmp_path: Path, fake: FakeZendesk) ->
     client = create_app(services=services).test_client()
     assert client.get("/admin/zendesk", **HTTPS).status_code == 302
     assert client.get("/admin/zendesk/callback?code=x&state=y", **HTTPS).status_code == 302
+
+
+def test_connect_logs_no_token_code_or_verifier_and_leaves_none_in_the_session(
+        admin: tuple[Any, Services], fake: FakeZendesk, caplog: pytest.LogCaptureFixture) -> None:
+    from flask.sessions import SecureCookieSessionInterface
+
+    client, services = admin
+    caplog.set_level("DEBUG")
+    query = start_connect(client)
+    ours = list(caplog.records)
+    answer = consent(fake, query)  # the browser's requests (this test's own) are not Deskroute's to scan
+    caplog.clear()
+    callback(client, answer)
+    ours += caplog.records
+    stored = services.platforms["zendesk"].tokens.vault.load()
+    secrets_seen = [stored.access_token, stored.refresh_token, answer["code"], query["state"]]
+    assert any(r.getMessage() == "zendesk connected" for r in ours)  # the scan saw the exchange's records
+    for record in ours:
+        line = f"{record.getMessage()} {record.__dict__}"
+        assert not any(secret in line for secret in secrets_seen), line[:200]
+    app = create_app(services=services)
+    cookie = client.get_cookie("deskroute_session", domain="localhost")
+    session = SecureCookieSessionInterface().get_signing_serializer(app).loads(cookie.value)  # type: ignore[union-attr]
+    assert "zendesk_oauth" not in session  # the verifier was spent with the code

@@ -455,3 +455,23 @@ def test_our_writes_before_a_switch_of_identity_stay_ours(env: Env) -> None:
     drain(env.services)
     [correction] = env.services.store.corrections()  # the agent's move only, not Deskroute's first write
     assert correction["agent_id"] == "555" and correction["previous_group_id"] != ""
+
+
+def test_disconnect_during_a_renewal_is_refused_and_the_connection_kept(fake: FakeZendesk, tmp_path: Path) -> None:
+    import threading
+
+    store = Store(tmp_path / "d.db")
+    store.migrate()
+    vault = DbVault(store, "zendesk", secret_key=SECRET_KEY, client_secret=OAUTH_CLIENT_SECRET)
+    first = connected(fake, vault)
+    renewing, admin = TokenProvider(oauth(), vault), TokenProvider(oauth(), vault)
+    fake.slow_next(1.0, method="POST", path="/oauth/tokens")  # Zendesk takes a second to refresh
+    worker = threading.Thread(target=lambda: renewing.renew_after_401(first.access_token))
+    worker.start()
+    time.sleep(0.3)
+    with pytest.raises(OAuthError, match="renewal is under way"):
+        admin.disconnect()  # it would revoke a token the renewal is about to replace
+    worker.join()
+    stored = vault.load()
+    assert stored is not None and stored.refresh_token in fake.oauth.refresh_tokens  # still connected, still live
+    assert admin.disconnect() is True and vault.load() is None  # once the renewal is done, Disconnect works
