@@ -111,8 +111,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         body: dict[str, object] = {"platforms": {name: _platform_health(services, name) for name in services.mappings}}
         try:
             services.store.ping()
-            body["queue"] = services.store.queue_health(now=services.clock())
-            body["model_version"] = services.store.active_model_version()
+            body["queue"] = services.store.events.health(now=services.clock())
+            body["model_version"] = services.store.models.active_version()
         except Exception as exc:  # any database failure is reported, not raised
             body.update(status="unavailable", database=type(exc).__name__)
             return jsonify(body), 503

@@ -283,7 +283,7 @@ def corrections_export(fmt: str, since: str | None, until: str | None, category:
     from connector.corrections import to_csv, to_jsonl
 
     services = _services()
-    rows = services.store.corrections(since=_when(since, "--since"), until=_when(until, "--until"),
+    rows = services.store.corrections.find(since=_when(since, "--since"), until=_when(until, "--until"),
                                       category=category, status=status)
     text = to_csv(rows) if fmt == "csv" else to_jsonl(rows)
     if output is None:
@@ -299,7 +299,7 @@ def corrections_export(fmt: str, since: str | None, until: str | None, category:
 def corrections_list(status: str, limit: int) -> None:
     """Show corrections awaiting (or past) review."""
     services = _services()
-    rows = services.store.corrections(status=status, limit=limit)
+    rows = services.store.corrections.find(status=status, limit=limit)
     for row in rows:
         final = "final" if row["is_final"] else f"then {row['final_category']}"
         click.echo(f"{row['id']:>6}  {row['platform']} #{row['ticket_id']} move {row['seq']}: "
@@ -313,7 +313,7 @@ def _review(ids: tuple[int, ...], status: str, reviewer: str, label: str | None)
     services = _services()
     if label is not None and label not in services.taxonomy.categories:
         raise click.BadParameter(f"{label!r} is not a category in taxonomy.yaml", param_hint="--label")
-    missing = [i for i in ids if not services.store.review_correction(i, status=status, reviewer=reviewer,
+    missing = [i for i in ids if not services.store.corrections.review(i, status=status, reviewer=reviewer,
                                                                       now=time.time(), label=label)]
     click.echo(f"{len(ids) - len(missing)} correction(s) {status}")
     if missing:
@@ -346,15 +346,15 @@ def model() -> None:
 def model_list() -> None:
     """Every stored model, newest first, with its metrics."""
     services = _services()
-    for info in services.store.models():
-        metrics = info["metrics"]
+    for info in services.store.models.all():
+        metrics = info.metrics
         f1 = metrics.get("holdout_macro_f1")
-        click.echo(f"{'*' if info['active'] else ' '} v{info['version']:<4} "
-                   f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(info['created_at']))}  "
-                   f"{info['n_examples']:>6} examples  {len(info['labels']):>3} labels  "
+        click.echo(f"{'*' if info.active else ' '} v{info.version:<4} "
+                   f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(info.created_at))}  "
+                   f"{info.n_examples:>6} examples  {len(info.labels):>3} labels  "
                    f"held-out macro-F1 {f1 if f1 is not None else '-'}  cv accuracy "
                    f"{round(metrics['cv_accuracy'], 3) if metrics.get('cv_accuracy') is not None else '-'}  "
-                   f"{info['source']}")
+                   f"{info.source}")
 
 
 @model.command(name="promote")
@@ -397,6 +397,78 @@ def model_retrain() -> None:
     current = f"{report.current_f1:.3f}" if report.current_f1 is not None else "-"
     click.echo(f"candidate v{report.version} {verb}: held-out macro-F1 {report.candidate_f1:.3f} vs current "
                f"{current} on {report.n_holdout} examples ({report.reason})")
+
+
+def _config_store() -> tuple[Any, Path]:
+    """The database and the default files, without loading the configuration (an import must be able
+    to replace an invalid one)."""
+    from connector.mappings import resolve_dir
+    from connector.store import Store
+
+    settings = _settings()
+    store = Store(settings.database_url)
+    store.migrate()
+    return store, resolve_dir(settings.deskroute_mappings_dir)
+
+
+@main.group()
+def config() -> None:
+    """The taxonomy and mappings: import, export, history. Once edited, the live copy is in the database."""
+
+
+@config.command(name="import")
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.option("--by", "author", default="cli", show_default=True, help="Who made the change, for the history.")
+def config_import(path: Path, author: str) -> None:
+    """Make PATH the live configuration: a directory with taxonomy.yaml and every <helpdesk>.yaml, or one
+    of those files (it replaces the file of its name). Every process applies it within seconds."""
+    from connector.config import ConfigError, import_config
+
+    store, defaults = _config_store()
+    try:
+        version, changed = import_config(store, path, directory=defaults, author=author, now=time.time())
+    except ConfigError as exc:
+        raise click.ClickException(f"not imported, nothing changed:\n{exc}") from exc
+    if not changed:
+        click.echo("nothing to import: the live configuration already has these files")
+        return
+    click.echo(f"configuration v{version} is live: {', '.join(changed)} changed")
+
+
+@config.command(name="export")
+@click.argument("directory", required=False, default="mappings-export",
+                type=click.Path(path_type=Path, file_okay=False))
+def config_export(directory: Path) -> None:
+    """Write the live configuration's YAML files into DIRECTORY (default: ./mappings-export)."""
+    from connector.config import ConfigError, export_config
+
+    store, defaults = _config_store()
+    try:
+        version, written = export_config(store, defaults, directory)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"exported configuration v{version}" if version is not None
+               else f"exported the files in {defaults} (no edit stored yet: they are the live configuration)")
+
+
+@config.command(name="history")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000), help="Versions to show.")
+def config_history(limit: int) -> None:
+    """The configuration's versions, newest first: version, when, who, what, and the files changed."""
+    store, defaults = _config_store()
+    versions: dict[Any, dict[str, Any]] = {}
+    for row in store.configs.changes(limit=limit * 8):  # one row per file changed
+        key = row["version"] if row["version"] is not None else ("file edit", row["at"])
+        entry = versions.setdefault(key, {**row, "files": []})
+        entry["files"].insert(0, row["file"])
+    for entry in list(versions.values())[:limit]:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(entry["at"]))
+        label = f"v{entry['version']}" if entry["version"] is not None else "-"
+        click.echo(f"{label:<6} {when}  {entry['author']}  {entry['summary']}  ({', '.join(entry['files'])})")
+    if not versions:
+        click.echo(f"no configuration edits yet: the files in {defaults} are live")
 
 
 @main.command()
@@ -540,7 +612,7 @@ def tickets() -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 def tickets_list(search: str, state: str | None, limit: int) -> None:
     """One line per ticket: job, ticket, state, category, tier, confidence, re-routed."""
-    rows = _services().store.recent_tickets(search=search, state=state, limit=limit)
+    rows = _services().store.stats.recent_tickets(search=search, state=state, limit=limit)
     for row in rows:
         confidence = f"{row['confidence']:.2f}" if row["confidence"] is not None else "-"
         click.echo(f"job {row['event_id'] or '-':<6} {row['platform']} #{row['ticket_id']:<10} {row['state']:<8} "
@@ -559,15 +631,53 @@ def tickets_retry(job_ids: tuple[int, ...], all_dead: bool, reclassify: bool) ->
     """Send finished jobs (dead letters, triage) through the pipeline again; a running worker picks them up."""
     services = _services()
     if all_dead:
-        job_ids = (*job_ids, *(row["id"] for row in services.store.events(state="dead", limit=1_000_000)))
+        job_ids = (*job_ids, *(row["id"] for row in services.store.events.recent(state="dead", limit=1_000_000)))
     if not job_ids:
         raise click.UsageError("name the jobs to retry, or give --dead")
     failed = [job for job in job_ids
-              if not services.store.requeue(job, now=services.clock(), reclassify=reclassify)]
+              if not services.store.events.requeue(job, now=services.clock(), reclassify=reclassify)]
     for job in job_ids:
         click.echo(f"job {job}: {'not finished or unknown' if job in failed else 'queued again'}")
     if failed:
         sys.exit(1)
+
+
+@main.group()
+def db() -> None:
+    """The database: apply migrations, or move an install to another database (SQLite to PostgreSQL)."""
+
+
+@db.command(name="upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations to DATABASE_URL (serve and worker also do this at start)."""
+    from connector.store import Store, migrate
+
+    store = Store(_settings().database_url)
+    applied = store.migrate()
+    click.echo(f"{store.describe()}: " + (f"applied {', '.join(applied)}; " if applied else "")
+               + f"at revision {migrate.current(store.db)}")
+
+
+@db.command(name="copy")
+@click.option("--from", "source", required=True, help="The database to copy, e.g. sqlite:///deskroute.db.")
+@click.option("--to", "target", required=True, help="An empty database, e.g. postgresql://user:pw@host/db.")
+def db_copy(source: str, target: str) -> None:
+    """Copy events, decisions, corrections, models, configuration and tokens into an empty database,
+    then check every table's count. Stop the workers first; point DATABASE_URL at the target after."""
+    from connector.store import Store
+    from connector.store.copy import CopyRefused, copy
+
+    origin, destination = Store(source), Store(target)
+    try:
+        copied = copy(origin, destination)
+    except CopyRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{origin.describe()} -> {destination.describe()}")
+    for row in copied:
+        click.echo(f"  {row.table:<16} {row.source:>9} -> {row.target:<9} {'ok' if row.ok else 'MISMATCH'}")
+    if not all(row.ok for row in copied):
+        raise click.ClickException("the counts differ: don't switch DATABASE_URL; see the rows above")
+    click.echo(f"copied {sum(row.target for row in copied)} rows; now set DATABASE_URL to the target")
 
 
 @main.command()

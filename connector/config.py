@@ -1,7 +1,9 @@
-"""Edits to mappings/ from the admin UI: validated, written back to the YAML files with their comments
-kept (ruamel.yaml round-trips them), and recorded with who, when and the diff.
+"""The admin's configuration (taxonomy and mappings): where the live copy is, and how it changes.
 
-The files stay the source of truth, reviewable in git; the UI is a careful editor of them.
+`mappings/*.yaml` are the first-run default. The first edit (admin UI or `deskroute config import`)
+stores a whole new version in the database, with who, when and each file's diff; from then on the
+newest version is live on every process of the install, and `deskroute config export` writes it back
+out as YAML for review. Edits are validated, and ruamel.yaml round-trips them so comments survive.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import difflib
 import io
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,11 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from connector.mappings import MappingError, Taxonomy, parse_mapping, parse_taxonomy
+from connector.mappings import MappingError, PlatformMapping, Taxonomy, parse_mapping, parse_taxonomy
 from connector.store import Store
+from platforms import PLATFORMS
+
+RACE = "someone else changed the configuration meanwhile; reload and try again"
 
 
 class ConfigError(ValueError):
@@ -93,11 +99,93 @@ def _write(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
-def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: str, now: float,
-                  known_groups: dict[str, dict[str, str]] | None = None) -> list[str]:
-    """Apply one category's edit to taxonomy.yaml and every <platform>.yaml; returns the files changed.
+def file_names() -> list[str]:
+    """The configuration's files: taxonomy.yaml, then one <platform>.yaml per helpdesk."""
+    return ["taxonomy.yaml", *(f"{platform}.yaml" for platform in PLATFORMS)]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MappingError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MappingError(f"{path}: can't be read: {exc}") from None
+
+
+def directory_files(directory: Path) -> dict[str, str]:
+    """The configuration as the files in `directory` hold it (MappingError names a missing one)."""
+    return {name: _read(directory / name) for name in file_names()}
+
+
+def current_files(store: Store, directory: Path) -> tuple[int | None, dict[str, str]]:
+    """The live configuration: (its version, {file name: text}); version None while the files in
+    `directory` are live (no edit stored yet)."""
+    latest = store.configs.latest()
+    if latest is None:
+        return None, directory_files(directory)
+    files = dict(latest.files)
+    for name in file_names():
+        if name not in files:  # a helpdesk added since that version: its default file, until an edit stores it
+            files[name] = _read(directory / name)
+    return latest.version, files
+
+
+def parse_files(files: Mapping[str, str], *, paths: Mapping[str, Path] | None = None,
+                ) -> tuple[Taxonomy, dict[str, PlatformMapping]]:
+    """Validate a whole configuration; MappingError says which file and key is wrong.
 
     Args:
+        paths: the name errors give each file (default: its bare name).
+    """
+    def path(name: str) -> Path:
+        return (paths or {}).get(name, Path(name))
+
+    missing = [name for name in file_names() if name not in files]
+    if missing:
+        raise MappingError(f"{', '.join(missing)}: missing from the configuration")
+    taxonomy = parse_taxonomy(files["taxonomy.yaml"], path("taxonomy.yaml"))
+    mappings = {platform: parse_mapping(files[f"{platform}.yaml"], path(f"{platform}.yaml"), taxonomy)
+                for platform in PLATFORMS}
+    return taxonomy, mappings
+
+
+def load_config(store: Store, directory: Path) -> tuple[int | None, Taxonomy, dict[str, PlatformMapping]]:
+    """The live configuration, validated: (version or None, taxonomy, {platform: mapping})."""
+    version, files = current_files(store, directory)
+    if version is None:
+        return None, *parse_files(files, paths={name: directory / name for name in files})
+    try:
+        return version, *parse_files(files)
+    except MappingError as exc:
+        raise MappingError(f"configuration v{version} (in the database):\n{exc}") from None
+
+
+def _diff(name: str, old: str, new: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                        fromfile=f"a/{name}", tofile=f"b/{name}"))
+
+
+def _save(store: Store, old: Mapping[str, str], new: dict[str, str], *, based_on: int | None, author: str,
+          summary: str, now: float) -> tuple[int | None, list[str]]:
+    """Store `new` as the next version (if it changes anything); (version, names of the files changed)."""
+    changed = [name for name in new if old.get(name) != new[name]]
+    if not changed:
+        return based_on, []
+    version = store.configs.save(new, based_on=based_on, author=author, summary=summary, now=now,
+                                 diffs={name: _diff(name, old.get(name, ""), new[name]) for name in changed})
+    if version is None:
+        raise ConfigError(RACE)
+    return version, changed
+
+
+def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: str, now: float,
+                  known_groups: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """Apply one category's edit to taxonomy.yaml and every <platform>.yaml of the live configuration,
+    and store the result as a new version; returns the files changed (none: no new version).
+
+    Args:
+        directory: the default files, while no version is stored yet.
         known_groups: per platform, the live group list; a group id not in it is refused.
     """
     for platform, route in edit.routes.items():
@@ -105,12 +193,14 @@ def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: 
         if groups is not None and route.group_id not in groups:
             raise ConfigError(f"{platform}: group {route.group_id} doesn't exist in {platform}; "
                               f"pick one of its {len(groups)} groups")
+    try:
+        version, old = current_files(store, directory)
+    except MappingError as exc:
+        raise ConfigError(str(exc)) from None
     yaml = _yaml()
-    files: dict[Path, tuple[str, str]] = {}  # path -> (old text, new text)
+    new = dict(old)
 
-    taxonomy_path = directory / "taxonomy.yaml"
-    old = taxonomy_path.read_text(encoding="utf-8")
-    data = yaml.load(old)
+    data = yaml.load(old["taxonomy.yaml"])
     categories = data["categories"]
     node = categories.get(edit.name)
     if node is None:
@@ -120,16 +210,15 @@ def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: 
     _set(node, "mode", edit.mode, default="live")
     _replace_list(node, "keywords", edit.keywords)
     _replace_list(node, "examples", edit.examples)
-    files[taxonomy_path] = (old, _dump(yaml, data))
-    try:
-        taxonomy: Taxonomy = parse_taxonomy(files[taxonomy_path][1], taxonomy_path)
+    new["taxonomy.yaml"] = _dump(yaml, data)
+    try:  # the taxonomy alone first: a bad name is reported as such, not as every mapping's missing route
+        parse_taxonomy(new["taxonomy.yaml"], Path("taxonomy.yaml"))
     except MappingError as exc:
         raise ConfigError(str(exc)) from None
 
     for platform, route in edit.routes.items():
-        path = directory / f"{platform}.yaml"
-        old = path.read_text(encoding="utf-8")
-        data = yaml.load(old)
+        name = f"{platform}.yaml"
+        data = yaml.load(old[name])
         node = data["categories"].get(edit.name)
         if node is None:
             node = data["categories"][edit.name] = CommentedMap()
@@ -138,19 +227,52 @@ def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: 
         if not route.tags:
             node.pop("tags", None)
         _set(node, "priority", route.priority)
-        files[path] = (old, _dump(yaml, data))
-        try:
-            parse_mapping(files[path][1], path, taxonomy)
-        except MappingError as exc:
-            raise ConfigError(str(exc)) from None
+        new[name] = _dump(yaml, data)
+    try:
+        parse_files(new)
+    except MappingError as exc:
+        raise ConfigError(str(exc)) from None
+    return _save(store, old, new, based_on=version, author=author, summary=f"category {edit.name}", now=now)[1]
 
-    changed = []
-    for path, (old, new) in files.items():
-        if old == new:
-            continue
-        _write(path, new)
-        diff = "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                            fromfile=f"a/{path.name}", tofile=f"b/{path.name}"))
-        store.add_config_change(at=now, author=author, file=path.name, summary=f"category {edit.name}", diff=diff)
-        changed.append(path.name)
-    return changed
+
+def import_config(store: Store, path: Path, *, directory: Path, author: str,
+                  now: float) -> tuple[int | None, list[str]]:
+    """Make a directory's configuration files, or one file (which replaces the file of its name), the
+    live configuration, once the whole result validates; (version, names of the files changed).
+
+    Args:
+        directory: the default files, while no version is stored yet.
+    """
+    try:
+        version, old = current_files(store, directory)
+        if path.is_dir():
+            given, paths = directory_files(path), {name: path / name for name in file_names()}
+        elif path.name in file_names():
+            given, paths = {path.name: _read(path)}, {path.name: path}
+        else:
+            raise ConfigError(f"{path}: not a configuration file; give a directory, or one of "
+                              f"{', '.join(file_names())}")
+        new = {**old, **given}
+        parse_files(new, paths=paths)
+    except MappingError as exc:
+        raise ConfigError(str(exc)) from None
+    return _save(store, old, new, based_on=version, author=author, summary=f"import of {path}", now=now)
+
+
+def export_config(store: Store, directory: Path, out_dir: Path) -> tuple[int | None, list[Path]]:
+    """Write the live configuration's files into `out_dir`; (its version, the files written).
+
+    Args:
+        directory: the default files, while no version is stored yet (they are the live ones then).
+    """
+    try:
+        version, files = current_files(store, directory)
+    except MappingError as exc:
+        raise ConfigError(str(exc)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in sorted(files):
+        target = out_dir / Path(name).name  # names come from the database: never outside out_dir
+        _write(target, files[name])
+        written.append(target)
+    return version, written

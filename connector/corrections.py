@@ -19,8 +19,8 @@ from typing import Any
 
 from connector.classify.redact import redact
 from connector.mappings import PlatformMapping
-from connector.models import GroupChange
-from connector.store import DONE, TRIAGE, Store, TicketRecord
+from connector.models import GroupChange, TicketState
+from connector.store import Store, TicketRecord
 from platforms.base import Platform
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,11 @@ class Reconciler:
 
     def reconcile(self, platform_name: str, ticket_id: str, *, actor_hint: str | None = None) -> int:
         """Record the agent re-routes not yet known; returns how many. Raises PlatformError."""
-        record = self.store.ticket(platform_name, ticket_id)
-        if record is None or record.decision is None or record.state not in (DONE, TRIAGE):
+        record = self.store.tickets.get(platform_name, ticket_id)
+        if record is None or record.decision is None or record.state not in (TicketState.DONE, TicketState.TRIAGE):
             return 0  # a ticket we never routed (or haven't finished routing): nothing to correct
         platform = self.platforms[platform_name]
-        chain = self.store.corrections_for(platform_name, ticket_id)
+        chain = self.store.corrections.for_ticket(platform_name, ticket_id)
         known = {c["change_id"] for c in chain}
         changes = _after_our_routing(platform.group_changes(ticket_id), record)
         seen = [i for i, change in enumerate(changes) if change.change_id in known]
@@ -95,7 +95,7 @@ class Reconciler:
             text = redact(platform.fetch_ticket(ticket_id).text) if self.keep_text else None
             for seq, (change, previous) in enumerate(moves, start=len(chain) + 1):
                 self._add(record, change, previous, seq, text, actor_hint)
-        self.store.mark_checked(platform_name, ticket_id, now=self.clock())
+        self.store.tickets.mark_checked(platform_name, ticket_id, now=self.clock())
         return len(moves)
 
     def _add(self, record: TicketRecord, change: GroupChange, previous: str | None, seq: int, text: str | None,
@@ -105,7 +105,7 @@ class Reconciler:
         # A snapshot's stamp is the ticket's last update, whatever it was: the move is when we noticed it.
         at = change.at.timestamp() if change.at and not change.snapshot else self.clock()
         corrected = category_for_group(self.mappings[record.platform], change.group_id)
-        added = self.store.add_correction({
+        added = self.store.corrections.add({
             "platform": record.platform, "ticket_id": record.ticket_id, "change_id": change.change_id, "seq": seq,
             "text": text, "predicted_category": decision.category or record.classification.category,
             "predicted_group_id": decision.group_id, "predicted_tier": decision.tier,

@@ -143,7 +143,7 @@ class Demo:
     def wait_for_corrections(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         """The recorded corrections, once there are `count` of them (or the timeout passed)."""
         deadline = time.monotonic() + timeout
-        while len(rows := self.services.store.corrections()) < count and time.monotonic() < deadline:
+        while len(rows := self.services.store.corrections.find()) < count and time.monotonic() < deadline:
             time.sleep(0.1)
         return rows
 
@@ -151,7 +151,7 @@ class Demo:
         """Wait until every ticket's job is finished; False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            records = [self.services.store.ticket("zendesk", str(i)) for i in ids]
+            records = [self.services.store.tickets.get("zendesk", str(i)) for i in ids]
             if all(r is not None and r.state in ("done", "triage", "dead") for r in records):
                 return True
             time.sleep(0.1)
@@ -160,7 +160,7 @@ class Demo:
     def results(self, ids: list[int]) -> list[DemoResult]:
         out = []
         for ticket_id in ids:
-            record = self.services.store.ticket("zendesk", str(ticket_id))
+            record = self.services.store.tickets.get("zendesk", str(ticket_id))
             ticket = self.fake.tickets[ticket_id]
             decision = record.decision if record else None
             classification = record.classification if record else None

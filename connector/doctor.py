@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from connector.feedback import fits_taxonomy
-from connector.store import DEAD, PENDING
+from connector.models import EventState
 from platforms.base import AuthFailed, PlatformError
 from platforms.zendesk import API_TOKEN_RETIRED
 
@@ -34,6 +34,13 @@ def _acting_as(platform: object) -> str:
     return f", acting as {me['name']} <{me['email']}> ({me['role']})"
 
 
+def _where(services: Services, platform: str) -> str:
+    """Where the admin changes a mapping: the stored configuration once edited, else the file."""
+    if services.config_version is not None:
+        return f"{platform}.yaml (configuration v{services.config_version}: /admin/mappings or `deskroute config`)"
+    return str(services.mappings_dir / f"{platform}.yaml")
+
+
 def diagnose(services: Services) -> list[Finding]:
     """Every check, in order."""
     findings: list[Finding] = []
@@ -45,7 +52,7 @@ def diagnose(services: Services) -> list[Finding]:
         findings.append(Finding(False, line))
 
     settings = services.settings
-    ok(f"settings: database {settings.database_path}, mappings in {services.mappings_dir}, "
+    ok(f"settings: database {services.store.describe()}, mappings in {services.mappings_dir}, "
        f"{len(services.taxonomy.categories)} categories")
     if not services.platforms:
         problem("no helpdesk is configured: set the ZENDESK_* or FRESHDESK_* settings (README: Connect ...)")
@@ -78,7 +85,7 @@ def diagnose(services: Services) -> list[Finding]:
         for key, group_id in routes:
             if group_id not in groups:
                 choices = ", ".join(f"{gid} ({n})" for gid, n in list(groups.items())[:8])
-                problem(f"{name}: {services.mappings_dir / (name + '.yaml')} {key}.group_id {group_id} is not a "
+                problem(f"{name}: {_where(services, name)} {key}.group_id {group_id} is not a "
                         f"group in {name}; pick one of: {choices}")
         try:
             problems = platform.installation_problems()  # type: ignore[attr-defined]
@@ -88,21 +95,21 @@ def diagnose(services: Services) -> list[Finding]:
             problem(f"{name}: {line}")
         if not problems:
             ok(f"{name}: webhook and rules installed")
-    health = services.store.queue_health(now=services.clock())
-    counts = health["counts"]
-    dead = counts.get(DEAD, 0)
+    health = services.store.events.health(now=services.clock())
+    counts = health.counts
+    dead = counts.get(EventState.DEAD, 0)
     if dead:
         problem(f"queue: {dead} dead-lettered job(s): see /admin/tickets (retry button) or the events table")
-    waiting = health["oldest_waiting_seconds"]
-    if waiting is not None and waiting > STALE_QUEUE_SECONDS and counts.get(PENDING):
+    waiting = health.oldest_waiting_seconds
+    if waiting is not None and waiting > STALE_QUEUE_SECONDS and counts.get(EventState.PENDING):
         problem(f"queue: the oldest job has waited {waiting / 60:.0f} min: is `deskroute worker` (or serve) running?")
     if not dead and not (waiting and waiting > STALE_QUEUE_SECONDS):
         ok(f"queue: {sum(counts.values())} jobs, none dead, none stale")
-    version = services.store.active_model_version()
+    version = services.store.models.active_version()
     if version is None:
         problem("model: none trained yet: `deskroute serve` or `deskroute worker` trains one at start, or run "
                 "`deskroute train`")
-    elif not fits_taxonomy(services.store.model_info(version)["labels"], services.taxonomy):
+    elif not fits_taxonomy(services.store.models.info(version).labels, services.taxonomy):
         problem(f"model: v{version} doesn't cover taxonomy.yaml's categories: run `deskroute model retrain`")
     else:
         ok(f"model: v{version} active")

@@ -70,7 +70,7 @@ def taxonomy_dataset(taxonomy: Taxonomy) -> Dataset:
 def distilled_dataset(store: Store, taxonomy: Taxonomy, *, min_confidence: float, after_hours: float,
                       now: float) -> Dataset:
     """Confident Claude decisions that stood for `after_hours` without a re-route (source `llm`)."""
-    rows = store.distillable(min_confidence=min_confidence, decided_before=now - after_hours * 3600)
+    rows = store.tickets.distillable(min_confidence=min_confidence, decided_before=now - after_hours * 3600)
     rows = [(text, label) for text, label, _ in rows if label in taxonomy.categories]
     return Dataset([text for text, _ in rows], [label for _, label in rows])
 
@@ -80,12 +80,12 @@ def feedback_examples(store: Store, taxonomy: Taxonomy, settings: Any, *, now: f
     examples = Examples()
     examples.add([(text, label, 0.0) for text, label in zip(*taxonomy.examples(), strict=True)], "taxonomy",
                  taxonomy)
-    examples.add(store.accepted_corrections(), "correction", taxonomy)
+    examples.add(store.corrections.accepted(), "correction", taxonomy)
     if settings.deskroute_distill:
         cutoff = now - settings.deskroute_distill_after_hours * 3600
-        rows = store.distillable(min_confidence=settings.deskroute_distill_min_confidence, decided_before=cutoff)
+        rows = store.tickets.distillable(min_confidence=settings.deskroute_distill_min_confidence, decided_before=cutoff)
         examples.add(rows, "llm", taxonomy)
-    examples.add(store.history(), "history", taxonomy)
+    examples.add(store.corrections.history(), "history", taxonomy)
     return examples
 
 
@@ -124,11 +124,11 @@ def save_model(store: Store, model: LocalModel, *, source: str, activate: bool, 
     blob = model.to_bytes()
     kept = {k: model.meta[k] for k in ("cv_accuracy", "cv_confusion", "temperature", "train_seconds")
             if k in model.meta}
-    version = store.save_model(blob=blob, labels=model.labels, n_examples=model.meta["n_examples"],
+    version = store.models.save(blob=blob, labels=model.labels, n_examples=model.meta["n_examples"],
                                metrics={**kept, **(metrics or {})}, source=source,
                                sha256=hashlib.sha256(blob).hexdigest(), activate=activate,
                                now=(clock or store.clock)())
-    pruned = store.prune_models(keep=MODELS_KEPT)
+    pruned = store.models.prune(keep=MODELS_KEPT)
     if pruned:
         log.info("old model versions deleted", extra={"versions": ",".join(map(str, pruned))})
     return version
@@ -149,9 +149,9 @@ def train_active(store: Store, taxonomy: Taxonomy, extra: Dataset | None = None,
 
 def ensure_model(store: Store, taxonomy: Taxonomy, settings: Any = None) -> int:
     """The active model's version, training one first if there is none that fits the taxonomy."""
-    version = store.active_model_version()
+    version = store.models.active_version()
     if version is not None:
-        if fits_taxonomy(store.model_info(version)["labels"], taxonomy):
+        if fits_taxonomy(store.models.info(version).labels, taxonomy):
             return version
         log.warning("active model doesn't match the taxonomy's categories; retraining",
                     extra={"model_version": version})
@@ -200,8 +200,8 @@ def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: s
     `private` says which of its texts are tickets (see LocalModel.train).
     A refused candidate is still kept, inactive, with its metrics.
     """
-    current_version = store.active_model_version()
-    current = LocalModel.from_bytes(store.model_blob(current_version)) if current_version is not None else None
+    current_version = store.models.active_version()
+    current = LocalModel.from_bytes(store.models.blob(current_version)) if current_version is not None else None
     candidate_f1 = macro_f1(candidate, holdout)
     current_f1 = macro_f1(current, holdout) if current is not None and set(current.labels) >= set(holdout.labels) \
         else None
@@ -232,8 +232,8 @@ def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float,
     """Train on the feedback dataset and promote the result if it passes the gate (and `may_promote()`
     still says yes once training is done)."""
     examples = feedback_examples(store, taxonomy, settings, now=now)
-    current = store.active_model_version()
-    trained_at = store.model_info(current)["created_at"] if current is not None else 0.0
+    current = store.models.active_version()
+    trained_at = store.models.info(current).created_at if current is not None else 0.0
     train, holdout = split(examples, unseen_after=trained_at)
     counts = ", ".join(f"{n} {source}" for source, n in sorted(examples.counts().items()))
     if current is not None and len(holdout) < MIN_HOLDOUT:
@@ -248,18 +248,18 @@ def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float,
 
 def promote(store: Store, taxonomy: Taxonomy, version: int) -> None:
     """Make a stored model active; it must route the taxonomy's categories."""
-    if not fits_taxonomy(store.model_info(version)["labels"], taxonomy):
+    if not fits_taxonomy(store.models.info(version).labels, taxonomy):
         raise LabelMismatch(f"model v{version} was trained for other categories than taxonomy.yaml's")
-    store.activate_model(version)
+    store.models.activate(version)
 
 
 def rollback(store: Store, taxonomy: Taxonomy) -> int:
     """Activate the newest model older than the active one that fits the taxonomy; returns its version."""
-    current = store.active_model_version()
-    for info in store.models():  # newest first
-        if current is not None and info["version"] >= current:
+    current = store.models.active_version()
+    for info in store.models.all():  # newest first
+        if current is not None and info.version >= current:
             continue
-        if fits_taxonomy(info["labels"], taxonomy):
-            store.activate_model(info["version"])
-            return info["version"]
+        if fits_taxonomy(info.labels, taxonomy):
+            store.models.activate(info.version)
+            return info.version
     raise LookupError("no earlier model for these categories to roll back to")

@@ -52,10 +52,10 @@ def backfill(services: Services, platform_name: str, *, days: int,
                          "category": category, "group_id": ticket.group_id, "solved_at": ticket.updated_at,
                          "imported_at": now})
         if len(rows) >= BATCH:
-            report.kept += services.store.add_history(rows)
+            report.kept += services.store.corrections.add_history(rows)
             rows = []
         if report.read % BATCH == 0:
             progress(report.read, report.kept + len(rows))
-    report.kept += services.store.add_history(rows)
+    report.kept += services.store.corrections.add_history(rows)
     progress(report.read, report.kept)
     return report

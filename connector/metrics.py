@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from connector.store import FINAL_STATES, Store
+from connector.models import EventState
+from connector.store import Store
 
 CACHE_SECONDS = 5.0
 # Seconds from a webhook's arrival to its job's final state.
@@ -48,13 +49,13 @@ class StoreCollector:
         waiting = GaugeMetricFamily("deskroute_queue_jobs", "Jobs not yet finished.", labels=["state"])
         received_totals: dict[tuple[str, str], int] = {}
         waiting_totals: dict[str, int] = {"pending": 0, "running": 0}
-        for row in self.store.event_counts():
-            key = (row["platform"], row["kind"])
-            received_totals[key] = received_totals.get(key, 0) + row["n"]
-            if row["state"] in FINAL_STATES:
-                finished.add_metric([row["platform"], row["kind"], row["state"], row["outcome"] or ""], row["n"])
+        for row in self.store.stats.event_counts():
+            key = (row.platform, row.kind)
+            received_totals[key] = received_totals.get(key, 0) + row.n
+            if EventState(row.state).final:
+                finished.add_metric([row.platform, row.kind, row.state, row.outcome or ""], row.n)
             else:
-                waiting_totals[row["state"]] = waiting_totals.get(row["state"], 0) + row["n"]
+                waiting_totals[row.state] = waiting_totals.get(row.state, 0) + row.n
         for (platform, kind), n in sorted(received_totals.items()):
             received.add_metric([platform, kind], n)
         for state, n in sorted(waiting_totals.items()):
@@ -62,8 +63,8 @@ class StoreCollector:
 
         decisions = CounterMetricFamily("deskroute_decisions", "Tickets classified, by the tier that decided.",
                                         labels=["platform", "tier"])
-        for row in self.store.decision_counts():
-            decisions.add_metric([row["platform"], row["tier"]], row["n"])
+        for row in self.store.stats.decision_counts():
+            decisions.add_metric([row.platform, row.tier], row.n)
 
         calls = CounterMetricFamily("deskroute_llm_calls", "Claude requests, by model and outcome.",
                                     labels=["model", "outcome"])
@@ -72,11 +73,11 @@ class StoreCollector:
         cost = CounterMetricFamily("deskroute_llm_cost_usd", "Estimated Claude cost in USD (price table in settings).",
                                    labels=["model"])
         cost_by_model: dict[str, float] = {}
-        for row in self.store.llm_usage():
-            calls.add_metric([row["model"], row["outcome"]], row["calls"])
+        for row in self.store.stats.llm_usage():
+            calls.add_metric([row.model, row.outcome], row.calls)
             for kind in ("input", "output", "cache_read", "cache_write"):
-                tokens.add_metric([row["model"], kind], row[f"{kind}_tokens"] or 0)
-            cost_by_model[row["model"]] = cost_by_model.get(row["model"], 0.0) + (row["cost_usd"] or 0.0)
+                tokens.add_metric([row.model, kind], getattr(row, f"{kind}_tokens"))
+            cost_by_model[row.model] = cost_by_model.get(row.model, 0.0) + row.cost_usd
         for model, usd in sorted(cost_by_model.items()):
             cost.add_metric([model], usd)
         yield from (calls, tokens, cost)
@@ -88,12 +89,12 @@ class StoreCollector:
         judged = GaugeMetricFamily("deskroute_category_routed", "Routed tickets old enough to judge, per category.",
                                    labels=["platform", "category", "window"])
         for window, days in (("7d", 7), ("30d", 30)):
-            for row in self.store.accuracy(now=self.clock(), within_hours=self.accuracy_hours, days=days):
+            for row in self.store.stats.accuracy(now=self.clock(), within_hours=self.accuracy_hours, days=days):
                 accuracy.add_metric([row["platform"], row["category"], window], row["accuracy"])
                 judged.add_metric([row["platform"], row["category"], window], row["routed"])
         yield from (accuracy, judged)
 
-        counts, total, n = self.store.latency_histogram(LATENCY_BUCKETS)
+        counts, total, n = self.store.stats.latency_histogram(LATENCY_BUCKETS)
         buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS, counts, strict=True)] + [("+Inf", n)]
         latency = HistogramMetricFamily("deskroute_processing_seconds",
                                         "Seconds from webhook arrival to the job's final state.",

@@ -8,6 +8,7 @@ helpdesk may use anything.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -22,6 +23,31 @@ EventKind = Literal["ticket.created", "ticket.group_changed"]
 ROUTED_TAG = "deskroute_routed"
 TRIAGE_TAG = "deskroute_needs_triage"
 OUT_OF_SCOPE = "out_of_scope"  # a label the local model learns like any other, meaning "not ours to route"
+
+
+class EventState(StrEnum):
+    """Where an event (a row of the durable queue) stands. Every accepted event ends in DONE, TRIAGE or DEAD."""
+
+    PENDING = "pending"  # waiting for a worker (new, or retrying later)
+    RUNNING = "running"  # leased by a worker
+    DONE = "done"
+    TRIAGE = "triage"  # finished, and a person has to route the ticket
+    DEAD = "dead"  # given up on; an admin can send it through again
+
+    @property
+    def final(self) -> bool:
+        return self in (EventState.DONE, EventState.TRIAGE, EventState.DEAD)
+
+
+class TicketState(StrEnum):
+    """How far a ticket's one routing got."""
+
+    NEW = "new"  # claimed by its first event, not yet classified
+    DECIDED = "decided"  # classified; the write-back hasn't landed yet
+    DONE = "done"  # routed in the helpdesk
+    TRIAGE = "triage"  # sent to the triage group
+    SHADOW = "shadow"  # classified and recorded, deliberately not written back (DESKROUTE_SHADOW)
+    DEAD = "dead"  # its event was given up on
 
 
 class Ticket(BaseModel):

@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from connector.models import TicketEvent
-from connector.store import BUSY_MS, DEAD, Job, Store
+from connector.models import EventState, TicketEvent
+from connector.store import BUSY_MS, Job, Store
 
 log = logging.getLogger(__name__)
 
@@ -46,40 +46,40 @@ class Queue:
 
     def enqueue(self, event: TicketEvent, *, busy_ms: int = BUSY_MS) -> tuple[int, bool]:
         """Store the event as a pending job, once: returns (event id, whether it was new)."""
-        return self.store.insert_event(event, now=self.clock(), busy_ms=busy_ms)
+        return self.store.events.insert(event, now=self.clock(), busy_ms=busy_ms)
 
     def claim(self, owner: str | None = None) -> Job | None:
         """Lease the next due job, or None if there is nothing to do."""
         now = self.clock()
-        return self.store.claim_event(owner=owner or uuid.uuid4().hex, now=now, lease_until=now + self.lease_seconds,
+        return self.store.events.claim(owner=owner or uuid.uuid4().hex, now=now, lease_until=now + self.lease_seconds,
                                       max_attempts=self.policy.max_attempts)
 
     def heartbeat(self, job: Job) -> bool:
         """Extend the lease of a job still being worked on; False if it was lost."""
-        return self.store.extend_lease(job, until=self.clock() + self.lease_seconds)
+        return self.store.events.extend_lease(job, until=self.clock() + self.lease_seconds)
 
-    def complete(self, job: Job, *, state: str, outcome: str, error: str | None = None) -> bool:
+    def complete(self, job: Job, *, state: EventState, outcome: str, error: str | None = None) -> bool:
         """Finish a job as done, triage or dead; False if the lease had been lost to another worker."""
-        finished = self.store.finish_event(job, state=state, outcome=outcome, error=error, now=self.clock())
+        finished = self.store.events.finish(job, state=state, outcome=outcome, error=error, now=self.clock())
         if not finished:
             log.warning("job lease lost before completion", extra={"event_id": job.id, "ticket_id": job.ticket_id})
         return finished
 
-    def retry(self, job: Job, *, error: str, retry_after: float | None = None) -> str:
+    def retry(self, job: Job, *, error: str, retry_after: float | None = None) -> EventState:
         """Schedule another attempt, or dead-letter the job once attempts run out. Returns the new state."""
         if job.attempts >= self.policy.max_attempts:
-            self.complete(job, state=DEAD, outcome="retries_exhausted", error=error)
+            self.complete(job, state=EventState.DEAD, outcome="retries_exhausted", error=error)
             log.error("job dead-lettered", extra={"event_id": job.id, "ticket_id": job.ticket_id,
                                                   "attempts": job.attempts})
-            return DEAD
+            return EventState.DEAD
         delay = self.policy.delay(job.attempts, retry_after)
-        self.store.reschedule_event(job, due_at=self.clock() + delay, error=error)
+        self.store.events.reschedule(job, due_at=self.clock() + delay, error=error)
         log.info("job retry scheduled", extra={"event_id": job.id, "ticket_id": job.ticket_id,
                                                "attempts": job.attempts, "delay_s": round(delay, 2)})
-        return "pending"
+        return EventState.PENDING
 
     def dead_letter(self, job: Job, *, error: str) -> None:
         """Give up on a job now: it stays visible with its reason."""
-        self.complete(job, state=DEAD, outcome="failed", error=error)
+        self.complete(job, state=EventState.DEAD, outcome="failed", error=error)
         log.error("job dead-lettered", extra={"event_id": job.id, "ticket_id": job.ticket_id})
 

@@ -55,10 +55,10 @@ class Router:
         """The cascade with the currently active model (one cheap query to notice a new one)."""
         from connector.classify.local import LocalModel  # scikit-learn: only processes that classify load it
 
-        version = self.store.active_model_version()
+        version = self.store.models.active_version()
         with self._lock:
             if version != self._version:
-                self._model = LocalModel.from_bytes(self.store.model_blob(version)) if version is not None else None
+                self._model = LocalModel.from_bytes(self.store.models.blob(version)) if version is not None else None
                 self._version = version
             if not self._llm_built:
                 self._llm, self._llm_built = self._make_llm(), True

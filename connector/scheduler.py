@@ -1,12 +1,11 @@
 """Scheduled jobs (APScheduler), run inside `deskroute serve` and `deskroute worker`.
 
 Each job is a plain function that tests call directly. Only worker processes start a scheduler, and
-of those only one acts at a time: a lease in the database (`locks`, name "scheduler") elects it. The
-leader renews its lease every 15 s; every job checks, and extends, the lease right before it runs. If
-the leader dies, its lease runs out within 45 s and the next process to try takes over, so the
-re-route poll runs once and only one 03:00 retrain promotes a model, however many workers are up (a
-retrain checks once more that it still leads before it promotes). The lease compares wall clocks:
-the install's machines must keep theirs in step (NTP), within seconds.
+of those only one acts at a time (Leadership): a PostgreSQL advisory lock, or on SQLite a lease row,
+elects it. Every process tries every 15 s, and every job checks right before it runs. If the leader
+dies, another takes over within a minute, so the re-route poll runs once and only one 03:00 retrain
+promotes a model, however many workers are up (a retrain checks once more that it still leads before
+it promotes). The SQLite lease compares wall clocks; on one machine they agree.
 """
 
 from __future__ import annotations
@@ -24,39 +23,53 @@ from apscheduler.triggers.cron import CronTrigger
 
 from connector.feedback import retrain
 from connector.services import Services
-from connector.store import DEAD, Store
+from connector.models import EventState
+from connector.store import QueueHealth, Store
 from platforms.base import PlatformError
 
 log = logging.getLogger(__name__)
 
 
 LEADER_LOCK = "scheduler"
+ADVISORY_KEY = 0x6465736B5343  # "deskSC": the scheduler's advisory lock, the same number in every process
 LEASE_SECONDS, RENEW_SECONDS = 45.0, 15.0
 
 
 class Leadership:
-    """Whether this process is the one that runs scheduled jobs (a lease in the database)."""
+    """Whether this process is the one that runs scheduled jobs.
+
+    On PostgreSQL, a session advisory lock on a connection of its own: released by the server the moment
+    the leader's process or connection dies, so a survivor takes over at its next try (every 15 s). On
+    SQLite (one machine), a lease row in `locks` that the leader renews and that runs out 45 s after it dies.
+    """
 
     def __init__(self, store: Store, *, lease_seconds: float = LEASE_SECONDS, clock: Callable[[], float] = time.time):
         self.store = store
         self.lease_seconds = lease_seconds
         self.clock = clock  # wall time: the lease is about real processes, whatever clock the app runs on
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._lock = store.db.session_lock(ADVISORY_KEY) if store.dialect == "postgresql" else None
         self._leading = False
         self.running = 0  # jobs of ours under way
 
     def hold(self) -> bool:
-        """Take or extend the lease; True while this process leads."""
-        now = self.clock()
-        leading = self.store.try_lock(LEADER_LOCK, self.owner, until=now + self.lease_seconds, now=now)
+        """Take or keep the leadership; True while this process leads."""
+        if self._lock is not None:
+            leading = self._lock.hold()
+        else:
+            now = self.clock()
+            leading = self.store.auth.try_lock(LEADER_LOCK, self.owner, until=now + self.lease_seconds, now=now)
         if leading != self._leading:
             log.info("scheduler leadership " + ("taken" if leading else "lost"), extra={"owner": self.owner})
             self._leading = leading
         return leading
 
     def release(self) -> None:
-        """Hand the lease over at once (a clean shutdown)."""
-        self.store.unlock(LEADER_LOCK, self.owner)
+        """Hand the leadership over at once (a clean shutdown)."""
+        if self._lock is not None:
+            self._lock.release()
+        else:
+            self.store.auth.unlock(LEADER_LOCK, self.owner)
         self._leading = False
 
     def only(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,14 +88,12 @@ class Leadership:
         return run
 
 
-def report_queue_health(store: Store) -> dict[str, object]:
+def report_queue_health(store: Store) -> QueueHealth:
     """Log the queue's state; a warning while dead-lettered jobs wait for an admin."""
-    health = store.queue_health(now=store.clock())
-    counts = health["counts"]
-    assert isinstance(counts, dict)
-    fields = {f"jobs_{state}": n for state, n in counts.items()}
-    fields["oldest_waiting_s"] = health["oldest_waiting_seconds"]
-    if counts.get(DEAD):
+    health = store.events.health(now=store.clock())
+    fields: dict[str, object] = {f"jobs_{state}": n for state, n in health.counts.items()}
+    fields["oldest_waiting_s"] = health.oldest_waiting_seconds
+    if health.counts.get(EventState.DEAD):
         log.warning("dead-lettered jobs need attention", extra=fields)
     else:
         log.info("queue health", extra=fields)
@@ -93,7 +104,7 @@ def poll_reroutes(services: Services) -> int:
     """Look for re-routes a webhook missed, on the recently routed tickets checked least recently."""
     settings = services.settings
     now = services.clock()
-    due = services.store.tickets_to_check(routed_after=now - settings.deskroute_reroute_window_hours * 3600,
+    due = services.store.tickets.to_check(routed_after=now - settings.deskroute_reroute_window_hours * 3600,
                                           checked_before=now - settings.deskroute_reroute_poll_minutes * 60,
                                           limit=settings.deskroute_reroute_poll_batch)
     checked = 0
@@ -107,7 +118,7 @@ def poll_reroutes(services: Services) -> int:
                                                        "error": str(exc)})
             if exc.retryable:
                 break  # rate limited or down: the next run carries on
-            services.store.mark_checked(platform, ticket_id, now=now)  # deleted, say: don't ask again soon
+            services.store.tickets.mark_checked(platform, ticket_id, now=now)  # deleted, say: don't ask again soon
         checked += 1
     if checked:
         log.info("re-route poll", extra={"checked": checked})
@@ -126,7 +137,7 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
 def purge_job(services: Services) -> dict[str, int]:
     """Forget ticket text older than the retention period."""
     days = services.settings.deskroute_retention_days
-    purged = services.store.purge_text(services.clock() - days * 86_400)
+    purged = services.store.retention.purge_text(services.clock() - days * 86_400)
     if any(purged.values()):
         log.info("ticket text purged", extra={"retention_days": days, **purged})
     return purged

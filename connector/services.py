@@ -7,17 +7,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from connector.config import load_config
 from connector.corrections import Reconciler
-from connector.mappings import MappingError, PlatformMapping, load_mapping, load_taxonomy, resolve_dir
+from connector.mappings import MappingError, PlatformMapping, resolve_dir
 from connector.queue import Queue, RetryPolicy
 from connector.router import Router
 from connector.settings import Settings
-from connector.store import Store
+from connector.store import Store, StoreUnavailable
 from connector.tokens import DbVault
 from connector.worker import Worker, WorkerPool
 from platforms import PLATFORMS, NotConfigured, Platform
 
 log = logging.getLogger(__name__)
+
+CONFIG_POLL_SECONDS = 1.0  # how often a process asks the database for a new configuration version
 
 
 class Services:
@@ -31,18 +34,19 @@ class Services:
                  clock: Callable[[], float] = time.time):
         self.settings = settings
         self.clock = clock
-        self.store = Store(settings.database_path, clock=clock)
+        self.store = Store(settings.database_url, clock=clock)
         self.store.migrate()
         self.queue = Queue(self.store, lease_seconds=settings.deskroute_lease_seconds, policy=RetryPolicy(
             max_attempts=settings.deskroute_max_attempts, base_seconds=settings.deskroute_retry_base_seconds,
             max_seconds=settings.deskroute_retry_max_seconds))
-        self.mappings_dir = resolve_dir(settings.deskroute_mappings_dir)
+        self.mappings_dir = resolve_dir(settings.deskroute_mappings_dir)  # the defaults, until an edit is stored
         self._fingerprint = self._config_fingerprint()
         self._model_check_due = False
-        self.taxonomy = load_taxonomy(self.mappings_dir)
-        self.mappings: dict[str, PlatformMapping] = {
-            name: load_mapping(self.mappings_dir, name, self.taxonomy) for name in PLATFORMS
-        }
+        self._monotonic = time.monotonic
+        # The live configuration's version in the database; None while the files in mappings_dir are live.
+        self.config_version, self.taxonomy, mappings = load_config(self.store, self.mappings_dir)
+        self._config_checked = self._monotonic()
+        self.mappings: dict[str, PlatformMapping] = mappings
         self.unconfigured: dict[str, list[str]] = {}
         # Settings given but refused, and why (an API token after Zendesk switched them off).
         self.refused: dict[str, str] = {}
@@ -73,26 +77,45 @@ class Services:
         files = sorted(self.mappings_dir.glob("*.yaml"))
         return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
 
-    def reload_config(self) -> bool:
-        """Pick up edits to mappings/ (from the admin UI or by hand); True if anything changed.
+    def reload_config(self, *, force: bool = False) -> bool:
+        """Pick up a new configuration version stored by any process (or, while none is stored, edits
+        to the files in mappings_dir); True if anything changed.
 
-        An edit that doesn't validate is logged and ignored: the running configuration stays.
+        Looks at most once every CONFIG_POLL_SECONDS (every job asks), unless `force` (an admin page that
+        just saved). An edit that doesn't validate is logged and ignored: the running configuration stays.
         """
-        fingerprint = self._config_fingerprint()
-        if fingerprint == self._fingerprint:
+        now = self._monotonic()
+        if not force and now - self._config_checked < CONFIG_POLL_SECONDS:
             return False
-        self._fingerprint = fingerprint
+        self._config_checked = now
         try:
-            taxonomy = load_taxonomy(self.mappings_dir)
-            mappings = {name: load_mapping(self.mappings_dir, name, taxonomy) for name in PLATFORMS}
-        except MappingError as exc:
-            log.error("edited configuration is invalid; keeping the running one", extra={"error": str(exc)})
+            version = self.store.configs.latest_version()
+        except StoreUnavailable as exc:
+            log.warning("can't check for a new configuration; keeping the running one", extra={"error": str(exc)})
             return False
+        if version is None:  # the files rule: hand edits count, as before the first stored version
+            fingerprint = self._config_fingerprint()
+            if self.config_version is None and fingerprint == self._fingerprint:
+                return False
+            self._fingerprint = fingerprint
+        elif version == self.config_version:
+            return False
+        try:
+            loaded, taxonomy, mappings = load_config(self.store, self.mappings_dir)
+        except StoreUnavailable as exc:  # not seen yet: the next look tries again
+            log.warning("can't read the new configuration; keeping the running one", extra={"error": str(exc)})
+            return False
+        except MappingError as exc:
+            self.config_version = version  # reported once, not at every look
+            log.error("edited configuration is invalid; keeping the running one",
+                      extra={"error": str(exc), "version": version})
+            return False
+        self.config_version = loaded
         self.taxonomy = taxonomy
         self.mappings.update(mappings)  # every helpdesk's key stays: a decide() running meanwhile finds its own
         self._model_check_due = True  # for the worker, whichever thread or view noticed the edit
         self.router.reconfigure(taxonomy)
-        log.info("configuration reloaded", extra={"taxonomy": taxonomy.fingerprint})
+        log.info("configuration reloaded", extra={"taxonomy": taxonomy.fingerprint, "version": self.config_version})
         return True
 
     def _before_job(self) -> None:
@@ -135,6 +158,8 @@ class Services:
                                poll_seconds=self.settings.deskroute_poll_seconds)
         self.pool.start()
         self.store.start_checkpointer()
+        # PostgreSQL: a new event anywhere wakes these threads at once; they still poll, in case.
+        self.store.db.listen(CHANNEL, self.pool.wake, self.pool.stop_event)
         return self.pool
 
     def wake(self) -> None:

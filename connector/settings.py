@@ -22,8 +22,8 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------
     database_url: str = Field(
         "sqlite:///deskroute.db",
-        description="Where events, decisions and models are stored. `sqlite:///relative.db` or "
-        "`sqlite:////absolute/path.db`.",
+        description="Where events, decisions, models and configuration are stored: `sqlite:///relative.db` or "
+        "`sqlite:////absolute/path.db` on one machine, `postgresql://user:password@host:5432/db` for several.",
     )
     # --- Zendesk ---------------------------------------------------------------------------
     zendesk_subdomain: str = Field("", description="Your Zendesk subdomain: `acme` for acme.zendesk.com.")
@@ -182,14 +182,6 @@ class Settings(BaseSettings):
     deskroute_log_format: Literal["json", "text"] = Field(
         "json", description="`json` (one object a line, for log shippers) or `text`."
     )
-
-    @property
-    def database_path(self) -> str:
-        """The SQLite file path named by DATABASE_URL."""
-        prefix = "sqlite:///"
-        if not self.database_url.startswith(prefix):
-            raise ValueError(f"DATABASE_URL must start with {prefix!r}; got a {self.database_url.split(':')[0]!r} URL")
-        return self.database_url[len(prefix):] or "deskroute.db"
 
 
 def env_name(field_name: str) -> str:

@@ -54,7 +54,7 @@ class DbVault:
                                  "so that Deskroute can encrypt the Zendesk connection's tokens")
 
     def load(self) -> StoredToken | None:
-        row = self.store.oauth_token(self.platform)
+        row = self.store.auth.token(self.platform)
         if row is None or row["access_token"] is None:
             self.unreadable = None
             return None
@@ -81,7 +81,7 @@ class DbVault:
 
     def acquire(self, owner: str, seconds: float) -> bool:
         now = time.time()  # wall time: the lease is about real processes, whatever clock the app runs on
-        return self.store.try_lock(self.lock_name, owner, until=now + seconds, now=now)
+        return self.store.auth.try_lock(self.lock_name, owner, until=now + seconds, now=now)
 
     def save(self, token: StoredToken, *, owner: str, replaces: int | None, force: bool = False) -> bool:
         key_id = self._key_for(token.grant)
@@ -94,36 +94,36 @@ class DbVault:
             "refresh_expires_at": token.refresh_expires_at, "connected_at": token.connected_at,
             "connected_as": token.connected_as}
         try:
-            return self.store.save_oauth_token(self.platform, fields, replaces=replaces, now=time.time(), force=force)
+            return self.store.auth.save_token(self.platform, fields, replaces=replaces, now=time.time(), force=force)
         finally:
             if owner:
-                self.store.unlock(self.lock_name, owner)
+                self.store.auth.unlock(self.lock_name, owner)
 
     def release(self, owner: str, *, error: str | None) -> None:
-        self.store.unlock(self.lock_name, owner)
+        self.store.auth.unlock(self.lock_name, owner)
         self.record_error(error)
 
     def record_error(self, error: str | None) -> None:
-        self.store.record_oauth_error(self.platform, error, now=time.time())
+        self.store.auth.record_error(self.platform, error, now=time.time())
 
     def error(self) -> str | None:
-        row = self.store.oauth_token(self.platform)
+        row = self.store.auth.token(self.platform)
         return row["last_error"] if row else None
 
     def delete(self) -> None:
-        self.store.clear_oauth_token(self.platform, now=time.time())
+        self.store.auth.clear_token(self.platform, now=time.time())
 
     def connect(self, token: StoredToken) -> None:
         """Store a Connect-flow token in place of whatever was there: the admin just consented."""
         self.save(token, owner="", replaces=None, force=True)
 
     def remember_user(self, user_id: str) -> None:
-        self.store.add_oauth_user(self.platform, user_id, now=time.time())
+        self.store.auth.add_user(self.platform, user_id, now=time.time())
 
     def users(self) -> set[str]:
-        return self.store.oauth_users(self.platform)
+        return self.store.auth.users(self.platform)
 
     def error_seen_at(self) -> float | None:
         """When the recorded failure was last seen."""
-        row = self.store.oauth_token(self.platform)
+        row = self.store.auth.token(self.platform)
         return row["last_error_at"] if row else None

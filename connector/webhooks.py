@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
@@ -22,7 +21,7 @@ from prometheus_client import Counter
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from connector.models import Ignored
-from connector.store import WEBHOOK_BUSY_MS
+from connector.store import WEBHOOK_BUSY_MS, StoreUnavailable
 from platforms.base import BadPayload, Unauthorized
 
 if TYPE_CHECKING:
@@ -75,9 +74,9 @@ def register(app: Flask, services: Services, answered: Counter) -> None:
             return answer(platform, 200, ignored=event.reason)
         try:
             event_id, created = services.queue.enqueue(event, busy_ms=WEBHOOK_BUSY_MS)
-        except sqlite3.Error as exc:
+        except StoreUnavailable as exc:
             log.error("could not persist webhook", extra={"platform": platform, "ticket_id": event.ticket_id,
-                                                          "error": type(exc).__name__})
+                                                          "error": str(exc)})
             response = answer(platform, 503, error="temporarily unable to accept events; retry")
             response.headers["Retry-After"] = "5"
             return response

@@ -21,10 +21,10 @@ from pathlib import Path
 from connector.classify.redact import redact
 from connector.corrections import Reconciler
 from connector.mappings import triage_instead
-from connector.models import Classification, Ticket
+from connector.models import Classification, EventState, Ticket, TicketState
 from connector.queue import Queue
 from connector.router import Router
-from connector.store import DEAD, DONE, SHADOW, TRIAGE, Job, Store, TicketRecord
+from connector.store import Job, Store, TicketRecord
 from platforms.base import LeaseLost, Platform, PlatformError
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,12 @@ class Worker:
             if job.kind == "ticket.created":
                 state, outcome = self._route(job, platform)
             elif job.kind == "ticket.group_changed":
-                self.store.add_group_change(job, now=self.clock())
+                self.store.tickets.add_group_change(job, now=self.clock())
                 found = self.reconciler.reconcile(job.platform, job.ticket_id, actor_hint=job.data.get("actor_id")) \
                     if self.reconciler is not None else 0
-                state, outcome = DONE, f"{found} correction(s)" if found else "no correction"
+                state, outcome = EventState.DONE, f"{found} correction(s)" if found else "no correction"
             else:
-                state, outcome = DEAD, f"unknown job kind {job.kind}"
+                state, outcome = EventState.DEAD, f"unknown job kind {job.kind}"
             self.queue.complete(job, state=state, outcome=outcome)
             log.info("job finished", extra={**ids, "state": state, "outcome": outcome})
         except LeaseLost:
@@ -121,40 +121,40 @@ class Worker:
             self._retry(job, error, None)
 
     def _retry(self, job: Job, error: str, retry_after: float | None) -> None:
-        if self.queue.retry(job, error=error, retry_after=retry_after) == DEAD:
+        if self.queue.retry(job, error=error, retry_after=retry_after) == EventState.DEAD:
             self._mark_ticket_dead(job, error)
 
     def _mark_ticket_dead(self, job: Job, error: str) -> None:
         """Show on the ticket's record too that its routing was given up."""
-        record = self.store.ticket(job.platform, job.ticket_id)
+        record = self.store.tickets.get(job.platform, job.ticket_id)
         if record is not None and record.event_id == job.id:
-            self.store.finish_ticket(record, state=DEAD, now=self.clock(), error=error)
+            self.store.tickets.finish(record, state=TicketState.DEAD, now=self.clock(), error=error)
 
     # --- ticket.created --------------------------------------------------------------------------
 
-    def _route(self, job: Job, platform: Platform) -> tuple[str, str]:
+    def _route(self, job: Job, platform: Platform) -> tuple[EventState, str]:
         now = self.clock()
-        record = self.store.claim_ticket(platform=job.platform, ticket_id=job.ticket_id, event_id=job.id, now=now)
+        record = self.store.tickets.claim(platform=job.platform, ticket_id=job.ticket_id, event_id=job.id, now=now)
         if record.event_id != job.id:
-            return DONE, "duplicate"  # another event already owns this ticket's one classification
-        if record.state in (DONE, TRIAGE, SHADOW):
-            return (TRIAGE if record.state == TRIAGE else DONE), "already_applied"
+            return EventState.DONE, "duplicate"  # another event already owns this ticket's one classification
+        if record.state in (TicketState.DONE, TicketState.TRIAGE, TicketState.SHADOW):
+            return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(job.ticket_id)  # just claimed: the lease is fresh until here
         if record.decision is None:
             self._still_ours(job)  # the fetch may have waited out rate limits
             classification = self.router.classify(ticket.text)
             decision = self.router.decide(job.platform, classification)
             self._still_ours(job)  # Claude may have taken its whole budget
-            self.store.save_decision(record, classification=classification, decision=decision, now=self.clock(),
-                                     training_text=self._training_text(ticket, classification))
+            self.store.tickets.save_decision(record, classification=classification, decision=decision,
+                                             now=self.clock(), training_text=self._training_text(ticket, classification))
             log.info("ticket classified", extra={
                 "event_id": job.id, "platform": job.platform, "ticket_id": job.ticket_id,
                 "tier": classification.tier, "category": classification.category,
                 "confidence": round(classification.confidence, 3), "guardrail": classification.guardrail,
                 "classify_ms": classification.latency_ms})
         if self.shadow or not self.router.live(record.decision.category if record.decision else None):
-            self.store.finish_ticket(record, state=SHADOW, now=self.clock())
-            return DONE, SHADOW
+            self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
+            return EventState.DONE, "shadow"
         return self._write(job, platform, record, ticket)
 
     def _training_text(self, ticket: Ticket, classification: Classification) -> str | None:
@@ -164,7 +164,7 @@ class Worker:
             return None
         return redact(ticket.text)
 
-    def _write(self, job: Job, platform: Platform, record: TicketRecord, ticket: Ticket) -> tuple[str, str]:
+    def _write(self, job: Job, platform: Platform, record: TicketRecord, ticket: Ticket) -> tuple[EventState, str]:
         assert record.decision is not None
         for _ in range(MAX_CONFLICTS + 1):
             try:
@@ -180,14 +180,14 @@ class Worker:
                 reason = f"{platform.name} refused the routing ({exc}); sent to triage instead"
                 fallback = triage_instead(record.decision, self.router.mappings[job.platform], self.router.taxonomy,
                                           reason=reason)
-                self.store.replace_decision(record, fallback, error=str(exc))
+                self.store.tickets.replace_decision(record, fallback, error=str(exc))
                 log.warning("routing refused, falling back to triage", extra={
                     "event_id": job.id, "ticket_id": job.ticket_id, "status": exc.status})
         else:
             raise PlatformError("the ticket kept changing while we wrote to it (409)", retryable=True, status=409)
-        state = TRIAGE if record.decision.triage else DONE
-        self.store.finish_ticket(record, state=state, now=self.clock())
-        return state, "triage" if state == TRIAGE else "routed"
+        triage = record.decision.triage
+        self.store.tickets.finish(record, state=TicketState.TRIAGE if triage else TicketState.DONE, now=self.clock())
+        return (EventState.TRIAGE, "triage") if triage else (EventState.DONE, "routed")
 
 
 class WorkerPool:

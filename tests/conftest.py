@@ -11,15 +11,57 @@ from typing import Any
 import pytest
 import responses
 
+import databases
+
 from connector import create_app
 from connector.classify.local import LocalModel
 from connector.feedback import save_model, taxonomy_dataset
 from connector.mappings import load_taxonomy
 from connector.services import Services
+from connector.store.db import Database
 from helpdesks import HELPDESKS, Env, Helpdesk
 from helpers import PROJECT, ZENDESK_HOST, FakeClock, make_settings, token_answer
 from platforms.fakes.claude import FakeClaude
 from platforms.zendesk import ZendeskPlatform
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--database", choices=["sqlite", "postgresql"], default="sqlite",
+                     help="run the suite on this database (postgresql: DESKROUTE_TEST_POSTGRES's server)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    databases.set_dialect(config.getoption("--database"))
+    if databases.dialect() == "postgresql" and (problem := databases.server_problem()):
+        raise pytest.UsageError(problem)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {databases.dialect()}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if databases.dialect() == "postgresql" or databases._state["created"]:
+        databases.drop_created(keep_template=False)
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every engine a test opened (pooled connections left to the garbage collector warn), then drop
+    the test's PostgreSQL databases."""
+    opened: list[Database] = []
+    init = Database.__init__
+
+    def tracked(self: Database, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(Database, "__init__", tracked)
+    yield
+    for db in opened:
+        db.dispose()
+    if databases._state["created"]:
+        databases.drop_created()
 
 
 @pytest.fixture(autouse=True)

@@ -203,7 +203,7 @@ class Env:
         return self.post(*self.helpdesk.created_webhook(ticket_id, self.clock))
 
     def events(self) -> list[dict[str, Any]]:
-        return self.services.store.events(limit=1000)
+        return self.services.store.events.recent(limit=1000)
 
     def reroute(self, ticket_id: int, group_id: int, *, by: str = "agent") -> Any:
         """Move the ticket in the helpdesk and deliver the webhook its rule or subscription sends."""

@@ -10,6 +10,7 @@ from typing import Any
 import responses
 
 from connector.models import TicketEvent
+from databases import database_url
 from connector.services import Services
 from connector.settings import Settings
 from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
@@ -48,7 +49,7 @@ class FakeClock:
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     """Settings for a test: a fresh database, the project's mappings, Zendesk configured."""
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{tmp_path / 'deskroute.db'}",
+        "database_url": database_url(tmp_path),
         "zendesk_subdomain": "acme",
         "zendesk_oauth_client_id": OAUTH_CLIENT_ID,
         "zendesk_oauth_client_secret": OAUTH_CLIENT_SECRET,

@@ -151,7 +151,7 @@ def test_a_post_without_the_csrf_token_is_refused(client: Any) -> None:
 
 
 def test_review_in_the_ui(client: Any, admin_services: Services) -> None:
-    admin_services.store.add_correction({
+    admin_services.store.corrections.add({
         "platform": "zendesk", "ticket_id": "5", "change_id": "x", "seq": 1, "text": "t",
         "predicted_category": "billing", "predicted_group_id": "1", "predicted_tier": "local",
         "predicted_confidence": 0.8, "previous_group_id": "1", "corrected_group_id": "2",
@@ -160,12 +160,12 @@ def test_review_in_the_ui(client: Any, admin_services: Services) -> None:
     login(client)
     page = client.get("/admin/corrections", **HTTPS).get_data(as_text=True)
     assert "zendesk #5" in page and "unmapped:2" in page
-    [row] = admin_services.store.corrections()
+    [row] = admin_services.store.corrections.find()
     token = csrf(client, "/admin/corrections")
     response = client.post(f"/admin/corrections/{row['id']}", data={"action": "accept", "label": "bug_report",
                                                                   "csrf_token": token}, **HTTPS)
     assert response.status_code == 302
-    [row] = admin_services.store.corrections()
+    [row] = admin_services.store.corrections.find()
     assert (row["status"], row["label"], row["reviewed_by"]) == ("accepted", "bug_report", "admin")
     bad = client.post(f"/admin/corrections/{row['id']}", data={"action": "accept", "label": "nope",
                                                              "csrf_token": token}, **HTTPS)

@@ -70,12 +70,12 @@ def form_for(category: str, group: str, **overrides: str) -> dict[str, str]:
 
 def routed(services: Services, ticket_id: int, category: str, tier: str = "local", confidence: float = 0.9) -> None:
     """A ticket as if the worker had classified and routed it."""
-    record = services.store.claim_ticket(platform="zendesk", ticket_id=str(ticket_id), event_id=ticket_id,
+    record = services.store.tickets.claim(platform="zendesk", ticket_id=str(ticket_id), event_id=ticket_id,
                                          now=services.clock())
     classification = Classification(category=category, confidence=confidence, tier=tier, reason="test")
     decision = services.router.decide("zendesk", classification)
-    services.store.save_decision(record, classification=classification, decision=decision, now=services.clock())
-    services.store.finish_ticket(record, state="done", now=services.clock())
+    services.store.tickets.save_decision(record, classification=classification, decision=decision, now=services.clock())
+    services.store.tickets.finish(record, state="done", now=services.clock())
 
 
 def test_overview_counts_tickets_tiers_and_draws_the_mix(admin: Any, admin_services: Services) -> None:
@@ -97,29 +97,34 @@ def test_editing_a_category_validates_the_group_and_records_history(admin: Any, 
     bad = admin.post("/admin/mappings/billing", data={**form_for("billing", "999"), "csrf_token": token}, **HTTPS)
     assert bad.status_code == 400
     assert "group 999 doesn&#39;t exist in zendesk" in bad.get_data(as_text=True)
-    assert (mappings_dir / "zendesk.yaml").read_text() == before  # nothing written
+    assert admin_services.store.configs.latest_version() is None  # nothing stored
 
     good = admin.post("/admin/mappings/billing", data={**form_for("billing", "360000000105"), "csrf_token": token},
                       **HTTPS)
     assert good.status_code == 302
-    after = (mappings_dir / "zendesk.yaml").read_text()
+    live = admin_services.store.configs.latest()
+    assert live is not None and live.version == admin_services.config_version and live.author == "admin"
+    after = live.files["zendesk.yaml"]
     assert "group_id: 360000000105" in after.split("billing:")[1].split("refunds_cancellation")[0]
     assert after.startswith("# Where each category goes in Zendesk.")  # comments survive the round trip
+    assert (mappings_dir / "zendesk.yaml").read_text() == before  # the files are the defaults, never rewritten
     assert admin_services.mappings["zendesk"].categories["billing"].group_id == "360000000105"  # reloaded
     listing = page(admin, "/admin/mappings")
     assert 'id="zendesk-billing">360000000105<' in listing
     history = listing.split('id="history"')[1]
     assert "zendesk.yaml" in history and "category billing" in history and "+    group_id: 360000000105" in history
+    [change] = [c for c in admin_services.store.configs.changes() if c["file"] == "zendesk.yaml"]
+    assert change["version"] == live.version and change["author"] == "admin"
 
 
-def test_saving_a_mapping_keeps_the_files_mode(admin: Any, mappings_dir: Path) -> None:
-    path = mappings_dir / "zendesk.yaml"
-    path.chmod(0o644)  # readable by a worker that runs as another user
+def test_saving_a_mapping_leaves_the_files_alone(admin: Any, admin_services: Services, mappings_dir: Path) -> None:
+    files = {path.name: (path.read_text(), path.stat().st_mtime_ns) for path in mappings_dir.glob("*.yaml")}
     token = csrf(admin, "/admin/mappings/billing")
     response = admin.post("/admin/mappings/billing", data={**form_for("billing", "360000000105"),
                                                            "csrf_token": token}, **HTTPS)
-    assert response.status_code == 302 and "360000000105" in path.read_text()
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert response.status_code == 302 and admin_services.store.configs.latest_version() is not None
+    assert {path.name: (path.read_text(), path.stat().st_mtime_ns) for path in mappings_dir.glob("*.yaml")} == files
+    assert not list(mappings_dir.glob(".*"))  # no temporary file left beside them either
 
 
 def test_adding_a_category_reaches_the_router_and_a_bad_name_is_refused(admin: Any, admin_services: Services,
@@ -128,13 +133,16 @@ def test_adding_a_category_reaches_the_router_and_a_bad_name_is_refused(admin: A
     bad = admin.post("/admin/mappings/new", data={**form_for("x", "360000000100"), "name": "Has Spaces",
                                                   "csrf_token": token}, **HTTPS)
     assert bad.status_code == 400 and 'role="alert"' in bad.get_data(as_text=True)
+    assert admin_services.store.configs.latest_version() is None
     response = admin.post("/admin/mappings/new", data={
         **form_for("gift_cards", "360000000106", keywords="gift card", examples="my gift card is not accepted"),
         "name": "gift_cards", "csrf_token": token}, **HTTPS)
     assert response.status_code == 302
     assert "gift_cards" in admin_services.taxonomy.categories
     assert admin_services.router.classify("where do I redeem a gift card").category == "gift_cards"  # rules tier
-    assert "gift_cards:" in (mappings_dir / "freshdesk.yaml").read_text()
+    live = admin_services.store.configs.latest()
+    assert live is not None and "gift_cards:" in live.files["freshdesk.yaml"]
+    assert "gift_cards:" not in (mappings_dir / "freshdesk.yaml").read_text()
 
 
 def test_shadow_mode_classifies_without_writing(admin: Any, admin_services: Services,
@@ -147,7 +155,7 @@ def test_shadow_mode_classifies_without_writing(admin: Any, admin_services: Serv
     body = trigger_body(7)
     assert admin.post("/webhooks/zendesk", data=body, headers=signed_headers(body, clock)).status_code == 202
     drain(admin_services)
-    record = admin_services.store.ticket("zendesk", "7")
+    record = admin_services.store.tickets.get("zendesk", "7")
     assert record is not None and record.state == "shadow" and record.decision is not None
     assert not [c for c in zendesk_api.calls if c.request.method in ("PUT", "POST") and "/api/" in c.request.url]
 
@@ -162,7 +170,7 @@ def test_tickets_page_finds_a_ticket_and_retries_a_dead_job(admin: Any, admin_se
     body = trigger_body(9)
     admin.post("/webhooks/zendesk", data=body, headers=signed_headers(body, clock))
     drain(admin_services)
-    [event] = admin_services.store.events(state="dead")
+    [event] = admin_services.store.events.recent(state="dead")
     html = page(admin, "/admin/tickets?state=dead")
     assert f"/admin/tickets/{event['id']}/retry" in html
 
@@ -173,7 +181,7 @@ def test_tickets_page_finds_a_ticket_and_retries_a_dead_job(admin: Any, admin_se
                           **HTTPS)
     assert response.status_code == 302
     drain(admin_services)
-    assert admin_services.store.ticket("zendesk", "9").state == "done"
+    assert admin_services.store.tickets.get("zendesk", "9").state == "done"
     again = admin.post(f"/admin/tickets/{event['id']}/retry", data={"csrf_token": csrf(admin, "/admin/tickets")},
                        **HTTPS)
     assert again.status_code == 302  # a finished job may go again; a missing one may not
@@ -209,7 +217,7 @@ def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Service
     body = trigger_body(9)
     client.post("/webhooks/zendesk", data=body, headers=signed_headers(body, clock))
     drain(admin_services)
-    [event] = admin_services.store.events(state="dead")
+    [event] = admin_services.store.events.recent(state="dead")
 
     cli_environment(monkeypatch, tmp_path, admin_services.settings.database_url)
     listing = CliRunner().invoke(main, ["tickets", "list", "--state", "dead"], catch_exceptions=False)
@@ -218,9 +226,9 @@ def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Service
     assert missing.exit_code == 1 and "not finished or unknown" in missing.output
     retried = CliRunner().invoke(main, ["tickets", "retry", str(event["id"])], catch_exceptions=False)
     assert retried.exit_code == 0 and "queued again" in retried.output
-    assert admin_services.store.events(state="pending")[0]["id"] == event["id"]
+    assert admin_services.store.events.recent(state="pending")[0]["id"] == event["id"]
     drain(admin_services)
-    assert admin_services.store.events(state="dead")  # still a 404: dead again
+    assert admin_services.store.events.recent(state="dead")  # still a 404: dead again
     every = CliRunner().invoke(main, ["tickets", "retry", "--dead"], catch_exceptions=False)
     assert every.exit_code == 0 and f"job {event['id']}: queued again" in every.output
-    assert not admin_services.store.events(state="dead")
+    assert not admin_services.store.events.recent(state="dead")

@@ -101,7 +101,7 @@ def test_queue_health_job_reports_dead_letters(services: Services, caplog: Any) 
     services.queue.dead_letter(job, error="422 RecordInvalid")
     caplog.set_level("INFO")
     health = report_queue_health(services.store)
-    assert health["counts"] == {"dead": 1}
+    assert health.counts == {"dead": 1}
     assert any(r.levelname == "WARNING" and "dead-lettered" in r.getMessage() for r in caplog.records)
 
 
@@ -126,8 +126,8 @@ def test_a_metrics_token_closes_metrics_and_healths_details(make_services: Any) 
 def test_scrapes_share_one_reading_of_the_database(client: Any, services: Services,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     readings: list[int] = []
-    original = services.store.event_counts
-    monkeypatch.setattr(services.store, "event_counts", lambda: readings.append(1) or original())
+    original = services.store.stats.event_counts
+    monkeypatch.setattr(services.store.stats, "event_counts", lambda: readings.append(1) or original())
     for _ in range(20):  # a scraper, or anyone, asking many times a second
         assert client.get("/metrics").status_code == 200
     assert len(readings) == 1

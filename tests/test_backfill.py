@@ -69,7 +69,7 @@ def test_zendesk_backfill_follows_the_cursor_and_waits_out_a_429(services: Servi
     assert "start_time" in first and int(first["start_time"][0]) > 1_700_000_000
     assert [parse_qs(urlparse(c.request.url).query).get("cursor") for c in calls[1:]] == [["c2"], ["c2"]]
     assert services.sleeps == [7.0]  # type: ignore[attr-defined]
-    history = services.store.history()
+    history = services.store.corrections.history()
     assert [label for _, label, _ in history] == ["bug_report", "outage_performance", "account_access"]
     assert all("jo@example.com" not in text and "[EMAIL]" in text for text, _, _ in history)
     assert seen[-1] == (5, 3)

@@ -91,7 +91,7 @@ def test_train_refuses_to_replace_the_active_model_with_foreign_labels(run, tmp_
     assert result.exit_code == 1
     assert "not replacing the active model: 2 label(s) are not categories" in result.output
     assert "card_arrival" in result.output and "--model-out" in result.output
-    assert Store(tmp_path / "cli.db").models() == []
+    assert Store(tmp_path / "cli.db").models.all() == []
 
 
 def test_train_with_taxonomy_labels_activates_a_new_version(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -101,8 +101,8 @@ def test_train_with_taxonomy_labels_activates_a_new_version(run, tmp_path: Path)
     ])
     result = run("train", "--data", str(extra))
     assert result.exit_code == 0 and "is now active" in result.output
-    [model] = Store(tmp_path / "cli.db").models()
-    assert model["active"] == 1 and model["n_examples"] > 100  # taxonomy examples + the file
+    [model] = Store(tmp_path / "cli.db").models.all()
+    assert model.active == 1 and model.n_examples > 100  # taxonomy examples + the file
 
 
 def test_bad_dataset_is_a_clear_error(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -130,7 +130,7 @@ def test_write_call_timing_out_after_it_landed_is_not_repeated(env: Env) -> None
         drain(env.services)
         assert len(env.helpdesk.writes(ticket)) == 1, f"{method} timed out: written twice"
         assert len(env.helpdesk.notes(ticket)) == 1, f"{method} timed out: noted twice"
-        record = env.services.store.ticket(env.name, str(ticket))
+        record = env.services.store.tickets.get(env.name, str(ticket))
         assert record is not None and record.state == "done"
 
 
@@ -139,13 +139,13 @@ class Crash(BaseException):
 
 
 def check_killed_after_the_write_does_not_write_again(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = env.services.store.finish_ticket
+    original = env.services.store.tickets.finish
 
     def crash_once(*args: Any, **kwargs: Any) -> None:
-        monkeypatch.setattr(env.services.store, "finish_ticket", original)
+        monkeypatch.setattr(env.services.store.tickets, "finish", original)
         raise Crash
 
-    monkeypatch.setattr(env.services.store, "finish_ticket", crash_once)
+    monkeypatch.setattr(env.services.store.tickets, "finish", crash_once)
     env.create(19)
     with pytest.raises(Crash):
         drain(env.services)

@@ -17,7 +17,7 @@ def group(env: Env, category: str) -> int:
 def routed(env: Env, ticket_id: int) -> None:
     env.create(ticket_id)
     drain(env.services)
-    record = env.services.store.ticket(env.name, str(ticket_id))
+    record = env.services.store.tickets.get(env.name, str(ticket_id))
     assert record is not None and record.state == "done" and record.decision is not None
     assert record.decision.category == "billing"
 
@@ -30,7 +30,7 @@ def test_an_agent_reroute_gives_exactly_one_correction(env: Env) -> None:
     # The same webhook again, and another look at the same state, change nothing.
     env.post(*env.helpdesk.update_webhook(1, env.clock))
     drain(env.services)
-    [correction] = env.services.store.corrections()
+    [correction] = env.services.store.corrections.find()
     assert correction["ticket_id"] == "1" and correction["seq"] == 1 and correction["is_final"]
     assert correction["predicted_category"] == "billing" and correction["predicted_tier"] == "rules"
     assert correction["predicted_group_id"] == str(group(env, "billing"))
@@ -48,7 +48,7 @@ def test_our_own_write_is_not_a_correction(env: Env) -> None:
     # The helpdesk reports our own write as a group change (Zendesk's event, Freshdesk's update rule).
     env.post(*env.helpdesk.update_webhook(2, env.clock))
     drain(env.services)
-    assert env.services.store.corrections() == []
+    assert env.services.store.corrections.find() == []
     assert [e["outcome"] for e in env.events() if e["kind"] == "ticket.group_changed"] == ["no correction"]
 
 
@@ -56,7 +56,7 @@ def test_a_ticket_we_never_routed_gives_none(env: Env) -> None:
     env.helpdesk.add_ticket(3, subject="Old ticket", description="Created before Deskroute", tags=[])
     assert env.reroute(3, group(env, "bug_report")).status_code == 202
     drain(env.services)
-    assert env.services.store.corrections() == []
+    assert env.services.store.corrections.find() == []
 
 
 def test_ping_pong_is_an_ordered_chain_labelled_with_the_last_group(env: Env) -> None:
@@ -65,12 +65,12 @@ def test_ping_pong_is_an_ordered_chain_labelled_with_the_last_group(env: Env) ->
         env.clock.advance(60)
         env.reroute(4, group(env, category))
         drain(env.services)
-    chain = env.services.store.corrections_for(env.name, "4")
+    chain = env.services.store.corrections.for_ticket(env.name, "4")
     assert [c["seq"] for c in chain] == [1, 2, 3]
     assert [c["corrected_category"] for c in chain] == ["bug_report", "feature_request", "bug_report"]
     previous = [str(group(env, c)) for c in ("billing", "bug_report", "feature_request")]
     assert [c["previous_group_id"] for c in chain] == previous
-    rows = env.services.store.corrections()
+    rows = env.services.store.corrections.find()
     assert {r["final_category"] for r in rows} == {"bug_report"} and [r["is_final"] for r in rows] == [0, 0, 1]
 
 
@@ -82,7 +82,7 @@ def test_the_poll_finds_a_reroute_whose_webhook_never_came(env: Env) -> None:
     env.clock.advance(env.services.settings.deskroute_reroute_poll_minutes * 60 + 1)
     checked = poll_reroutes(env.services)
     assert checked == 1
-    [correction] = env.services.store.corrections()
+    [correction] = env.services.store.corrections.find()
     assert correction["corrected_category"] == "feature_request"
     assert poll_reroutes(env.services) == 0  # checked just now: not again until the next interval
 
@@ -92,11 +92,11 @@ def test_a_triggers_change_is_not_a_correction(env: Env) -> None:
     routed(env, 6)
     env.reroute(6, group(env, "outage_performance"), by="trigger")
     drain(env.services)
-    assert env.services.store.corrections() == []
+    assert env.services.store.corrections.find() == []
     # Then an agent moves it on: that one counts, and it came from the trigger's group.
     env.reroute(6, group(env, "feature_request"))
     drain(env.services)
-    [correction] = env.services.store.corrections()
+    [correction] = env.services.store.corrections.find()
     assert correction["previous_group_id"] == str(group(env, "outage_performance"))
 
 
@@ -105,7 +105,7 @@ def test_a_group_change_before_routing_finished_is_ignored_until_the_poll(env: E
     env.services.queue.enqueue(TicketEvent(platform=env.name, kind="ticket.group_changed", ticket_id="7",
                                            dedup_key="early-7"))
     drain(env.services)
-    assert env.services.store.corrections() == []
+    assert env.services.store.corrections.find() == []
 
 
 def test_groups_map_back_to_categories() -> None:
@@ -130,9 +130,9 @@ def test_accuracy_per_category_from_reroutes(env: Env) -> None:
     env.reroute(9, group(env, "bug_report"))
     drain(env.services)
     hours = env.services.settings.deskroute_accuracy_hours
-    assert env.services.store.accuracy(now=env.clock(), within_hours=hours, days=7) == []  # too recent to judge
+    assert env.services.store.stats.accuracy(now=env.clock(), within_hours=hours, days=7) == []  # too recent to judge
     env.clock.advance(hours * 3600)
-    [row] = env.services.store.accuracy(now=env.clock(), within_hours=hours, days=7)
+    [row] = env.services.store.stats.accuracy(now=env.clock(), within_hours=hours, days=7)
     assert (row["category"], row["routed"], row["rerouted"], row["accuracy"]) == ("billing", 2, 1, 0.5)
     metrics = env.client.get("/metrics").get_data(as_text=True)
     samples = {(s.name, s.labels.get("window")): s.value for f in text_string_to_metric_families(metrics)

@@ -28,21 +28,21 @@ def test_a_claude_decision_is_recorded_with_its_usage_and_prompt(services: Servi
                                                                  zendesk_claude_api: responses.RequestsMock) -> None:
     claude.answer_next(**claude_answer("user_management", 0.95, priority="low"))
     route_new_ticket(services, zendesk_claude_api, 41, TEXT)
-    record = services.store.ticket("zendesk", "41")
+    record = services.store.tickets.get("zendesk", "41")
     assert record is not None and record.state == "done" and record.classification is not None
     assert record.classification.tier == "llm" and record.decision is not None
     assert record.decision.category == "user_management" and record.decision.group_id == "360000000106"
     assert record.decision.priority == "low"  # Claude's reading, the mapping has none for this category
     assert "Summary: Customer reports a billing problem." in record.decision.note
-    [usage] = services.store.llm_usage()
-    assert (usage["model"], usage["outcome"], usage["calls"]) == ("claude-haiku-4-5", "ok", 1)
-    assert usage["input_tokens"] > 0 and usage["cost_usd"] > 0
+    [usage] = services.store.stats.llm_usage()
+    assert (usage.model, usage.outcome, usage.calls) == ("claude-haiku-4-5", "ok", 1)
+    assert usage.input_tokens > 0 and usage.cost_usd > 0
     from connector import create_app
 
     metrics = create_app(services=services).test_client().get("/metrics").get_data(as_text=True)
     assert 'deskroute_llm_calls_total{model="claude-haiku-4-5",outcome="ok"} 1.0' in metrics
     assert 'deskroute_llm_cost_usd_total{model="claude-haiku-4-5"}' in metrics
-    row = services.store.db.execute("SELECT prompt_version, training_text FROM tickets").fetchone()
+    row = services.store.db.execute("SELECT prompt_version, training_text FROM tickets")[0]
     assert row["prompt_version"].startswith("p-")
     assert "ana@shop.io" not in row["training_text"] and "[EMAIL]" in row["training_text"]
 
@@ -69,8 +69,8 @@ def test_confident_unrerouted_claude_labels_become_training_examples(
     distilled = dataset.texts[len(services.taxonomy.examples()[0]):]
     assert distilled == ["Question\n" + VAGUE_TICKET]
     version = train_active(services.store, services.taxonomy, source="feedback", base=dataset)
-    [model] = [m for m in services.store.models() if m["version"] == version]
-    assert model["n_examples"] == len(dataset)
+    [model] = [m for m in services.store.models.all() if m.version == version]
+    assert model.n_examples == len(dataset)
 
 
 def test_distillation_can_be_turned_off(make_services: Callable[..., Services], claude: FakeClaude,
@@ -78,5 +78,5 @@ def test_distillation_can_be_turned_off(make_services: Callable[..., Services], 
     services = make_services(anthropic_api_key="sk-ant-test", deskroute_distill=False)
     claude.answer_next(**claude_answer("user_management", 0.99))
     route_new_ticket(services, zendesk_claude_api, 61, TEXT)
-    row: Any = services.store.db.execute("SELECT training_text FROM tickets").fetchone()
+    row: Any = services.store.db.execute("SELECT training_text FROM tickets")[0]
     assert row["training_text"] is None

@@ -24,7 +24,7 @@ T0 = 1_800_000_000.0
 
 def correction(store: Store, ticket_id: str, seq: int, corrected: str, *, at: float, text: str = "Ticket text",
                predicted: str = "billing", status: str = "pending") -> None:
-    store.add_correction({
+    store.corrections.add({
         "platform": "zendesk", "ticket_id": ticket_id, "change_id": f"{ticket_id}-{seq}", "seq": seq,
         "text": text, "predicted_category": predicted, "predicted_group_id": "101", "predicted_tier": "local",
         "predicted_confidence": 0.81, "previous_group_id": "101", "corrected_group_id": "103",
@@ -90,20 +90,20 @@ def test_bad_dates_are_a_usage_error(run: Any, store: Store) -> None:
 
 
 def test_review_from_the_cli(run: Any, store: Store) -> None:
-    pending = store.corrections(status="pending")
+    pending = store.corrections.find(status="pending")
     ids = [str(r["id"]) for r in pending if r["ticket_id"] == "2"]
     assert run("corrections", "accept", ids[-1], "--by", "lead@acme").exit_code == 0
     assert run("corrections", "reject", ids[0]).exit_code == 0
     result = run("corrections", "accept", ids[-1], "--label", "not_a_category")
     assert result.exit_code == 2 and "not a category" in result.output
     assert run("corrections", "accept", "9999").exit_code == 1
-    by_id = {r["id"]: r for r in store.corrections()}
+    by_id = {r["id"]: r for r in store.corrections.find()}
     assert by_id[int(ids[-1])]["status"] == "accepted" and by_id[int(ids[-1])]["reviewed_by"] == "lead@acme"
     assert by_id[int(ids[0])]["status"] == "rejected"
     listed = run("corrections", "list", "--status", "accepted").output
     assert "#2 move 2" in listed and "#3 move 1" in listed
     # Only the accepted final move of a chain, with its text, is learned.
-    learned = sorted((text, label) for text, label, _ in store.accepted_corrections())
+    learned = sorted((text, label) for text, label, _ in store.corrections.accepted())
     assert learned == [("Ticket text", "bug_report"), ("Ticket text", "outage_performance")]
 
 

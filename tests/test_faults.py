@@ -55,7 +55,7 @@ def stub_put(api: responses.RequestsMock, status: int = 200, *, retry_after: str
 
 
 def event_row(services: Services, event_id: int) -> dict[str, Any]:
-    return services.store.event(event_id)
+    return services.store.events.get(event_id)
 
 
 def test_429_with_retry_after_then_success(services: Services, zendesk_api: responses.RequestsMock) -> None:
@@ -108,9 +108,9 @@ def test_a_helpdesk_that_stays_down_ends_in_a_visible_dead_letter(
         clock.advance(3600)
     row = event_row(services, event_id)
     assert row["state"] == "dead" and row["attempts"] == 2 and row["last_error"].startswith("503")
-    record = services.store.ticket("zendesk", str(TICKET))
+    record = services.store.tickets.get("zendesk", str(TICKET))
     assert record is not None and record.state == "dead"  # classified once, never written, given up visibly
-    assert [e["id"] for e in services.store.events(state="dead")] == [event_id]
+    assert [e["id"] for e in services.store.events.recent(state="dead")] == [event_id]
 
 
 def test_422_invalid_group_falls_back_to_triage_with_the_reason(
@@ -129,7 +129,7 @@ def test_422_invalid_group_falls_back_to_triage_with_the_reason(
     assert "Best guess: billing" in second["comment"]["body"]
     row = event_row(services, event_id)
     assert (row["state"], row["outcome"]) == ("triage", "triage")
-    record = services.store.ticket("zendesk", str(TICKET))
+    record = services.store.tickets.get("zendesk", str(TICKET))
     assert record is not None and record.state == "triage" and record.decision is not None
     assert record.decision.triage
 
@@ -144,7 +144,7 @@ def test_422_on_the_triage_group_too_is_dead_with_the_reason(
     assert len(put_bodies(zendesk_api, TICKET)) == 2  # the category's group, then triage; then stop
     row = event_row(services, event_id)
     assert row["state"] == "dead" and "422 RecordInvalid" in row["last_error"]
-    record = services.store.ticket("zendesk", str(TICKET))
+    record = services.store.tickets.get("zendesk", str(TICKET))
     assert record is not None and record.state == "dead"
 
 
@@ -191,13 +191,13 @@ def test_crash_after_the_write_landed_does_not_write_again(
     stub_get(zendesk_api, **ROUTED, updated_at="2026-11-22T09:00:09Z")
     event_id = queue_created(services)
 
-    original = services.store.finish_ticket
+    original = services.store.tickets.finish
 
     def crash_once(*args: Any, **kwargs: Any) -> None:
-        monkeypatch.setattr(services.store, "finish_ticket", original)
+        monkeypatch.setattr(services.store.tickets, "finish", original)
         raise Crash
 
-    monkeypatch.setattr(services.store, "finish_ticket", crash_once)
+    monkeypatch.setattr(services.store.tickets, "finish", crash_once)
     with pytest.raises(Crash):
         drain(services)
     assert event_row(services, event_id)["state"] == "running"

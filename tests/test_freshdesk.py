@@ -135,7 +135,7 @@ def test_created_webhook_gives_one_flat_put_and_one_private_note(
 
     [get, put, post, look_again] = api.calls
     assert put.request.method == "PUT" and post.request.method == "POST" and look_again.request.method == "GET"
-    assert services.store.corrections() == []  # our own write is not a correction
+    assert services.store.corrections.find() == []  # our own write is not a correction
     assert json.loads(put.request.body) == {
         "group_id": 103000000101,   # mappings/freshdesk.yaml, billing
         "priority": 2,              # normal is Freshdesk's 2 (Medium)
@@ -158,7 +158,7 @@ def test_validation_errors_are_summarised_without_request_data(services: Service
     api.post(f"{API}/tickets/8/notes", status=201, json={})
     services.queue.enqueue(TicketEvent(platform="freshdesk", kind="ticket.created", ticket_id="8", dedup_key="k8"))
     drain(services)
-    record = services.store.ticket("freshdesk", "8")
+    record = services.store.tickets.get("freshdesk", "8")
     assert record is not None and record.state == "triage"
     fallback = json.loads(api.calls[2].request.body)
     assert fallback["group_id"] == 103000000100
@@ -192,7 +192,7 @@ def test_a_spent_minute_budget_defers_the_job_and_health_shows_what_is_left(
     # Ticket 1 used 3 of the 4 calls (GET, PUT, POST note); ticket 2's GET used the last, its PUT got a 429
     # whose Retry-After (up to 60 s) is past the 30 s wait budget: the job goes back to the queue.
     assert fake_api.applied.get(1) and not fake_api.applied.get(2)
-    [pending] = [e for e in services.store.events() if e["state"] == "pending"]
+    [pending] = [e for e in services.store.events.recent() if e["state"] == "pending"]
     assert pending["ticket_id"] == "2" and pending["last_error"].startswith("429")
     health = create_app(services=services).test_client().get("/health").json
     assert health["platforms"]["freshdesk"] == {"configured": True, "rate_limit_remaining": 0}
@@ -221,5 +221,5 @@ def test_a_refused_note_does_not_undo_the_routing(services: Services, api: respo
     services.queue.enqueue(TicketEvent(platform="freshdesk", kind="ticket.created", ticket_id="9", dedup_key="k9"))
     drain(services)
     assert [c.request.method for c in api.calls] == ["GET", "PUT", "POST"]  # no second PUT to triage
-    [event] = services.store.events()
+    [event] = services.store.events.recent()
     assert event["state"] == "dead" and event["last_error"].startswith("note refused (400 Validation failed")

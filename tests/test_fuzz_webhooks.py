@@ -95,8 +95,8 @@ def signed(platform: str, body: bytes, clock: FakeClock, timestamp: str | None =
 
 def check_queue(services: Services, after_rowid: int) -> None:
     """Whatever this example queued is a well-formed event for a ticket id in its one spelling."""
-    for row in services.store.db.execute("SELECT platform, kind, ticket_id FROM events WHERE rowid > ?",
-                                         (after_rowid,)):
+    for row in services.store.db.execute("SELECT platform, kind, ticket_id FROM events WHERE id > :after",
+                                         {"after": after_rowid}):
         assert row["platform"] in ("zendesk", "freshdesk")
         assert row["kind"] in KINDS, row["kind"]
         assert re.fullmatch(r"[1-9][0-9]{0,18}", row["ticket_id"]), row["ticket_id"]
@@ -109,13 +109,14 @@ def check_queue(services: Services, after_rowid: int) -> None:
 def test_any_body_gets_a_defined_answer(app_services: tuple[Any, Services, FakeClock], body: bytes, platform: str,
                                         style: int, sign_it: bool) -> None:
     client, services, clock = app_services
-    before, last_rowid = services.store.db.execute("SELECT count(*), coalesce(max(rowid), 0) FROM events").fetchone()
+    first = services.store.db.execute("SELECT count(*) AS n, coalesce(max(id), 0) AS last FROM events")[0]
+    before, last_rowid = first["n"], first["last"]
     headers = signed(platform, body, clock) if sign_it else {"Content-Type": "application/json"}
     response = client.post(f"/webhooks/{platform}", data=body, headers=case_variants(headers, style))
     event(f"{platform} {'signed' if sign_it else 'unsigned'} {response.status_code}")  # --hypothesis-show-statistics
     assert response.status_code in ALLOWED, (response.status_code, response.get_data()[:200])
     assert response.is_json
-    after = services.store.db.execute("SELECT count(*) FROM events").fetchone()[0]
+    after = services.store.db.execute("SELECT count(*) AS n FROM events")[0]["n"]
     if not sign_it:
         assert response.status_code == 401 and after == before  # unsigned: nothing queued, whatever it says
     assert after == before + (response.status_code == 202)  # one event per acceptance, none otherwise
@@ -132,7 +133,7 @@ def test_replayed_or_skewed_signatures_are_refused(app_services: tuple[Any, Serv
     headers = signed("zendesk", body, stale, timestamp=header_timestamp)
     response = client.post("/webhooks/zendesk", data=body, headers=headers)
     assert response.status_code == 401
-    assert services.store.db.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    assert services.store.db.execute("SELECT count(*) AS n FROM events")[0]["n"] == 0
 
 
 def test_a_valid_signature_replayed_later_is_refused(app_services: tuple[Any, Services, FakeClock]) -> None:
@@ -143,4 +144,4 @@ def test_a_valid_signature_replayed_later_is_refused(app_services: tuple[Any, Se
     assert client.post("/webhooks/zendesk", data=body, headers=headers).status_code == 200  # duplicate, not twice
     clock.advance(301)
     assert client.post("/webhooks/zendesk", data=body, headers=headers).status_code == 401
-    assert services.store.db.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    assert services.store.db.execute("SELECT count(*) AS n FROM events")[0]["n"] == 1

@@ -43,7 +43,7 @@ NEW_TICKET = "Our SSO login fails after the certificate was renewed, users canno
 
 def accept_corrections(services: Services, texts: list[str], label: str, clock: FakeClock) -> None:
     for n, text in enumerate(texts):
-        services.store.add_correction({
+        services.store.corrections.add({
             "platform": "zendesk", "ticket_id": str(1000 + n), "change_id": f"c{n}", "seq": 1, "text": text,
             "predicted_category": "account_access", "predicted_group_id": "360000000102", "predicted_tier": "local",
             "predicted_confidence": 0.9, "previous_group_id": "360000000102", "corrected_group_id": "360000000107",
@@ -70,9 +70,9 @@ def test_accepted_corrections_flip_a_prediction_the_model_got_wrong(services: Se
     assert report.n_holdout >= 5 and report.current_f1 is not None and report.candidate_f1 > report.current_f1
 
     assert predicted(services, NEW_TICKET) == "integrations_api"
-    [active] = [m for m in services.store.models() if m["active"]]
-    assert active["metrics"]["holdout_macro_f1"] == round(report.candidate_f1, 4)
-    assert active["n_examples"] == len(services.taxonomy.examples()[0]) + len(SSO_CONFIG)
+    [active] = [m for m in services.store.models.all() if m.active]
+    assert active.metrics["holdout_macro_f1"] == round(report.candidate_f1, 4)
+    assert active.n_examples == len(services.taxonomy.examples()[0]) + len(SSO_CONFIG)
 
 
 def test_a_worse_candidate_is_refused(services: Services) -> None:
@@ -84,13 +84,13 @@ def test_a_worse_candidate_is_refused(services: Services) -> None:
                        "I am locked out, the 2FA code is rejected", "Could you add a dark mode?",
                        "How do I export all projects to CSV?"],
                       ["billing", "outage_performance", "account_access", "feature_request", "data_import_export"])
-    active = services.store.active_model_version()
+    active = services.store.models.active_version()
     report = consider(services.store, worse, holdout, source="test: scrambled labels")
     assert not report.promoted and report.current_f1 is not None and report.candidate_f1 < report.current_f1
     assert "below the current model's" in report.reason
-    assert services.store.active_model_version() == active  # unchanged
-    refused = services.store.model_info(report.version)  # type: ignore[arg-type]
-    assert not refused["active"] and refused["source"].endswith("(refused)")
+    assert services.store.models.active_version() == active  # unchanged
+    refused = services.store.models.info(report.version)  # type: ignore[arg-type]
+    assert not refused.active and refused.source.endswith("(refused)")
 
 
 def test_a_retrain_with_nothing_new_waits(services: Services, clock: FakeClock) -> None:
@@ -105,19 +105,19 @@ def test_model_cli_lists_promotes_and_rolls_back(services: Services, tmp_path: P
     def run(*args: str) -> Any:
         return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
-    first = services.store.active_model_version()
+    first = services.store.models.active_version()
     clock.advance(3600)
     accept_corrections(services, SSO_CONFIG, "integrations_api", clock)
     result = run("model", "retrain")
     assert result.exit_code == 0 and "promoted" in result.output, result.output
-    second = services.store.active_model_version()
+    second = services.store.models.active_version()
     assert second is not None and first is not None and second > first
     listing = run("model", "list").output.splitlines()
     assert listing[0].startswith(f"* v{second}") and "held-out macro-F1" in listing[0]
     assert run("model", "rollback").output.strip() == f"rolled back: model v{first} is now active"
-    assert services.store.active_model_version() == first
+    assert services.store.models.active_version() == first
     assert run("model", "promote", str(second)).exit_code == 0
-    assert services.store.active_model_version() == second
+    assert services.store.models.active_version() == second
     assert run("model", "promote", "999").exit_code == 1
 
 

@@ -7,15 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from connector.models import TicketEvent
+from connector.models import EventState, TicketEvent
 from connector.queue import Queue, RetryPolicy
-from connector.store import DEAD, DONE, MIGRATIONS, Store
+from connector.store import Store, migrate
+from databases import database_url
 from helpers import FakeClock
+
+DEAD, DONE = EventState.DEAD, EventState.DONE
 
 
 @pytest.fixture
 def store(tmp_path: Path, clock: FakeClock) -> Store:
-    s = Store(tmp_path / "q.db", clock=clock)
+    s = Store(database_url(tmp_path, "q.db"), clock=clock)
     s.migrate()
     return s
 
@@ -30,15 +33,11 @@ def event(ticket_id: str = "1", key: str | None = None) -> TicketEvent:
                        dedup_key=key or f"ticket.created:{ticket_id}")
 
 
-def test_migrations_are_numbered_and_applied_once(tmp_path: Path) -> None:
+def test_migrations_are_applied_once(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.db")
-    assert store.migrate() == [fn.__name__ for fn in MIGRATIONS]
+    assert store.migrate() == ["0001", "0002"]
     assert store.migrate() == []
-    rows = list(store.db["_migrations"].rows)
-    assert [r["number"] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
-    # A second process finding a half-applied migration (tables there, record missing) must not fail.
-    store.db.execute("DELETE FROM _migrations")
-    assert store.migrate() == [fn.__name__ for fn in MIGRATIONS]
+    assert migrate.current(store.db) == migrate.head() == "0002"
 
 
 def _migrate(path: str) -> list[str]:
@@ -51,8 +50,26 @@ def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     path = str(tmp_path / "race.db")
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         results = pool.map(_migrate, [path] * 4)
-    assert sorted(len(r) for r in results) == [0, 0, 0, len(MIGRATIONS)]
-    assert [r["number"] for r in Store(path).db["_migrations"].rows] == list(range(1, len(MIGRATIONS) + 1))
+    assert sorted(len(r) for r in results) == [0, 0, 0, 2]
+    assert migrate.current(Store(path).db) == migrate.head()
+
+
+def test_a_pre_alembic_sqlite_file_is_brought_up_to_date_and_keeps_its_rows(tmp_path: Path) -> None:
+    """An install made before Alembic (sqlite-utils migrations m001..m006) upgrades in place."""
+    import sqlite3
+
+    from connector.store import legacy
+
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).execute("CREATE TABLE _migrations (number INTEGER PRIMARY KEY, name TEXT, applied_at FLOAT)")
+    assert legacy.upgrade(str(path))  # what the old release left behind, m001..m006
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO events (platform, kind, ticket_id, dedup_key, received_at, state, due_at)"
+                     " VALUES ('zendesk', 'ticket.created', '7', 'k7', 1, 'done', 1)")
+    store = Store(path)
+    assert store.migrate() == ["0002"]  # stamped at 0001, then upgraded
+    assert store.events.get(1)["ticket_id"] == "7"
+    assert store.configs.latest() is None  # 0002's table is there
 
 
 def test_enqueue_is_idempotent(queue: Queue) -> None:
@@ -79,7 +96,7 @@ def test_expired_lease_goes_to_the_next_claim_and_fences_the_old_owner(queue: Qu
     assert fresh is not None and fresh.id == stale.id and fresh.attempts == 2
     assert not queue.complete(stale, state=DONE, outcome="routed")   # a's lease is gone
     assert queue.complete(fresh, state=DONE, outcome="routed")
-    assert queue.store.event(fresh.id)["state"] == DONE
+    assert queue.store.events.get(fresh.id)["state"] == DONE
 
 
 def test_heartbeat_keeps_the_lease(queue: Queue, clock: FakeClock) -> None:
@@ -99,7 +116,7 @@ def test_retry_backs_off_then_dead_letters(queue: Queue, clock: FakeClock) -> No
         job = queue.claim("a")
         assert job is not None and job.attempts == attempt
         state = queue.retry(job, error="503 ServiceUnavailable")
-        row = queue.store.event(job.id)
+        row = queue.store.events.get(job.id)
         if attempt < 3:
             assert state == "pending" and row["state"] == "pending"
             delays.append(row["due_at"] - clock())
@@ -115,7 +132,7 @@ def test_retry_honours_retry_after(queue: Queue, clock: FakeClock) -> None:
     job = queue.claim("a")
     assert job is not None
     queue.retry(job, error="429", retry_after=45)
-    assert queue.store.event(job.id)["due_at"] - clock() >= 45
+    assert queue.store.events.get(job.id)["due_at"] - clock() >= 45
 
 
 def test_jobs_are_claimed_oldest_first(queue: Queue, clock: FakeClock) -> None:
@@ -130,7 +147,7 @@ def test_jobs_are_claimed_oldest_first(queue: Queue, clock: FakeClock) -> None:
 def test_background_checkpoints_keep_the_wal_small(tmp_path: Path) -> None:
     def wal_mb_after_writes(store: Store) -> float:
         for n in range(1500):
-            store.insert_event(event(str(n)), now=0.0)
+            store.events.insert(event(str(n)), now=0.0)
             if n % 100 == 0:
                 time.sleep(0.02)  # let a checkpointer, if any, get a turn
         return (tmp_path / f"{Path(store.path).name}-wal").stat().st_size / 1e6
@@ -147,13 +164,13 @@ def test_background_checkpoints_keep_the_wal_small(tmp_path: Path) -> None:
 def test_a_job_that_kills_its_worker_dies_once_its_attempts_are_spent(queue: Queue, store: Store,
                                                                        clock: FakeClock) -> None:
     event_id, _ = queue.enqueue(event("7"))
-    store.claim_ticket(platform="zendesk", ticket_id="7", event_id=event_id, now=clock())
+    store.tickets.claim(platform="zendesk", ticket_id="7", event_id=event_id, now=clock())
     for _ in range(3):  # each claim's worker is SIGKILLed (or OOM-killed) mid-job: no retry, no finish
         job = queue.claim("doomed")
         assert job is not None and job.id == event_id
         clock.advance(61)  # its lease expires
     assert queue.claim("next") is None  # not handed out a fourth time
-    row = store.event(event_id)
+    row = store.events.get(event_id)
     assert row["state"] == DEAD and row["attempts"] == 3 and row["outcome"] == "worker_died"
     assert row["last_error"] == "worker died or lost its lease on attempt 3, the last allowed"
-    assert store.ticket("zendesk", "7").state == DEAD  # type: ignore[union-attr]
+    assert store.tickets.get("zendesk", "7").state == DEAD  # type: ignore[union-attr]

@@ -18,7 +18,7 @@ DAY = 86_400
 
 def ticket_row(services: Services, ticket_id: str) -> dict:
     row = services.store.db.execute("SELECT training_text, classification, decision FROM tickets"
-                                    " WHERE ticket_id = ?", (ticket_id,)).fetchone()
+                                    " WHERE ticket_id = :t", {"t": ticket_id})[0]
     return {"text": row["training_text"], "summary": json.loads(row["classification"]).get("summary"),
             "note": json.loads(row["decision"]).get("note")}
 
@@ -29,10 +29,10 @@ def test_old_ticket_text_is_purged_and_corrections_are_kept(
     services = make_services(anthropic_api_key="sk-ant-test", deskroute_retention_days=30)
     claude.answer_next(**claude_answer("user_management", 0.95))
     route_new_ticket(services, zendesk_claude_api, 71, VAGUE_TICKET)
-    services.store.add_history([{"platform": "zendesk", "ticket_id": "900", "text": "old solved ticket",
+    services.store.corrections.add_history([{"platform": "zendesk", "ticket_id": "900", "text": "old solved ticket",
                                  "category": "billing", "group_id": "1", "solved_at": "2026-01-01",
                                  "imported_at": clock()}])
-    services.store.add_correction({"platform": "zendesk", "ticket_id": "71", "change_id": "c1", "seq": 1,
+    services.store.corrections.add({"platform": "zendesk", "ticket_id": "71", "change_id": "c1", "seq": 1,
                                    "text": "Following up on what we discussed [NAME]", "status": "pending",
                                    "created_at": clock()})
     clock.advance(10 * DAY)
@@ -46,15 +46,15 @@ def test_old_ticket_text_is_purged_and_corrections_are_kept(
     clock.advance(25 * DAY)  # ticket 71 and the history row are 35 days old, ticket 72 is 25
     assert purge_job(services) == {"tickets": 1, "history": 1}
     assert ticket_row(services, "71") == {"text": None, "summary": None, "note": PURGED_NOTE}
-    stored = services.store.db.execute("SELECT classification, decision FROM tickets WHERE ticket_id = '71'").fetchone()
+    stored = services.store.db.execute("SELECT classification, decision FROM tickets WHERE ticket_id = '71'")[0]
     for free_text in ("Mentions a charge", "billing problem"):  # Claude's reason and summary, in every copy
         assert free_text not in stored["classification"] and free_text not in stored["decision"]
     assert json.loads(stored["classification"])["reason"] == PURGED_TEXT
     kept = ticket_row(services, str(route_later))
     assert kept["text"] and kept["summary"]
-    assert services.store.db.execute("SELECT text FROM history").fetchone()["text"] is None
-    assert services.store.db.execute("SELECT text FROM corrections").fetchone()["text"].startswith("Following")
-    record = services.store.ticket("zendesk", "71")  # the decision itself is still readable
+    assert services.store.db.execute("SELECT text FROM history")[0]["text"] is None
+    assert services.store.db.execute("SELECT text FROM corrections")[0]["text"].startswith("Following")
+    record = services.store.tickets.get("zendesk", "71")  # the decision itself is still readable
     assert record is not None and record.decision is not None and record.decision.category == "user_management"
     assert purge_job(services) == {"tickets": 0, "history": 0}  # idempotent
 
@@ -65,12 +65,12 @@ def test_claudes_reason_goes_even_when_it_sent_the_ticket_to_triage(
     services = make_services(anthropic_api_key="sk-ant-test", deskroute_retention_days=30)
     claude.answer_next(**claude_answer("none", 0.9, reason="Customer Jo Bloggs asks about order 4471"))
     route_new_ticket(services, zendesk_claude_api, 73, VAGUE_TICKET)
-    record = services.store.ticket("zendesk", "73")
+    record = services.store.tickets.get("zendesk", "73")
     assert record is not None and record.decision is not None and record.decision.triage
     assert "Jo Bloggs" in record.decision.reason  # Claude's words, on the triage decision
     clock.advance(31 * DAY)
     purge_job(services)
-    stored = services.store.db.execute("SELECT classification, decision FROM tickets WHERE ticket_id = '73'").fetchone()
+    stored = services.store.db.execute("SELECT classification, decision FROM tickets WHERE ticket_id = '73'")[0]
     assert "Jo Bloggs" not in stored["classification"] and "Jo Bloggs" not in stored["decision"]
 
 
@@ -90,7 +90,7 @@ def test_models_keep_no_word_from_a_single_ticket_and_old_versions_go(services: 
     texts += [private, private]  # one ticket twice: a correction, then again from a history import
     version = train_active(services.store, services.taxonomy, Dataset(texts, ["billing"] * len(texts)),
                            source="imported tickets")
-    model = LocalModel.from_bytes(services.store.model_blob(version))
+    model = LocalModel.from_bytes(services.store.models.blob(version))
     words, chars = (set(v.vocabulary_) for v in model._vectorizers)
     assert "seats" in words and "invoice" in words  # in several tickets (and the admin's examples)
     for private in ("qzv8hunter2secret", "bartholomew", "ngozi"):
@@ -98,5 +98,5 @@ def test_models_keep_no_word_from_a_single_ticket_and_old_versions_go(services: 
     assert not {"zv8hu", "2secr", "artho", "ngozi"} & chars  # nor pieces of them
     for _ in range(MODELS_KEPT + 2):
         save_model(services.store, model, source="tests", activate=False)
-    versions = [m["version"] for m in services.store.models()]
-    assert len(versions) == MODELS_KEPT + 1 and services.store.active_model_version() in versions  # + the active
+    versions = [m.version for m in services.store.models.all()]
+    assert len(versions) == MODELS_KEPT + 1 and services.store.models.active_version() in versions  # + the active

@@ -1,5 +1,5 @@
-"""One scheduler acts across every process of an install: a lease in the database elects it, and
-another process takes over when it dies. Real processes on one SQLite file."""
+"""One scheduler acts across every process of an install: an advisory lock (PostgreSQL) or a lease (SQLite)
+elects it, and another process takes over when it dies. Real processes on one database."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from connector.classify.local import LocalModel
 from connector.scheduler import Leadership
 from connector.services import Services
 from connector.store import Store
+from databases import database_url, postgres_url
 from helpers import PROJECT, FakeClock
 
 # Each process: the app's scheduler (init_scheduler), plus a probe job every 0.2 s that writes its pid,
@@ -46,8 +47,8 @@ def runs(probe: Path) -> list[tuple[int, float]]:
 
 
 def test_three_processes_run_each_scheduled_job_once_and_a_survivor_takes_over(tmp_path: Path) -> None:
-    database, probe = f"sqlite:///{tmp_path / 'shared.db'}", tmp_path / "runs.txt"
-    Store(tmp_path / "shared.db").migrate()
+    database, probe = database_url(tmp_path, "shared.db"), tmp_path / "runs.txt"
+    Store(database).migrate()
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     processes = [subprocess.Popen([sys.executable, "-c", PROCESS, database, str(probe), str(PROJECT / "mappings")],
                                   env=env, cwd=tmp_path) for _ in range(3)]
@@ -92,9 +93,21 @@ def test_a_retrain_that_outlived_its_leadership_does_not_promote(services: Servi
                                                                   taxonomy_model: LocalModel) -> None:
     from connector.feedback import consider, taxonomy_dataset
 
-    before = services.store.active_model_version()
+    before = services.store.models.active_version()
     holdout = taxonomy_dataset(services.taxonomy)
     report = consider(services.store, taxonomy_model, holdout, source="nightly", may_promote=lambda: False)
     assert not report.promoted and "stopped leading" in report.reason
-    assert services.store.active_model_version() == before
+    assert services.store.models.active_version() == before
     assert consider(services.store, taxonomy_model, holdout, source="nightly").promoted  # while leading, it does
+
+
+def test_on_postgresql_the_leader_is_whoever_holds_the_advisory_lock_and_its_death_frees_it() -> None:
+    store = Store(postgres_url())
+    first, second = Leadership(store), Leadership(store)
+    assert first.hold() and not second.hold()
+    assert first.hold() and not second.hold()  # held, not re-taken: still exactly one leader
+    first._lock._conn.close()  # type: ignore[union-attr]  # the leader's connection dies with its process
+    assert second.hold() and not first.hold()
+    second.release()
+    assert first.hold()
+    first.release()

@@ -137,7 +137,7 @@ def test_worker_process_drains_the_queue_written_by_another_process(
         wait_for(lambda: (tmp_path / "shared.db").exists(), what="the worker to open the database")
         store = Store(tmp_path / "shared.db")  # the web process's side of the queue
         store.migrate()
-        store.insert_event(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id="601",
+        store.events.insert(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id="601",
                                        dedup_key="ticket.created:601"), now=time.time())
         wait_for(lambda: fake.tickets[601]["group_id"] == 360000000102, what="the worker to route the ticket")
     finally:

@@ -1,4 +1,4 @@
-"""Web and worker processes writing to one SQLite file at once: WAL and busy timeouts, no lost event."""
+"""Web and worker processes writing to one database at once (SQLite: WAL and busy timeouts), no lost event."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from connector.models import TicketEvent
 from connector.queue import Queue
 from connector.store import Store
+from databases import database_url
 
 N = 400
 
@@ -36,7 +37,7 @@ def consume(path: str, expected: int, results: multiprocessing.Queue) -> None:
 
 
 def test_two_processes_write_at_once_without_losing_anything(tmp_path: Path) -> None:
-    path = str(tmp_path / "deskroute.db")
+    path = database_url(tmp_path)
     Store(path).migrate()  # once, before the race, as `deskroute serve` does at start
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each, like gunicorn + worker
     results = context.Queue()
@@ -53,4 +54,5 @@ def test_two_processes_write_at_once_without_losing_anything(tmp_path: Path) -> 
     store = Store(path)
     counts = {r["state"]: r["n"] for r in store.db.execute("SELECT state, count(*) AS n FROM events GROUP BY state")}
     assert counts == {"done": N}  # every event once: duplicates de-duplicated, none lost
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if store.dialect == "sqlite":
+        assert store.db.execute("PRAGMA journal_mode")[0]["journal_mode"] == "wal"

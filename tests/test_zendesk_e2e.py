@@ -86,7 +86,7 @@ def test_created_ticket_is_routed_with_one_put(client: Any, services: Services, 
     assert {c.request.headers["Authorization"] for c in api_calls} == {"Bearer access-token-1"}
     assert classify_calls == [f"{SUBJECT}\n{DESCRIPTION}"]
 
-    record = services.store.ticket("zendesk", "101")
+    record = services.store.tickets.get("zendesk", "101")
     assert record is not None and record.state == "done" and record.decision is not None
     assert record.decision.category == "billing"
 
@@ -116,7 +116,7 @@ def test_redeliveries_and_updates_never_classify_or_write_again(
 
     assert len(put_bodies(zendesk_api, 102)) == 1
     assert len(classify_calls) == 1
-    assert services.store.group_changes("zendesk", "102")[0]["group_id"] == str(BILLING_GROUP)
+    assert services.store.tickets.group_changes("zendesk", "102")[0]["group_id"] == str(BILLING_GROUP)
 
 
 def test_two_events_for_one_ticket_racing_in_the_queue_classify_once(
@@ -129,7 +129,7 @@ def test_two_events_for_one_ticket_racing_in_the_queue_classify_once(
         services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id="103", dedup_key=key))
     assert drain(services) == 2
     assert len(put_bodies(zendesk_api, 103)) == 1 and len(classify_calls) == 1
-    outcomes = sorted(e["outcome"] for e in services.store.events())
+    outcomes = sorted(e["outcome"] for e in services.store.events.recent())
     assert outcomes == ["duplicate", "routed"]
 
 
@@ -160,8 +160,8 @@ def test_shadow_mode_classifies_and_records_but_never_writes(
     assert post(client, trigger_body(105), clock).status_code == 202
     drain(services)
     assert put_bodies(zendesk_api, 105) == []
-    record = services.store.ticket("zendesk", "105")
+    record = services.store.tickets.get("zendesk", "105")
     assert record is not None and record.state == "shadow" and record.decision is not None
     assert record.decision.category == "billing"
-    assert services.store.events()[0]["outcome"] == "shadow"
+    assert services.store.events.recent()[0]["outcome"] == "shadow"
     assert client.get("/health").json["shadow"] is True

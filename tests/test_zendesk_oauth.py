@@ -153,7 +153,7 @@ def test_client_credentials_tokens_use_a_key_derived_from_the_client_secret(fake
     store.migrate()
     provider = TokenProvider(oauth(), DbVault(store, "zendesk", client_secret=OAUTH_CLIENT_SECRET))
     token = provider.token()
-    row = store.oauth_token("zendesk")
+    row = store.auth.token("zendesk")
     assert row is not None and row["key_id"] == "client_secret" and token not in row["access_token"]
     # Without DESKROUTE_SECRET_KEY a Connect-flow token has nowhere safe to go.
     assert not DbVault(store, "zendesk", client_secret=OAUTH_CLIENT_SECRET).can_store_connections
@@ -272,7 +272,7 @@ def test_token_endpoint_failures_retry_the_job_and_show_auth_failing(
     event_id, _ = services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id="5",
                                                      dedup_key="ticket.created:5"))
     drain(services)
-    event = services.store.event(event_id)
+    event = services.store.events.get(event_id)
     assert event["state"] == "pending" and event["attempts"] == 1  # retried later, with backoff
     assert expected in event["last_error"] and secret not in event["last_error"]
     assert not fake.applied  # nothing written without a token
@@ -286,7 +286,7 @@ def test_token_endpoint_failures_retry_the_job_and_show_auth_failing(
         zendesk = services.platforms["zendesk"]
         zendesk.tokens.clock = lambda: time.time() + 3600  # past the sign-in cool-down too
         drain(services)
-        assert services.store.event(event_id)["state"] == "done"
+        assert services.store.events.get(event_id)["state"] == "done"
         health = create_app(services=services).test_client().get("/health").json["platforms"]["zendesk"]
         assert health["status"] == "ok"
 
@@ -393,7 +393,7 @@ def test_our_writes_are_told_from_agents_under_a_connect_flow_token(env: Env) ->
     assert write_audit["author_id"] == 900002
     env.reroute(8, 360000000103)
     drain(env.services)
-    [correction] = env.services.store.corrections()
+    [correction] = env.services.store.corrections.find()
     assert correction["agent_id"] == "555" and correction["corrected_group_id"] == "360000000103"
 
 
@@ -453,7 +453,7 @@ def test_our_writes_before_a_switch_of_identity_stay_ours(env: Env) -> None:
     zendesk.tokens.connected(zendesk.tokens.vault.load())
     env.reroute(9, 360000000103)
     drain(env.services)
-    [correction] = env.services.store.corrections()  # the agent's move only, not Deskroute's first write
+    [correction] = env.services.store.corrections.find()  # the agent's move only, not Deskroute's first write
     assert correction["agent_id"] == "555" and correction["previous_group_id"] != ""
 
 

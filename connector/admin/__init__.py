@@ -172,29 +172,29 @@ def init_admin(app: Flask, services: Services) -> None:
     def overview() -> Any:
         now = services.clock()
         day = now - now % 86400
-        today = services.store.overview(since=day)
-        week = services.store.overview(since=now - 7 * 86400)
-        mix = services.store.category_mix(since=now - 30 * 86400)
+        today = services.store.stats.overview(since=day)
+        week = services.store.stats.overview(since=now - 7 * 86400)
+        mix = services.store.stats.category_mix(since=now - 30 * 86400)
         days = sorted({d for d, _, _ in mix})
         series: dict[str, list[int]] = {}
         for d, category, n in mix:
             series.setdefault(category, [0] * len(days))[days.index(d)] = n
-        accuracy = services.store.accuracy(now=now, within_hours=services.settings.deskroute_accuracy_hours, days=7)
+        accuracy = services.store.stats.accuracy(now=now, within_hours=services.settings.deskroute_accuracy_hours, days=7)
         return render_template("admin/overview.html", today=today, week=week, accuracy=accuracy,
                                chart=stacked_bars(days, series), hours=services.settings.deskroute_accuracy_hours)
 
     @bp.get("/mappings")
     @login_required
     def mappings() -> Any:
-        services.reload_config()
+        services.reload_config(force=True)  # one cheap query; the redirect after a save may land on another process
         groups = {platform: live_groups(platform) or {} for platform in services.mappings}
         return render_template("admin/mappings.html", taxonomy=services.taxonomy, mappings=services.mappings,
-                               groups=groups, changes=services.store.config_changes(limit=30))
+                               groups=groups, changes=services.store.configs.changes(limit=30))
 
     @bp.route("/mappings/<name>", methods=["GET", "POST"])
     @login_required
     def mapping(name: str) -> Any:
-        services.reload_config()
+        services.reload_config(force=True)
         exists = name in services.taxonomy.categories
         if name != "new" and not exists:
             abort(404)
@@ -208,8 +208,9 @@ def init_admin(app: Flask, services: Services) -> None:
                 changed = save_category(services.mappings_dir, services.store, edit, author="admin",
                                         now=services.clock(),
                                         known_groups={p: g for p, g in groups.items() if g is not None})
-                services.reload_config()
-                log.info("mappings edited", extra={"category": edit.name, "files": ",".join(changed)})
+                services.reload_config(force=True)
+                log.info("mappings edited", extra={"category": edit.name, "files": ",".join(changed),
+                                                   "version": services.config_version})
                 return redirect(url_for("admin.mappings", saved=edit.name))
             except ConfigError as exc:
                 error = str(exc)
@@ -223,15 +224,15 @@ def init_admin(app: Flask, services: Services) -> None:
     def tickets() -> Any:
         search = request.args.get("q", "").strip()
         state = request.args.get("state") or None
-        rows = services.store.recent_tickets(search=search, state=state, limit=200)
+        rows = services.store.stats.recent_tickets(search=search, state=state, limit=200)
         return render_template("admin/tickets.html", rows=rows, q=search, state=state,
-                               dead=services.store.events(state="dead", limit=50))
+                               dead=services.store.events.recent(state="dead", limit=50))
 
     @bp.post("/tickets/<int:event_id>/retry")
     @login_required
     def retry(event_id: int) -> Any:
         reclassify = request.form.get("reclassify") == "1"
-        if not services.store.requeue(event_id, now=services.clock(), reclassify=reclassify):
+        if not services.store.events.requeue(event_id, now=services.clock(), reclassify=reclassify):
             abort(409, "that job isn't finished (or doesn't exist)")
         services.wake()
         log.info("job requeued from the admin UI", extra={"event_id": event_id, "reclassify": reclassify})
@@ -240,10 +241,10 @@ def init_admin(app: Flask, services: Services) -> None:
     @bp.get("/model")
     @login_required
     def model() -> Any:
-        models = services.store.models()
-        active = next((m for m in models if m["active"]), None)
-        confusion = active["metrics"].get("cv_confusion") if active else None
-        picture = heatmap(active["labels"], confusion) if active and confusion else None
+        models = services.store.models.all()
+        active = next((m for m in models if m.active), None)
+        confusion = active.metrics.get("cv_confusion") if active else None
+        picture = heatmap(active.labels, confusion) if active and confusion else None
         return render_template("admin/model.html", models=models, active=active, picture=picture,
                                message=request.args.get("message"))
 
@@ -278,7 +279,7 @@ def init_admin(app: Flask, services: Services) -> None:
         status = request.args.get("status") or "pending"
         if status not in (*STATUSES, "all"):
             abort(400, "unknown status")
-        rows = services.store.corrections(status=None if status == "all" else status, limit=500)
+        rows = services.store.corrections.find(status=None if status == "all" else status, limit=500)
         return render_template("admin/corrections.html", rows=rows, status=status, statuses=STATUSES,
                                categories=list(services.taxonomy.categories))
 
@@ -292,7 +293,7 @@ def init_admin(app: Flask, services: Services) -> None:
         if label is not None and label not in services.taxonomy.categories:
             abort(400, "label must be a category")
         status = "accepted" if action == "accept" else "rejected"
-        if not services.store.review_correction(correction_id, status=status, reviewer="admin",
+        if not services.store.corrections.review(correction_id, status=status, reviewer="admin",
                                                 now=services.clock(), label=label):
             abort(404)
         return redirect(url_for("admin.corrections", status=request.args.get("status", "pending")))
@@ -303,7 +304,7 @@ def init_admin(app: Flask, services: Services) -> None:
         status = request.args.get("status") or None
         if status is not None and status not in STATUSES:
             abort(400, "unknown status")
-        rows = services.store.corrections(since=_timestamp(request.args.get("since"), "since"),
+        rows = services.store.corrections.find(since=_timestamp(request.args.get("since"), "since"),
                                           until=_timestamp(request.args.get("until"), "until"),
                                           category=request.args.get("category") or None, status=status)
         return Response(to_csv(rows), mimetype="text/csv",

@@ -43,7 +43,7 @@ def session_key(explicit: str, store: Store, password: str) -> str:
     if explicit and len(explicit) < MIN_SECRET_KEY_LENGTH:
         log.warning("DESKROUTE_SECRET_KEY is too short to sign sessions; using the install's random key")
         explicit = ""
-    base = explicit or store.install_secret("session_signing_key", lambda: secrets.token_urlsafe(48))
+    base = explicit or store.auth.install_secret("session_signing_key", lambda: secrets.token_urlsafe(48))
     return hmac.new(base.encode(), b"deskroute-session\0" + password.encode(), "sha256").hexdigest()
 
 
@@ -100,18 +100,18 @@ class LoginThrottle:
         """Count an attempt (as failed until succeeded() says otherwise); 0 if it may go ahead, else the
         seconds to wait."""
         who = client_key(address)
-        if self.store.login_attempt(who, now=self.clock(), free=FREE_FAILURES, max_delay=MAX_DELAY_SECONDS,
+        if self.store.auth.login_attempt(who, now=self.clock(), free=FREE_FAILURES, max_delay=MAX_DELAY_SECONDS,
                                     window=WINDOW_SECONDS, keep=REMEMBERED_ADDRESSES):
             return 0
         return max(1, self.retry_after(address))
 
     def retry_after(self, address: str | None) -> int:
         """Seconds until this client may try again (0: now)."""
-        failures, last = self.store.login_failures(client_key(address), since=self.clock() - WINDOW_SECONDS)
+        failures, last = self.store.auth.login_failures(client_key(address), since=self.clock() - WINDOW_SECONDS)
         if failures < FREE_FAILURES:
             return 0
         delay = min(MAX_DELAY_SECONDS, 2 ** (failures - FREE_FAILURES + 1))
         return max(0, int(last + delay - self.clock() + 0.999))
 
     def succeeded(self, address: str | None) -> None:
-        self.store.login_succeeded(client_key(address))
+        self.store.auth.login_succeeded(client_key(address))

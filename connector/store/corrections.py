@@ -1,0 +1,84 @@
+"""Corrections (agents' re-routes, the feedback dataset) and imported history (solved tickets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connector.store.db import Part
+
+
+class Corrections(Part):
+    """The `corrections` and `history` tables."""
+
+    def add(self, row: dict[str, Any]) -> bool:
+        """Keep one re-route; False if this change was already recorded."""
+        rows = self.execute(
+            f"INSERT INTO corrections ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"
+            " ON CONFLICT (platform, ticket_id, change_id) DO NOTHING RETURNING id", row)
+        return bool(rows)
+
+    def for_ticket(self, platform: str, ticket_id: str) -> list[dict[str, Any]]:
+        """A ticket's re-routes, in order."""
+        return [dict(r) for r in self.execute(
+            "SELECT * FROM corrections WHERE platform = :platform AND ticket_id = :ticket_id ORDER BY seq",
+            {"platform": platform, "ticket_id": ticket_id})]
+
+    def find(self, *, since: float | None = None, until: float | None = None, category: str | None = None,
+             status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Re-routes, oldest first, each with `final_category` (the chain's last group) and `is_final`.
+
+        `category` matches the predicted or the corrected category, or the label.
+        """
+        params = {"since": since, "until": until, "status": status, "category": category, "limit": limit}
+        where = ["1 = 1"]
+        for clause, key in (("c.rerouted_at >= :since", "since"), ("c.rerouted_at < :until", "until"),
+                            ("c.status = :status", "status"),
+                            ("(c.predicted_category = :category OR c.corrected_category = :category"
+                             " OR c.label = :category)", "category")):
+            if params[key] is not None:
+                where.append(clause)
+        sql = (
+            "SELECT c.*, last.corrected_category AS final_category,"
+            " CASE WHEN c.seq = last.seq THEN 1 ELSE 0 END AS is_final"
+            " FROM corrections c JOIN corrections last ON last.platform = c.platform AND last.ticket_id = c.ticket_id"
+            "  AND last.seq = (SELECT max(seq) FROM corrections m WHERE m.platform = c.platform"
+            "                  AND m.ticket_id = c.ticket_id)"
+            f" WHERE {' AND '.join(where)} ORDER BY c.rerouted_at, c.id")
+        if limit is not None:
+            sql += " LIMIT :limit"
+        return [dict(r) for r in self.execute(sql, params)]
+
+    def review(self, correction_id: int, *, status: str, reviewer: str, now: float, label: str | None = None) -> bool:
+        """Accept or reject a correction (optionally with the label to learn); False if there is no such id."""
+        rows = self.execute(
+            "UPDATE corrections SET status = :status, reviewed_by = :reviewer, reviewed_at = :now,"
+            " label = coalesce(:label, label) WHERE id = :id RETURNING id",
+            {"status": status, "reviewer": reviewer, "now": now, "label": label, "id": correction_id})
+        return bool(rows)
+
+    def accepted(self) -> list[tuple[str, str, float]]:
+        """(text, label, reviewed at) of accepted corrections that end their ticket's chain and have text."""
+        rows = self.execute(
+            "SELECT c.text, coalesce(c.label, c.corrected_category) AS label, c.reviewed_at FROM corrections c"
+            " WHERE c.status = 'accepted' AND c.text IS NOT NULL"
+            " AND c.seq = (SELECT max(seq) FROM corrections m WHERE m.platform = c.platform"
+            "              AND m.ticket_id = c.ticket_id) ORDER BY c.id")
+        return [(r["text"], r["label"], r["reviewed_at"]) for r in rows]
+
+    # --- history (imported solved tickets) -------------------------------------------------------
+
+    def add_history(self, rows: list[dict[str, Any]]) -> int:
+        """Keep imported tickets (a later import of the same ticket replaces it); returns how many."""
+        for row in rows:
+            self.execute(
+                "INSERT INTO history (platform, ticket_id, text, category, group_id, solved_at, imported_at)"
+                " VALUES (:platform, :ticket_id, :text, :category, :group_id, :solved_at, :imported_at)"
+                " ON CONFLICT (platform, ticket_id) DO UPDATE SET text = excluded.text, category = excluded.category,"
+                " group_id = excluded.group_id, solved_at = excluded.solved_at, imported_at = excluded.imported_at",
+                row)
+        return len(rows)
+
+    def history(self) -> list[tuple[str, str, float]]:
+        """(text, category, imported at) of every imported ticket, in import order."""
+        rows = self.execute("SELECT text, category, imported_at FROM history ORDER BY imported_at, platform, ticket_id")
+        return [(r["text"], r["category"], r["imported_at"]) for r in rows]

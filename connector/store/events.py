@@ -1,0 +1,174 @@
+"""Events: the durable queue's rows. Insert once per dedup key, claim with a lease, finish, retry.
+
+On PostgreSQL a claim locks the row it takes with `FOR UPDATE SKIP LOCKED`: two workers never take one
+event, and none waits behind another's claim. SQLite has one writer at a time, so its claim is a plain
+`UPDATE ... WHERE id = (SELECT ...)`. Inserting an event notifies `deskroute_events` on PostgreSQL
+(a trigger, migration 0002), which wakes idle workers on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.models import EventState, TicketEvent, TicketState
+from connector.store.db import BUSY_MS, Part
+
+log = logging.getLogger(__name__)
+CHANNEL = "deskroute_events"
+# TicketEvent fields with columns of their own; the rest go into events.data as JSON.
+_COLUMNS = frozenset({"platform", "kind", "ticket_id", "dedup_key", "source_id"})
+_RETURNED = "id, platform, kind, ticket_id, attempts, received_at, data"
+
+
+@dataclass
+class Job:
+    """A claimed event."""
+
+    id: int
+    platform: str
+    kind: str
+    ticket_id: str
+    attempts: int
+    received_at: float
+    owner: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QueueHealth:
+    counts: dict[str, int]  # events by state
+    oldest_waiting_seconds: float | None  # the oldest pending or running event's age
+
+
+class Events(Part):
+    """The `events` table."""
+
+    def insert(self, event: TicketEvent, *, now: float, busy_ms: int = BUSY_MS) -> tuple[int, bool]:
+        """Store an event unless its dedup key is known; returns (event id, whether it was new)."""
+        data = event.model_dump(mode="json", exclude=_COLUMNS, exclude_none=True)
+        row = {"platform": event.platform, "kind": event.kind, "ticket_id": event.ticket_id,
+               "dedup_key": event.dedup_key, "source_id": event.source_id,
+               "data": json.dumps(data) if data else None, "now": now, "state": EventState.PENDING}
+        rows = self.execute(
+            "INSERT INTO events (platform, kind, ticket_id, dedup_key, source_id, data, received_at, state, due_at)"
+            " VALUES (:platform, :kind, :ticket_id, :dedup_key, :source_id, :data, :now, :state, :now)"
+            " ON CONFLICT (platform, dedup_key) DO NOTHING RETURNING id", row, busy_ms=busy_ms)
+        if rows:
+            return rows[0]["id"], True
+        existing = self.execute("SELECT id FROM events WHERE platform = :platform AND dedup_key = :dedup_key",
+                                row, busy_ms=busy_ms)
+        return existing[0]["id"], False
+
+    def claim(self, *, owner: str, now: float, lease_until: float, max_attempts: int | None = None) -> Job | None:
+        """Take the oldest due event: a pending one, or a running one whose lease has expired.
+
+        A running event whose lease expired has lost its worker (killed, OOM). Once it has had
+        `max_attempts`, the claim dead-letters it instead and takes the next: an event that keeps
+        killing its worker dies itself. (An idle poll is the one statement it always was.)
+        """
+        params = {"running": EventState.RUNNING, "pending": EventState.PENDING, "owner": owner,
+                  "lease_until": lease_until, "now": now}
+        due = ("SELECT id FROM events WHERE state IN (:pending, :running) AND due_at <= :now"
+               " ORDER BY due_at, id LIMIT 1")
+        if self.db.sqlite:
+            sql = (f"UPDATE events SET state = :running, attempts = attempts + 1, lease_owner = :owner,"
+                   f" due_at = :lease_until WHERE id = ({due}) RETURNING {_RETURNED}")
+        else:
+            sql = (f"WITH next AS ({due} FOR UPDATE SKIP LOCKED) UPDATE events SET state = :running,"
+                   f" attempts = events.attempts + 1, lease_owner = :owner, due_at = :lease_until FROM next"
+                   f" WHERE events.id = next.id RETURNING {', '.join('events.' + c for c in _RETURNED.split(', '))}")
+        while True:
+            rows = self.execute(sql, params)
+            if not rows:
+                return None
+            row = rows[0]
+            job = Job(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
+                      attempts=row["attempts"], received_at=row["received_at"], owner=owner,
+                      data=json.loads(row["data"] or "{}"))
+            if max_attempts is None or job.attempts <= max_attempts:
+                return job
+            # Past the limit only when the last allowed attempt's lease ran out: its worker died.
+            self._dead_letter_unrun(job, now=now)
+
+    def _dead_letter_unrun(self, job: Job, *, now: float) -> None:
+        """Dead-letter an event just claimed past its attempts (the claim didn't run it, so it doesn't count)."""
+        error = f"worker died or lost its lease on attempt {job.attempts - 1}, the last allowed"
+        params = {"dead": EventState.DEAD, "error": error, "now": now, "id": job.id, "owner": job.owner,
+                  "platform": job.platform, "ticket_id": job.ticket_id, "done": TicketState.DONE,
+                  "triage": TicketState.TRIAGE, "shadow": TicketState.SHADOW}
+        self.execute("UPDATE events SET state = :dead, attempts = attempts - 1, outcome = 'worker_died',"
+                     " last_error = :error, finished_at = :now, lease_owner = NULL WHERE id = :id"
+                     " AND lease_owner = :owner", params)
+        self.execute("UPDATE tickets SET state = :dead, applied_at = :now, last_error = :error"
+                     " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id"
+                     " AND state NOT IN (:done, :triage, :shadow)", params)
+        log.error("job dead-lettered", extra={"event_id": job.id, "ticket_id": job.ticket_id, "why": error})
+
+    def _owned(self, sql: str, job: Job, **params: Any) -> bool:
+        rows = self.execute(f"{sql} WHERE id = :id AND lease_owner = :owner AND state = :running RETURNING id",
+                            {**params, "id": job.id, "owner": job.owner, "running": EventState.RUNNING})
+        return bool(rows)
+
+    def extend_lease(self, job: Job, *, until: float) -> bool:
+        """Keep a long job ours; False if the lease was lost."""
+        return self._owned("UPDATE events SET due_at = :until", job, until=until)
+
+    def finish(self, job: Job, *, state: EventState, outcome: str, error: str | None, now: float) -> bool:
+        """Record a final state; False if another worker holds the job now (our lease expired)."""
+        assert EventState(state).final
+        return self._owned("UPDATE events SET state = :state, outcome = :outcome, last_error = :error,"
+                           " finished_at = :now, lease_owner = NULL", job, state=state, outcome=outcome,
+                           error=error, now=now)
+
+    def reschedule(self, job: Job, *, due_at: float, error: str) -> bool:
+        """Put a job back for a later attempt; False if the lease was lost."""
+        return self._owned("UPDATE events SET state = :pending, due_at = :due_at, last_error = :error,"
+                           " lease_owner = NULL", job, pending=EventState.PENDING, due_at=due_at, error=error)
+
+    def get(self, event_id: int) -> dict[str, Any]:
+        """One event row, for the CLI, the admin UI and tests."""
+        rows = self.execute("SELECT * FROM events WHERE id = :id", {"id": event_id})
+        if not rows:
+            raise KeyError(event_id)
+        return dict(rows[0])
+
+    def recent(self, *, state: EventState | str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Most recent events first, optionally in one state."""
+        where = "WHERE state = :state" if state else ""
+        return [dict(r) for r in self.execute(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT :limit",
+                                              {"state": state, "limit": limit})]
+
+    def health(self, *, now: float) -> QueueHealth:
+        """Counts by state and the age of the oldest event still waiting."""
+        counts = {r["state"]: r["n"] for r in self.execute("SELECT state, count(*) AS n FROM events GROUP BY state")}
+        oldest = self.execute("SELECT min(received_at) AS t FROM events WHERE state IN (:pending, :running)",
+                              {"pending": EventState.PENDING, "running": EventState.RUNNING})[0]["t"]
+        return QueueHealth(counts, round(now - oldest, 3) if oldest is not None else None)
+
+    def requeue(self, event_id: int, *, now: float, reclassify: bool = False) -> bool:
+        """Send a finished (dead, triage, done) event through the pipeline again; with reclassify, forget
+        its ticket's decision."""
+        params = {"id": event_id, "now": now, "pending": EventState.PENDING, "dead": EventState.DEAD,
+                  "triage": EventState.TRIAGE, "done": EventState.DONE, "new": TicketState.NEW,
+                  "decided": TicketState.DECIDED}
+        rows = self.execute(
+            "UPDATE events SET state = :pending, due_at = :now, attempts = 0, outcome = NULL, last_error = NULL,"
+            " finished_at = NULL, lease_owner = NULL WHERE id = :id AND state IN (:dead, :triage, :done)"
+            " RETURNING platform, ticket_id", params)
+        if not rows:
+            return False
+        params.update(rows[0])
+        if reclassify:
+            self.execute(
+                "UPDATE tickets SET state = :new, classification = NULL, decision = NULL, category = NULL,"
+                " confidence = NULL, tier = NULL, guardrail = NULL, decided_at = NULL"
+                " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
+        else:
+            self.execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN :new ELSE :decided END"
+                         " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
+        self.db.notify(CHANNEL)  # an update, which the insert trigger doesn't see
+        return True
+

@@ -1,0 +1,91 @@
+"""Trained local models: every version kept with its metrics, one of them active."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from connector.store.db import Part
+
+# Candidates the promotion gate turned down, told apart by their source. (The patterns are bound, not
+# written in: SQLAlchemy misreads "%(" in a statement's text as a parameter.)
+_REFUSED = "source LIKE :refused OR source LIKE :not_promoted"
+_REFUSED_PATTERNS = {"refused": "%(refused)", "not_promoted": "%(not promoted%"}
+
+
+@dataclass
+class ModelInfo:
+    """A stored model's metadata (its bytes stay in the database until asked for)."""
+
+    version: int
+    created_at: float
+    labels: list[str]
+    n_examples: int
+    metrics: dict[str, Any]
+    source: str
+    sha256: str
+    active: bool
+
+
+class Models(Part):
+    """The `models` table."""
+
+    def save(self, *, blob: bytes, labels: list[str], n_examples: int, metrics: dict[str, Any], source: str,
+             sha256: str, activate: bool, now: float) -> int:
+        """Keep a trained model; with activate, it becomes the one the router uses."""
+        with self.db.transaction() as tx:  # deactivate the old and insert the new as one change
+            if activate:
+                tx.execute("UPDATE models SET active = 0 WHERE active = 1")
+            rows = tx.execute(
+                "INSERT INTO models (created_at, labels, n_examples, metrics, source, sha256, blob, active)"
+                " VALUES (:now, :labels, :n_examples, :metrics, :source, :sha256, :blob, :active) RETURNING version",
+                {"now": now, "labels": json.dumps(labels), "n_examples": n_examples, "metrics": json.dumps(metrics),
+                 "source": source, "sha256": sha256, "blob": blob, "active": int(activate)})
+        return int(rows[0]["version"])
+
+    def prune(self, keep: int, keep_refused: int = 3) -> list[int]:
+        """Delete models beyond the newest `keep` that were not refused, and the newest `keep_refused`
+        refused candidates (never the active one): each holds its vocabulary. Refused candidates don't
+        push out the versions a rollback needs."""
+        rows = self.execute(
+            "DELETE FROM models WHERE active = 0 AND version NOT IN"
+            f" (SELECT version FROM models WHERE NOT ({_REFUSED}) ORDER BY version DESC LIMIT :keep) AND version NOT IN"
+            f" (SELECT version FROM models WHERE {_REFUSED} ORDER BY version DESC LIMIT :keep_refused)"
+            " RETURNING version", {"keep": keep, "keep_refused": keep_refused, **_REFUSED_PATTERNS})
+        return sorted(r["version"] for r in rows)
+
+    def activate(self, version: int) -> None:
+        """Make a stored model the one the router uses."""
+        with self.db.transaction() as tx:
+            if not tx.execute("SELECT 1 FROM models WHERE version = :v", {"v": version}):
+                raise KeyError(version)
+            tx.execute("UPDATE models SET active = CASE WHEN version = :v THEN 1 ELSE 0 END"
+                       " WHERE active = 1 OR version = :v", {"v": version})
+
+    def active_version(self) -> int | None:
+        """The version the router should be using, or None before the first training."""
+        rows = self.execute("SELECT version FROM models WHERE active = 1")
+        return rows[0]["version"] if rows else None
+
+    def blob(self, version: int) -> bytes:
+        """A stored model's bytes."""
+        rows = self.execute("SELECT blob FROM models WHERE version = :v", {"v": version})
+        if not rows:
+            raise KeyError(version)
+        return bytes(rows[0]["blob"])
+
+    def info(self, version: int) -> ModelInfo:
+        """One stored model's metadata."""
+        for info in self.all():
+            if info.version == version:
+                return info
+        raise KeyError(version)
+
+    def all(self) -> list[ModelInfo]:
+        """Every stored model's metadata, newest first."""
+        rows = self.execute("SELECT version, created_at, labels, n_examples, metrics, source, sha256, active"
+                            " FROM models ORDER BY version DESC")
+        return [ModelInfo(version=r["version"], created_at=r["created_at"], labels=json.loads(r["labels"]),
+                          n_examples=r["n_examples"], metrics=json.loads(r["metrics"]), source=r["source"],
+                          sha256=r["sha256"], active=bool(r["active"])) for r in rows]

@@ -1,0 +1,124 @@
+"""PostgreSQL as the shared store: claims that skip each other's locks, workers woken by NOTIFY, moving an
+install from SQLite, and a server that is down. Skipped, with the reason, where no server runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+from connector.models import TicketEvent
+from connector.queue import Queue
+from connector.store import Store, StoreUnavailable
+from connector.store.events import CHANNEL
+from databases import postgres_url
+from helpers import FakeClock
+
+
+def event(n: int) -> TicketEvent:
+    return TicketEvent(platform="zendesk", kind="ticket.created", ticket_id=str(n), dedup_key=f"ticket.created:{n}")
+
+
+def test_claims_skip_rows_another_worker_has_locked() -> None:
+    """A worker whose claim is mid-transaction doesn't make the others wait, nor hand them its row."""
+    store = Store(postgres_url())
+    queue = Queue(store)
+    for n in (1, 2):
+        queue.enqueue(event(n))
+    with store.db.transaction() as tx:  # another worker's claim, holding the oldest row's lock
+        tx.execute("SELECT id FROM events ORDER BY id LIMIT 1 FOR UPDATE")
+        started = time.monotonic()
+        job = queue.claim("b")
+        waited = time.monotonic() - started
+    assert job is not None and job.ticket_id == "2"  # skipped the locked row rather than taking it too
+    assert waited < 2  # and didn't wait for its lock
+
+
+def test_many_workers_claiming_at_once_never_share_a_job() -> None:
+    store = Store(postgres_url())
+    queue = Queue(store)
+    for n in range(200):
+        queue.enqueue(event(n))
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def work(owner: str) -> None:
+        while (job := queue.claim(owner)) is not None:
+            with lock:
+                claimed.append(job.id)
+            queue.complete(job, state="done", outcome="routed")
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(claimed) == 200 and len(set(claimed)) == 200
+
+
+def test_an_insert_anywhere_wakes_listening_workers() -> None:
+    url = postgres_url()
+    listener, writer = Store(url), Store(url)
+    woken, stop = threading.Event(), threading.Event()
+    connected = threading.Event()
+
+    def wake() -> None:
+        (woken if connected.is_set() else connected).set()
+
+    listener.db.listen(CHANNEL, wake, stop)
+    try:
+        assert connected.wait(10)  # the first wake comes on connecting
+        assert not woken.wait(0.5)
+        Queue(writer).enqueue(event(1))  # another process's webhook
+        assert woken.wait(5)
+    finally:
+        stop.set()
+
+
+def test_a_server_that_is_down_is_store_unavailable_not_a_crash() -> None:
+    store = Store("postgresql://postgres@127.0.0.1:9/nowhere")  # nothing listens on port 9
+    with pytest.raises(StoreUnavailable):
+        store.events.insert(event(1), now=0.0)
+
+
+def test_db_copy_moves_an_install_from_sqlite_and_checks_the_counts(tmp_path: Path, monkeypatch: Any) -> None:
+    clock = FakeClock()
+    source_url = f"sqlite:///{tmp_path / 'old.db'}"
+    source = Store(source_url, clock=clock)
+    source.migrate()
+    queue = Queue(source)
+    for n in range(3):
+        queue.enqueue(event(n))
+    job = queue.claim("w")
+    assert job is not None
+    source.tickets.claim(platform="zendesk", ticket_id=job.ticket_id, event_id=job.id, now=clock())
+    source.models.save(blob=b"\x00model\xff", labels=["billing"], n_examples=1, metrics={}, source="t",
+                       sha256="x", activate=True, now=clock())
+    source.configs.save({"taxonomy.yaml": "categories: {}\n"}, based_on=None, author="ada", summary="s",
+                        diffs={"taxonomy.yaml": "+"}, now=clock())
+    target_url = postgres_url(migrated=False)
+    result = CliRunner().invoke(main, ["db", "copy", "--from", source_url, "--to", target_url])
+    assert result.exit_code == 0, result.output
+    assert "events                   3 -> 3" in result.output and "MISMATCH" not in result.output
+    target = Store(target_url)
+    assert target.models.blob(target.models.active_version() or 0) == b"\x00model\xff"
+    assert target.configs.latest().files == {"taxonomy.yaml": "categories: {}\n"}  # type: ignore[union-attr]
+    assert target.tickets.get("zendesk", job.ticket_id) is not None
+    new_id, created = Queue(target).enqueue(event(99))  # the sequences moved past the copied ids
+    assert created and new_id == 4
+    again = CliRunner().invoke(main, ["db", "copy", "--from", source_url, "--to", target_url])
+    assert again.exit_code != 0 and "already holds data" in again.output
+
+
+def test_db_upgrade_migrates_and_says_where(monkeypatch: Any) -> None:
+    url = postgres_url(migrated=False)
+    monkeypatch.setenv("DATABASE_URL", url)
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "applied 0001, 0002" in result.output and "at revision 0002" in result.output
+    assert "postgres@127.0.0.1" in result.output
