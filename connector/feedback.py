@@ -83,7 +83,8 @@ def feedback_examples(store: Store, taxonomy: Taxonomy, settings: Any, *, now: f
     examples.add(store.corrections.accepted(), "correction", taxonomy)
     if settings.deskroute_distill:
         cutoff = now - settings.deskroute_distill_after_hours * 3600
-        rows = store.tickets.distillable(min_confidence=settings.deskroute_distill_min_confidence, decided_before=cutoff)
+        rows = store.tickets.distillable(min_confidence=settings.deskroute_distill_min_confidence,
+                                         decided_before=cutoff)
         examples.add(rows, "llm", taxonomy)
     examples.add(store.corrections.history(), "history", taxonomy)
     return examples

@@ -22,8 +22,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from connector.feedback import retrain
-from connector.services import Services
 from connector.models import EventState
+from connector.services import Services
 from connector.store import QueueHealth, Store
 from platforms.base import PlatformError
 

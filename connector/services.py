@@ -14,6 +14,7 @@ from connector.queue import Queue, RetryPolicy
 from connector.router import Router
 from connector.settings import Settings
 from connector.store import Store, StoreUnavailable
+from connector.store.events import CHANNEL
 from connector.tokens import DbVault
 from connector.worker import Worker, WorkerPool
 from platforms import PLATFORMS, NotConfigured, Platform
@@ -81,8 +82,8 @@ class Services:
         """Pick up a new configuration version stored by any process (or, while none is stored, edits
         to the files in mappings_dir); True if anything changed.
 
-        Looks at most once every CONFIG_POLL_SECONDS (every job asks), unless `force` (an admin page that
-        just saved). An edit that doesn't validate is logged and ignored: the running configuration stays.
+        Looks at most once every CONFIG_POLL_SECONDS, unless `force` (a worker about to take a job, an
+        admin page that just saved). An edit that doesn't validate is logged and ignored: the running configuration stays.
         """
         now = self._monotonic()
         if not force and now - self._config_checked < CONFIG_POLL_SECONDS:
@@ -119,7 +120,9 @@ class Services:
         return True
 
     def _before_job(self) -> None:
-        self.reload_config()
+        # Every job looks (one indexed query): the ticket after an admin's edit is routed by the edit,
+        # on whichever machine it lands.
+        self.reload_config(force=True)
         if self._model_check_due:  # an edit seen here, or by an admin page of this process
             from connector.feedback import ensure_model
 

@@ -146,7 +146,8 @@ class Worker:
             decision = self.router.decide(job.platform, classification)
             self._still_ours(job)  # Claude may have taken its whole budget
             self.store.tickets.save_decision(record, classification=classification, decision=decision,
-                                             now=self.clock(), training_text=self._training_text(ticket, classification))
+                                             now=self.clock(),
+                                             training_text=self._training_text(ticket, classification))
             log.info("ticket classified", extra={
                 "event_id": job.id, "platform": job.platform, "ticket_id": job.ticket_id,
                 "tier": classification.tier, "category": classification.category,

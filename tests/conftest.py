@@ -12,7 +12,6 @@ import pytest
 import responses
 
 import databases
-
 from connector import create_app
 from connector.classify.local import LocalModel
 from connector.feedback import save_model, taxonomy_dataset

@@ -72,7 +72,7 @@ def postgres_url(*, migrated: bool = True) -> str:
     name = f"deskroute_test_{uuid.uuid4().hex[:12]}"
     with _admin() as conn:
         if migrated:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template()}" STRATEGY FILE_COPY')
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template()}"')
         else:
             conn.execute(f'CREATE DATABASE "{name}"')
     _state["created"].append(name)  # type: ignore[attr-defined]

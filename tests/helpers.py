@@ -10,9 +10,9 @@ from typing import Any
 import responses
 
 from connector.models import TicketEvent
-from databases import database_url
 from connector.services import Services
 from connector.settings import Settings
+from databases import database_url
 from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET
 from platforms.zendesk import ZendeskPlatform
 from platforms.zendesk import signed_headers as zendesk_signed_headers

@@ -12,13 +12,14 @@ from click.testing import CliRunner, Result
 from connector.cli import main
 from connector.mappings import load_taxonomy
 from connector.store import Store
+from databases import database_url
 from helpers import PROJECT, cli_environment
 
 
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Run `deskroute ...` with a fresh database and no .env (the cwd is a temp dir)."""
-    cli_environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'cli.db'}")
+    cli_environment(monkeypatch, tmp_path, database_url(tmp_path, "cli.db"))
 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(main, list(args), catch_exceptions=False)
@@ -91,7 +92,7 @@ def test_train_refuses_to_replace_the_active_model_with_foreign_labels(run, tmp_
     assert result.exit_code == 1
     assert "not replacing the active model: 2 label(s) are not categories" in result.output
     assert "card_arrival" in result.output and "--model-out" in result.output
-    assert Store(tmp_path / "cli.db").models.all() == []
+    assert Store(database_url(tmp_path, "cli.db")).models.all() == []
 
 
 def test_train_with_taxonomy_labels_activates_a_new_version(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -101,7 +102,7 @@ def test_train_with_taxonomy_labels_activates_a_new_version(run, tmp_path: Path)
     ])
     result = run("train", "--data", str(extra))
     assert result.exit_code == 0 and "is now active" in result.output
-    [model] = Store(tmp_path / "cli.db").models.all()
+    [model] = Store(database_url(tmp_path, "cli.db")).models.all()
     assert model.active == 1 and model.n_examples > 100  # taxonomy examples + the file
 
 

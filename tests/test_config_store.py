@@ -17,6 +17,7 @@ from connector.config import RACE, CategoryEdit, ConfigError, RouteEdit, directo
 from connector.models import Classification
 from connector.services import Services
 from connector.store import Store
+from databases import database_url
 from helpers import PROJECT, cli_environment
 
 NEW_GROUP = "360000000105"
@@ -138,7 +139,7 @@ def test_a_save_based_on_a_stale_version_is_refused(services: Services, clock: A
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     """`deskroute ...` over a fresh database, from a directory with no .env."""
-    cli_environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'deskroute.db'}")
+    cli_environment(monkeypatch, tmp_path, database_url(tmp_path))
 
     def invoke(*args: str) -> Result:
         return CliRunner().invoke(main, list(args), catch_exceptions=False)
@@ -202,6 +203,6 @@ def test_an_invalid_import_is_refused_and_nothing_saved(run: Callable[..., Resul
     other.write_text("a: 1\n")
     assert "not a configuration file" in run("config", "import", str(other)).output
 
-    store = Store(f"sqlite:///{tmp_path / 'deskroute.db'}")
+    store = Store(database_url(tmp_path))
     assert store.configs.latest_version() is None and not store.configs.changes()
     assert "no configuration edits yet" in run("config", "history").output

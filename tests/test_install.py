@@ -14,6 +14,7 @@ import responses
 from click.testing import CliRunner, Result
 
 from connector.cli import main
+from databases import database_url
 from helpers import FIXTURES, PROJECT, cli_environment, token_answer
 
 API = "https://acme.zendesk.com/api/v2"
@@ -98,7 +99,7 @@ class ZendeskAdmin:
 
 @pytest.fixture
 def zendesk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ZendeskAdmin]:
-    cli_environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'i.db'}", ZENDESK_SUBDOMAIN="acme",
+    cli_environment(monkeypatch, tmp_path, database_url(tmp_path, "i.db"), ZENDESK_SUBDOMAIN="acme",
                     ZENDESK_OAUTH_CLIENT_ID="deskroute", ZENDESK_OAUTH_CLIENT_SECRET="client-secret",
                     ZENDESK_WEBHOOK_SECRET="old")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
@@ -202,7 +203,7 @@ FD = "https://acme.freshdesk.com/api/v2"
 
 @pytest.fixture
 def freshdesk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cli_environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'i.db'}", FRESHDESK_DOMAIN="acme",
+    cli_environment(monkeypatch, tmp_path, database_url(tmp_path, "i.db"), FRESHDESK_DOMAIN="acme",
                     FRESHDESK_API_KEY="key", FRESHDESK_WEBHOOK_SECRET="rule-secret")
 
 

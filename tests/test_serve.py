@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from databases import database_url
 from helpers import PROJECT, FakeClock, signed_headers, trigger_body
 from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, FakeZendesk
 
@@ -127,15 +128,14 @@ def test_worker_process_drains_the_queue_written_by_another_process(
     fake.add_ticket(601, subject="Locked out", description="I am locked out after too many attempts.")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ZENDESK_", "DESKROUTE_", "ZENPY_")) and k != "DATABASE_URL"}
-    env.update({"PYTHONPATH": str(PROJECT), "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+    env.update({"PYTHONPATH": str(PROJECT), "DATABASE_URL": database_url(tmp_path, "shared.db"),
                 "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_OAUTH_CLIENT_ID": OAUTH_CLIENT_ID,
                 "ZENDESK_OAUTH_CLIENT_SECRET": OAUTH_CLIENT_SECRET,
                 "ZENDESK_WEBHOOK_SECRET": "s", "ZENPY_FORCE_NETLOC": netloc, "ZENPY_FORCE_SCHEME": "http"})
     process = subprocess.Popen([sys.executable, "-m", "connector", "worker"], cwd=tmp_path, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: (tmp_path / "shared.db").exists(), what="the worker to open the database")
-        store = Store(tmp_path / "shared.db")  # the web process's side of the queue
+        store = Store(env["DATABASE_URL"])  # the web process's side of the queue
         store.migrate()
         store.events.insert(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id="601",
                                        dedup_key="ticket.created:601"), now=time.time())

@@ -20,6 +20,7 @@ from connector.cli import main
 from connector.services import Services
 from connector.store import Store
 from connector.tokens import DbVault
+from databases import database_url
 from helpdesks import Env
 from helpers import PROJECT, SECRET, cli_environment, drain, make_settings
 from platforms.base import AuthFailed
@@ -334,7 +335,7 @@ def test_oauth_wins_over_an_api_token_when_both_are_set(fake: FakeZendesk, tmp_p
 
 
 def api_token_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    cli_environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'd.db'}", ZENDESK_SUBDOMAIN="acme",
+    cli_environment(monkeypatch, tmp_path, database_url(tmp_path, "d.db"), ZENDESK_SUBDOMAIN="acme",
                     ZENDESK_EMAIL="bot@example.com", ZENDESK_API_TOKEN="legacy-token", ZENDESK_WEBHOOK_SECRET="s")
 
 
@@ -370,7 +371,7 @@ def test_after_the_shutoff_an_api_token_is_refused_with_the_same_message(
 
 def test_doctor_on_oauth_says_who_deskroute_acts_as(fake: FakeZendesk, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    cli_environment(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'd.db'}", ZENDESK_SUBDOMAIN="acme",
+    cli_environment(monkeypatch, tmp_path, database_url(tmp_path, "d.db"), ZENDESK_SUBDOMAIN="acme",
                     ZENDESK_OAUTH_CLIENT_ID=OAUTH_CLIENT_ID, ZENDESK_OAUTH_CLIENT_SECRET=OAUTH_CLIENT_SECRET,
                     ZENDESK_WEBHOOK_SECRET="s", DESKROUTE_MAPPINGS_DIR=str(PROJECT / "mappings"))
     result = CliRunner().invoke(main, ["doctor"], catch_exceptions=False)

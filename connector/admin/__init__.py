@@ -179,7 +179,8 @@ def init_admin(app: Flask, services: Services) -> None:
         series: dict[str, list[int]] = {}
         for d, category, n in mix:
             series.setdefault(category, [0] * len(days))[days.index(d)] = n
-        accuracy = services.store.stats.accuracy(now=now, within_hours=services.settings.deskroute_accuracy_hours, days=7)
+        accuracy = services.store.stats.accuracy(now=now, within_hours=services.settings.deskroute_accuracy_hours,
+                                                 days=7)
         return render_template("admin/overview.html", today=today, week=week, accuracy=accuracy,
                                chart=stacked_bars(days, series), hours=services.settings.deskroute_accuracy_hours)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from connector.store import migrate as migrations
 from connector.store.auth import Auth
-from connector.store.configs import ConfigVersion, Configs
+from connector.store.configs import Configs, ConfigVersion
 from connector.store.corrections import Corrections
 from connector.store.db import BUSY_MS, WEBHOOK_BUSY_MS, Database, StoreUnavailable
 from connector.store.events import Events, Job, QueueHealth

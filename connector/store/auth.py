@@ -104,7 +104,8 @@ class Auth(Part):
             "INSERT INTO login_failures (client, failures, last_at) VALUES (:client, 1, :now)"
             " ON CONFLICT (client) DO UPDATE SET failures = login_failures.failures + 1, last_at = excluded.last_at"
             " WHERE login_failures.failures < :free OR login_failures.last_at"
-            f"   + {least}(:max_delay, CAST(1 AS BIGINT) << CAST({least}(login_failures.failures - :free + 1, 30) AS INTEGER))"
+            f"   + {least}(:max_delay,"
+            f"             CAST(1 AS BIGINT) << CAST({least}(login_failures.failures - :free + 1, 30) AS INTEGER))"
             " <= excluded.last_at"
             " RETURNING failures", params)
         # Bounded: an attacker with many addresses can't grow the table without limit.

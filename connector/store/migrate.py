@@ -67,23 +67,22 @@ def current(db: Database) -> str | None:
 def upgrade(db: Database, revision: str = "head") -> list[str]:
     """Apply pending migrations; returns the revisions applied now, oldest first."""
     config = _config()
-    with unavailable_as_store_error(), _one_at_a_time(db):
-        with db.engine.connect() as conn:
-            if not db.sqlite:  # PostgreSQL's DDL is transactional: each revision applies whole or not at all
-                conn = conn.execution_options(isolation_level="READ COMMITTED")
-            config.attributes["connection"] = conn
-            tables = set(inspect(conn).get_table_names())
-            if db.sqlite and "_migrations" in tables and "alembic_version" not in tables:
-                legacy.upgrade(db.path)
-                command.stamp(config, "0001")
-                conn.commit()
-                log.info("pre-Alembic database stamped at 0001")
-            before = MigrationContext.configure(conn).get_current_revision()
-            conn.commit()  # Alembic opens a transaction per revision itself
-            command.upgrade(config, revision)
+    with unavailable_as_store_error(), _one_at_a_time(db), db.engine.connect() as conn:
+        if not db.sqlite:  # PostgreSQL's DDL is transactional: each revision applies whole or not at all
+            conn = conn.execution_options(isolation_level="READ COMMITTED")
+        config.attributes["connection"] = conn
+        tables = set(inspect(conn).get_table_names())
+        if db.sqlite and "_migrations" in tables and "alembic_version" not in tables:
+            legacy.upgrade(db.path)
+            command.stamp(config, "0001")
             conn.commit()
-            after = MigrationContext.configure(conn).get_current_revision()
-            conn.commit()
+            log.info("pre-Alembic database stamped at 0001")
+        before = MigrationContext.configure(conn).get_current_revision()
+        conn.commit()  # Alembic opens a transaction per revision itself
+        command.upgrade(config, revision)
+        conn.commit()
+        after = MigrationContext.configure(conn).get_current_revision()
+        conn.commit()
     if before == after:
         return []
     scripts = ScriptDirectory.from_config(config)

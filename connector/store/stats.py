@@ -56,7 +56,8 @@ class Stats(Part):
         """Claude calls, tokens and estimated cost by model and outcome."""
         rows = self.execute(
             "SELECT model, outcome, count(*) AS calls, coalesce(sum(input_tokens), 0) AS input_tokens,"
-            " coalesce(sum(output_tokens), 0) AS output_tokens, coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens,"
+            " coalesce(sum(output_tokens), 0) AS output_tokens,"
+            " coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens,"
             " coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, coalesce(sum(cost_usd), 0) AS cost_usd"
             " FROM llm_calls GROUP BY model, outcome")
         return [LlmUsage(**{**r, "cost_usd": float(r["cost_usd"])}) for r in rows]

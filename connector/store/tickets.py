@@ -80,7 +80,8 @@ class Tickets(Part):
                 " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, error)"
                 " VALUES (:at, :platform, :ticket_id, :model, :outcome, :prompt_version, :latency_ms,"
                 " :input_tokens, :output_tokens, :cache_read_tokens, :cache_write_tokens, :cost_usd, :error)",
-                {"at": now, "platform": platform, "ticket_id": ticket_id, "prompt_version": classification.prompt_version,
+                {"at": now, "platform": platform, "ticket_id": ticket_id,
+                 "prompt_version": classification.prompt_version,
                  **call.model_dump(include={"model", "outcome", "latency_ms", "input_tokens", "output_tokens",
                                             "cache_read_tokens", "cache_write_tokens", "cost_usd", "error"})})
 
