@@ -3,7 +3,8 @@
 
 Runs two servers side by side under the same gunicorn command as the Procfile (sync workers,
 `--workers 4` by default) and the same load generator, and measures them in alternating rounds:
-  baseline   a bare Flask handler that parses the JSON and inserts a row into SQLite (bench/ingest_baseline.py)
+  baseline   a bare Flask handler that parses the JSON and inserts a row into SQLite (bench/ingest_baseline.py),
+             or with `--database`, into PostgreSQL with psycopg (INSERT ... ON CONFLICT DO NOTHING, autocommit)
   deskroute  `connector:create_app()`: verify the HMAC, check the window, parse, de-duplicate, enqueue
 For each it measures
   throughput   closed loop: `--concurrency` clients sending as fast as they can, a connection per
@@ -16,15 +17,21 @@ ratios). Every request carries a new ticket id, so every accepted request is a r
 are counted in each database afterwards. This machine is shared and noisy: alternating rounds and
 medians keep a neighbour's burst from landing on one server only.
 
+The databases are SQLite files in a temporary folder, or with `--database postgresql://...` two fresh
+databases on that server (bench_ingest_deskroute_<random>, bench_ingest_baseline_<random>), dropped
+afterwards unless `--keep`.
+
     python bench/ingest.py                      # 7 rounds of: 3 s closed loop, 3 s at 500 req/s
     python bench/ingest.py --rate 800 --rounds 5
     python bench/ingest.py --workers 2 --threads 4   # gthread workers with keep-alive
+    python bench/ingest.py --database postgresql://postgres@127.0.0.1:5432/postgres --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import itertools
 import json
@@ -43,6 +50,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ingest_baseline import create_schema  # noqa: E402
+from bench.pgdb import describe, fresh_database, is_postgres  # noqa: E402
 from platforms.zendesk import signed_headers  # noqa: E402  (the production signer)
 
 SECRET = "bench-secret"
@@ -230,7 +239,12 @@ def latency(port: int, requests: Requests, *, rate: float, seconds: float, conne
             "achieved_rps": total / elapsed}
 
 
-def rows(db: Path, table: str) -> int:
+def rows(db: Path | str, table: str) -> int:
+    if isinstance(db, str):  # a PostgreSQL URL
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     with sqlite3.connect(db) as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
@@ -248,20 +262,43 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="threads per worker: 1 (default) runs gunicorn's sync workers as the Procfile does, "
                         "a connection per request; more runs gthread workers with keep-alive connections")
+    parser.add_argument("--database", metavar="URL", default=None,
+                        help="postgresql://user@host:port/db: both servers write to fresh databases made on that "
+                        "server (default: SQLite files in a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL databases afterwards")
     args = parser.parse_args()
+    if args.database and not is_postgres(args.database):
+        parser.error("--database takes a postgresql:// URL (without it, both servers write to SQLite)")
+    with contextlib.ExitStack() as stack:
+        databases = None
+        if args.database:
+            databases = {name: stack.enter_context(fresh_database(args.database, f"bench_ingest_{name}",
+                                                                  keep=args.keep))
+                         for name in ("baseline", "deskroute")}
+            create_schema(databases["baseline"])
+        bench(args, databases)
 
+
+def bench(args: argparse.Namespace, databases: dict[str, str] | None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="deskroute-ingest-"))
     common = {"workers": args.workers, "threads": args.threads, "workdir": workdir}
+    baseline_db: Path | str = databases["baseline"] if databases else workdir / "baseline.db"
+    deskroute_db: Path | str = databases["deskroute"] if databases else workdir / "deskroute.db"
     apps = {
-        "baseline": ("ingest_baseline:create_app()", {"BASELINE_DB": str(workdir / "baseline.db")},
-                     workdir / "baseline.db"),
+        "baseline": ("ingest_baseline:create_app()",
+                     {"BASELINE_DATABASE_URL": baseline_db} if databases else {"BASELINE_DB": str(baseline_db)},
+                     baseline_db),
         "deskroute": ("connector:create_app()", {
-            "DATABASE_URL": f"sqlite:///{workdir / 'deskroute.db'}", "ZENDESK_SUBDOMAIN": "bench",
+            "DATABASE_URL": deskroute_db if databases else f"sqlite:///{deskroute_db}", "ZENDESK_SUBDOMAIN": "bench",
             "ZENDESK_OAUTH_CLIENT_ID": "bench", "ZENDESK_OAUTH_CLIENT_SECRET": "unused",
             "ZENDESK_WEBHOOK_SECRET": SECRET,
             "DESKROUTE_MAPPINGS_DIR": str(ROOT / "mappings"), "DESKROUTE_SCHEDULER": "false",
-        }, workdir / "deskroute.db"),
+        }, deskroute_db),
     }
+    if databases:
+        print(f"database: postgresql, {describe(databases['deskroute'])} and {describe(databases['baseline'])}")
+    else:
+        print("database: sqlite")
     # Both servers stay up; the measurements alternate between them, round by round, so that a noisy
     # neighbour on this shared machine hits both alike. The medians are reported.
     servers = {name: Server(name, app, env=env, **common) for name, (app, env, _) in apps.items()}

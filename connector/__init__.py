@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hmac
 import json
+import logging
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, jsonify, request
@@ -13,6 +14,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.settings import Settings
+from connector.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from connector.services import Services
@@ -131,5 +135,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         """JSON errors everywhere, so webhook senders and scripts can read them."""
         return jsonify(error=exc.description or exc.name), exc.code or 500
+
+    @app.errorhandler(StoreUnavailable)
+    def store_unavailable(exc: StoreUnavailable) -> tuple[Response, int, dict[str, str]]:
+        """The database is down or busy (an admin page, /metrics): 503, try again shortly, not a 500."""
+        log.warning("database unavailable", extra={"path": request.path, "error": str(exc)})
+        return jsonify(error="the database is unavailable; try again shortly"), 503, {"Retry-After": "5"}
 
     return app

@@ -120,9 +120,7 @@ class Services:
         return True
 
     def _before_job(self) -> None:
-        # Every job looks (one indexed query): the ticket after an admin's edit is routed by the edit,
-        # on whichever machine it lands.
-        self.reload_config(force=True)
+        self.reload_config()
         if self._model_check_due:  # an edit seen here, or by an admin page of this process
             from connector.feedback import ensure_model
 
@@ -150,6 +148,9 @@ class Services:
         return Worker(queue=self.queue, store=self.store, router=self.router, platforms=self.platforms,
                       shadow=s.deskroute_shadow, clock=self.clock, reconciler=self.reconciler,
                       before_job=self._before_job,
+                      # One indexed query per new ticket: the ticket after an admin's edit is routed by
+                      # the edit, on whichever machine it lands. (Idle polls look once a second.)
+                      before_classify=lambda: self.reload_config(force=True),
                       distill_min_confidence=s.deskroute_distill_min_confidence if s.deskroute_distill else None)
 
     def start_workers(self) -> WorkerPool:

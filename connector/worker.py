@@ -48,8 +48,10 @@ class Worker:
     def __init__(self, *, queue: Queue, store: Store, router: Router, platforms: dict[str, Platform],
                  shadow: bool = False, clock: Callable[[], float] | None = None, name: str | None = None,
                  distill_min_confidence: float | None = None, reconciler: Reconciler | None = None,
-                 before_job: Callable[[], None] = lambda: None):
+                 before_job: Callable[[], None] = lambda: None,
+                 before_classify: Callable[[], None] = lambda: None):
         self.before_job = before_job
+        self.before_classify = before_classify
         self.distill_min_confidence = distill_min_confidence
         self.reconciler = reconciler
         self.queue = queue
@@ -141,6 +143,7 @@ class Worker:
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(job.ticket_id)  # just claimed: the lease is fresh until here
         if record.decision is None:
+            self.before_classify()
             self._still_ours(job)  # the fetch may have waited out rate limits
             classification = self.router.classify(ticket.text)
             decision = self.router.decide(job.platform, classification)

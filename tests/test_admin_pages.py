@@ -232,3 +232,17 @@ def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Service
     every = CliRunner().invoke(main, ["tickets", "retry", "--dead"], catch_exceptions=False)
     assert every.exit_code == 0 and f"job {event['id']}: queued again" in every.output
     assert not admin_services.store.events.recent(state="dead")
+
+
+def test_the_group_list_is_asked_once_a_minute_for_the_whole_install(
+        admin: Any, make_services: Any, mappings_dir: Path, zendesk_api: responses.RequestsMock) -> None:
+    def asked() -> int:
+        return sum("/groups.json" in call.request.url for call in zendesk_api.calls)
+
+    assert "Group 360000000107" in page(admin, "/admin/mappings/billing")
+    assert asked() == 1
+    other = create_app(services=make_services(deskroute_admin_password=PASSWORD,
+                                              deskroute_mappings_dir=mappings_dir)).test_client()
+    assert login(other).status_code == 302  # another web process of the same install
+    assert "Group 360000000107" in page(other, "/admin/mappings/billing")
+    assert asked() == 1  # it used the list the first process stored

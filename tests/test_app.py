@@ -131,3 +131,14 @@ def test_scrapes_share_one_reading_of_the_database(client: Any, services: Servic
     for _ in range(20):  # a scraper, or anyone, asking many times a second
         assert client.get("/metrics").status_code == 200
     assert len(readings) == 1
+
+
+def test_a_database_outage_on_any_page_is_a_503_not_a_500(services: Any, monkeypatch: Any) -> None:
+    from connector.store import StoreUnavailable
+
+    def down() -> Any:
+        raise StoreUnavailable("connection refused")
+
+    monkeypatch.setattr(services.store.stats, "event_counts", down)
+    response = create_app(services=services).test_client().get("/metrics")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5" and response.is_json

@@ -122,3 +122,14 @@ def test_db_upgrade_migrates_and_says_where(monkeypatch: Any) -> None:
     assert result.exit_code == 0, result.output
     assert "applied 0001, 0002" in result.output and "at revision 0002" in result.output
     assert "postgres@127.0.0.1" in result.output
+
+
+def test_db_copy_from_postgresql_back_to_a_sqlite_file(tmp_path: Path) -> None:
+    source_url = postgres_url()
+    queue = Queue(Store(source_url))
+    for n in range(1200):  # more than one batch
+        queue.enqueue(event(n))
+    target_url = f"sqlite:///{tmp_path / 'backup.db'}"
+    result = CliRunner().invoke(main, ["db", "copy", "--from", source_url, "--to", target_url])
+    assert result.exit_code == 0, result.output
+    assert Store(target_url).events.get(1200)["ticket_id"] == "1199"

@@ -174,3 +174,24 @@ def test_a_job_that_kills_its_worker_dies_once_its_attempts_are_spent(queue: Que
     assert row["state"] == DEAD and row["attempts"] == 3 and row["outcome"] == "worker_died"
     assert row["last_error"] == "worker died or lost its lease on attempt 3, the last allowed"
     assert store.tickets.get("zendesk", "7").state == DEAD  # type: ignore[union-attr]
+
+
+def test_a_revision_that_fails_halfway_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """A migration killed (or failing) mid-revision must not leave half its DDL behind on SQLite either."""
+    import shutil
+
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.SCRIPTS, scripts)
+    (scripts / "versions" / "0099_broken.py").write_text(
+        'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "0099"\ndown_revision = "0002"\n'
+        'branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n'
+        '    op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))\n'
+        '    raise RuntimeError("killed mid-revision")\n')
+    store = Store(tmp_path / "m.db")
+    store.migrate()
+    monkeypatch.setattr(migrate, "SCRIPTS", scripts)
+    with pytest.raises(RuntimeError, match="killed mid-revision"):
+        store.migrate()
+    assert migrate.current(store.db) == "0002"
+    assert not store.db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'")

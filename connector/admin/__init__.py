@@ -150,13 +150,13 @@ def init_admin(app: Flask, services: Services) -> None:
         session.clear()
         return redirect(url_for("admin.login"))
 
-    groups_cache: dict[str, tuple[float, dict[str, str] | None]] = {}
-
     def live_groups(platform: str) -> dict[str, str] | None:
-        """The helpdesk's groups (id -> name), asked at most once a minute; None if it can't be asked."""
-        cached = groups_cache.get(platform)
-        if cached and cached[0] > time.monotonic() - 60:
-            return cached[1]
+        """The helpdesk's groups (id -> name), asked at most once a minute by the whole install (the list is
+        shared in the database); None if it can't be asked."""
+        now = time.time()  # wall time: the rows are compared across machines
+        found, cached = services.store.configs.groups(platform, fresher_than=now - 60)
+        if found:
+            return cached
         adapter = services.platforms.get(platform)
         groups = None
         if adapter is not None:
@@ -164,7 +164,7 @@ def init_admin(app: Flask, services: Services) -> None:
                 groups = {g.id: g.name for g in adapter.list_groups()}
             except PlatformError as exc:
                 log.warning("group list unavailable", extra={"platform": platform, "error": str(exc)})
-        groups_cache[platform] = (time.monotonic(), groups)
+        services.store.configs.save_groups(platform, groups, now=now)
         return groups
 
     @bp.get("/")

@@ -59,7 +59,8 @@ class Store:
 
     def describe(self) -> str:
         """Where the data is, without the password: for logs and `doctor`."""
-        return self.db.url.render_as_string(hide_password=True)
+        url = self.db.url.difference_update_query(["password"])  # a password given as ?password= too
+        return url.render_as_string(hide_password=True)
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the revisions applied now."""

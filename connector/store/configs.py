@@ -23,7 +23,7 @@ class ConfigVersion:
 
 
 class Configs(Part):
-    """The `config_versions` and `config_changes` tables."""
+    """The `config_versions`, `config_changes` and `helpdesk_groups` tables."""
 
     def latest_version(self) -> int | None:
         """The live version's number (cheap: every process asks every few seconds), or None: the files rule."""
@@ -66,6 +66,21 @@ class Configs(Part):
                            {"at": now, "author": author, "file": name, "summary": summary, "diff": diff,
                             "version": version})
         return version
+
+    def groups(self, platform: str, *, fresher_than: float) -> tuple[bool, dict[str, str] | None]:
+        """(found, groups) of the helpdesk's group list if fetched after `fresher_than` by any process;
+        groups None: that fetch failed."""
+        rows = self.execute("SELECT groups FROM helpdesk_groups WHERE platform = :platform AND fetched_at > :t",
+                            {"platform": platform, "t": fresher_than})
+        if not rows:
+            return False, None
+        return True, json.loads(rows[0]["groups"]) if rows[0]["groups"] is not None else None
+
+    def save_groups(self, platform: str, groups: dict[str, str] | None, *, now: float) -> None:
+        self.execute("INSERT INTO helpdesk_groups (platform, groups, fetched_at) VALUES (:platform, :groups, :now)"
+                     " ON CONFLICT (platform) DO UPDATE SET groups = excluded.groups, fetched_at = excluded.fetched_at",
+                     {"platform": platform, "groups": json.dumps(groups) if groups is not None else None,
+                      "now": now})
 
     def changes(self, limit: int = 50) -> list[dict[str, Any]]:
         """Recent edits, newest first."""

@@ -47,8 +47,10 @@ def copy(source: Store, target: Store) -> list[Copied]:
     if busy:
         raise CopyRefused(f"the target already holds data ({', '.join(busy)}); copy into an empty database")
     with source.db.engine.connect() as read, target.db.engine.connect() as write:
+        # One snapshot of the source (and a server-side cursor on PostgreSQL needs a transaction).
+        read = read.execution_options(isolation_level="SERIALIZABLE" if source.db.sqlite else "REPEATABLE READ")
         write = write.execution_options(isolation_level="SERIALIZABLE" if target.db.sqlite else "READ COMMITTED")
-        with write.begin():
+        with read.begin(), write.begin():
             for table in DURABLE:
                 rows = read.execution_options(yield_per=BATCH).execute(
                     select(table).order_by(*table.primary_key.columns))

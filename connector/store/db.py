@@ -34,6 +34,17 @@ BUSY_MS, WEBHOOK_BUSY_MS = 30_000, 5_000
 AUTOCHECKPOINT_PAGES = 10_000  # about 40 MB of WAL
 
 
+# A server that stops answering is found within seconds, on both sides: the client's keepalives and
+# TCP timeout, and the server's (so it frees a dead leader's advisory lock, which it would otherwise
+# hold for the OS's two hours). Statements give up after 30 s, and a lock not granted in 10 s is a 503.
+_PG_CONNECT: dict[str, Any] = {
+    "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 25_000, "application_name": "deskroute",
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+               " -c tcp_user_timeout=25000 -c statement_timeout=30000 -c lock_timeout=10000",
+}
+
+
 class StoreUnavailable(RuntimeError):
     """The database can't be reached or is too busy right now; nothing was written. Retry later."""
 
@@ -47,14 +58,34 @@ def database_url(url_or_path: str | Path) -> URL:
     if "://" not in value:
         return URL.create("sqlite", database=value)
     url = make_url(value)
-    if url.drivername in ("postgres", "postgresql"):
-        url = url.set(drivername="postgresql+psycopg")
-    if url.get_backend_name() not in ("sqlite", "postgresql"):
+    if url.get_backend_name() in ("postgres", "postgresql"):
+        return url.set(drivername="postgresql+psycopg")  # LISTEN and session locks use psycopg directly
+    if url.get_backend_name() != "sqlite":
         raise ValueError(f"DATABASE_URL must be sqlite:/// or postgresql://; got a {url.drivername!r} URL")
-    return url
+    return url if url.database else url.set(database="deskroute.db")
 
 
-_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk I/O", "readonly", "no such table", "malformed")
+# What "can't store this now, try again" looks like. SQLite: busy, locked, out of memory, read-only, I/O
+# error, disk full, can't open (primary result codes). PostgreSQL (SQLSTATE): connection (08), out of
+# resources (53), shut down or cancelled (57), serialization or deadlock (40), a read-only server after
+# failover (25006), a lock not granted in time (55P03). Anything else (a syntax error, a missing table,
+# a constraint) is a bug, and stays loud instead of turning into endless retries.
+_SQLITE_UNAVAILABLE = {5, 6, 7, 8, 10, 13, 14}
+_POSTGRES_UNAVAILABLE_CLASSES = ("08", "53", "57", "40")
+_POSTGRES_UNAVAILABLE = {"25006", "55P03"}
+
+
+def _unavailable(error: exc.DBAPIError) -> bool:
+    if isinstance(error, exc.InterfaceError) or error.connection_invalidated:
+        return True
+    orig = error.orig
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _SQLITE_UNAVAILABLE
+    state = getattr(orig, "sqlstate", None)
+    if state is None:  # psycopg raised before the server answered: no connection
+        return isinstance(error, exc.OperationalError)
+    return state[:2] in _POSTGRES_UNAVAILABLE_CLASSES or state in _POSTGRES_UNAVAILABLE
 
 
 @functools.lru_cache(maxsize=1024)
@@ -62,9 +93,16 @@ def _text(sql: str) -> TextClause:
     return text(sql)
 
 
+def _value(v: Any) -> Any:
+    if isinstance(v, Enum):  # states go in as their values: drivers differ on what an Enum means
+        return v.value
+    if isinstance(v, str) and "\x00" in v:  # PostgreSQL's text can't hold NUL; a ticket may
+        return v.replace("\x00", "")
+    return v
+
+
 def _values(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    # Enum states go in as their values: drivers differ on what an Enum means.
-    return {k: v.value if isinstance(v, Enum) else v for k, v in (params or {}).items()}
+    return {k: _value(v) for k, v in (params or {}).items()}
 
 
 def _rows(conn: Connection, sql: str, params: Mapping[str, Any] | None) -> list[RowMapping]:
@@ -77,14 +115,12 @@ def unavailable_as_store_error() -> Iterator[None]:
     """Turn "can't reach / too busy" driver errors into StoreUnavailable; real bugs stay what they are."""
     try:
         yield
-    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
-        reason = str(getattr(error, "orig", None) or error).split("\n")[0]
-        # SQLite calls its syntax errors OperationalError too: only a lock, a busy file or a missing one
-        # is "unavailable"; anything else is a bug and stays loud.
-        if isinstance(getattr(error, "orig", None), sqlite3.Error) \
-                and not any(word in reason for word in _SQLITE_UNAVAILABLE):
+    except exc.TimeoutError as error:  # no connection free in the pool in time
+        raise StoreUnavailable("database connection pool exhausted") from error
+    except exc.DBAPIError as error:
+        if not _unavailable(error):
             raise
-        raise StoreUnavailable(reason[:200]) from error
+        raise StoreUnavailable(str(error.orig or error).split("\n")[0][:200]) from error
 
 
 class Database:
@@ -98,13 +134,10 @@ class Database:
         if self.sqlite:
             self.engine = self._sqlite_engine()
         else:
+            # hide_parameters: a failing statement's message must not carry ticket text into a traceback.
             self.engine = create_engine(
-                self.url, isolation_level="AUTOCOMMIT", pool_size=10, max_overflow=20, pool_timeout=10,
-                pool_pre_ping=True, pool_recycle=1800,
-                # A server that doesn't answer is found within seconds, not at the OS's TCP timeout.
-                connect_args={"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
-                              "keepalives_interval": 5, "keepalives_count": 3,
-                              "application_name": "deskroute"})
+                self.url, isolation_level="AUTOCOMMIT", pool_size=10, max_overflow=30, pool_timeout=4,
+                pool_pre_ping=True, pool_recycle=1800, hide_parameters=True, connect_args=_PG_CONNECT)
 
     @property
     def path(self) -> str:
@@ -113,6 +146,7 @@ class Database:
 
     def _sqlite_engine(self) -> Engine:
         engine = create_engine(self.url, isolation_level="AUTOCOMMIT", pool_size=16, max_overflow=-1,
+                               hide_parameters=True,
                                connect_args={"timeout": BUSY_MS / 1000, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -149,11 +183,14 @@ class Database:
         """Several statements as one change. On SQLite it takes the write lock at once (BEGIN IMMEDIATE),
         so two writers never deadlock upgrading a read lock."""
         with unavailable_as_store_error(), self.engine.connect() as conn:
+            if self.sqlite:
+                self._busy(conn, BUSY_MS)  # not whatever wait the pooled connection's last user set
             conn.exec_driver_sql("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
             try:
                 yield Transaction(conn)
             except BaseException:
-                conn.exec_driver_sql("ROLLBACK")
+                with contextlib.suppress(Exception):  # the first error is the one to see
+                    conn.exec_driver_sql("ROLLBACK")
                 raise
             conn.exec_driver_sql("COMMIT")
 
@@ -187,8 +224,7 @@ class Database:
         import psycopg
 
         conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return psycopg.connect(conninfo, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=10,
-                               keepalives_interval=5, keepalives_count=3, application_name="deskroute")
+        return psycopg.connect(conninfo, autocommit=True, **_PG_CONNECT)
 
     def listen(self, channel: str, wake: Callable[[], None], stop: threading.Event) -> threading.Thread | None:
         """PostgreSQL: call `wake` whenever `channel` is notified, on a daemon thread that reconnects after
@@ -237,11 +273,16 @@ class SessionLock:
         self.key = key
         self._conn: Any = None
         self._held = False
+        self._mutex = threading.Lock()  # the scheduler's threads ask at once every minute
 
     def hold(self) -> bool:
         """Take the lock if it is free; True while this process holds it (checked on the server)."""
         import psycopg
 
+        with self._mutex:
+            return self._hold(psycopg.Error)
+
+    def _hold(self, errors: type[Exception]) -> bool:
         try:
             if self._conn is None or self._conn.closed:
                 self._held = False
@@ -250,15 +291,16 @@ class SessionLock:
                 self._conn.execute("SELECT 1")  # the connection, and so the lock, still stands
             else:
                 self._held = bool(self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0])
-        except psycopg.Error:
-            self.close()
+        except errors:
+            self._close()
         return self._held
 
     def release(self) -> None:
         """Let another process take the lock now."""
-        self.close()  # ending the session releases every lock it held
+        with self._mutex:
+            self._close()  # ending the session releases every lock it held
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._held = False
         if self._conn is not None:
             with contextlib.suppress(Exception):

@@ -17,10 +17,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 from connector.store import legacy
-from connector.store.db import Database, unavailable_as_store_error
+from connector.store.db import BUSY_MS, Database, unavailable_as_store_error
 
 log = logging.getLogger(__name__)
 SCRIPTS = Path(__file__).parent / "migrations"
@@ -51,11 +55,38 @@ def _one_at_a_time(db: Database) -> Iterator[None]:
             yield
         return
     with db.engine.connect() as conn:
+        conn.exec_driver_sql("SET lock_timeout = '5min'")  # another process's migration may take a while
         conn.exec_driver_sql(f"SELECT pg_advisory_lock({_ADVISORY_KEY})")
         try:
             yield
         finally:
             conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_ADVISORY_KEY})")
+
+
+@contextlib.contextmanager
+def _connection(db: Database) -> Iterator[Connection]:
+    """A connection on which each revision is one transaction, DDL included. PostgreSQL's DDL is
+    transactional as is; SQLite's is too once the driver stops managing transactions (the pool's
+    connections run in autocommit), so a process killed mid-revision leaves the file as it was."""
+    if not db.sqlite:
+        with db.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="READ COMMITTED")
+        return
+    engine = create_engine(db.url, poolclass=NullPool, connect_args={"timeout": BUSY_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _manual(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def current(db: Database) -> str | None:
@@ -67,11 +98,10 @@ def current(db: Database) -> str | None:
 def upgrade(db: Database, revision: str = "head") -> list[str]:
     """Apply pending migrations; returns the revisions applied now, oldest first."""
     config = _config()
-    with unavailable_as_store_error(), _one_at_a_time(db), db.engine.connect() as conn:
-        if not db.sqlite:  # PostgreSQL's DDL is transactional: each revision applies whole or not at all
-            conn = conn.execution_options(isolation_level="READ COMMITTED")
+    with unavailable_as_store_error(), _one_at_a_time(db), _connection(db) as conn:
         config.attributes["connection"] = conn
         tables = set(inspect(conn).get_table_names())
+        conn.commit()
         if db.sqlite and "_migrations" in tables and "alembic_version" not in tables:
             legacy.upgrade(db.path)
             command.stamp(config, "0001")

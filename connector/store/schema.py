@@ -103,6 +103,13 @@ config_versions = Table(
     Column("files", Text, nullable=False),  # JSON: {file name: YAML text}
 )
 
+# Each helpdesk's group list as last fetched (id -> name, JSON; null: it couldn't be fetched), shared so
+# that every process's admin pages agree and the helpdesk is asked once a minute per install.
+helpdesk_groups = Table(
+    "helpdesk_groups", metadata,
+    Column("platform", Text, primary_key=True), Column("groups", Text), Column("fetched_at", Float, nullable=False),
+)
+
 # One row per helpdesk: its OAuth token, encrypted (connector/tokens.py); never a plaintext secret.
 oauth_tokens = Table(
     "oauth_tokens", metadata,

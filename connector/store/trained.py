@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from connector.store.db import Part
+from connector.store.db import Part, Transaction
 
 # Candidates the promotion gate turned down, told apart by their source. (The patterns are bound, not
 # written in: SQLAlchemy misreads "%(" in a statement's text as a parameter.)
@@ -35,6 +35,7 @@ class Models(Part):
              sha256: str, activate: bool, now: float) -> int:
         """Keep a trained model; with activate, it becomes the one the router uses."""
         with self.db.transaction() as tx:  # deactivate the old and insert the new as one change
+            self._exclusive(tx)
             if activate:
                 tx.execute("UPDATE models SET active = 0 WHERE active = 1")
             rows = tx.execute(
@@ -43,6 +44,12 @@ class Models(Part):
                 {"now": now, "labels": json.dumps(labels), "n_examples": n_examples, "metrics": json.dumps(metrics),
                  "source": source, "sha256": sha256, "blob": blob, "active": int(activate)})
         return int(rows[0]["version"])
+
+    def _exclusive(self, tx: Transaction) -> None:
+        """PostgreSQL: one activation at a time, or two processes activating at once (say, each retraining
+        after the same configuration edit) would leave two active models. SQLite's BEGIN IMMEDIATE does this."""
+        if not self.db.sqlite:
+            tx.execute("LOCK TABLE models IN EXCLUSIVE MODE")
 
     def prune(self, keep: int, keep_refused: int = 3) -> list[int]:
         """Delete models beyond the newest `keep` that were not refused, and the newest `keep_refused`
@@ -58,6 +65,7 @@ class Models(Part):
     def activate(self, version: int) -> None:
         """Make a stored model the one the router uses."""
         with self.db.transaction() as tx:
+            self._exclusive(tx)
             if not tx.execute("SELECT 1 FROM models WHERE version = :v", {"v": version}):
                 raise KeyError(version)
             tx.execute("UPDATE models SET active = CASE WHEN version = :v THEN 1 ELSE 0 END"

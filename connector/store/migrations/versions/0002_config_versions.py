@@ -1,4 +1,5 @@
-"""Configuration versions in the database; on PostgreSQL, new events notify idle workers.
+"""Configuration versions and helpdesk group lists in the database; on PostgreSQL, new events notify
+idle workers.
 
 Revision ID: 0002
 Revises: 0001
@@ -28,9 +29,17 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("config_changes") as batch:
         batch.add_column(sa.Column("version", sa.Integer(), nullable=True))
+    op.create_table(
+        "helpdesk_groups",
+        sa.Column("platform", sa.Text(), nullable=False),
+        sa.Column("groups", sa.Text(), nullable=True),
+        sa.Column("fetched_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("platform"),
+    )
     if op.get_bind().dialect.name == "postgresql":
-        # One NOTIFY per inserting statement wakes every listening worker, on any machine; PostgreSQL
-        # folds identical notifications within a transaction, and a webhook's insert is one statement.
+        # A new event wakes every listening worker, on any machine. A row trigger: a duplicate delivery
+        # (ON CONFLICT DO NOTHING) inserts no row and wakes nobody; identical notifications in one
+        # transaction are folded into one.
         op.execute("""
             CREATE FUNCTION deskroute_notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
@@ -38,13 +47,14 @@ def upgrade() -> None:
                 RETURN NULL;
             END $$""")
         op.execute("CREATE TRIGGER events_notify AFTER INSERT ON events"
-                   " FOR EACH STATEMENT EXECUTE FUNCTION deskroute_notify_events()")
+                   " FOR EACH ROW EXECUTE FUNCTION deskroute_notify_events()")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS events_notify ON events")
         op.execute("DROP FUNCTION IF EXISTS deskroute_notify_events()")
+    op.drop_table("helpdesk_groups")
     with op.batch_alter_table("config_changes") as batch:
         batch.drop_column("version")
     op.drop_table("config_versions")
