@@ -82,8 +82,9 @@ class Services:
         """Pick up a new configuration version stored by any process (or, while none is stored, edits
         to the files in mappings_dir); True if anything changed.
 
-        Looks at most once every CONFIG_POLL_SECONDS, unless `force` (a worker about to take a job, an
-        admin page that just saved). An edit that doesn't validate is logged and ignored: the running configuration stays.
+        Looks at most once every CONFIG_POLL_SECONDS, unless `force` (a worker about to classify a new
+        ticket, an admin page that just saved). An edit that doesn't validate is logged and ignored: the
+        running configuration stays.
         """
         now = self._monotonic()
         if not force and now - self._config_checked < CONFIG_POLL_SECONDS:
