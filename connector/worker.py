@@ -24,7 +24,7 @@ from connector.mappings import triage_instead
 from connector.models import Classification, EventState, Ticket, TicketState
 from connector.queue import Queue
 from connector.router import Router
-from connector.store import Job, Store, TicketRecord
+from connector.store import Job, Store, StoreUnavailable, TicketRecord
 from platforms.base import LeaseLost, Platform, PlatformError
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,20 @@ class Worker:
 
     def run(self, stop: threading.Event, wake: threading.Event, poll_seconds: float) -> None:
         """Work until stopped, sleeping `poll_seconds` (or until woken) when the queue is empty."""
+        outage = 0.0  # seconds to wait while the database is unreachable: 1, 2, 4... up to a minute
         while not stop.is_set():
             try:
                 worked = self.run_once()
-            except Exception as exc:  # e.g. the database is unreachable: log, back off, go on
+                if outage:
+                    log.info("database reachable again")
+                outage = 0.0
+            except StoreUnavailable as exc:  # a restart or failover: wait it out, quietly and without a storm
+                if not outage:
+                    log.error("database unavailable; waiting for it", extra={"error": str(exc)})
+                outage = min(outage * 2 or 1.0, 60.0)
+                stop.wait(outage)
+                continue
+            except Exception as exc:  # a bug: log, back off, go on
                 log.error("worker loop error", extra={"error": describe_error(exc)})
                 worked = False
             if not worked:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -250,3 +251,38 @@ def test_a_retry_after_of_zero_is_waited_as_half_a_second_not_spun_on() -> None:
     with pytest.raises(PlatformError):
         RetryingCaller(max_wait=5.0, sleep=waits.append)("fetch", rate_limited)
     assert len(attempts) <= 11 and all(w >= 0.5 for w in waits)  # bounded by max_wait, not looping forever
+
+
+def test_a_worker_waits_out_a_database_outage_with_growing_pauses_and_one_log_line(
+        services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from connector.store import StoreUnavailable
+
+    class Stop:
+        """Ends the loop once a claim works again; records each pause instead of sleeping it."""
+
+        def __init__(self) -> None:
+            self.pauses: list[float] = []
+            self.done = False
+
+        def is_set(self) -> bool:
+            return self.done
+
+        def wait(self, seconds: float) -> bool:
+            self.pauses.append(seconds)
+            return False
+
+    stop, failures = Stop(), [StoreUnavailable("connection refused")] * 4
+    worker = services.make_worker()
+
+    def run_once() -> bool:
+        if failures:
+            raise failures.pop()
+        stop.done = True
+        return True
+
+    monkeypatch.setattr(worker, "run_once", run_once)
+    caplog.set_level("INFO")
+    worker.run(stop, threading.Event(), poll_seconds=0.25)  # type: ignore[arg-type]
+    assert stop.pauses == [1.0, 2.0, 4.0, 8.0]  # growing pauses, not a reconnect storm
+    assert [r.getMessage() for r in caplog.records if "database" in r.getMessage()] == [
+        "database unavailable; waiting for it", "database reachable again"]
