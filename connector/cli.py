@@ -665,7 +665,7 @@ def db_copy(source: str, target: str) -> None:
     """Copy events, decisions, corrections, models, configuration and tokens into an empty database,
     then check every table's count. Stop the workers first; point DATABASE_URL at the target after."""
     from connector.store import Store
-    from connector.store.copy import CopyRefused, copy
+    from connector.store.transfer import CopyRefused, copy
 
     origin, destination = Store(source), Store(target)
     try:
