@@ -136,10 +136,14 @@ def test_a_locked_database_gets_a_503_within_seconds_not_the_30_second_busy_wait
         client: Any, services: Services, clock: FakeClock) -> None:
     import time
 
-    if services.store.dialect != "sqlite":
-        pytest.skip("SQLite's write lock; PostgreSQL writers don't block each other's inserts")
-    holder = sqlite3.connect(services.store.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a long migration, say)
+    if services.store.dialect == "sqlite":
+        holder = sqlite3.connect(services.store.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a long migration, say)
+    else:
+        import psycopg
+
+        holder = psycopg.connect(services.store.db.url.set(drivername="postgresql").render_as_string(False))
+        holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # a long migration altering the table
     try:
         started = time.monotonic()
         response = post_signed(client, trigger_body(5), clock)

@@ -139,6 +139,10 @@ class Database:
                 self.url, isolation_level="AUTOCOMMIT", pool_size=10, max_overflow=30, pool_timeout=4,
                 pool_pre_ping=True, pool_recycle=1800, hide_parameters=True, connect_args=_PG_CONNECT)
 
+            @event.listens_for(self.engine, "connect")
+            def _timeout(dbapi_conn: Any, record: Any) -> None:
+                record.info["busy_ms"] = BUSY_MS  # the statement_timeout in _PG_CONNECT
+
     @property
     def path(self) -> str:
         """The SQLite file (tests, benchmarks, the checkpointer)."""
@@ -165,17 +169,19 @@ class Database:
                 busy_ms: int = BUSY_MS) -> list[RowMapping]:
         """Run one statement in its own transaction; its rows (none for a plain write).
 
-        `busy_ms` bounds how long SQLite waits for another writer (the webhook path waits less).
+        `busy_ms` bounds how long it may wait (the webhook path waits less, and then answers 503).
         """
         with unavailable_as_store_error(), self.engine.connect() as conn:
-            if self.sqlite:
-                self._busy(conn, busy_ms)
+            self._busy(conn, busy_ms)
             return _rows(conn, sql, params)
 
     def _busy(self, conn: Connection, ms: int) -> None:
+        """Bound how long this connection's statements wait: SQLite for another writer's lock, PostgreSQL
+        for locks and the statement itself. One statement only when a pooled connection's bound changes."""
         info = conn.connection.info
-        if info.get("busy_ms") != ms:  # a PRAGMA only when this pooled connection's wait changes
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={int(ms)}")
+        if info.get("busy_ms") != ms:
+            bound = f"PRAGMA busy_timeout={int(ms)}" if self.sqlite else f"SET statement_timeout = {int(ms)}"
+            conn.exec_driver_sql(bound)
             info["busy_ms"] = ms
 
     @contextlib.contextmanager
@@ -183,8 +189,7 @@ class Database:
         """Several statements as one change. On SQLite it takes the write lock at once (BEGIN IMMEDIATE),
         so two writers never deadlock upgrading a read lock."""
         with unavailable_as_store_error(), self.engine.connect() as conn:
-            if self.sqlite:
-                self._busy(conn, BUSY_MS)  # not whatever wait the pooled connection's last user set
+            self._busy(conn, BUSY_MS)  # not whatever bound the pooled connection's last user set
             conn.exec_driver_sql("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
             try:
                 yield Transaction(conn)
