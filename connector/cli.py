@@ -388,7 +388,7 @@ def model_rollback() -> None:
 
 @model.command(name="retrain")
 def model_retrain() -> None:
-    """Retrain on the feedback dataset now, behind the promotion gate (as the nightly job does)."""
+    """Retrain on the feedback dataset now, behind the promotion gate (as the nightly event does)."""
     from connector.feedback import retrain
 
     services = _services()
@@ -603,7 +603,7 @@ def doctor() -> None:
 
 @main.group()
 def tickets() -> None:
-    """Recent decisions, and sending a job through again (the admin UI's Tickets page)."""
+    """Recent decisions, and sending an event through again (the admin UI's Tickets page)."""
 
 
 @tickets.command(name="list")
@@ -611,11 +611,11 @@ def tickets() -> None:
 @click.option("--state", type=click.Choice(["done", "triage", "shadow", "dead", "pending"]), help="Only this state.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 def tickets_list(search: str, state: str | None, limit: int) -> None:
-    """One line per ticket: job, ticket, state, category, tier, confidence, re-routed."""
+    """One line per ticket: event, ticket, state, category, tier, confidence, re-routed."""
     rows = _services().store.stats.recent_tickets(search=search, state=state, limit=limit)
     for row in rows:
         confidence = f"{row['confidence']:.2f}" if row["confidence"] is not None else "-"
-        click.echo(f"job {row['event_id'] or '-':<6} {row['platform']} #{row['ticket_id']:<10} {row['state']:<8} "
+        click.echo(f"event {row['event_id'] or '-':<6} {row['platform']} #{row['ticket_id']:<10} {row['state']:<8} "
                    f"{row['category'] or 'triage':<22} {row['tier'] or '-':<7} {confidence}"
                    f"{'  re-routed' if row['rerouted'] else ''}")
     if not rows:
@@ -623,21 +623,21 @@ def tickets_list(search: str, state: str | None, limit: int) -> None:
 
 
 @tickets.command(name="retry")
-@click.argument("job_ids", nargs=-1, type=int)
+@click.argument("event_ids", nargs=-1, type=int)
 @click.option("--dead", "all_dead", is_flag=True,
-              help="Every dead-lettered job (say, after fixing the helpdesk's credentials).")
+              help="Every dead-lettered event (say, after fixing the helpdesk's credentials).")
 @click.option("--reclassify", is_flag=True, help="Forget the decision and classify again (for triaged tickets).")
-def tickets_retry(job_ids: tuple[int, ...], all_dead: bool, reclassify: bool) -> None:
-    """Send finished jobs (dead letters, triage) through the pipeline again; a running worker picks them up."""
+def tickets_retry(event_ids: tuple[int, ...], all_dead: bool, reclassify: bool) -> None:
+    """Send finished events (dead letters, triage) through the pipeline again; a running worker picks them up."""
     services = _services()
     if all_dead:
-        job_ids = (*job_ids, *(row["id"] for row in services.store.events.recent(state="dead", limit=1_000_000)))
-    if not job_ids:
-        raise click.UsageError("name the jobs to retry, or give --dead")
-    failed = [job for job in job_ids
-              if not services.store.events.requeue(job, now=services.clock(), reclassify=reclassify)]
-    for job in job_ids:
-        click.echo(f"job {job}: {'not finished or unknown' if job in failed else 'queued again'}")
+        event_ids = (*event_ids, *(row["id"] for row in services.store.events.recent(state="dead", limit=1_000_000)))
+    if not event_ids:
+        raise click.UsageError("name the events to retry, or give --dead")
+    failed = [event for event in event_ids
+              if not services.store.events.requeue(event, now=services.clock(), reclassify=reclassify)]
+    for event in event_ids:
+        click.echo(f"event {event}: {'not finished or unknown' if event in failed else 'queued again'}")
     if failed:
         sys.exit(1)
 

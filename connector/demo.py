@@ -148,7 +148,7 @@ class Demo:
         return rows
 
     def wait(self, ids: list[int], timeout: float = 60.0) -> bool:
-        """Wait until every ticket's job is finished; False on timeout."""
+        """Wait until every ticket's event is finished; False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             records = [self.services.store.tickets.get("zendesk", str(i)) for i in ids]

@@ -16,7 +16,7 @@ from platforms.zendesk import API_TOKEN_RETIRED
 if TYPE_CHECKING:
     from connector.services import Services
 
-# A job waiting longer than this means no worker is running, or it is stuck.
+# An event waiting longer than this means no worker is running, or it is stuck.
 STALE_QUEUE_SECONDS = 300
 
 
@@ -99,12 +99,12 @@ def diagnose(services: Services) -> list[Finding]:
     counts = health.counts
     dead = counts.get(EventState.DEAD, 0)
     if dead:
-        problem(f"queue: {dead} dead-lettered job(s): see /admin/tickets (retry button) or the events table")
+        problem(f"queue: {dead} dead-lettered event(s): see /admin/tickets (retry button) or the events table")
     waiting = health.oldest_waiting_seconds
     if waiting is not None and waiting > STALE_QUEUE_SECONDS and counts.get(EventState.PENDING):
-        problem(f"queue: the oldest job has waited {waiting / 60:.0f} min: is `deskroute worker` (or serve) running?")
+        problem(f"queue: the oldest event has waited {waiting / 60:.0f} min: is `deskroute worker` (or serve) running?")
     if not dead and not (waiting and waiting > STALE_QUEUE_SECONDS):
-        ok(f"queue: {sum(counts.values())} jobs, none dead, none stale")
+        ok(f"queue: {sum(counts.values())} events, none dead, none stale")
     version = services.store.models.active_version()
     if version is None:
         problem("model: none trained yet: `deskroute serve` or `deskroute worker` trains one at start, or run "

@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-11-22T10:00:00 INFO connector.worker job finished event_id=3 ticket_id=42`."""
+    """`2026-11-22T10:00:00 INFO connector.worker event finished event_id=3 ticket_id=42`."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S")

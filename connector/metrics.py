@@ -19,7 +19,7 @@ from connector.models import EventState
 from connector.store import Store
 
 CACHE_SECONDS = 5.0
-# Seconds from a webhook's arrival to its job's final state.
+# Seconds from a webhook's arrival to its event's final state.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
 
@@ -46,7 +46,7 @@ class StoreCollector:
                                        labels=["platform", "kind"])
         finished = CounterMetricFamily("deskroute_events_finished", "Events that reached a final state.",
                                        labels=["platform", "kind", "state", "outcome"])
-        waiting = GaugeMetricFamily("deskroute_queue_jobs", "Jobs not yet finished.", labels=["state"])
+        waiting = GaugeMetricFamily("deskroute_queue_events", "Events not yet finished.", labels=["state"])
         received_totals: dict[tuple[str, str], int] = {}
         waiting_totals: dict[str, int] = {"pending": 0, "running": 0}
         for row in self.store.stats.event_counts():
@@ -97,7 +97,7 @@ class StoreCollector:
         counts, total, n = self.store.stats.latency_histogram(LATENCY_BUCKETS)
         buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS, counts, strict=True)] + [("+Inf", n)]
         latency = HistogramMetricFamily("deskroute_processing_seconds",
-                                        "Seconds from webhook arrival to the job's final state.",
+                                        "Seconds from webhook arrival to the event's final state.",
                                         buckets=buckets, sum_value=total)
         yield from (received, finished, waiting, decisions, latency)
 

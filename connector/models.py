@@ -19,7 +19,7 @@ Tier = Literal["rules", "local", "llm", "triage"]
 EventKind = Literal["ticket.created", "ticket.group_changed"]
 
 # The tag every write-back carries. It tells our own earlier write apart from an agent's (the loop
-# guard in triggers), and tells a retried job that its write already landed.
+# guard in triggers), and tells a retried event that its write already landed.
 ROUTED_TAG = "deskroute_routed"
 TRIAGE_TAG = "deskroute_needs_triage"
 OUT_OF_SCOPE = "out_of_scope"  # a label the local model learns like any other, meaning "not ours to route"

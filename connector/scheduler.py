@@ -89,12 +89,12 @@ class Leadership:
 
 
 def report_queue_health(store: Store) -> QueueHealth:
-    """Log the queue's state; a warning while dead-lettered jobs wait for an admin."""
+    """Log the queue's state; a warning while dead-lettered events wait for an admin."""
     health = store.events.health(now=store.clock())
-    fields: dict[str, object] = {f"jobs_{state}": n for state, n in health.counts.items()}
+    fields: dict[str, object] = {f"events_{state}": n for state, n in health.counts.items()}
     fields["oldest_waiting_s"] = health.oldest_waiting_seconds
     if health.counts.get(EventState.DEAD):
-        log.warning("dead-lettered jobs need attention", extra=fields)
+        log.warning("dead-lettered events need attention", extra=fields)
     else:
         log.info("queue health", extra=fields)
     return health

@@ -168,6 +168,6 @@ class Services:
         return self.pool
 
     def wake(self) -> None:
-        """Tell this process's workers (if any) that a job was queued."""
+        """Tell this process's workers (if any) that an event was queued."""
         if self.pool is not None:
             self.pool.wake()

@@ -136,16 +136,16 @@ class Settings(BaseSettings):
         300, gt=0, description="How far a signed webhook's timestamp may be from now, either way."
     )
     # --- worker and queue ------------------------------------------------------------------
-    deskroute_worker_threads: int = Field(1, ge=1, le=32, description="Jobs processed at once per worker process.")
+    deskroute_worker_threads: int = Field(1, ge=1, le=32, description="Events processed at once per worker process.")
     deskroute_poll_seconds: float = Field(
         0.25, gt=0,
-        description="How often an idle worker looks for new jobs (webhooks in the same process wake it at once).",
+        description="How often an idle worker looks for new events (webhooks in the same process wake it at once).",
     )
     deskroute_lease_seconds: int = Field(
-        120, gt=0, description="How long a claimed job is reserved; a crashed worker's job is retried after this."
+        120, gt=0, description="How long a claimed event is reserved; a crashed worker's event is retried after this."
     )
     deskroute_max_attempts: int = Field(
-        10, ge=1, description="Attempts before a job is dead-lettered."
+        10, ge=1, description="Attempts before an event is dead-lettered."
     )
     deskroute_retry_base_seconds: float = Field(
         2.0, gt=0, description="First retry delay; doubles each attempt, with jitter."
@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     deskroute_retry_max_seconds: float = Field(600.0, gt=0, description="Longest delay between two attempts.")
     deskroute_rate_limit_wait_seconds: float = Field(
         30.0, ge=0,
-        description="Longest a single helpdesk call waits on 429 Retry-After before handing the job back to the "
+        description="Longest a single helpdesk call waits on 429 Retry-After before handing the event back to the "
         "queue for later.",
     )
     deskroute_http_timeout: float = Field(10.0, gt=0, description="Timeout in seconds for each helpdesk API request.")

@@ -83,7 +83,7 @@ def register(app: Flask, services: Services, answered: Counter) -> None:
         if not created:
             return answer(platform, 200, ignored="duplicate", event_id=event_id)
         services.wake()
-        # DEBUG: the job's own log lines carry these ids; an INFO line per webhook costs ~15% of intake.
+        # DEBUG: the event's own log lines carry these ids; an INFO line per webhook costs ~15% of intake.
         log.debug("webhook accepted", extra={"platform": platform, "event_id": event_id,
                                              "ticket_id": event.ticket_id, "kind": event.kind})
         return answer(platform, 202, status="queued", event_id=event_id)

@@ -1,10 +1,10 @@
-"""The loop that drains the queue, and the pipeline each job goes through.
+"""The loop that drains the queue, and the pipeline each event goes through.
 
 ticket.created: gate (first event owns the ticket) -> fetch -> classify once -> decide -> apply.
 ticket.group_changed: kept for the corrections feature.
 
 Exactly-once write-back: the decision is stored before the write, every write carries ROUTED_TAG,
-and a retried job (crash, lost lease, ambiguous timeout) re-reads the ticket first; the adapter's
+and a retried event (crash, lost lease, ambiguous timeout) re-reads the ticket first; the adapter's
 apply() then skips whatever an earlier attempt already wrote.
 """
 
@@ -24,7 +24,7 @@ from connector.mappings import triage_instead
 from connector.models import Classification, EventState, Ticket, TicketState
 from connector.queue import Queue
 from connector.router import Router
-from connector.store import Job, Store, StoreUnavailable, TicketRecord
+from connector.store import ClaimedEvent, Store, StoreUnavailable, TicketRecord
 from platforms.base import LeaseLost, Platform, PlatformError
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 class Worker:
-    """Processes one job at a time from the queue."""
+    """Processes one event at a time from the queue."""
 
     def __init__(self, *, queue: Queue, store: Store, router: Router, platforms: dict[str, Platform],
                  shadow: bool = False, clock: Callable[[], float] | None = None, name: str | None = None,
@@ -63,19 +63,19 @@ class Worker:
         self.owner = name or f"worker-{uuid.uuid4().hex[:12]}"
 
     def run_once(self) -> bool:
-        """Claim and process one job; False if there was none."""
+        """Claim and process one event; False if there was none."""
         # Housekeeping (a configuration reload may retrain the model) before the claim, not on the lease's time.
         self.before_job()
-        job = self.queue.claim(self.owner)
-        if job is None:
+        event = self.queue.claim(self.owner)
+        if event is None:
             return False
-        self.process(job)
+        self.process(event)
         return True
 
-    def _still_ours(self, job: Job) -> None:
-        """Extend the lease before a slow step; raise LeaseLost if another worker has the job now."""
-        if not self.queue.heartbeat(job):
-            raise LeaseLost(f"lease on job {job.id} lost")
+    def _still_ours(self, event: ClaimedEvent) -> None:
+        """Extend the lease before a slow step; raise LeaseLost if another worker has the event now."""
+        if not self.queue.heartbeat(event):
+            raise LeaseLost(f"lease on event {event.id} lost")
 
     def run(self, stop: threading.Event, wake: threading.Event, poll_seconds: float) -> None:
         """Work until stopped, sleeping `poll_seconds` (or until woken) when the queue is empty."""
@@ -99,77 +99,79 @@ class Worker:
                 wake.wait(poll_seconds)
                 wake.clear()
 
-    def process(self, job: Job) -> None:
-        """Run one job to a final state or a scheduled retry; never raises."""
-        ids = {"event_id": job.id, "platform": job.platform, "ticket_id": job.ticket_id, "attempt": job.attempts}
-        platform = self.platforms.get(job.platform)
+    def process(self, event: ClaimedEvent) -> None:
+        """Run one event to a final state or a scheduled retry; never raises."""
+        ids = {"event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id,
+               "attempt": event.attempts}
+        platform = self.platforms.get(event.platform)
         if platform is None:
-            self.queue.dead_letter(job, error=f"{job.platform} is not configured")
+            self.queue.dead_letter(event, error=f"{event.platform} is not configured")
             return
         try:
-            if job.kind == "ticket.created":
-                state, outcome = self._route(job, platform)
-            elif job.kind == "ticket.group_changed":
-                self.store.tickets.add_group_change(job, now=self.clock())
-                found = self.reconciler.reconcile(job.platform, job.ticket_id, actor_hint=job.data.get("actor_id")) \
-                    if self.reconciler is not None else 0
+            if event.kind == "ticket.created":
+                state, outcome = self._route(event, platform)
+            elif event.kind == "ticket.group_changed":
+                self.store.tickets.add_group_change(event, now=self.clock())
+                found = 0 if self.reconciler is None else self.reconciler.reconcile(
+                    event.platform, event.ticket_id, actor_hint=event.data.get("actor_id"))
                 state, outcome = EventState.DONE, f"{found} correction(s)" if found else "no correction"
             else:
-                state, outcome = EventState.DEAD, f"unknown job kind {job.kind}"
-            self.queue.complete(job, state=state, outcome=outcome)
-            log.info("job finished", extra={**ids, "state": state, "outcome": outcome})
+                state, outcome = EventState.DEAD, f"unknown event kind {event.kind}"
+            self.queue.complete(event, state=state, outcome=outcome)
+            log.info("event finished", extra={**ids, "state": state, "outcome": outcome})
         except LeaseLost:
-            # Took longer than the lease: another worker has the job and will finish it. Write nothing more.
-            log.warning("job lease lost; leaving the job to its new owner", extra=ids)
+            # Took longer than the lease: another worker has the event and will finish it. Write nothing more.
+            log.warning("event lease lost; leaving the event to its new owner", extra=ids)
         except PlatformError as exc:
             if exc.retryable:
-                self._retry(job, str(exc), exc.retry_after)
+                self._retry(event, str(exc), exc.retry_after)
             else:
-                self._mark_ticket_dead(job, str(exc))
-                self.queue.dead_letter(job, error=str(exc))
-        except Exception as exc:  # a bug must not lose the job: retry, and dead-letter in the end
+                self._mark_ticket_dead(event, str(exc))
+                self.queue.dead_letter(event, error=str(exc))
+        except Exception as exc:  # a bug must not lose the event: retry, and dead-letter in the end
             error = describe_error(exc)
-            log.error("job failed unexpectedly", extra={**ids, "error": error})
-            self._retry(job, error, None)
+            log.error("event failed unexpectedly", extra={**ids, "error": error})
+            self._retry(event, error, None)
 
-    def _retry(self, job: Job, error: str, retry_after: float | None) -> None:
-        if self.queue.retry(job, error=error, retry_after=retry_after) == EventState.DEAD:
-            self._mark_ticket_dead(job, error)
+    def _retry(self, event: ClaimedEvent, error: str, retry_after: float | None) -> None:
+        if self.queue.retry(event, error=error, retry_after=retry_after) == EventState.DEAD:
+            self._mark_ticket_dead(event, error)
 
-    def _mark_ticket_dead(self, job: Job, error: str) -> None:
+    def _mark_ticket_dead(self, event: ClaimedEvent, error: str) -> None:
         """Show on the ticket's record too that its routing was given up."""
-        record = self.store.tickets.get(job.platform, job.ticket_id)
-        if record is not None and record.event_id == job.id:
+        record = self.store.tickets.get(event.platform, event.ticket_id)
+        if record is not None and record.event_id == event.id:
             self.store.tickets.finish(record, state=TicketState.DEAD, now=self.clock(), error=error)
 
     # --- ticket.created --------------------------------------------------------------------------
 
-    def _route(self, job: Job, platform: Platform) -> tuple[EventState, str]:
+    def _route(self, event: ClaimedEvent, platform: Platform) -> tuple[EventState, str]:
         now = self.clock()
-        record = self.store.tickets.claim(platform=job.platform, ticket_id=job.ticket_id, event_id=job.id, now=now)
-        if record.event_id != job.id:
+        record = self.store.tickets.claim(platform=event.platform, ticket_id=event.ticket_id, event_id=event.id,
+                                          now=now)
+        if record.event_id != event.id:
             return EventState.DONE, "duplicate"  # another event already owns this ticket's one classification
         if record.state in (TicketState.DONE, TicketState.TRIAGE, TicketState.SHADOW):
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
-        ticket = platform.fetch_ticket(job.ticket_id)  # just claimed: the lease is fresh until here
+        ticket = platform.fetch_ticket(event.ticket_id)  # just claimed: the lease is fresh until here
         if record.decision is None:
             self.before_classify()
-            self._still_ours(job)  # the fetch may have waited out rate limits
+            self._still_ours(event)  # the fetch may have waited out rate limits
             classification = self.router.classify(ticket.text)
-            decision = self.router.decide(job.platform, classification)
-            self._still_ours(job)  # Claude may have taken its whole budget
+            decision = self.router.decide(event.platform, classification)
+            self._still_ours(event)  # Claude may have taken its whole budget
             self.store.tickets.save_decision(record, classification=classification, decision=decision,
                                              now=self.clock(),
                                              training_text=self._training_text(ticket, classification))
             log.info("ticket classified", extra={
-                "event_id": job.id, "platform": job.platform, "ticket_id": job.ticket_id,
+                "event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id,
                 "tier": classification.tier, "category": classification.category,
                 "confidence": round(classification.confidence, 3), "guardrail": classification.guardrail,
                 "classify_ms": classification.latency_ms})
         if self.shadow or not self.router.live(record.decision.category if record.decision else None):
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"
-        return self._write(job, platform, record, ticket)
+        return self._write(event, platform, record, ticket)
 
     def _training_text(self, ticket: Ticket, classification: Classification) -> str | None:
         """The redacted text of a confident Claude decision, kept to become a local training example."""
@@ -178,25 +180,26 @@ class Worker:
             return None
         return redact(ticket.text)
 
-    def _write(self, job: Job, platform: Platform, record: TicketRecord, ticket: Ticket) -> tuple[EventState, str]:
+    def _write(self, event: ClaimedEvent, platform: Platform, record: TicketRecord,
+               ticket: Ticket) -> tuple[EventState, str]:
         assert record.decision is not None
         for _ in range(MAX_CONFLICTS + 1):
             try:
-                platform.apply(ticket, record.decision, checkpoint=lambda: self._still_ours(job))
+                platform.apply(ticket, record.decision, checkpoint=lambda: self._still_ours(event))
                 break
             except PlatformError as exc:
                 if exc.conflict:
-                    ticket = platform.fetch_ticket(job.ticket_id)
+                    ticket = platform.fetch_ticket(event.ticket_id)
                     continue
                 if exc.retryable or record.decision.triage or exc.status in (None, 404):
                     raise
                 # The helpdesk refused this routing (a deleted group, say): hand the ticket to people.
                 reason = f"{platform.name} refused the routing ({exc}); sent to triage instead"
-                fallback = triage_instead(record.decision, self.router.mappings[job.platform], self.router.taxonomy,
+                fallback = triage_instead(record.decision, self.router.mappings[event.platform], self.router.taxonomy,
                                           reason=reason)
                 self.store.tickets.replace_decision(record, fallback, error=str(exc))
                 log.warning("routing refused, falling back to triage", extra={
-                    "event_id": job.id, "ticket_id": job.ticket_id, "status": exc.status})
+                    "event_id": event.id, "ticket_id": event.ticket_id, "status": exc.status})
         else:
             raise PlatformError("the ticket kept changing while we wrote to it (409)", retryable=True, status=409)
         triage = record.decision.triage
@@ -229,7 +232,7 @@ class WorkerPool:
         self.wake_event.set()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the threads to finish their current job and stop."""
+        """Ask the threads to finish their current event and stop."""
         self.stop_event.set()
         self.wake_event.set()
         deadline = time.monotonic() + timeout

@@ -60,7 +60,7 @@ class PlatformError(Exception):
 
 
 class LeaseLost(Exception):
-    """Another worker owns this job now (our lease ran out): stop without writing anything."""
+    """Another worker owns this event now (our lease ran out): stop without writing anything."""
 
 
 class AuthFailed(PlatformError):
@@ -91,7 +91,7 @@ class Platform(Protocol):
 
         Must be safe to repeat: `ticket` is read fresh before each attempt, and whatever an earlier
         attempt already wrote (it carries ROUTED_TAG) is not written again. `checkpoint` is called
-        before each write request; it raises LeaseLost when the job is no longer ours.
+        before each write request; it raises LeaseLost when the event is no longer ours.
         """
 
     def list_groups(self) -> list[Group]:
@@ -198,9 +198,9 @@ MIN_RETRY_DELAY = 0.5
 class RetryingCaller:
     """Runs one helpdesk call, retrying 429s, 5xx and network errors within a bounded wait.
 
-    A 401 or 403 is not retried here (credentials need an admin); the queue tries the job again later.
+    A 401 or 403 is not retried here (credentials need an admin); the queue tries the event again later.
     A 429 is retried after its Retry-After only if that fits in what is left of `max_wait`;
-    otherwise the PlatformError goes up with `retry_after` set, and the queue reschedules the job
+    otherwise the PlatformError goes up with `retry_after` set, and the queue reschedules the event
     without holding a worker thread. 5xx and network errors get `server_retries` quick retries.
     """
 
@@ -213,7 +213,7 @@ class RetryingCaller:
 
     def __call__(self, what: str, fn: Callable[[], T], *, checkpoint: Callable[[], None] | None = None,
                  **log_ids: Any) -> T:
-        """Run `fn`; `checkpoint` runs before every attempt (a write checks its job is still ours)."""
+        """Run `fn`; `checkpoint` runs before every attempt (a write checks its event is still ours)."""
         waited = 0.0
         server_failures = 0
         while True:

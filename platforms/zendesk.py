@@ -68,7 +68,7 @@ logging.getLogger("zenpy").setLevel(logging.WARNING)
 SIGNATURE_HEADER = "x-zendesk-webhook-signature"
 TIMESTAMP_HEADER = "x-zendesk-webhook-signature-timestamp"
 INVOCATION_HEADER = "x-zendesk-webhook-invocation-id"
-# A history import may wait this long in total on one page's rate limit (a worker job waits far less).
+# A history import may wait this long in total on one page's rate limit (a worker event waits far less).
 BACKFILL_MAX_WAIT = 600.0
 # Event-subscription envelopes carry this prefix in "type".
 EVENT_TYPE_PREFIX = "zen:event-type:"
@@ -158,13 +158,13 @@ def _platform_error(exc: Exception) -> PlatformError:
     return network_error(exc)
 
 
-# A job that can't sign in waits at least this long before its next attempt: an admin has something to
+# An event that can't sign in waits at least this long before its next attempt: an admin has something to
 # fix, and ten attempts then span an hour or more instead of a quarter of one.
 AUTH_RETRY_SECONDS = 300.0
 
 
 def _auth_error(exc: OAuthError) -> AuthFailed:
-    """No token: retry the job later (an admin fixes the client meanwhile), never write without one."""
+    """No token: retry the event later (an admin fixes the client meanwhile), never write without one."""
     if exc.retryable:  # Zendesk's token endpoint is down or busy: the usual backoff
         return AuthFailed(f"zendesk auth: {exc}", status=None, retry_after=exc.retry_after)
     return AuthFailed(f"zendesk auth: {exc}", retry_after=max(exc.retry_after or 0.0, AUTH_RETRY_SECONDS))
@@ -338,7 +338,7 @@ class ZendeskPlatform:
         if event in GROUP_CHANGED_EVENTS:
             group_id = optional_id(payload.get("group_id"))
             # De-duplicated on what the signature covers: the invocation id header is not signed, so a
-            # captured delivery replayed under new ids would otherwise queue a new job each time.
+            # captured delivery replayed under new ids would otherwise queue a new event each time.
             return TicketEvent(
                 platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
                 dedup_key=f"group_changed:{ticket_id}:{_signed_digest(headers, body)}",

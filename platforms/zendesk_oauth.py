@@ -344,7 +344,7 @@ class TokenProvider:
 
     A renewal that fails (a wrong secret, Zendesk down) is not tried again at once: this process waits
     out a cool-down, doubling up to ten minutes, and answers with the same error meanwhile, so a
-    backlog of jobs never turns into a stream of token requests.
+    backlog of events never turns into a stream of token requests.
     """
 
     POLL_SECONDS = 0.1

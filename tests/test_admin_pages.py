@@ -221,7 +221,7 @@ def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Service
 
     cli_environment(monkeypatch, tmp_path, admin_services.settings.database_url)
     listing = CliRunner().invoke(main, ["tickets", "list", "--state", "dead"], catch_exceptions=False)
-    assert listing.exit_code == 0 and f"job {event['id']}" in listing.output and "zendesk #9" in listing.output
+    assert listing.exit_code == 0 and f"event {event['id']}" in listing.output and "zendesk #9" in listing.output
     missing = CliRunner().invoke(main, ["tickets", "retry", "424242"], catch_exceptions=False)
     assert missing.exit_code == 1 and "not finished or unknown" in missing.output
     retried = CliRunner().invoke(main, ["tickets", "retry", str(event["id"])], catch_exceptions=False)
@@ -230,7 +230,7 @@ def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Service
     drain(admin_services)
     assert admin_services.store.events.recent(state="dead")  # still a 404: dead again
     every = CliRunner().invoke(main, ["tickets", "retry", "--dead"], catch_exceptions=False)
-    assert every.exit_code == 0 and f"job {event['id']}: queued again" in every.output
+    assert every.exit_code == 0 and f"event {event['id']}: queued again" in every.output
     assert not admin_services.store.events.recent(state="dead")
 
 

@@ -89,7 +89,7 @@ def test_metrics_count_events_outcomes_tiers_and_latency(client: Any, services: 
     assert value(requests, "deskroute_webhook_requests_total", platform="zendesk", status="202") == 1
     assert value(requests, "deskroute_webhook_requests_total", platform="zendesk", status="200") == 1
     assert value(requests, "deskroute_webhook_requests_total", platform="zendesk", status="400") == 1
-    assert value(m["deskroute_queue_jobs"], "deskroute_queue_jobs", state="pending") == 0
+    assert value(m["deskroute_queue_events"], "deskroute_queue_events", state="pending") == 0
 
 
 def test_queue_health_job_reports_dead_letters(services: Services, caplog: Any) -> None:

@@ -135,7 +135,7 @@ def test_retry_honours_retry_after(queue: Queue, clock: FakeClock) -> None:
     assert queue.store.events.get(job.id)["due_at"] - clock() >= 45
 
 
-def test_jobs_are_claimed_oldest_first(queue: Queue, clock: FakeClock) -> None:
+def test_events_are_claimed_oldest_first(queue: Queue, clock: FakeClock) -> None:
     ids = []
     for n in range(3):
         ids.append(queue.enqueue(event(str(n)))[0])

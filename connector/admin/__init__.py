@@ -234,9 +234,9 @@ def init_admin(app: Flask, services: Services) -> None:
     def retry(event_id: int) -> Any:
         reclassify = request.form.get("reclassify") == "1"
         if not services.store.events.requeue(event_id, now=services.clock(), reclassify=reclassify):
-            abort(409, "that job isn't finished (or doesn't exist)")
+            abort(409, "that event isn't finished (or doesn't exist)")
         services.wake()
-        log.info("job requeued from the admin UI", extra={"event_id": event_id, "reclassify": reclassify})
+        log.info("event requeued from the admin UI", extra={"event_id": event_id, "reclassify": reclassify})
         return redirect(url_for("admin.tickets", q=request.args.get("q", ""), state=request.args.get("state", "")))
 
     @bp.get("/model")

@@ -19,13 +19,13 @@ from connector.store.auth import Auth
 from connector.store.configs import Configs, ConfigVersion
 from connector.store.corrections import Corrections
 from connector.store.db import BUSY_MS, WEBHOOK_BUSY_MS, Database, StoreUnavailable
-from connector.store.events import Events, Job, QueueHealth
+from connector.store.events import ClaimedEvent, Events, QueueHealth
 from connector.store.retention import PURGED_NOTE, PURGED_TEXT, Retention
 from connector.store.stats import Stats
 from connector.store.tickets import TicketRecord, Tickets
 from connector.store.trained import ModelInfo, Models
 
-__all__ = ["BUSY_MS", "PURGED_NOTE", "PURGED_TEXT", "WEBHOOK_BUSY_MS", "ConfigVersion", "Job", "ModelInfo",
+__all__ = ["BUSY_MS", "PURGED_NOTE", "PURGED_TEXT", "WEBHOOK_BUSY_MS", "ClaimedEvent", "ConfigVersion", "ModelInfo",
            "QueueHealth", "Store", "StoreUnavailable", "TicketRecord"]
 
 

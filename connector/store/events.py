@@ -24,7 +24,7 @@ _RETURNED = "id, platform, kind, ticket_id, attempts, received_at, data"
 
 
 @dataclass
-class Job:
+class ClaimedEvent:
     """A claimed event."""
 
     id: int
@@ -62,7 +62,8 @@ class Events(Part):
                                 row, busy_ms=busy_ms)
         return existing[0]["id"], False
 
-    def claim(self, *, owner: str, now: float, lease_until: float, max_attempts: int | None = None) -> Job | None:
+    def claim(self, *, owner: str, now: float, lease_until: float,
+              max_attempts: int | None = None) -> ClaimedEvent | None:
         """Take the oldest due event: a pending one, or a running one whose lease has expired.
 
         A running event whose lease expired has lost its worker (killed, OOM). Once it has had
@@ -85,19 +86,19 @@ class Events(Part):
             if not rows:
                 return None
             row = rows[0]
-            job = Job(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
+            event = ClaimedEvent(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
                       attempts=row["attempts"], received_at=row["received_at"], owner=owner,
                       data=json.loads(row["data"] or "{}"))
-            if max_attempts is None or job.attempts <= max_attempts:
-                return job
+            if max_attempts is None or event.attempts <= max_attempts:
+                return event
             # Past the limit only when the last allowed attempt's lease ran out: its worker died.
-            self._dead_letter_unrun(job, now=now)
+            self._dead_letter_unrun(event, now=now)
 
-    def _dead_letter_unrun(self, job: Job, *, now: float) -> None:
+    def _dead_letter_unrun(self, event: ClaimedEvent, *, now: float) -> None:
         """Dead-letter an event just claimed past its attempts (the claim didn't run it, so it doesn't count)."""
-        error = f"worker died or lost its lease on attempt {job.attempts - 1}, the last allowed"
-        params = {"dead": EventState.DEAD, "error": error, "now": now, "id": job.id, "owner": job.owner,
-                  "platform": job.platform, "ticket_id": job.ticket_id, "done": TicketState.DONE,
+        error = f"worker died or lost its lease on attempt {event.attempts - 1}, the last allowed"
+        params = {"dead": EventState.DEAD, "error": error, "now": now, "id": event.id, "owner": event.owner,
+                  "platform": event.platform, "ticket_id": event.ticket_id, "done": TicketState.DONE,
                   "triage": TicketState.TRIAGE, "shadow": TicketState.SHADOW}
         self.execute("UPDATE events SET state = :dead, attempts = attempts - 1, outcome = 'worker_died',"
                      " last_error = :error, finished_at = :now, lease_owner = NULL WHERE id = :id"
@@ -105,28 +106,28 @@ class Events(Part):
         self.execute("UPDATE tickets SET state = :dead, applied_at = :now, last_error = :error"
                      " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id"
                      " AND state NOT IN (:done, :triage, :shadow)", params)
-        log.error("job dead-lettered", extra={"event_id": job.id, "ticket_id": job.ticket_id, "why": error})
+        log.error("event dead-lettered", extra={"event_id": event.id, "ticket_id": event.ticket_id, "why": error})
 
-    def _owned(self, sql: str, job: Job, **params: Any) -> bool:
+    def _owned(self, sql: str, event: ClaimedEvent, **params: Any) -> bool:
         rows = self.execute(f"{sql} WHERE id = :id AND lease_owner = :owner AND state = :running RETURNING id",
-                            {**params, "id": job.id, "owner": job.owner, "running": EventState.RUNNING})
+                            {**params, "id": event.id, "owner": event.owner, "running": EventState.RUNNING})
         return bool(rows)
 
-    def extend_lease(self, job: Job, *, until: float) -> bool:
-        """Keep a long job ours; False if the lease was lost."""
-        return self._owned("UPDATE events SET due_at = :until", job, until=until)
+    def extend_lease(self, event: ClaimedEvent, *, until: float) -> bool:
+        """Keep a long event ours; False if the lease was lost."""
+        return self._owned("UPDATE events SET due_at = :until", event, until=until)
 
-    def finish(self, job: Job, *, state: EventState, outcome: str, error: str | None, now: float) -> bool:
-        """Record a final state; False if another worker holds the job now (our lease expired)."""
+    def finish(self, event: ClaimedEvent, *, state: EventState, outcome: str, error: str | None, now: float) -> bool:
+        """Record a final state; False if another worker holds the event now (our lease expired)."""
         assert EventState(state).final
         return self._owned("UPDATE events SET state = :state, outcome = :outcome, last_error = :error,"
-                           " finished_at = :now, lease_owner = NULL", job, state=state, outcome=outcome,
+                           " finished_at = :now, lease_owner = NULL", event, state=state, outcome=outcome,
                            error=error, now=now)
 
-    def reschedule(self, job: Job, *, due_at: float, error: str) -> bool:
-        """Put a job back for a later attempt; False if the lease was lost."""
+    def reschedule(self, event: ClaimedEvent, *, due_at: float, error: str) -> bool:
+        """Put an event back for a later attempt; False if the lease was lost."""
         return self._owned("UPDATE events SET state = :pending, due_at = :due_at, last_error = :error,"
-                           " lease_owner = NULL", job, pending=EventState.PENDING, due_at=due_at, error=error)
+                           " lease_owner = NULL", event, pending=EventState.PENDING, due_at=due_at, error=error)
 
     def get(self, event_id: int) -> dict[str, Any]:
         """One event row, for the CLI, the admin UI and tests."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from connector.models import Classification, RoutingDecision, TicketState
 from connector.store.db import Part
-from connector.store.events import Job
+from connector.store.events import ClaimedEvent
 
 
 @dataclass
@@ -134,14 +134,14 @@ class Tickets(Part):
 
     # --- group changes (kept for corrections) ---------------------------------------------------
 
-    def add_group_change(self, job: Job, *, now: float) -> None:
+    def add_group_change(self, event: ClaimedEvent, *, now: float) -> None:
         """Keep a group-change event; idempotent per event."""
-        d = job.data
+        d = event.data
         self.execute(
             "INSERT INTO group_changes (event_id, platform, ticket_id, group_id, previous_group_id, actor_id, via,"
             " occurred_at, received_at) VALUES (:event_id, :platform, :ticket_id, :group_id, :previous_group_id,"
             " :actor_id, :via, :occurred_at, :now) ON CONFLICT (event_id) DO NOTHING",
-            {"event_id": job.id, "platform": job.platform, "ticket_id": job.ticket_id, "now": now,
+            {"event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id, "now": now,
              **{k: d.get(k) for k in ("group_id", "previous_group_id", "actor_id", "via", "occurred_at")}})
 
     def group_changes(self, platform: str, ticket_id: str) -> list[dict[str, Any]]:
