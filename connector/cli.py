@@ -93,6 +93,7 @@ def worker() -> None:
     services = _services(settings)
     services.report_platforms()
     pool = services.start_workers()
+    services.router.cascade()  # load the model and the tiers now, not on the first ticket (about 2 s)
     scheduler = init_scheduler(services) if settings.deskroute_scheduler else None
     if scheduler:
         scheduler.start()

@@ -133,3 +133,23 @@ def test_db_copy_from_postgresql_back_to_a_sqlite_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["db", "copy", "--from", source_url, "--to", target_url])
     assert result.exit_code == 0, result.output
     assert Store(target_url).events.get(1200)["ticket_id"] == "1199"
+
+
+def test_after_the_server_drops_every_connection_one_statement_fails_softly_and_the_next_works() -> None:
+    """A restart or failover: pooled connections are dead. No pre-ping (it costs a round trip per
+    statement), so the first statement finds out, as a StoreUnavailable (503, retried), not a 500."""
+    import psycopg
+
+    from databases import SERVER
+
+    url = postgres_url()
+    store = Store(url)
+    queue = Queue(store)
+    queue.enqueue(event(1))
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(SERVER, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                      " AND pid <> pg_backend_pid()", (name,))
+    with pytest.raises(StoreUnavailable):
+        queue.enqueue(event(2))
+    assert queue.enqueue(event(2))[1]  # the pool was emptied and reconnects
