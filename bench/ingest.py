@@ -91,20 +91,30 @@ class Server:
                 time.sleep(0.2)
         raise SystemExit(f"{name} did not start; see {self.log.name}")
 
+    def workers(self) -> list[int]:
+        """The gunicorn workers' process ids (Linux /proc)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
     def cpu_seconds(self) -> float:
         """User + system CPU of gunicorn and its workers so far (Linux /proc); steal time is not in it."""
-        pids = [self.process.pid]
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        if children.exists():
-            pids += [int(p) for p in children.read_text().split()]
         total = 0
-        for pid in pids:
+        for pid in [self.process.pid, *self.workers()]:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
+
+    def worker_rss_mb(self) -> list[float]:
+        """Each gunicorn worker's resident memory (VmRSS, MB), from /proc."""
+        sizes = []
+        for pid in self.workers():
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                sizes += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")]
+        return sizes
 
     def stop(self) -> None:
         self.process.terminate()
@@ -320,6 +330,7 @@ def bench(args: argparse.Namespace, databases: dict[str, str] | None) -> None:
                 if args.verbose:
                     print(f"  round {len(rounds[name])} {name}: {rps:.0f}/s, {cpu_us:.0f} us CPU/request, "
                           f"p99 {lat['p99_ms']:.1f} ms", flush=True)
+        rss = {name: server.worker_rss_mb() for name, server in servers.items()}  # after the load, still up
     finally:
         for server in servers.values():
             server.stop()
@@ -340,7 +351,11 @@ def bench(args: argparse.Namespace, databases: dict[str, str] | None) -> None:
           f"{', '.join(f'{x:.2f}' for x in ratios)})")
     print(f"requests per server CPU-second, deskroute/baseline: {cpu_ratio:.2f} (immune to steal time)")
     print(f"deskroute p99 at {args.rate:.0f}/s: {results['deskroute']['p99_ms']:.1f} ms (target < 25 ms)")
+    for name, sizes in rss.items():
+        print(f"{name:>9} RSS per gunicorn worker: {', '.join(f'{mb:.0f}' for mb in sizes)} MB"
+              + (" (target < 60 MB: the Procfile on a 512 MB instance)" if name == "deskroute" else ""))
     print(json.dumps({"ratio": round(ratio, 3), "cpu_ratio": round(cpu_ratio, 3),
+                      "worker_rss_mb": {name: [round(mb, 1) for mb in sizes] for name, sizes in rss.items()},
                       **{k: {m: round(v, 3) for m, v in r.items()}
                                                    for k, r in results.items()}}))
     shutil.rmtree(workdir, ignore_errors=True)

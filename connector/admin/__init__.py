@@ -24,7 +24,6 @@ from connector.admin.charts import heatmap, stacked_bars
 from connector.admin.gate import LoginThrottle, PasswordCheck, password_problem, session_key
 from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category
 from connector.corrections import STATUSES, to_csv
-from connector.feedback import LabelMismatch, promote, retrain, rollback
 from connector.models import PRIORITIES
 from platforms.base import PlatformError
 
@@ -252,6 +251,8 @@ def init_admin(app: Flask, services: Services) -> None:
     @bp.post("/model/retrain")
     @login_required
     def model_retrain() -> Any:
+        from connector.feedback import retrain  # scikit-learn: loaded by the views that train, not by every worker
+
         report = retrain(services.store, services.taxonomy, services.settings, now=services.clock())
         verb = "promoted" if report.promoted else "not promoted"
         return redirect(url_for("admin.model", message=f"Retrain: {verb} ({report.reason})."))
@@ -259,6 +260,8 @@ def init_admin(app: Flask, services: Services) -> None:
     @bp.post("/model/<int:version>/activate")
     @login_required
     def model_activate(version: int) -> Any:
+        from connector.feedback import LabelMismatch, promote  # scikit-learn, as above
+
         try:
             promote(services.store, services.taxonomy, version)
         except (KeyError, LabelMismatch) as exc:
@@ -268,6 +271,8 @@ def init_admin(app: Flask, services: Services) -> None:
     @bp.post("/model/rollback")
     @login_required
     def model_rollback() -> Any:
+        from connector.feedback import rollback  # scikit-learn, as above
+
         try:
             version = rollback(services.store, services.taxonomy)
         except LookupError as exc:

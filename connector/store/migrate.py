@@ -22,7 +22,6 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from connector.store import legacy
 from connector.store.db import BUSY_MS, Database, unavailable_as_store_error
 
 log = logging.getLogger(__name__)
@@ -102,6 +101,8 @@ def upgrade(db: Database, revision: str = "head") -> list[str]:
         tables = set(inspect(conn).get_table_names())
         conn.commit()
         if db.sqlite and "_migrations" in tables and "alembic_version" not in tables:
+            from connector.store import legacy  # sqlite-utils, which imports numpy: only for such old files
+
             legacy.upgrade(db.path)
             command.stamp(config, "0001")
             conn.commit()
