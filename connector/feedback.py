@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ class Examples:
     sources: list[str] = field(default_factory=list)
     added_at: list[float] = field(default_factory=list)  # when it became feedback; 0 for the taxonomy's
 
-    def add(self, rows: list[tuple[str, str, float | None]], source: str, taxonomy: Taxonomy) -> None:
+    def add(self, rows: Sequence[tuple[str, str, float | None]], source: str, taxonomy: Taxonomy) -> None:
         """Add (text, label, when) rows whose label is a category (or out_of_scope); others can't be learned."""
         for text, label, at in rows:
             if text and (label in taxonomy.categories or label == OUT_OF_SCOPE):
@@ -71,8 +71,8 @@ def distilled_dataset(store: Store, taxonomy: Taxonomy, *, min_confidence: float
                       now: float) -> Dataset:
     """Confident Claude decisions that stood for `after_hours` without a re-route (source `llm`)."""
     rows = store.tickets.distillable(min_confidence=min_confidence, decided_before=now - after_hours * 3600)
-    rows = [(text, label) for text, label, _ in rows if label in taxonomy.categories]
-    return Dataset([text for text, _ in rows], [label for _, label in rows])
+    kept = [(text, label) for text, label, _ in rows if label in taxonomy.categories]
+    return Dataset([text for text, _ in kept], [label for _, label in kept])
 
 
 def feedback_examples(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> Examples:
@@ -123,7 +123,7 @@ def save_model(store: Store, model: LocalModel, *, source: str, activate: bool, 
                clock: Callable[[], float] | None = None) -> int:
     """Keep a trained model in the store; returns its version."""
     blob = model.to_bytes()
-    kept = {k: model.meta[k] for k in ("cv_accuracy", "cv_confusion", "temperature", "train_seconds")
+    kept: dict[str, Any] = {k: model.meta[k] for k in ("cv_accuracy", "cv_confusion", "temperature", "train_seconds")
             if k in model.meta}
     version = store.models.save(blob=blob, labels=model.labels, n_examples=model.meta["n_examples"],
                                metrics={**kept, **(metrics or {})}, source=source,

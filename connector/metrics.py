@@ -63,8 +63,8 @@ class StoreCollector:
 
         decisions = CounterMetricFamily("deskroute_decisions", "Tickets classified, by the tier that decided.",
                                         labels=["platform", "tier"])
-        for row in self.store.stats.decision_counts():
-            decisions.add_metric([row.platform, row.tier], row.n)
+        for count in self.store.stats.decision_counts():
+            decisions.add_metric([count.platform, count.tier], count.n)
 
         calls = CounterMetricFamily("deskroute_llm_calls", "Claude requests, by model and outcome.",
                                     labels=["model", "outcome"])
@@ -73,11 +73,11 @@ class StoreCollector:
         cost = CounterMetricFamily("deskroute_llm_cost_usd", "Estimated Claude cost in USD (price table in settings).",
                                    labels=["model"])
         cost_by_model: dict[str, float] = {}
-        for row in self.store.stats.llm_usage():
-            calls.add_metric([row.model, row.outcome], row.calls)
+        for usage in self.store.stats.llm_usage():
+            calls.add_metric([usage.model, usage.outcome], usage.calls)
             for kind in ("input", "output", "cache_read", "cache_write"):
-                tokens.add_metric([row.model, kind], getattr(row, f"{kind}_tokens"))
-            cost_by_model[row.model] = cost_by_model.get(row.model, 0.0) + row.cost_usd
+                tokens.add_metric([usage.model, kind], getattr(usage, f"{kind}_tokens"))
+            cost_by_model[usage.model] = cost_by_model.get(usage.model, 0.0) + usage.cost_usd
         for model, usd in sorted(cost_by_model.items()):
             cost.add_metric([model], usd)
         yield from (calls, tokens, cost)
@@ -89,9 +89,10 @@ class StoreCollector:
         judged = GaugeMetricFamily("deskroute_category_routed", "Routed tickets old enough to judge, per category.",
                                    labels=["platform", "category", "window"])
         for window, days in (("7d", 7), ("30d", 30)):
-            for row in self.store.stats.accuracy(now=self.clock(), within_hours=self.accuracy_hours, days=days):
-                accuracy.add_metric([row["platform"], row["category"], window], row["accuracy"])
-                judged.add_metric([row["platform"], row["category"], window], row["routed"])
+            for judged_row in self.store.stats.accuracy(now=self.clock(), within_hours=self.accuracy_hours, days=days):
+                labels = [judged_row["platform"], judged_row["category"], window]
+                accuracy.add_metric(labels, judged_row["accuracy"])
+                judged.add_metric(labels, judged_row["routed"])
         yield from (accuracy, judged)
 
         counts, total, n = self.store.stats.latency_histogram(LATENCY_BUCKETS)

@@ -120,6 +120,9 @@ class Services:
         log.info("configuration reloaded", extra={"taxonomy": taxonomy.fingerprint, "version": self.config_version})
         return True
 
+    def _reload_before_classifying(self) -> None:
+        self.reload_config(force=True)
+
     def _before_job(self) -> None:
         self.reload_config()
         if self._model_check_due:  # an edit seen here, or by an admin page of this process
@@ -151,7 +154,7 @@ class Services:
                       before_job=self._before_job,
                       # One indexed query per new ticket: the ticket after an admin's edit is routed by
                       # the edit, on whichever machine it lands. (Idle polls look once a second.)
-                      before_classify=lambda: self.reload_config(force=True),
+                      before_classify=self._reload_before_classifying,
                       distill_min_confidence=s.deskroute_distill_min_confidence if s.deskroute_distill else None)
 
     def start_workers(self) -> WorkerPool:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, Response, request
 from prometheus_client import Counter
@@ -59,7 +60,7 @@ def register(app: Flask, services: Services, answered: Counter) -> None:
         except RequestEntityTooLarge:  # chunked bodies have no Content-Length; werkzeug stops at the limit
             return answer(platform, 413, error=too_large)
         # Werkzeug's headers are a case-insensitive mapping: adapters look names up in lower case.
-        headers = request.headers
+        headers = cast(Mapping[str, str], request.headers)
         try:
             adapter.verify(headers, body)
         except Unauthorized as exc:

@@ -4,7 +4,7 @@ from platforms.base import BadPayload, NotConfigured, Platform, PlatformError, U
 from platforms.freshdesk import FreshdeskPlatform
 from platforms.zendesk import ZendeskPlatform
 
-PLATFORMS: dict[str, type] = {
+PLATFORMS: dict[str, type[Platform]] = {
     ZendeskPlatform.name: ZendeskPlatform,
     FreshdeskPlatform.name: FreshdeskPlatform,
 }

@@ -76,6 +76,11 @@ class Platform(Protocol):
 
     name: ClassVar[str]  # "zendesk": the URL segment, mappings/<name>.yaml and the store column
 
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> Platform:
+        """The adapter for these settings; raise NotConfigured (saying what is missing) without them."""
+        ...
+
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Raise Unauthorized unless the request really comes from this helpdesk."""
 

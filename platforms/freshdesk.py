@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import html
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -175,7 +177,7 @@ class FreshdeskPlatform:
         self._secret = webhook_secret.encode()
         self.timeout = timeout
         self._now = now
-        self._call = RetryingCaller(max_wait=max_wait, **({"sleep": sleep} if sleep else {}))
+        self._call = RetryingCaller(max_wait=max_wait, sleep=sleep or time.sleep)
         self._local = threading.local()
         # Freshdesk's X-RateLimit-Remaining from the last answer, for /health and logs.
         self.rate_limit_remaining: int | None = None
@@ -259,7 +261,7 @@ class FreshdeskPlatform:
 
     def _request(self, what: str, method: str, path: str, payload: Any = None, *, ticket_id: str | None = None,
                  params: dict[str, Any] | None = None) -> Any:
-        ids = {"ticket_id": ticket_id} if ticket_id else {}
+        ids: dict[str, Any] = {"ticket_id": ticket_id} if ticket_id else {}
         return self._call(what, lambda: self._request_once(method, path, payload, params), **ids)
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
@@ -270,7 +272,8 @@ class FreshdeskPlatform:
     def _ticket(self, data: dict[str, Any]) -> Ticket:
         return Ticket(platform=self.name, id=str(data["id"]), subject=data.get("subject") or "",
                       description=data.get("description_text") or "", tags=list(data.get("tags") or []),
-                      group_id=optional_id(data.get("group_id")), priority=PRIORITY_NAMES.get(data.get("priority")),
+                      group_id=optional_id(data.get("group_id")),
+                      priority=PRIORITY_NAMES.get(data.get("priority") or 0),
                       status=str(data.get("status")) if data.get("status") is not None else None,
                       updated_at=data.get("updated_at"))
 
@@ -333,7 +336,7 @@ class FreshdeskPlatform:
         page = 1
         while True:
             query = {**params, "page": page}
-            batch = patient("export", lambda q=query: self._request_once("GET", "/tickets", params=q))
+            batch = patient("export", functools.partial(self._request_once, "GET", "/tickets", params=query))
             for data in batch or []:
                 yield self._ticket(data).model_copy(update={"solved": data.get("status") in SOLVED_STATUSES})
             if not batch or len(batch) < PER_PAGE:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -13,6 +14,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
@@ -225,7 +227,7 @@ class ZendeskPlatform:
         self.tolerance_seconds = tolerance_seconds
         self.timeout = timeout
         self._now = now
-        self._call = RetryingCaller(max_wait=max_wait, **({"sleep": sleep} if sleep else {}))
+        self._call = RetryingCaller(max_wait=max_wait, sleep=sleep or time.sleep)
         self._local = threading.local()
         self._me: tuple[str, str] | None = None  # (whose token, the user it acts as)
         self._basic_failing = False
@@ -304,7 +306,7 @@ class ZendeskPlatform:
     def _parse_envelope(self, payload: dict[str, Any], event_type: str) -> TicketEvent | Ignored:
         if event_type not in ("ticket.created", "ticket.group_assignment_changed"):
             return Ignored(reason=f"event type {short(event_type)} is not used")
-        detail = payload.get("detail") if isinstance(payload.get("detail"), dict) else {}
+        detail: dict[str, Any] = payload["detail"] if isinstance(payload.get("detail"), dict) else {}
         subject = payload.get("subject")
         from_subject = subject.rsplit(":", 1)[-1] if isinstance(subject, str) else None
         ticket_id = ticket_id_from(detail.get("id", from_subject))
@@ -315,7 +317,7 @@ class ZendeskPlatform:
             return TicketEvent(platform=self.name, kind="ticket.created", ticket_id=ticket_id,
                                dedup_key=f"ticket.created:{ticket_id}", source_id=envelope_id,
                                occurred_at=occurred_at, via=_optional_str(via))
-        change = payload.get("event") if isinstance(payload.get("event"), dict) else {}
+        change: dict[str, Any] = payload["event"] if isinstance(payload.get("event"), dict) else {}
         return TicketEvent(
             platform=self.name, kind="ticket.group_changed", ticket_id=ticket_id,
             dedup_key=f"event:{envelope_id}" if envelope_id else f"group_changed:{ticket_id}:{payload.get('time')}",
@@ -489,9 +491,9 @@ class ZendeskPlatform:
             trigger = Trigger(title=title, **definition)
             if existing is not None:
                 trigger.id = existing.id
-                self._api("trigger", lambda t=trigger: self.client.triggers.update(t))
+                self._api("trigger", functools.partial(self.client.triggers.update, trigger))
             else:
-                self._api("trigger", lambda t=trigger: self.client.triggers.create(t))
+                self._api("trigger", functools.partial(self.client.triggers.create, trigger))
         return report
 
     def uninstall(self, *, dry_run: bool = False) -> InstallReport:
@@ -502,13 +504,13 @@ class ZendeskPlatform:
                 report.add("plan" if dry_run else "delete", f"trigger {trigger.title}",
                            f"DELETE /api/v2/triggers/{trigger.id}")
                 if not dry_run:
-                    self._api("trigger", lambda t=trigger: self.client.triggers.delete(t))
+                    self._api("trigger", functools.partial(self.client.triggers.delete, trigger))
         for hook in self._api("webhooks", lambda: list(self.client.webhooks.list())):
             if hook.name == WEBHOOK_NAME:
                 report.add("plan" if dry_run else "delete", f"webhook {WEBHOOK_NAME}",
                            f"DELETE /api/v2/webhooks/{hook.id}")
                 if not dry_run:
-                    self._api("webhook", lambda h=hook: self.client.webhooks.delete(h))
+                    self._api("webhook", functools.partial(self.client.webhooks.delete, hook))
         return report
 
     def installation_problems(self) -> list[str]:

@@ -123,11 +123,11 @@ def _answer_model(taxonomy: Taxonomy) -> type[BaseModel]:
     categories = Literal[tuple([*taxonomy.categories, NO_CATEGORY])]  # type: ignore[valid-type]
     return create_model(
         "LLMAnswer",
-        category=(categories, ...),
+        category=(categories, ...),  # type: ignore[arg-type]
         category_confidence=(float, Confidence),
-        priority=(Literal[PRIORITIES], ...),  # type: ignore[valid-type]
+        priority=(Literal[PRIORITIES], ...),  # type: ignore[valid-type,arg-type]
         priority_confidence=(float, Confidence),
-        sentiment=(Literal[SENTIMENTS], ...),  # type: ignore[valid-type]
+        sentiment=(Literal[SENTIMENTS], ...),  # type: ignore[valid-type,arg-type]
         sentiment_confidence=(float, Confidence),
         language=(str, Field(min_length=2, max_length=12)),
         language_confidence=(float, Confidence),
@@ -251,7 +251,7 @@ class LLMTier:
                 return None, "time budget spent"
             started = self.clock()
             try:
-                message = self.client.messages.create(
+                message = self.client.messages.create(  # type: ignore[call-overload]  # dict params, checked by the API
                     model=model,
                     max_tokens=self.max_tokens,
                     system=[{"type": "text", "text": self.system_prompt, "cache_control": {"type": "ephemeral"}}],

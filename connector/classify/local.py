@@ -117,7 +117,7 @@ def _without_single_ticket_terms(vectorizer: TfidfVectorizer, matrix: sparse.csr
     mask = np.asarray(private, dtype=bool)
     present = (matrix != 0).astype(np.int32)
     # One ticket may come twice (an accepted correction, and again from a history import): count texts once.
-    first = {}
+    first: dict[str, int] = {}
     for i, (text, is_ticket) in enumerate(zip(texts, private, strict=True)):
         if is_ticket:
             first.setdefault(text, i)
@@ -164,7 +164,9 @@ class _Extractor:
         return shares
 
     def transform(self, texts: list[str]) -> sparse.csr_matrix:
-        indptr, indices, counts = [0], [], []
+        indptr: list[int] = [0]
+        indices: list[int] = []
+        counts: list[int] = []
         for text in texts:
             row = Counter(i for term in self._analyze(text) if (i := self._vocabulary.get(term)) is not None)
             indices.extend(row)

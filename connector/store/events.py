@@ -19,7 +19,7 @@ from connector.store.db import BUSY_MS, Part
 log = logging.getLogger(__name__)
 CHANNEL = "deskroute_events"
 # TicketEvent fields with columns of their own; the rest go into events.data as JSON.
-_COLUMNS = frozenset({"platform", "kind", "ticket_id", "dedup_key", "source_id"})
+_COLUMNS = {"platform", "kind", "ticket_id", "dedup_key", "source_id"}
 _RETURNED = "id, platform, kind, ticket_id, attempts, received_at, data"
 
 

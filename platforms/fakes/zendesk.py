@@ -129,7 +129,7 @@ class FakeZendesk(FakeHelpdesk):
         if header.startswith("Basic "):
             self.basic_calls += 1
             if not self.refuse_basic:
-                return int(self.me["id"])
+                return int(str(self.me["id"]))
         return json_response(401, {"error": "Couldn't authenticate you"})
 
     def route(self, request: Request, body: Any) -> Response:
