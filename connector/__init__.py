@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         settings: defaults to the environment and `.env`.
         services: a prebuilt connector.services.Services (tests, `deskroute serve`).
     """
-    from connector import webhooks
+    from connector import apps_api, webhooks
     from connector.admin import init_admin
     from connector.logs import configure_logging
     from connector.metrics import make_registry
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.extensions["deskroute"] = services
     webhooks.register(app, services, webhook_requests)
     init_admin(app, services)
+    apps_api.register(app, services)
 
     @app.get("/health")
     def health() -> tuple[Response, int]:

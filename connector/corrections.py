@@ -30,9 +30,10 @@ COLUMNS = (
     "id", "platform", "ticket_id", "seq", "is_final", "rerouted_at", "seconds_after_routing",
     "predicted_category", "predicted_group_id", "predicted_tier", "predicted_confidence",
     "previous_group_id", "corrected_group_id", "corrected_category", "final_category", "label",
-    "agent_id", "via", "status", "reviewed_by", "reviewed_at", "text",
+    "agent_id", "via", "status", "reviewed_by", "reviewed_at", "text", "comment",
 )
 STATUSES = ("pending", "accepted", "rejected")
+FEEDBACK_PREFIX = "feedback:"  # change_id of a correction an agent sent from the helpdesk sidebar
 # A helpdesk's clock and ours may disagree by this much when we order its changes against our routing.
 CLOCK_SLACK_SECONDS = 120
 
@@ -83,7 +84,9 @@ class Reconciler:
         seen = [i for i, change in enumerate(changes) if change.change_id in known]
         if seen:  # histories replay from the start: carry on after the last change already recorded
             changes = changes[seen[-1] + 1:]
-        last_group = chain[-1]["corrected_group_id"] if chain else record.decision.group_id
+        # Where the ticket last was: an agent's sidebar feedback ("feedback:" rows) suggests, it doesn't move.
+        last_group = next((c["corrected_group_id"] for c in reversed(chain) if not c["change_id"].startswith(
+            FEEDBACK_PREFIX)), record.decision.group_id)
         moves: list[tuple[GroupChange, str | None]] = []
         for change in changes:
             if change.source != "agent":

@@ -159,6 +159,15 @@ class Classification(BaseModel):
     summary: str | None = None
     prompt_version: str | None = None
     llm_calls: list[LLMCall] = Field(default_factory=list)
+    # The next most likely categories (from the local model), best first; not the one decided.
+    alternatives: list[Alternative] = Field(default_factory=list)
+
+
+class Alternative(BaseModel):
+    """A category a tier also considered, with its confidence (the sidebar's "Route to ..." buttons)."""
+
+    category: str
+    confidence: float
 
 
 class TierResult(BaseModel):
@@ -169,6 +178,7 @@ class TierResult(BaseModel):
     confidence: float
     reason: str = ""
     model: str | None = None  # the LLM tier: which model answered
+    ranked: list[Alternative] = Field(default_factory=list)  # the local tier: its top categories, best first
 
 
 class LLMCall(BaseModel):

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     deskroute_metrics_token: SecretStr = Field(
         SecretStr(""), description="When set, /metrics and /health's details need `Authorization: Bearer <token>`; "
         "/health without it says only ok or not.")
+    deskroute_app_token: SecretStr = Field(
+        SecretStr(""), description="Token the helpdesk apps' sidebar sends to /apps/api (generated and shown once "
+        "by `deskroute app`); without it the sidebar API is off.")
     deskroute_secure_cookies: bool = Field(True, description="Send the admin session cookie over HTTPS only "
                                            "(browsers treat http://localhost as secure too).")
     # --- logging ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.classify.clean import is_auto_reply
 from connector.classify.rules import RulesTier
-from connector.models import OUT_OF_SCOPE, Classification, TierResult
+from connector.models import OUT_OF_SCOPE, Alternative, Classification, TierResult
 
 if TYPE_CHECKING:
     from connector.classify.llm import LLMOutcome, LLMTier
@@ -46,7 +46,9 @@ class Cascade:
             reason = f"local model: {prediction.confidence:.2f}"
             if runner_up:
                 reason += f" (next: {runner_up[0]} {runner_up[1]:.2f})"
-        return TierResult(tier="local", category=prediction.label, confidence=prediction.confidence, reason=reason)
+        return TierResult(tier="local", category=prediction.label, confidence=prediction.confidence, reason=reason,
+                          ranked=[Alternative(category=label, confidence=round(p, 4))
+                                  for label, p in prediction.ranked])
 
     def _decides(self, result: TierResult) -> bool:
         return result.category is not None and result.confidence >= self.threshold
@@ -79,6 +81,9 @@ class Cascade:
         latency_ms = (time.perf_counter() - started) * 1000
         common: dict[str, Any] = {"tiers": tiers, "model_version": self.model_version,
                                   "latency_ms": round(latency_ms, 3)}
+        chosen = decided.category if decided else None
+        ranked = next((t.ranked for t in tiers if t.tier == "local"), [])
+        common["alternatives"] = [a for a in ranked if a.category not in (chosen, OUT_OF_SCOPE)][:2]
         if llm is not None:
             answer = llm.answer or {}
             common.update(prompt_version=llm.prompt_version, llm_calls=llm.calls, sentiment=answer.get("sentiment"),

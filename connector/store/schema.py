@@ -77,6 +77,7 @@ corrections = Table(
     Column("corrected_category", Text), Column("agent_id", Text), Column("via", Text), Column("routed_at", Float),
     Column("rerouted_at", Float), Column("status", Text, nullable=False), Column("label", Text),
     Column("reviewed_by", Text), Column("reviewed_at", Float), Column("created_at", Float),
+    Column("comment", Text),  # an agent's word from the sidebar ("wrong: it's about refunds"), redacted
     Index("idx_corrections_platform_ticket_id_change_id", "platform", "ticket_id", "change_id", unique=True),
     Index("idx_corrections_rerouted_at", "rerouted_at"),
 )

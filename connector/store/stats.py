@@ -8,6 +8,8 @@ from typing import Any
 from connector.models import TicketState
 from connector.store.db import Part
 
+CONFIRMED = "agent_confirmed"  # a correction's `via` when an agent said the routing was right: not a re-route
+
 
 @dataclass
 class EventCount:
@@ -75,13 +77,13 @@ class Stats(Part):
         moved within `within_hours` of routing."""
         rows = self.execute(
             "SELECT t.platform, t.category, count(*) AS routed, sum(CASE WHEN EXISTS (SELECT 1 FROM corrections c"
-            "  WHERE c.platform = t.platform AND c.ticket_id = t.ticket_id"
+            "  WHERE c.platform = t.platform AND c.ticket_id = t.ticket_id AND coalesce(c.via, '') != :confirmed"
             "  AND c.rerouted_at <= t.applied_at + :within) THEN 1 ELSE 0 END) AS rerouted"
             " FROM tickets t WHERE t.state = :done AND t.category IS NOT NULL"
             " AND t.applied_at >= :since AND t.applied_at <= :until GROUP BY t.platform, t.category"
             " ORDER BY t.category",
-            {"within": within_hours * 3600, "done": TicketState.DONE, "since": now - days * 86400,
-             "until": now - within_hours * 3600})
+            {"within": within_hours * 3600, "done": TicketState.DONE, "confirmed": CONFIRMED,
+             "since": now - days * 86400, "until": now - within_hours * 3600})
         return [{**r, "accuracy": 1 - r["rerouted"] / r["routed"]} for r in rows]
 
     def overview(self, *, since: float) -> dict[str, Any]:
@@ -123,10 +125,11 @@ class Stats(Part):
             "SELECT t.platform, t.ticket_id, t.state, t.category, t.confidence, t.tier, t.guardrail, t.decided_at,"
             " t.decision, t.last_error, e.id AS event_id, e.state AS event_state, e.last_error AS event_error,"
             " CASE WHEN EXISTS (SELECT 1 FROM corrections c WHERE c.platform = t.platform"
-            "  AND c.ticket_id = t.ticket_id) THEN 1 ELSE 0 END AS rerouted"
+            "  AND c.ticket_id = t.ticket_id AND coalesce(c.via, '') != :confirmed) THEN 1 ELSE 0 END AS rerouted"
             " FROM tickets t LEFT JOIN events e ON e.id = t.event_id"
             f" WHERE {' AND '.join(where)} ORDER BY t.first_seen_at DESC LIMIT :limit",
-            {"search": search, "like": f"%{search.lower()}%", "state": state, "limit": limit})
+            {"search": search, "like": f"%{search.lower()}%", "state": state, "limit": limit,
+             "confirmed": CONFIRMED})
         return [dict(r) for r in rows]
 
 

@@ -1,0 +1,189 @@
+"""The API behind the helpdesk sidebar apps: what Deskroute decided about a ticket, and agents' feedback.
+
+The apps call it through the helpdesk's own proxy (Zendesk's `client.request({secure: true})`, Freshworks'
+request templates), with `Authorization: Bearer <DESKROUTE_APP_TOKEN>` filled in by the helpdesk from the
+app's secure setting: the token never reaches the agent's browser. Without the token set, the API is off.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from pydantic import BaseModel, Field, ValidationError
+
+from connector.classify.redact import redact
+from connector.corrections import FEEDBACK_PREFIX
+from connector.models import TicketState
+from connector.services import Services
+from connector.store import TicketRecord
+from connector.store.stats import CONFIRMED
+from platforms.base import PlatformError
+
+log = logging.getLogger(__name__)
+TIER_NAMES = {"rules": "keyword rule", "local": "local model", "llm": "Claude", "triage": "triage"}
+
+
+class Feedback(BaseModel):
+    """What the sidebar's "Right" / "Wrong? tell us why" sends."""
+
+    verdict: Literal["right", "wrong"]
+    category: str | None = Field(None, max_length=100)
+    comment: str | None = Field(None, max_length=1000)
+    agent_id: str | None = Field(None, max_length=64)
+
+
+def category_title(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def _iso(value: float | None) -> str | None:
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") if value is not None else None
+
+
+def decision_view(services: Services, record: TicketRecord) -> dict[str, Any]:
+    """The sidebar's view of a ticket's one decision."""
+    classification, decision = record.classification, record.decision
+    mapping = services.mappings.get(record.platform)
+    category = decision.category if decision else None
+    confidence = decision.confidence if decision else (classification.confidence if classification else 0.0)
+    tier = decision.tier if decision else (classification.tier if classification else "triage")
+    reason = classification.reason if classification else ""
+    headline = category_title(category) if category else "Sent to triage"
+    # The local model's reason repeats its numbers; the rules' keyword and Claude's words say why.
+    why = "" if tier == "local" else reason
+    summary = " · ".join(part for part in (headline, f"{confidence:.0%}", TIER_NAMES.get(tier, tier), why) if part)
+    runner_ups = []
+    for alternative in classification.alternatives if classification else []:
+        route = mapping.categories.get(alternative.category) if mapping else None
+        if route is not None:
+            runner_ups.append({"category": alternative.category, "title": category_title(alternative.category),
+                               "confidence": alternative.confidence, "group_id": route.group_id})
+    reroutes = [{"at": _iso(c["rerouted_at"]), "from_group_id": c["previous_group_id"],
+                 "to_group_id": c["corrected_group_id"], "category": c["corrected_category"], "via": c["via"]}
+                for c in services.store.corrections.for_ticket(record.platform, record.ticket_id)]
+    return {
+        "platform": record.platform, "ticket_id": record.ticket_id, "state": record.state, "summary": summary,
+        "category": category, "confidence": round(confidence, 4), "tier": tier, "reason": reason,
+        "group_id": decision.group_id if decision else None, "triage": bool(decision.triage) if decision else True,
+        "runner_ups": runner_ups, "language": classification.language if classification else None,
+        "sentiment": classification.sentiment if classification else None, "reroutes": reroutes,
+        "categories": [{"name": name, "title": category_title(name), "description": c.description}
+                       for name, c in services.taxonomy.categories.items()],
+    }
+
+
+def record_feedback(services: Services, record: TicketRecord, feedback: Feedback) -> None:
+    """Keep an agent's verdict as a correction team leads review and export like a re-route. "wrong" with a
+    category is a correction to that category's group; "right" confirms the label, accepted at once."""
+    decision = record.decision
+    predicted = decision.category if decision else None
+    category = feedback.category if feedback.verdict == "wrong" else predicted
+    mapping = services.mappings[record.platform]
+    route = mapping.categories.get(category) if category else None
+    text = None
+    platform = services.platforms.get(record.platform)
+    if platform is not None and services.settings.deskroute_corrections_keep_text:
+        try:
+            text = redact(platform.fetch_ticket(record.ticket_id).text)
+        except PlatformError as exc:  # the verdict still counts; team leads see it without the text
+            log.warning("ticket text unavailable for feedback", extra={"platform": record.platform,
+                                                                       "ticket_id": record.ticket_id,
+                                                                       "error": str(exc)})
+    now = services.clock()
+    confirmed = feedback.verdict == "right"
+    services.store.corrections.add({
+        "platform": record.platform, "ticket_id": record.ticket_id, "change_id": f"{FEEDBACK_PREFIX}{uuid.uuid4().hex}",
+        "seq": len(services.store.corrections.for_ticket(record.platform, record.ticket_id)) + 1, "text": text,
+        "predicted_category": predicted, "predicted_group_id": decision.group_id if decision else None,
+        "predicted_tier": decision.tier if decision else None,
+        "predicted_confidence": decision.confidence if decision else None,
+        "previous_group_id": decision.group_id if decision else None,
+        "corrected_group_id": route.group_id if route else None, "corrected_category": category,
+        "agent_id": feedback.agent_id, "via": CONFIRMED if confirmed else "agent_feedback",
+        "routed_at": record.applied_at, "rerouted_at": now, "status": "accepted" if confirmed else "pending",
+        "reviewed_by": f"agent:{feedback.agent_id or 'unknown'}" if confirmed else None,
+        "reviewed_at": now if confirmed else None, "created_at": now,
+        "comment": redact(feedback.comment) if feedback.comment else None,
+    })
+    log.info("agent feedback recorded", extra={"platform": record.platform, "ticket_id": record.ticket_id,
+                                               "verdict": feedback.verdict, "category": category})
+
+
+def register(app: Flask, services: Services) -> None:
+    """Mount /apps/api on the app."""
+    bp = Blueprint("apps_api", __name__, url_prefix="/apps/api")
+    token = services.settings.deskroute_app_token.get_secret_value()
+    origins = helpdesk_origins(services)
+
+    def error(status: int, message: str) -> tuple[Response, int]:
+        return jsonify(error=message), status
+
+    @bp.before_request
+    def guard() -> Any:
+        if request.method == "OPTIONS":
+            return Response(status=204)  # a CORS preflight carries no credentials
+        if not token:
+            return error(404, "the helpdesk apps are off: set DESKROUTE_APP_TOKEN (see `deskroute app`)")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return error(401, "missing or wrong app token")
+        return None
+
+    @bp.after_request
+    def cors(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin and origin in origins:  # only the helpdesks this install is connected to
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    def find(platform: str, ticket_id: str) -> TicketRecord | tuple[Response, int]:
+        if platform not in services.mappings:
+            return error(404, f"unknown helpdesk {platform!r}")
+        record = services.store.tickets.get(platform, ticket_id)
+        if record is None or record.state == TicketState.NEW:
+            return error(404, "Deskroute hasn't routed this ticket")
+        return record
+
+    @bp.route("/tickets/<platform>/<ticket_id>", methods=["GET", "OPTIONS"])
+    def ticket(platform: str, ticket_id: str) -> Any:
+        found = find(platform, ticket_id)
+        return found if isinstance(found, tuple) else jsonify(decision_view(services, found))
+
+    @bp.route("/tickets/<platform>/<ticket_id>/feedback", methods=["POST", "OPTIONS"])
+    def feedback(platform: str, ticket_id: str) -> Any:
+        found = find(platform, ticket_id)
+        if isinstance(found, tuple):
+            return found
+        try:
+            body = Feedback.model_validate(request.get_json(force=True, silent=False))
+        except (ValidationError, ValueError) as exc:
+            return error(400, f"bad feedback: {str(exc).splitlines()[0]}")
+        if body.verdict == "wrong":
+            if not body.category:
+                return error(400, "a 'wrong' verdict needs the right category")
+            if body.category not in services.taxonomy.categories:
+                return error(422, f"unknown category {body.category!r}")
+        record_feedback(services, found, body)
+        return jsonify(status="recorded"), 201
+
+    app.register_blueprint(bp)
+
+
+def helpdesk_origins(services: Services) -> set[str]:
+    """The browser origins of the helpdesks this install talks to."""
+    s = services.settings
+    origins = set()
+    if s.zendesk_subdomain:
+        origins.add(f"https://{s.zendesk_subdomain}.zendesk.com")
+    if s.freshdesk_domain:
+        domain = s.freshdesk_domain
+        origins.add(f"https://{domain if '.' in domain else domain + '.freshdesk.com'}")
+    return origins

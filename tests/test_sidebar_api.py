@@ -1,0 +1,120 @@
+"""The helpdesk sidebar's API: the decision at a glance, and agents' "right" / "wrong" feedback recorded as
+corrections team leads review and export, on both helpdesks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from pydantic import SecretStr
+
+from connector import create_app
+from connector.cli import main
+from connector.services import Services
+from helpdesks import Env, mapped_route
+from helpers import cli_environment, drain
+
+TOKEN = "sidebar-token-for-tests-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def sidebar(services: Services, token: str = TOKEN) -> Any:
+    services.settings.deskroute_app_token = SecretStr(token)
+    return create_app(services=services).test_client()
+
+
+def routed(env: Env, ticket_id: int) -> Any:
+    env.create(ticket_id)
+    drain(env.services)
+    return sidebar(env.services)
+
+
+def test_the_sidebar_sees_the_decision_and_strangers_see_nothing(env: Env) -> None:
+    client = routed(env, 11)
+    url = f"/apps/api/tickets/{env.name}/11"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers={"Authorization": "Bearer guess"}).status_code == 401
+    answer = client.get(url, headers=AUTH)
+    assert answer.status_code == 200, answer.json
+    view = answer.json
+    assert view["category"] == "billing" and view["tier"] == "rules" and view["state"] == "done"
+    assert view["group_id"] == str(mapped_route(env.name, "billing")["group_id"])
+    assert view["summary"] == "Billing · 95% · keyword rule · keyword 'invoice'"
+    assert {c["name"] for c in view["categories"]} >= {"billing", "bug_report"}
+    assert client.get(f"/apps/api/tickets/{env.name}/999", headers=AUTH).status_code == 404  # never seen
+    off = sidebar(env.services, token="")
+    assert off.get(url, headers=AUTH).status_code == 404  # no DESKROUTE_APP_TOKEN: the API is off
+
+
+def test_wrong_with_a_category_is_a_correction_team_leads_export(env: Env, tmp_path: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    client = routed(env, 12)
+    url = f"/apps/api/tickets/{env.name}/12/feedback"
+    assert client.post(url, json={"verdict": "wrong", "category": "no_such_thing"}, headers=AUTH).status_code == 422
+    assert client.post(url, json={"verdict": "wrong"}, headers=AUTH).status_code == 400
+    assert client.post(url, json={"verdict": "maybe"}, headers=AUTH).status_code == 400
+    assert client.post(url, json={"verdict": "wrong", "category": "bug_report"}).status_code == 401
+    assert env.services.store.corrections.find() == []  # nothing recorded by refused requests
+    sent = client.post(url, headers=AUTH, json={
+        "verdict": "wrong", "category": "bug_report", "agent_id": "9001",
+        "comment": "The export crashes, not billing; mail me at ada@example.com"})
+    assert sent.status_code == 201 and sent.json == {"status": "recorded"}
+    [correction] = env.services.store.corrections.find()
+    assert correction["via"] == "agent_feedback" and correction["status"] == "pending"
+    assert correction["predicted_category"] == "billing" and correction["corrected_category"] == "bug_report"
+    assert correction["corrected_group_id"] == str(mapped_route(env.name, "bug_report")["group_id"])
+    assert correction["agent_id"] == "9001" and "ada@example.com" not in correction["comment"]
+    assert correction["comment"].startswith("The export crashes")
+    assert correction["text"] and "invoice" in correction["text"].lower()  # the ticket, for retraining
+    view = client.get(f"/apps/api/tickets/{env.name}/12", headers=AUTH).json
+    assert [r["category"] for r in view["reroutes"]] == ["bug_report"]
+
+    cli_environment(monkeypatch, tmp_path, env.services.settings.database_url)
+    exported = CliRunner().invoke(main, ["corrections", "export", "--format", "jsonl"])
+    assert exported.exit_code == 0 and '"via": "agent_feedback"' in exported.output
+    assert "The export crashes" in exported.output
+
+
+def test_a_later_move_after_feedback_is_recorded_from_where_the_ticket_really_was(env: Env) -> None:
+    client = routed(env, 14)
+    client.post(f"/apps/api/tickets/{env.name}/14/feedback", headers=AUTH,
+                json={"verdict": "wrong", "category": "bug_report"})
+    env.clock.advance(600)
+    env.reroute(14, int(mapped_route(env.name, "outage_performance")["group_id"]))
+    drain(env.services)
+    move = env.services.store.corrections.find()[-1]
+    assert move["corrected_category"] == "outage_performance"
+    assert move["previous_group_id"] == str(mapped_route(env.name, "billing")["group_id"])  # not the suggestion
+
+
+def test_right_confirms_the_label_without_counting_as_a_reroute(env: Env) -> None:
+    client = routed(env, 13)
+    sent = client.post(f"/apps/api/tickets/{env.name}/13/feedback", headers=AUTH,
+                       json={"verdict": "right", "agent_id": "7"})
+    assert sent.status_code == 201
+    [confirmed] = env.services.store.corrections.find()
+    assert confirmed["via"] == "agent_confirmed" and confirmed["status"] == "accepted"
+    assert confirmed["corrected_category"] == "billing"
+    assert [label for _, label, _ in env.services.store.corrections.accepted()] == ["billing"]  # learned
+    [row] = env.services.store.stats.recent_tickets()
+    assert not row["rerouted"]
+
+
+def test_cors_only_for_the_connected_helpdesk(env: Env) -> None:
+    client = routed(env, 15)
+    own = "https://acme.zendesk.com" if env.name == "zendesk" else "https://acme.freshdesk.com"
+    mine = client.get(f"/apps/api/tickets/{env.name}/15", headers={**AUTH, "Origin": own})
+    assert mine.headers.get("Access-Control-Allow-Origin") == own
+    other = client.get(f"/apps/api/tickets/{env.name}/15", headers={**AUTH, "Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_runner_ups_come_from_the_local_model_and_map_to_groups(services: Services) -> None:
+    classification = services.router.classify("My card payment failed twice and now the account is locked")
+    assert classification.tier in ("local", "triage", "llm")
+    decided = classification.category
+    assert 1 <= len(classification.alternatives) <= 2
+    assert all(a.category not in (decided, "out_of_scope") for a in classification.alternatives)
+    confidences = [a.confidence for a in classification.alternatives]
+    assert confidences == sorted(confidences, reverse=True)
