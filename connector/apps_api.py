@@ -177,13 +177,24 @@ def register(app: Flask, services: Services) -> None:
     app.register_blueprint(bp)
 
 
+def helpdesk_origin(settings: Any, platform: str) -> str | None:
+    """The helpdesk's web address (its agents' browser origin), if it is configured."""
+    if platform == "zendesk" and settings.zendesk_subdomain:
+        return f"https://{settings.zendesk_subdomain}.zendesk.com"
+    if platform == "freshdesk" and settings.freshdesk_domain:
+        domain = settings.freshdesk_domain
+        return f"https://{domain if '.' in domain else domain + '.freshdesk.com'}"
+    return None
+
+
+def ticket_url(settings: Any, platform: str, ticket_id: str) -> str | None:
+    """Where an agent opens the ticket in its helpdesk."""
+    origin = helpdesk_origin(settings, platform)
+    if origin is None:
+        return None
+    return f"{origin}/agent/tickets/{ticket_id}" if platform == "zendesk" else f"{origin}/a/tickets/{ticket_id}"
+
+
 def helpdesk_origins(services: Services) -> set[str]:
     """The browser origins of the helpdesks this install talks to."""
-    s = services.settings
-    origins = set()
-    if s.zendesk_subdomain:
-        origins.add(f"https://{s.zendesk_subdomain}.zendesk.com")
-    if s.freshdesk_domain:
-        domain = s.freshdesk_domain
-        origins.add(f"https://{domain if '.' in domain else domain + '.freshdesk.com'}")
-    return origins
+    return {o for name in services.mappings if (o := helpdesk_origin(services.settings, name))}

@@ -246,3 +246,24 @@ def test_the_group_list_is_asked_once_a_minute_for_the_whole_install(
     assert login(other).status_code == 302  # another web process of the same install
     assert "Group 360000000107" in page(other, "/admin/mappings/billing")
     assert asked() == 1  # it used the list the first process stored
+
+
+def test_the_corrections_page_gives_reviewers_the_ticket_the_comment_and_the_choice(
+        admin: Any, admin_services: Services) -> None:
+    base = {"platform": "zendesk", "predicted_category": "bug_report", "predicted_group_id": "360000000103",
+            "predicted_tier": "local", "predicted_confidence": 0.7, "previous_group_id": "360000000103",
+            "corrected_group_id": "360000000101", "routed_at": 1.0, "rerouted_at": 2.0, "status": "pending",
+            "created_at": 2.0}
+    admin_services.store.corrections.add({**base, "ticket_id": "71", "change_id": "c1", "seq": 1,
+                                          "text": "Charged twice\nPlease refund the duplicate charge.",
+                                          "corrected_category": "ambiguous:billing|refunds_cancellation"})
+    admin_services.store.corrections.add({**base, "ticket_id": "72", "change_id": "feedback:x", "seq": 1,
+                                          "text": "Export crashes\nThe CSV export fails.", "via": "agent_feedback",
+                                          "corrected_category": "billing", "comment": "it is about the invoice"})
+    html = page(admin, "/admin/corrections")
+    assert 'href="https://acme.zendesk.com/agent/tickets/71"' in html and "Charged twice" in html
+    assert "Please refund" not in html  # the subject line only
+    choice = html.split("/admin/corrections/1")[1].split("</form>")[0]
+    assert 'type="radio" name="label" value="billing" checked' in choice
+    assert 'value="refunds_cancellation"' in choice and "<select" not in choice
+    assert "<q>it is about the invoice</q>" in html and "(said in the sidebar)" in html

@@ -285,7 +285,14 @@ def init_admin(app: Flask, services: Services) -> None:
         status = request.args.get("status") or "pending"
         if status not in (*STATUSES, "all"):
             abort(400, "unknown status")
+        from connector.apps_api import ticket_url
+
         rows = services.store.corrections.find(status=None if status == "all" else status, limit=500)
+        for row in rows:  # context for the reviewer: where the ticket is, what it said, and the choice to make
+            row["url"] = ticket_url(services.settings, row["platform"], row["ticket_id"])
+            row["subject"] = (row["text"] or "").split("\n", 1)[0][:90]
+            final = row["final_category"] or ""
+            row["choices"] = final.split(":", 1)[1].split("|") if final.startswith("ambiguous:") else []
         return render_template("admin/corrections.html", rows=rows, status=status, statuses=STATUSES,
                                categories=list(services.taxonomy.categories))
 
