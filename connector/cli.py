@@ -643,6 +643,65 @@ def tickets_retry(event_ids: tuple[int, ...], all_dead: bool, reclassify: bool) 
         sys.exit(1)
 
 
+@main.group(name="app")
+def helpdesk_app() -> None:
+    """Build the sidebar app agents see on each ticket: the decision, the runner-ups, "Wrong? tell us why"."""
+
+
+_APP_UPLOAD = {
+    "zendesk": "Upload it in Zendesk: Admin Center > Apps and integrations > Apps > Zendesk Support apps > "
+               "Upload private app (needs Suite Growth or Support Professional and up).",
+    "freshdesk": "Install it in Freshdesk as a custom app (`fdk validate` in the unzipped folder checks it first).",
+}
+
+
+def _build_app(platform: str, public_url: str, output: Path, **options: Any) -> None:
+    import secrets
+
+    from connector.apps import build_freshdesk, build_zendesk
+
+    if not _acceptable_public_url(public_url):
+        raise click.BadParameter("must start with https:// (http:// only for localhost): the helpdesk sends "
+                                 "the app's token with every request", param_hint="--url")
+    token_is_set = bool(_settings().deskroute_app_token.get_secret_value())
+    build = build_zendesk if platform == "zendesk" else build_freshdesk
+    try:
+        path = build(public_url, output, **options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--url") from exc
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes), calling {public_url.rstrip('/')}/apps/api")
+    click.echo(_APP_UPLOAD[platform])
+    if token_is_set:
+        click.echo("When you install it, paste DESKROUTE_APP_TOKEN in the app's settings (\"Deskroute app token\").")
+        return
+    token = secrets.token_urlsafe(32)
+    click.echo("DESKROUTE_APP_TOKEN is not set, so here is a new one. It is shown this once and stored nowhere:\n\n"
+               f"    {token}\n\n"
+               "Set DESKROUTE_APP_TOKEN to it on every Deskroute process (web and worker; in the environment or .env)"
+               " and restart them, then paste it in the app's settings (\"Deskroute app token\") when you install"
+               " the app.")
+
+
+@helpdesk_app.command(name="zendesk")
+@click.option("--url", "public_url", required=True, help="Where Zendesk reaches Deskroute, e.g. https://deskroute.acme.com")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default="deskroute-zendesk.zip",
+              show_default=True, help="The zip file to write.")
+@click.option("--author-email", help="Support address shown with the app in Zendesk's app list.")
+def app_zendesk(public_url: str, output: Path, author_email: str | None) -> None:
+    """Build the private Zendesk app (ticket sidebar) as a zip to upload."""
+    _build_app("zendesk", public_url, output, author_email=author_email)
+
+
+@helpdesk_app.command(name="freshdesk")
+@click.option("--url", "public_url", required=True,
+              help="Where Freshdesk reaches Deskroute, e.g. https://deskroute.acme.com")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default="deskroute-freshdesk.zip",
+              show_default=True, help="The zip file to write.")
+def app_freshdesk(public_url: str, output: Path) -> None:
+    """Build the Freshdesk app (ticket sidebar, Freshworks platform 3.0) as a zip to install."""
+    _build_app("freshdesk", public_url, output)
+
+
 @main.group()
 def db() -> None:
     """The database: apply migrations, or move an install to another database (SQLite to PostgreSQL)."""

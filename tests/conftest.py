@@ -39,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # already (CI runs both passes, and their sum has to fit its time budget).
 NO_DATABASE = {"test_classify.py", "test_docs.py", "test_evaluation.py", "test_language.py", "test_mappings.py",
                "test_redact.py", "test_soak.py", "test_zendesk_parse.py", "test_zendesk_signature.py",
-               "test_local_model.py", "test_llm.py"}
+               "test_local_model.py", "test_llm.py", "test_app_packages.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
