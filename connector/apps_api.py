@@ -7,11 +7,13 @@ app's secure setting: the token never reaches the agent's browser. Without the t
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
@@ -23,8 +25,10 @@ from connector.services import Services
 from connector.store import TicketRecord
 from connector.store.stats import CONFIRMED
 from platforms.base import PlatformError
+from platforms.freshdesk import web_address as freshdesk_web_address
 
 log = logging.getLogger(__name__)
+MIN_TOKEN_LENGTH = 32
 TIER_NAMES = {"rules": "keyword rule", "local": "local model", "llm": "Claude", "triage": "triage"}
 
 
@@ -35,6 +39,17 @@ class Feedback(BaseModel):
     category: str | None = Field(None, max_length=100)
     comment: str | None = Field(None, max_length=1000)
     agent_id: str | None = Field(None, max_length=64)
+
+
+def app_token(master: str, platform: str) -> str:
+    """The token one helpdesk's app sends: derived from DESKROUTE_APP_TOKEN, so an agent who reaches the
+    proxy of one helpdesk can't speak for the other, and one secret is all the processes need."""
+    return hmac.new(master.encode(), f"deskroute-app:{platform}".encode(), hashlib.sha256).hexdigest()
+
+
+def is_move(correction: dict[str, Any]) -> bool:
+    """A correction that moved the ticket in the helpdesk (not sidebar feedback)."""
+    return not str(correction["change_id"]).startswith(FEEDBACK_PREFIX)
 
 
 def category_title(name: str) -> str:
@@ -63,15 +78,19 @@ def decision_view(services: Services, record: TicketRecord) -> dict[str, Any]:
         if route is not None:
             runner_ups.append({"category": alternative.category, "title": category_title(alternative.category),
                                "confidence": alternative.confidence, "group_id": route.group_id})
+    chain = services.store.corrections.for_ticket(record.platform, record.ticket_id)
     reroutes = [{"at": _iso(c["rerouted_at"]), "from_group_id": c["previous_group_id"],
                  "to_group_id": c["corrected_group_id"], "category": c["corrected_category"], "via": c["via"]}
-                for c in services.store.corrections.for_ticket(record.platform, record.ticket_id)]
+                for c in chain if is_move(c)]
+    feedback = [{"at": _iso(c["rerouted_at"]), "verdict": "right" if c["via"] == CONFIRMED else "wrong",
+                 "category": c["corrected_category"], "agent_id": c["agent_id"]} for c in chain if not is_move(c)]
     return {
         "platform": record.platform, "ticket_id": record.ticket_id, "state": record.state, "summary": summary,
         "category": category, "confidence": round(confidence, 4), "tier": tier, "reason": reason,
         "group_id": decision.group_id if decision else None, "triage": bool(decision.triage) if decision else True,
         "runner_ups": runner_ups, "language": classification.language if classification else None,
         "sentiment": classification.sentiment if classification else None, "reroutes": reroutes,
+        "feedback": feedback,
         "categories": [{"name": name, "title": category_title(name), "description": c.description}
                        for name, c in services.taxonomy.categories.items()],
     }
@@ -117,7 +136,14 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
 def register(app: Flask, services: Services) -> None:
     """Mount /apps/api on the app."""
     bp = Blueprint("apps_api", __name__, url_prefix="/apps/api")
-    token = services.settings.deskroute_app_token.get_secret_value()
+    master = services.settings.deskroute_app_token.get_secret_value()
+    off = None
+    if not master:
+        off = "the helpdesk apps are off: set DESKROUTE_APP_TOKEN (see `deskroute app`)"
+    elif len(master) < MIN_TOKEN_LENGTH:
+        off = f"the helpdesk apps are off: DESKROUTE_APP_TOKEN must be {MIN_TOKEN_LENGTH} characters or more"
+        log.warning("sidebar API off: DESKROUTE_APP_TOKEN is too short")
+    expected = {name: f"Bearer {app_token(master, name)}".encode() for name in services.mappings}
     origins = helpdesk_origins(services)
 
     def error(status: int, message: str) -> tuple[Response, int]:
@@ -125,30 +151,31 @@ def register(app: Flask, services: Services) -> None:
 
     @bp.before_request
     def guard() -> Any:
+        if off:
+            return error(404, off)
         if request.method == "OPTIONS":
             return Response(status=204)  # a CORS preflight carries no credentials
-        if not token:
-            return error(404, "the helpdesk apps are off: set DESKROUTE_APP_TOKEN (see `deskroute app`)")
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        platform = (request.view_args or {}).get("platform", "")
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected.get(platform, b"\x00" * 71)):  # this helpdesk's own token
             return error(401, "missing or wrong app token")
         return None
 
     @bp.after_request
     def cors(response: Response) -> Response:
         origin = request.headers.get("Origin")
+        response.headers.add("Vary", "Origin")
         if origin and origin in origins:  # only the helpdesks this install is connected to
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            response.headers["Vary"] = "Origin"
         return response
 
     def find(platform: str, ticket_id: str) -> TicketRecord | tuple[Response, int]:
         if platform not in services.mappings:
             return error(404, f"unknown helpdesk {platform!r}")
         record = services.store.tickets.get(platform, ticket_id)
-        if record is None or record.state == TicketState.NEW:
+        if record is None or record.state not in (TicketState.DONE, TicketState.TRIAGE, TicketState.SHADOW):
             return error(404, "Deskroute hasn't routed this ticket")
         return record
 
@@ -166,11 +193,24 @@ def register(app: Flask, services: Services) -> None:
             body = Feedback.model_validate(request.get_json(force=True, silent=False))
         except (ValidationError, ValueError) as exc:
             return error(400, f"bad feedback: {str(exc).splitlines()[0]}")
+        predicted = found.decision.category if found.decision else None
         if body.verdict == "wrong":
             if not body.category:
                 return error(400, "a 'wrong' verdict needs the right category")
             if body.category not in services.taxonomy.categories:
                 return error(422, f"unknown category {body.category!r}")
+            if body.category == predicted:
+                return error(422, f"{body.category!r} is what Deskroute decided: that verdict is 'right'")
+        else:
+            if predicted is None:
+                return error(422, "a triaged ticket has no category to confirm: say which one is right")
+            if body.category not in (None, predicted):
+                return error(422, "'right' confirms Deskroute's category; to name another, the verdict is 'wrong'")
+            if any(is_move(c) for c in services.store.corrections.for_ticket(platform, ticket_id)):
+                return error(409, "an agent has moved this ticket since: the move is what gets learned")
+        chain = services.store.corrections.for_ticket(platform, ticket_id)
+        if body.agent_id and any(not is_move(c) and c["agent_id"] == body.agent_id for c in chain):
+            return error(409, "this agent has already given feedback on this ticket")
         record_feedback(services, found, body)
         return jsonify(status="recorded"), 201
 
@@ -182,8 +222,7 @@ def helpdesk_origin(settings: Any, platform: str) -> str | None:
     if platform == "zendesk" and settings.zendesk_subdomain:
         return f"https://{settings.zendesk_subdomain}.zendesk.com"
     if platform == "freshdesk" and settings.freshdesk_domain:
-        domain = settings.freshdesk_domain
-        return f"https://{domain if '.' in domain else domain + '.freshdesk.com'}"
+        return freshdesk_web_address(settings.freshdesk_domain)
     return None
 
 
@@ -192,7 +231,8 @@ def ticket_url(settings: Any, platform: str, ticket_id: str) -> str | None:
     origin = helpdesk_origin(settings, platform)
     if origin is None:
         return None
-    return f"{origin}/agent/tickets/{ticket_id}" if platform == "zendesk" else f"{origin}/a/tickets/{ticket_id}"
+    ticket = quote(str(ticket_id), safe="")
+    return f"{origin}/agent/tickets/{ticket}" if platform == "zendesk" else f"{origin}/a/tickets/{ticket}"
 
 
 def helpdesk_origins(services: Services) -> set[str]:

@@ -663,7 +663,12 @@ def _build_app(platform: str, public_url: str, output: Path, **options: Any) -> 
     if not _acceptable_public_url(public_url):
         raise click.BadParameter("must start with https:// (http:// only for localhost): the helpdesk sends "
                                  "the app's token with every request", param_hint="--url")
-    token_is_set = bool(_settings().deskroute_app_token.get_secret_value())
+    from connector.apps_api import MIN_TOKEN_LENGTH, app_token
+
+    master = _settings().deskroute_app_token.get_secret_value()
+    if master and len(master) < MIN_TOKEN_LENGTH:
+        raise click.ClickException(f"DESKROUTE_APP_TOKEN is too short: {MIN_TOKEN_LENGTH} characters or more "
+                                   "(unset it and run this again for a new one)")
     build = build_zendesk if platform == "zendesk" else build_freshdesk
     try:
         path = build(public_url, output, **options)
@@ -671,15 +676,15 @@ def _build_app(platform: str, public_url: str, output: Path, **options: Any) -> 
         raise click.BadParameter(str(exc), param_hint="--url") from exc
     click.echo(f"wrote {path} ({path.stat().st_size:,} bytes), calling {public_url.rstrip('/')}/apps/api")
     click.echo(_APP_UPLOAD[platform])
-    if token_is_set:
-        click.echo("When you install it, paste DESKROUTE_APP_TOKEN in the app's settings (\"Deskroute app token\").")
-        return
-    token = secrets.token_urlsafe(32)
-    click.echo("DESKROUTE_APP_TOKEN is not set, so here is a new one. It is shown this once and stored nowhere:\n\n"
-               f"    {token}\n\n"
-               "Set DESKROUTE_APP_TOKEN to it on every Deskroute process (web and worker; in the environment or .env)"
-               " and restart them, then paste it in the app's settings (\"Deskroute app token\") when you install"
-               " the app.")
+    if not master:
+        master = secrets.token_urlsafe(32)
+        click.echo("DESKROUTE_APP_TOKEN is not set, so here is a new one. It is shown this once and stored nowhere:\n\n"
+                   f"    {master}\n\n"
+                   "Set DESKROUTE_APP_TOKEN to it on every Deskroute process (web and worker; in the environment or "
+                   ".env) and restart them.")
+    # Each helpdesk's app gets its own token, derived from the one secret: Zendesk's can't speak for Freshdesk.
+    click.echo(f"When you install the app, paste this in its settings (\"Deskroute app token\"):\n\n"
+               f"    {app_token(master, platform)}\n")
 
 
 @helpdesk_app.command(name="zendesk")

@@ -115,7 +115,7 @@ def manual_steps(endpoint: str) -> list[str]:
     ]
 
 
-def _base_url(domain: str, override: str) -> str:
+def web_address(domain: str, override: str = "") -> str:
     if override:
         return override.rstrip("/")
     host = domain.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
@@ -172,7 +172,7 @@ class FreshdeskPlatform:
                                              strict=True) if not value]
         if missing:
             raise NotConfigured(self.name, missing)
-        self.api = _base_url(domain, base_url) + "/api/v2"
+        self.api = web_address(domain, base_url) + "/api/v2"
         self._api_key = api_key
         self._secret = webhook_secret.encode()
         self.timeout = timeout

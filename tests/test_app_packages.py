@@ -479,7 +479,10 @@ def test_app_zendesk_makes_a_token_and_shows_it_once(run, tmp_path: Path) -> Non
     [token] = re.findall(r"^    ([A-Za-z0-9_-]{43})$", result.output, re.MULTILINE)  # token_urlsafe(32)
     assert result.output.count(token) == 1
     assert "Set DESKROUTE_APP_TOKEN to it on every Deskroute process" in result.output
-    assert "paste it in the app's settings" in result.output
+    from connector.apps_api import app_token
+
+    assert f"paste this in its settings (\"Deskroute app token\"):\n\n    {app_token(token, 'zendesk')}" \
+        in result.output  # the app's own token, derived from the one the processes keep
     files = unzip(tmp_path / "out" / "zendesk.zip")
     assert json.loads(files["manifest.json"])["domainWhitelist"] == [HOST]
     assert not any(token.encode() in content for content in files.values())
@@ -492,9 +495,18 @@ def test_app_freshdesk_with_the_token_set_never_prints_it(run, tmp_path: Path,  
     monkeypatch.setenv("DESKROUTE_APP_TOKEN", A_TOKEN)
     result = run("app", "freshdesk", "--url", URL + "/", "--output", "fd.zip")
     assert result.exit_code == 0, result.output
-    assert A_TOKEN not in result.output and "paste DESKROUTE_APP_TOKEN in the app's settings" in result.output
+    from connector.apps_api import app_token
+
+    assert A_TOKEN not in result.output  # the processes' secret stays out; the app gets its derived token
+    assert app_token(A_TOKEN, "freshdesk") in result.output and app_token(A_TOKEN, "zendesk") not in result.output
     templates = json.loads(unzip(tmp_path / "fd.zip")["config/requests.json"])
     assert templates["getDecision"]["schema"]["host"] == HOST
+
+
+def test_app_refuses_a_short_token(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DESKROUTE_APP_TOKEN", "changeme")
+    result = CliRunner().invoke(main, ["app", "zendesk", "--url", URL, "--output", "z.zip"])
+    assert result.exit_code != 0 and "too short" in result.output
 
 
 def test_app_refuses_plain_http_except_localhost(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -10,13 +10,17 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 
 from connector import create_app
+from connector.apps_api import app_token
 from connector.cli import main
 from connector.services import Services
 from helpdesks import Env, mapped_route
 from helpers import cli_environment, drain
 
 TOKEN = "sidebar-token-for-tests-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def auth(platform: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {app_token(TOKEN, platform)}"}
 
 
 def sidebar(services: Services, token: str = TOKEN) -> Any:
@@ -35,28 +39,30 @@ def test_the_sidebar_sees_the_decision_and_strangers_see_nothing(env: Env) -> No
     url = f"/apps/api/tickets/{env.name}/11"
     assert client.get(url).status_code == 401
     assert client.get(url, headers={"Authorization": "Bearer guess"}).status_code == 401
-    answer = client.get(url, headers=AUTH)
+    answer = client.get(url, headers=auth(env.name))
     assert answer.status_code == 200, answer.json
     view = answer.json
     assert view["category"] == "billing" and view["tier"] == "rules" and view["state"] == "done"
     assert view["group_id"] == str(mapped_route(env.name, "billing")["group_id"])
     assert view["summary"] == "Billing · 95% · keyword rule · keyword 'invoice'"
     assert {c["name"] for c in view["categories"]} >= {"billing", "bug_report"}
-    assert client.get(f"/apps/api/tickets/{env.name}/999", headers=AUTH).status_code == 404  # never seen
+    assert client.get(f"/apps/api/tickets/{env.name}/999", headers=auth(env.name)).status_code == 404  # never seen
     off = sidebar(env.services, token="")
-    assert off.get(url, headers=AUTH).status_code == 404  # no DESKROUTE_APP_TOKEN: the API is off
+    assert off.get(url, headers=auth(env.name)).status_code == 404  # no DESKROUTE_APP_TOKEN: the API is off
 
 
 def test_wrong_with_a_category_is_a_correction_team_leads_export(env: Env, tmp_path: Any,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     client = routed(env, 12)
     url = f"/apps/api/tickets/{env.name}/12/feedback"
-    assert client.post(url, json={"verdict": "wrong", "category": "no_such_thing"}, headers=AUTH).status_code == 422
-    assert client.post(url, json={"verdict": "wrong"}, headers=AUTH).status_code == 400
-    assert client.post(url, json={"verdict": "maybe"}, headers=AUTH).status_code == 400
+    headers = auth(env.name)
+    assert client.post(url, json={"verdict": "wrong", "category": "no_such_thing"}, headers=headers).status_code == 422
+    assert client.post(url, json={"verdict": "wrong", "category": "billing"}, headers=headers).status_code == 422
+    assert client.post(url, json={"verdict": "wrong"}, headers=auth(env.name)).status_code == 400
+    assert client.post(url, json={"verdict": "maybe"}, headers=auth(env.name)).status_code == 400
     assert client.post(url, json={"verdict": "wrong", "category": "bug_report"}).status_code == 401
     assert env.services.store.corrections.find() == []  # nothing recorded by refused requests
-    sent = client.post(url, headers=AUTH, json={
+    sent = client.post(url, headers=auth(env.name), json={
         "verdict": "wrong", "category": "bug_report", "agent_id": "9001",
         "comment": "The export crashes, not billing; mail me at ada@example.com"})
     assert sent.status_code == 201 and sent.json == {"status": "recorded"}
@@ -67,8 +73,8 @@ def test_wrong_with_a_category_is_a_correction_team_leads_export(env: Env, tmp_p
     assert correction["agent_id"] == "9001" and "ada@example.com" not in correction["comment"]
     assert correction["comment"].startswith("The export crashes")
     assert correction["text"] and "invoice" in correction["text"].lower()  # the ticket, for retraining
-    view = client.get(f"/apps/api/tickets/{env.name}/12", headers=AUTH).json
-    assert [r["category"] for r in view["reroutes"]] == ["bug_report"]
+    view = client.get(f"/apps/api/tickets/{env.name}/12", headers=auth(env.name)).json
+    assert view["reroutes"] == [] and [f["category"] for f in view["feedback"]] == ["bug_report"]  # said, not moved
 
     cli_environment(monkeypatch, tmp_path, env.services.settings.database_url)
     exported = CliRunner().invoke(main, ["corrections", "export", "--format", "jsonl"])
@@ -78,7 +84,7 @@ def test_wrong_with_a_category_is_a_correction_team_leads_export(env: Env, tmp_p
 
 def test_a_later_move_after_feedback_is_recorded_from_where_the_ticket_really_was(env: Env) -> None:
     client = routed(env, 14)
-    client.post(f"/apps/api/tickets/{env.name}/14/feedback", headers=AUTH,
+    client.post(f"/apps/api/tickets/{env.name}/14/feedback", headers=auth(env.name),
                 json={"verdict": "wrong", "category": "bug_report"})
     env.clock.advance(600)
     env.reroute(14, int(mapped_route(env.name, "outage_performance")["group_id"]))
@@ -90,7 +96,7 @@ def test_a_later_move_after_feedback_is_recorded_from_where_the_ticket_really_wa
 
 def test_right_confirms_the_label_without_counting_as_a_reroute(env: Env) -> None:
     client = routed(env, 13)
-    sent = client.post(f"/apps/api/tickets/{env.name}/13/feedback", headers=AUTH,
+    sent = client.post(f"/apps/api/tickets/{env.name}/13/feedback", headers=auth(env.name),
                        json={"verdict": "right", "agent_id": "7"})
     assert sent.status_code == 201
     [confirmed] = env.services.store.corrections.find()
@@ -104,9 +110,9 @@ def test_right_confirms_the_label_without_counting_as_a_reroute(env: Env) -> Non
 def test_cors_only_for_the_connected_helpdesk(env: Env) -> None:
     client = routed(env, 15)
     own = "https://acme.zendesk.com" if env.name == "zendesk" else "https://acme.freshdesk.com"
-    mine = client.get(f"/apps/api/tickets/{env.name}/15", headers={**AUTH, "Origin": own})
+    mine = client.get(f"/apps/api/tickets/{env.name}/15", headers={**auth(env.name), "Origin": own})
     assert mine.headers.get("Access-Control-Allow-Origin") == own
-    other = client.get(f"/apps/api/tickets/{env.name}/15", headers={**AUTH, "Origin": "https://evil.example"})
+    other = client.get(f"/apps/api/tickets/{env.name}/15", headers={**auth(env.name), "Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
@@ -118,3 +124,35 @@ def test_runner_ups_come_from_the_local_model_and_map_to_groups(services: Servic
     assert all(a.category not in (decided, "out_of_scope") for a in classification.alternatives)
     confidences = [a.confidence for a in classification.alternatives]
     assert confidences == sorted(confidences, reverse=True)
+
+
+def test_each_helpdesk_has_its_own_token_and_a_short_one_turns_the_api_off(env: Env) -> None:
+    client = routed(env, 16)
+    other = "freshdesk" if env.name == "zendesk" else "zendesk"
+    url = f"/apps/api/tickets/{env.name}/16"
+    assert client.get(url, headers=auth(other)).status_code == 401  # the other helpdesk's app can't read ours
+    assert client.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401  # nor the secret itself
+    assert client.get(url, headers=auth(env.name)).status_code == 200
+    weak = sidebar(env.services, token="changeme")
+    assert weak.get(url, headers={"Authorization": f"Bearer {app_token('changeme', env.name)}"}).status_code == 404
+
+
+def test_right_after_a_move_is_refused_so_the_move_is_what_gets_learned(env: Env) -> None:
+    client = routed(env, 17)
+    env.clock.advance(600)
+    env.reroute(17, int(mapped_route(env.name, "bug_report")["group_id"]))
+    drain(env.services)
+    url = f"/apps/api/tickets/{env.name}/17/feedback"
+    assert client.post(url, json={"verdict": "right"}, headers=auth(env.name)).status_code == 409
+    view = client.get(f"/apps/api/tickets/{env.name}/17", headers=auth(env.name)).json
+    assert [r["category"] for r in view["reroutes"]] == ["bug_report"] and view["feedback"] == []
+
+
+def test_a_wrong_verdict_is_feedback_not_a_reroute_and_one_per_agent(env: Env) -> None:
+    client = routed(env, 18)
+    url = f"/apps/api/tickets/{env.name}/18/feedback"
+    body = {"verdict": "wrong", "category": "bug_report", "agent_id": "5"}
+    assert client.post(url, json=body, headers=auth(env.name)).status_code == 201
+    assert client.post(url, json=body, headers=auth(env.name)).status_code == 409  # no piling up
+    view = client.get(f"/apps/api/tickets/{env.name}/18", headers=auth(env.name)).json
+    assert view["reroutes"] == [] and [f["category"] for f in view["feedback"]] == ["bug_report"]

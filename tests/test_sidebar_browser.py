@@ -26,6 +26,7 @@ import pytest
 
 from connector.apps import build_freshdesk, build_zendesk
 from connector.apps.package import ZAF_SDK
+from connector.apps_api import app_token
 from helpers import PROJECT
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
@@ -428,7 +429,7 @@ def test_freshdesk_sidebar_shows_a_rejected_category(browser: Any, serve: Callab
 
 # --- against Deskroute's real /apps/api -----------------------------------------------------------------------
 
-APP_TOKEN = "sidebar-browser-test-app-token"
+APP_TOKEN = "sidebar-browser-test-app-token-0123456789"
 
 # A ZAF client whose request() goes through a stand-in for Zendesk's proxy (POST /zaf-proxy on the page's own
 # server), which fills in {{setting.token}} server-side and calls only hosts in the manifest's domainWhitelist.
@@ -513,7 +514,7 @@ def test_zendesk_sidebar_against_deskroutes_api(browser: Any, demo: Any, tmp_pat
 
     def api(ticket_id: int) -> Any:
         request = urllib.request.Request(f"{demo.url}/apps/api/tickets/zendesk/{ticket_id}",
-                                         headers={"Authorization": f"Bearer {APP_TOKEN}"})
+                                         headers={"Authorization": f"Bearer {app_token(APP_TOKEN, 'zendesk')}"})
         with urllib.request.urlopen(request, timeout=10) as reply:
             return json.loads(reply.read())
 
@@ -522,7 +523,7 @@ def test_zendesk_sidebar_against_deskroutes_api(browser: Any, demo: Any, tmp_pat
                      if view["category"] and any(r["group_id"] != view["group_id"] for r in view["runner_ups"]))
     view = views[ticket_id]
     site = zendesk_site(tmp_path, {"id": ticket_id}, url=demo.url, stub=ZAF_PROXY_STUB)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(site, APP_TOKEN))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(site, app_token(APP_TOKEN, "zendesk")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         browser.get(f"http://127.0.0.1:{server.server_address[1]}/assets/iframe.html")
