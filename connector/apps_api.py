@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -19,7 +18,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 
 from connector.classify.redact import redact
-from connector.corrections import FEEDBACK_PREFIX
+from connector.corrections import FEEDBACK_PREFIX, is_move, iso
 from connector.models import TicketState
 from connector.services import Services
 from connector.store import TicketRecord
@@ -47,17 +46,8 @@ def app_token(master: str, platform: str) -> str:
     return hmac.new(master.encode(), f"deskroute-app:{platform}".encode(), hashlib.sha256).hexdigest()
 
 
-def is_move(correction: dict[str, Any]) -> bool:
-    """A correction that moved the ticket in the helpdesk (not sidebar feedback)."""
-    return not str(correction["change_id"]).startswith(FEEDBACK_PREFIX)
-
-
 def category_title(name: str) -> str:
     return name.replace("_", " ").capitalize()
-
-
-def _iso(value: float | None) -> str | None:
-    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") if value is not None else None
 
 
 def decision_view(services: Services, record: TicketRecord) -> dict[str, Any]:
@@ -79,10 +69,10 @@ def decision_view(services: Services, record: TicketRecord) -> dict[str, Any]:
             runner_ups.append({"category": alternative.category, "title": category_title(alternative.category),
                                "confidence": alternative.confidence, "group_id": route.group_id})
     chain = services.store.corrections.for_ticket(record.platform, record.ticket_id)
-    reroutes = [{"at": _iso(c["rerouted_at"]), "from_group_id": c["previous_group_id"],
+    reroutes = [{"at": iso(c["rerouted_at"]), "from_group_id": c["previous_group_id"],
                  "to_group_id": c["corrected_group_id"], "category": c["corrected_category"], "via": c["via"]}
                 for c in chain if is_move(c)]
-    feedback = [{"at": _iso(c["rerouted_at"]), "verdict": "right" if c["via"] == CONFIRMED else "wrong",
+    feedback = [{"at": iso(c["rerouted_at"]), "verdict": "right" if c["via"] == CONFIRMED else "wrong",
                  "category": c["corrected_category"], "agent_id": c["agent_id"]} for c in chain if not is_move(c)]
     return {
         "platform": record.platform, "ticket_id": record.ticket_id, "state": record.state, "summary": summary,

@@ -34,6 +34,11 @@ COLUMNS = (
 )
 STATUSES = ("pending", "accepted", "rejected")
 FEEDBACK_PREFIX = "feedback:"  # change_id of a correction an agent sent from the helpdesk sidebar
+
+
+def is_move(correction: dict[str, Any]) -> bool:
+    """A correction that moved the ticket in the helpdesk (not an agent's sidebar feedback)."""
+    return not str(correction["change_id"]).startswith(FEEDBACK_PREFIX)
 # A helpdesk's clock and ours may disagree by this much when we order its changes against our routing.
 CLOCK_SLACK_SECONDS = 120
 
@@ -85,8 +90,7 @@ class Reconciler:
         if seen:  # histories replay from the start: carry on after the last change already recorded
             changes = changes[seen[-1] + 1:]
         # Where the ticket last was: an agent's sidebar feedback ("feedback:" rows) suggests, it doesn't move.
-        last_group = next((c["corrected_group_id"] for c in reversed(chain) if not c["change_id"].startswith(
-            FEEDBACK_PREFIX)), record.decision.group_id)
+        last_group = next((c["corrected_group_id"] for c in reversed(chain) if is_move(c)), record.decision.group_id)
         moves: list[tuple[GroupChange, str | None]] = []
         for change in changes:
             if change.source != "agent":
@@ -125,7 +129,7 @@ class Reconciler:
 
 # --- export --------------------------------------------------------------------------------------
 
-def _iso(value: float | None) -> str | None:
+def iso(value: float | None) -> str | None:
     return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") if value is not None else None
 
 
@@ -136,8 +140,8 @@ def export_rows(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
         yield {
             **{column: row.get(column) for column in COLUMNS},
             "is_final": bool(row["is_final"]),
-            "rerouted_at": _iso(row["rerouted_at"]),
-            "reviewed_at": _iso(row["reviewed_at"]),
+            "rerouted_at": iso(row["rerouted_at"]),
+            "reviewed_at": iso(row["reviewed_at"]),
             "seconds_after_routing": round(delay, 1) if delay is not None else None,
             "label": row["label"] or row["final_category"],
         }

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from connector.demo import Demo
-from helpers import PROJECT
+from helpers import PROJECT, chromium
 
 ARTIFACTS = Path(__file__).parent / "artifacts" / "browser"
 PASSWORD = "browser-test-password"
@@ -29,17 +29,9 @@ from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-def _chromium() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not browser or not driver:
-        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
-    return browser, driver
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    binary, driver_path = _chromium()
+    binary, driver_path = chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     # No background networking: this machine's closed network would refuse Chromium's own connections.

@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,20 +15,11 @@ from connector.models import TicketEvent
 from connector.services import Services
 from connector.store import Store
 from databases import database_url
-from helpers import ADMIN_PASSWORD, HTTPS, PROJECT, csrf, login, make_settings
+from helpers import ADMIN_PASSWORD, HTTPS, PROJECT, csrf, login, make_settings, wait_for
 from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, FakeZendesk
 
 GROUPS = {gid: f"Group {gid}" for gid in range(360000000100, 360000000108)}
 BILLING, MOVED_TO = 360000000101, 360000000105
-
-
-def wait_for(predicate: Any, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
 def test_a_mapping_edit_on_the_web_process_routes_the_next_ticket_on_a_worker_process(

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from databases import database_url
-from helpers import PROJECT, FakeClock, signed_headers, trigger_body
+from helpers import PROJECT, FakeClock, signed_headers, trigger_body, wait_for
 from platforms.fakes.zendesk import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, FakeZendesk
 
 GROUPS = {360000000100: "Triage", 360000000101: "Billing", 360000000102: "Access"}
@@ -26,15 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_serve(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:

@@ -27,7 +27,7 @@ import pytest
 from connector.apps import build_freshdesk, build_zendesk
 from connector.apps.package import ZAF_SDK
 from connector.apps_api import app_token
-from helpers import PROJECT
+from helpers import PROJECT, chromium
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -141,17 +141,9 @@ window.app = {initialized: function () { return Promise.resolve(client); }};
 """
 
 
-def _chromium() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not browser or not driver:
-        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
-    return browser, driver
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    binary, driver_path = _chromium()
+    binary, driver_path = chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     profile = tmp_path_factory.mktemp("chromium-profile")

@@ -75,12 +75,6 @@ _POSTGRES_UNAVAILABLE_CLASSES = ("08", "53", "57", "40")
 _POSTGRES_UNAVAILABLE = {"25006", "55P03"}
 
 
-def _unavailable(error: exc.DBAPIError) -> bool:
-    if isinstance(error, exc.InterfaceError) or error.connection_invalidated:
-        return True
-    return _driver_unavailable(error.orig)
-
-
 def _driver_unavailable(orig: BaseException | None) -> bool:
     """Whether a driver's own exception means "try again later" (see the codes above)."""
     if isinstance(orig, sqlite3.Error):
@@ -114,17 +108,27 @@ def _rows(conn: Connection, sql: str, params: Mapping[str, Any] | None) -> list[
     return list(result.mappings()) if result.returns_rows else []
 
 
+def _is_driver_error(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.Error) or type(error).__module__.startswith("psycopg")
+
+
 @contextlib.contextmanager
 def unavailable_as_store_error() -> Iterator[None]:
-    """Turn "can't reach / too busy" driver errors into StoreUnavailable; real bugs stay what they are."""
+    """Turn "can't reach / too busy" errors into StoreUnavailable, whether SQLAlchemy wrapped the driver's
+    exception or it came straight from a pooled driver connection; real bugs stay what they are."""
     try:
         yield
     except exc.TimeoutError as error:  # no connection free in the pool in time
         raise StoreUnavailable("database connection pool exhausted") from error
     except exc.DBAPIError as error:
-        if not _unavailable(error):
+        if not (isinstance(error, exc.InterfaceError) or error.connection_invalidated
+                or _driver_unavailable(error.orig)):
             raise
         raise StoreUnavailable(str(error.orig or error).split("\n")[0][:200]) from error
+    except Exception as error:
+        if not (_is_driver_error(error) and _driver_unavailable(error)):
+            raise
+        raise StoreUnavailable(str(error).split("\n")[0][:200]) from error
 
 
 class Database:
@@ -185,36 +189,23 @@ class Database:
         statement, names = self._driver_sql(sql)
         values = _values(params)
         args: Any = values if names is None else tuple(values[name] for name in names)
-        try:
+        with unavailable_as_store_error():
             raw = self.engine.raw_connection()
-        except exc.TimeoutError as error:  # no connection free in the pool in time
-            raise StoreUnavailable("database connection pool exhausted") from error
-        except (exc.DBAPIError, self.engine.dialect.loaded_dbapi.Error) as error:  # can't connect
-            orig = error.orig if isinstance(error, exc.DBAPIError) else error
-            if not _driver_unavailable(orig):
+            try:
+                self._busy_raw(raw, busy_ms)
+                cursor = raw.cursor()
+                cursor.execute(statement, args)
+                columns = [d[0] for d in cursor.description] if cursor.description else None
+                rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()] if columns else []
+                cursor.close()
+                return rows
+            except self.engine.dialect.loaded_dbapi.Error as error:
+                if self.engine.dialect.is_disconnect(error, raw.dbapi_connection, None):
+                    raw.invalidate()
+                    self.engine.dispose()  # its siblings in the pool are dead too: a new pool reconnects
                 raise
-            raise StoreUnavailable(str(orig).split("\n")[0][:200]) from error
-        try:
-            self._busy_raw(raw, busy_ms)
-            cursor = raw.cursor()
-            cursor.execute(statement, args)
-            if cursor.description is None:
-                rows: list[dict[str, Any]] = []
-            else:
-                columns = [d[0] for d in cursor.description]
-                rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-            cursor.close()
-            return rows
-        except self.engine.dialect.loaded_dbapi.Error as error:
-            if self.engine.dialect.is_disconnect(error, raw.dbapi_connection, None):
-                raw.invalidate()
-                self.engine.dispose()  # its siblings in the pool are dead too: a new pool reconnects
-                raise StoreUnavailable(str(error).split("\n")[0][:200]) from error
-            if _driver_unavailable(error):
-                raise StoreUnavailable(str(error).split("\n")[0][:200]) from error
-            raise
-        finally:
-            raw.close()  # back to the pool
+            finally:
+                raw.close()  # back to the pool
 
     def _driver_sql(self, sql: str) -> tuple[str, tuple[str, ...] | None]:
         """`sql` in the driver's parameter style, and the order of its parameters (None: by name)."""
@@ -236,15 +227,13 @@ class Database:
             cursor.close()
             info["busy_ms"] = ms
 
-    def _busy(self, conn: Connection, ms: int) -> None:
-        self._busy_raw(conn.connection, ms)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Several statements as one change. On SQLite it takes the write lock at once (BEGIN IMMEDIATE),
         so two writers never deadlock upgrading a read lock."""
         with unavailable_as_store_error(), self.engine.connect() as conn:
-            self._busy(conn, BUSY_MS)  # not whatever bound the pooled connection's last user set
+            self._busy_raw(conn.connection, BUSY_MS)  # not whatever bound the pooled connection's last user set
             conn.exec_driver_sql("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
             try:
                 yield Transaction(conn)
