@@ -153,3 +153,29 @@ def test_after_the_server_drops_every_connection_one_statement_fails_softly_and_
     with pytest.raises(StoreUnavailable):
         queue.enqueue(event(2))
     assert queue.enqueue(event(2))[1]  # the pool was emptied and reconnects
+
+
+def test_processes_activating_models_at_once_leave_exactly_one_active() -> None:
+    """After a configuration edit every worker process may retrain and activate at the same moment."""
+    url = postgres_url()
+    stores = [Store(url) for _ in range(6)]
+    start = threading.Barrier(len(stores))
+
+    def activate(store: Store) -> None:
+        start.wait()
+        store.models.save(blob=b"m", labels=["billing"], n_examples=1, metrics={}, source="t", sha256="x",
+                          activate=True, now=0.0)
+
+    threads = [threading.Thread(target=activate, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sum(info.active for info in stores[0].models.all()) == 1
+
+
+def test_where_the_data_is_never_shows_a_password() -> None:
+    for url in ("postgresql://ada:s3cret-pw@db.example:5432/deskroute",
+                "postgresql://ada@db.example/deskroute?password=s3cret-pw&sslmode=require"):
+        shown = Store(url).describe()
+        assert "s3cret-pw" not in shown and "db.example" in shown
