@@ -176,8 +176,8 @@ class Settings(BaseSettings):
         SecretStr(""), description="When set, /metrics and /health's details need `Authorization: Bearer <token>`; "
         "/health without it says only ok or not.")
     deskroute_app_token: SecretStr = Field(
-        SecretStr(""), description="Token the helpdesk apps' sidebar sends to /apps/api (generated and shown once "
-        "by `deskroute app`); without it the sidebar API is off.")
+        SecretStr(""), description="Secret behind the helpdesk apps' tokens for /apps/api (32 characters or more; "
+        "`deskroute app` generates one and prints each app's own token); without it the sidebar API is off.")
     deskroute_secure_cookies: bool = Field(True, description="Send the admin session cookie over HTTPS only "
                                            "(browsers treat http://localhost as secure too).")
     # --- logging ---------------------------------------------------------------------------
