@@ -76,7 +76,7 @@ class Server:
             ["--worker-class", "gthread", "--threads", str(threads), "--keep-alive", "30"]
         self.keep_alive = threads > 1
         self.process = subprocess.Popen(
-            [gunicorn, "--workers", str(workers), *worker,
+            [gunicorn, "--preload", "--workers", str(workers), *worker,  # as in the Procfile
              "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning", app],
             cwd=workdir, env={**os.environ, **env, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"},
             stdout=self.log, stderr=self.log)
@@ -107,13 +107,17 @@ class Server:
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
 
-    def worker_rss_mb(self) -> list[float]:
-        """Each gunicorn worker's resident memory (VmRSS, MB), from /proc."""
+    def worker_rss_mb(self) -> list[tuple[float, float]]:
+        """Each gunicorn worker's resident memory (VmRSS, MB) and its proportional share (Pss, MB: pages shared
+        with the preloading master and the other workers counted once across them), from /proc."""
         sizes = []
         for pid in self.workers():
             with contextlib.suppress(OSError):
                 status = Path(f"/proc/{pid}/status").read_text()
-                sizes += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")]
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+                pss = next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+                sizes.append((rss / 1024, pss / 1024))
         return sizes
 
     def stop(self) -> None:
@@ -352,10 +356,11 @@ def bench(args: argparse.Namespace, databases: dict[str, str] | None) -> None:
     print(f"requests per server CPU-second, deskroute/baseline: {cpu_ratio:.2f} (immune to steal time)")
     print(f"deskroute p99 at {args.rate:.0f}/s: {results['deskroute']['p99_ms']:.1f} ms (target < 25 ms)")
     for name, sizes in rss.items():
-        print(f"{name:>9} RSS per gunicorn worker: {', '.join(f'{mb:.0f}' for mb in sizes)} MB"
-              + (" (target < 60 MB: the Procfile on a 512 MB instance)" if name == "deskroute" else ""))
+        print(f"{name:>9} per gunicorn worker, RSS / PSS: {', '.join(f'{r:.0f} / {p:.0f}' for r, p in sizes)} MB"
+              + (" (target RSS < 60 MB: the Procfile on a 512 MB instance)" if name == "deskroute" else ""))
     print(json.dumps({"ratio": round(ratio, 3), "cpu_ratio": round(cpu_ratio, 3),
-                      "worker_rss_mb": {name: [round(mb, 1) for mb in sizes] for name, sizes in rss.items()},
+                      "worker_rss_pss_mb": {name: [[round(r, 1), round(p, 1)] for r, p in sizes]
+                                            for name, sizes in rss.items()},
                       **{k: {m: round(v, 3) for m, v in r.items()}
                                                    for k, r in results.items()}}))
     shutil.rmtree(workdir, ignore_errors=True)

@@ -6,6 +6,7 @@ import gc
 import hmac
 import json
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, jsonify, request
@@ -32,16 +33,13 @@ def _platform_health(services: Services, name: str) -> dict[str, object]:
             health["reason"] = services.refused[name]
         return health
     health = {"configured": True}
-    auth_status = getattr(platform, "auth_status", None)
-    if auth_status is not None:  # how we sign in, and whether it works; never a token or its error text
-        try:
-            status = auth_status()
-            health.update(auth=status["auth"], status=status["status"])
-        except Exception as exc:  # the database can't be read: /health's own check reports it
-            health.update(status="unknown", error=type(exc).__name__)
-    remaining = getattr(platform, "rate_limit_remaining", None)
-    if remaining is not None:  # from the helpdesk's last answer
-        health["rate_limit_remaining"] = remaining
+    try:  # how we sign in, and whether it works; never a token or its error text
+        status = platform.auth_status()
+        health.update(auth=status["auth"], status=status["status"])
+    except Exception as exc:  # the database can't be read: /health's own check reports it
+        health.update(status="unknown", error=type(exc).__name__)
+    if platform.rate_limit_remaining is not None:  # from the helpdesk's last answer
+        health["rate_limit_remaining"] = platform.rate_limit_remaining
     return health
 
 
@@ -68,6 +66,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     from connector.metrics import make_registry
     from connector.services import Services
 
+    production = False
     if services is None:
         production = settings is None  # the gunicorn entry point: configure from the environment
         settings = settings or Settings()
@@ -75,9 +74,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             configure_logging(settings.deskroute_log_level, settings.deskroute_log_format)
         services = Services(settings)
         services.report_platforms()
-        if production:
-            services.store.start_checkpointer()
-            freeze_startup_objects()
     settings = services.settings
 
     app = Flask(__name__)
@@ -143,4 +139,28 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         log.warning("database unavailable", extra={"path": request.path, "error": str(exc)})
         return jsonify(error="the database is unavailable; try again shortly"), 503, {"Retry-After": "5"}
 
+    if production:
+        _fork_safe(app, services)
     return app
+
+
+def _fork_safe(app: Flask, services: Services) -> None:
+    """Ready the app to be built once and forked into workers (`gunicorn --preload`, as in the Procfile).
+
+    The workers then share the imported libraries' memory. No database connection may cross the fork
+    (two processes on one socket or SQLite handle corrupt each other's state), so start-up's are closed
+    here; each worker opens its own on demand. Threads don't survive a fork either: the SQLite
+    checkpointer starts with each process's first request.
+    """
+    services.store.close()
+    started = threading.Lock()
+    running: list[object] = []
+
+    @app.before_request
+    def start_checkpointer() -> None:
+        if not running:
+            with started:
+                if not running:
+                    running.append(services.store.start_checkpointer())
+
+    freeze_startup_objects()

@@ -19,11 +19,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from connector.classify.redact import redact
 from connector.corrections import FEEDBACK_PREFIX, is_move, iso
-from connector.models import TicketState
+from connector.models import TicketEvent, TicketState, candidates
 from connector.services import Services
 from connector.store import TicketRecord
 from connector.store.stats import CONFIRMED
-from platforms.base import PlatformError
 from platforms.freshdesk import web_address as freshdesk_web_address
 
 log = logging.getLogger(__name__)
@@ -47,6 +46,11 @@ def app_token(master: str, platform: str) -> str:
 
 
 def category_title(name: str) -> str:
+    """"billing" -> "Billing"; a group-level label "ambiguous:billing|refunds_cancellation" -> "Billing or
+    Refunds cancellation"."""
+    members = candidates(name)
+    if members:
+        return " or ".join(category_title(member) for member in members)
     return name.replace("_", " ").capitalize()
 
 
@@ -88,37 +92,41 @@ def decision_view(services: Services, record: TicketRecord) -> dict[str, Any]:
 
 def record_feedback(services: Services, record: TicketRecord, feedback: Feedback) -> None:
     """Keep an agent's verdict as a correction team leads review and export like a re-route. "wrong" with a
-    category is a correction to that category's group; "right" confirms the label, accepted at once."""
+    category is a correction to that category's group; "right" confirms the label, accepted at once.
+
+    The ticket's text comes later: a worker fetches it (the reconciler fills in corrections kept without
+    text), so a slow or rate-limited helpdesk never holds the agent's click."""
     decision = record.decision
     predicted = decision.category if decision else None
     category = feedback.category if feedback.verdict == "wrong" else predicted
     mapping = services.mappings[record.platform]
     route = mapping.categories.get(category) if category else None
-    text = None
-    platform = services.platforms.get(record.platform)
-    if platform is not None and services.settings.deskroute_corrections_keep_text:
-        try:
-            text = redact(platform.fetch_ticket(record.ticket_id).text)
-        except PlatformError as exc:  # the verdict still counts; team leads see it without the text
-            log.warning("ticket text unavailable for feedback", extra={"platform": record.platform,
-                                                                       "ticket_id": record.ticket_id,
-                                                                       "error": str(exc)})
     now = services.clock()
     confirmed = feedback.verdict == "right"
+    via = CONFIRMED if confirmed else "agent_feedback"
+    # "Right" about a group-level decision confirms the destination, not which of its categories it is:
+    # that waits, pending, for a team lead to settle (the Corrections page offers the choice).
+    settled = confirmed and not candidates(category)
+    change_id = f"{FEEDBACK_PREFIX}{uuid.uuid4().hex}"
     services.store.corrections.add({
-        "platform": record.platform, "ticket_id": record.ticket_id, "change_id": f"{FEEDBACK_PREFIX}{uuid.uuid4().hex}",
-        "seq": len(services.store.corrections.for_ticket(record.platform, record.ticket_id)) + 1, "text": text,
+        "platform": record.platform, "ticket_id": record.ticket_id, "change_id": change_id, "text": None,
         "predicted_category": predicted, "predicted_group_id": decision.group_id if decision else None,
         "predicted_tier": decision.tier if decision else None,
         "predicted_confidence": decision.confidence if decision else None,
         "previous_group_id": decision.group_id if decision else None,
         "corrected_group_id": route.group_id if route else None, "corrected_category": category,
-        "agent_id": feedback.agent_id, "via": CONFIRMED if confirmed else "agent_feedback",
-        "routed_at": record.applied_at, "rerouted_at": now, "status": "accepted" if confirmed else "pending",
-        "reviewed_by": f"agent:{feedback.agent_id or 'unknown'}" if confirmed else None,
-        "reviewed_at": now if confirmed else None, "created_at": now,
+        "agent_id": feedback.agent_id, "via": via,
+        "routed_at": record.applied_at, "rerouted_at": now, "status": "accepted" if settled else "pending",
+        "reviewed_by": f"agent:{feedback.agent_id or 'unknown'}" if settled else None,
+        "reviewed_at": now if settled else None, "created_at": now,
         "comment": redact(feedback.comment) if feedback.comment else None,
     })
+    if services.settings.deskroute_corrections_keep_text:
+        # "Look at this ticket again": the worker reconciles it, which fetches and redacts the text, with
+        # the queue's retries and backoff while the helpdesk is down.
+        services.queue.enqueue(TicketEvent(platform=record.platform, kind="ticket.group_changed",
+                                           ticket_id=record.ticket_id, dedup_key=change_id, via=via))
+        services.wake()
     log.info("agent feedback recorded", extra={"platform": record.platform, "ticket_id": record.ticket_id,
                                                "verdict": feedback.verdict, "category": category})
 

@@ -658,7 +658,7 @@ _APP_UPLOAD = {
 def _build_app(platform: str, public_url: str, output: Path, **options: Any) -> None:
     import secrets
 
-    from connector.apps import build_freshdesk, build_zendesk
+    from platforms import PLATFORMS
 
     if not _acceptable_public_url(public_url):
         raise click.BadParameter("must start with https:// (http:// only for localhost): the helpdesk sends "
@@ -669,7 +669,8 @@ def _build_app(platform: str, public_url: str, output: Path, **options: Any) -> 
     if master and len(master) < MIN_TOKEN_LENGTH:
         raise click.ClickException(f"DESKROUTE_APP_TOKEN is too short: {MIN_TOKEN_LENGTH} characters or more "
                                    "(unset it and run this again for a new one)")
-    build = build_zendesk if platform == "zendesk" else build_freshdesk
+    build = PLATFORMS[platform].build_app
+    assert build is not None  # a command exists only for a helpdesk with an app
     try:
         path = build(public_url, output, **options)
     except ValueError as exc:

@@ -15,14 +15,15 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from typing import TYPE_CHECKING, Any
 
 from connector.mappings import MappingError, PlatformMapping, Taxonomy, parse_mapping, parse_taxonomy
 from connector.store import Store
 from platforms import PLATFORMS
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
 
 RACE = "someone else changed the configuration meanwhile; reload and try again"
 
@@ -54,6 +55,8 @@ class CategoryEdit:
 
 
 def _yaml() -> YAML:
+    from ruamel.yaml import YAML  # only edits need it: the web process loads it on the first save
+
     yaml = YAML()  # round-trip: comments, order and flow styles survive
     yaml.width = 4096  # never re-wrap long lines (ruamel would fold long examples)
     yaml.indent(mapping=2, sequence=4, offset=2)
@@ -62,6 +65,8 @@ def _yaml() -> YAML:
 
 
 def _replace_list(node: CommentedMap, key: str, values: list[str]) -> None:
+    from ruamel.yaml.comments import CommentedSeq
+
     current = node.get(key)
     if isinstance(current, CommentedSeq):
         if list(current) != values:
@@ -204,7 +209,7 @@ def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: 
     categories = data["categories"]
     node = categories.get(edit.name)
     if node is None:
-        node = categories[edit.name] = CommentedMap()
+        node = categories[edit.name] = yaml.map()
     node["description"] = edit.description
     _set(node, "priority", edit.priority, default="normal")
     _set(node, "mode", edit.mode, default="live")
@@ -221,7 +226,7 @@ def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: 
         data = yaml.load(old[name])
         node = data["categories"].get(edit.name)
         if node is None:
-            node = data["categories"][edit.name] = CommentedMap()
+            node = data["categories"][edit.name] = yaml.map()
         node["group_id"] = _group_id(route.group_id)
         _replace_list(node, "tags", route.tags)
         if not route.tags:

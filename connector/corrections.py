@@ -19,7 +19,7 @@ from typing import Any
 
 from connector.classify.redact import redact
 from connector.mappings import PlatformMapping
-from connector.models import GroupChange, TicketState
+from connector.models import GroupChange, TicketState, ambiguous
 from connector.store import Store, TicketRecord
 from platforms.base import Platform
 
@@ -49,7 +49,7 @@ def category_for_group(mapping: PlatformMapping, group_id: str | None) -> str:
     if len(categories) == 1:
         return categories[0]
     if categories:
-        return "ambiguous:" + "|".join(categories)
+        return ambiguous(categories)
     if group_id == mapping.triage.group_id:
         return "triage"
     return f"unmapped:{group_id}"
@@ -78,14 +78,34 @@ class Reconciler:
         self.clock = clock
 
     def reconcile(self, platform_name: str, ticket_id: str, *, actor_hint: str | None = None) -> int:
-        """Record the agent re-routes not yet known; returns how many. Raises PlatformError."""
+        """Record the agent re-routes not yet known, and give the ticket's corrections kept without text
+        (an agent's sidebar feedback, recorded at once) their text; returns how many re-routes. Raises
+        PlatformError."""
         record = self.store.tickets.get(platform_name, ticket_id)
-        if record is None or record.decision is None or record.state not in (TicketState.DONE, TicketState.TRIAGE):
-            return 0  # a ticket we never routed (or haven't finished routing): nothing to correct
+        if record is None or record.decision is None:
+            return 0  # a ticket we never decided: nothing to correct
         platform = self.platforms[platform_name]
         chain = self.store.corrections.for_ticket(platform_name, ticket_id)
+        # Moves count only after our own routing (not in shadow mode, nor before we finished).
+        routed = record.state in (TicketState.DONE, TicketState.TRIAGE)
+        moves = self._moves(platform, record, chain) if routed else []
+        text = None
+        if self.keep_text and (moves or any(c["text"] is None for c in chain)):
+            text = redact(platform.fetch_ticket(ticket_id).text)
+        for change, previous in moves:
+            self._add(record, change, previous, text, actor_hint)
+        if text is not None:
+            self.store.corrections.fill_text(platform_name, ticket_id, text)
+        if routed:
+            self.store.tickets.mark_checked(platform_name, ticket_id, now=self.clock())
+        return len(moves)
+
+    def _moves(self, platform: Platform, record: TicketRecord,
+               chain: list[dict[str, Any]]) -> list[tuple[GroupChange, str | None]]:
+        """The agents' moves not yet recorded, each with the group the ticket left."""
+        assert record.decision is not None
         known = {c["change_id"] for c in chain}
-        changes = _after_our_routing(platform.group_changes(ticket_id), record)
+        changes = _after_our_routing(platform.group_changes(record.ticket_id), record)
         seen = [i for i, change in enumerate(changes) if change.change_id in known]
         if seen:  # histories replay from the start: carry on after the last change already recorded
             changes = changes[seen[-1] + 1:]
@@ -98,22 +118,17 @@ class Reconciler:
             elif change.group_id is not None and change.group_id != last_group:
                 moves.append((change, last_group))
                 last_group = change.group_id
-        if moves:
-            text = redact(platform.fetch_ticket(ticket_id).text) if self.keep_text else None
-            for seq, (change, previous) in enumerate(moves, start=len(chain) + 1):
-                self._add(record, change, previous, seq, text, actor_hint)
-        self.store.tickets.mark_checked(platform_name, ticket_id, now=self.clock())
-        return len(moves)
+        return moves
 
-    def _add(self, record: TicketRecord, change: GroupChange, previous: str | None, seq: int, text: str | None,
+    def _add(self, record: TicketRecord, change: GroupChange, previous: str | None, text: str | None,
              actor_hint: str | None) -> None:
         decision = record.decision
         assert decision is not None and record.classification is not None
         # A snapshot's stamp is the ticket's last update, whatever it was: the move is when we noticed it.
         at = change.at.timestamp() if change.at and not change.snapshot else self.clock()
         corrected = category_for_group(self.mappings[record.platform], change.group_id)
-        added = self.store.corrections.add({
-            "platform": record.platform, "ticket_id": record.ticket_id, "change_id": change.change_id, "seq": seq,
+        seq = self.store.corrections.add({  # numbered by the store: the sidebar may add to this chain meanwhile
+            "platform": record.platform, "ticket_id": record.ticket_id, "change_id": change.change_id,
             "text": text, "predicted_category": decision.category or record.classification.category,
             "predicted_group_id": decision.group_id, "predicted_tier": decision.tier,
             "predicted_confidence": decision.confidence, "previous_group_id": previous,
@@ -121,7 +136,7 @@ class Reconciler:
             "agent_id": change.actor_id or actor_hint, "via": change.via, "routed_at": record.applied_at,
             "rerouted_at": at, "status": "pending", "created_at": self.clock(),
         })
-        if added:
+        if seq is not None:
             log.info("correction recorded", extra={"platform": record.platform, "ticket_id": record.ticket_id,
                                                    "seq": seq, "predicted": decision.category,
                                                    "corrected": corrected})

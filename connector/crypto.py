@@ -9,10 +9,11 @@ separates the keys so that one derived key never opens another purpose's rows.
 from __future__ import annotations
 
 import base64
+import functools
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 # DESKROUTE_SECRET_KEY must be at least this long to encrypt anything with it (32 random characters
 # carry well over 128 bits); `python -c "import secrets; print(secrets.token_urlsafe(32))"` makes one.
@@ -24,19 +25,32 @@ class Undecryptable(Exception):
 
 
 class SecretBox:
-    """Encrypts and decrypts short strings with a key derived from `secret` for one `purpose`."""
+    """Encrypts and decrypts short strings with a key derived from `secret` for one `purpose`.
+
+    `cryptography` is loaded on first use: a web process that only takes webhooks never needs it."""
 
     def __init__(self, secret: str, *, purpose: str):
         if not secret:
             raise ValueError("a SecretBox needs a secret")
+        self._secret = secret
+        self._purpose = purpose
+
+    @functools.cached_property
+    def _fernet(self) -> Fernet:
+        from cryptography.fernet import Fernet
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                       info=f"deskroute:{purpose}".encode()).derive(secret.encode())
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+                       info=f"deskroute:{self._purpose}".encode()).derive(self._secret.encode())
+        return Fernet(base64.urlsafe_b64encode(derived))
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode("ascii")
 
     def decrypt(self, ciphertext: str) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(ciphertext.encode("ascii")).decode()
         except (InvalidToken, ValueError):

@@ -1,4 +1,5 @@
-"""`deskroute doctor`: settings, helpdesks, mappings against live groups, installation, queue, model.
+"""`deskroute doctor`: settings, helpdesks, mappings against live groups and ticket fields, installation,
+queue, model.
 
 Each finding is one line; a problem says what to do about it.
 """
@@ -9,8 +10,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from connector.feedback import fits_taxonomy
-from connector.models import EventState
-from platforms.base import AuthFailed, PlatformError
+from connector.mappings import possible_field_values
+from connector.models import EventState, TicketField
+from platforms.base import AuthFailed, Platform, PlatformError
 from platforms.zendesk import API_TOKEN_RETIRED
 
 if TYPE_CHECKING:
@@ -26,10 +28,12 @@ class Finding:
     line: str
 
 
-def _acting_as(platform: object) -> str:
+def _acting_as(platform: Platform) -> str:
     try:
-        me = platform.whoami()  # type: ignore[attr-defined]
+        me = platform.whoami()
     except PlatformError:
+        return ""
+    if me is None:
         return ""
     return f", acting as {me['name']} <{me['email']}> ({me['role']})"
 
@@ -39,6 +43,41 @@ def _where(services: Services, platform: str) -> str:
     if services.config_version is not None:
         return f"{platform}.yaml (configuration v{services.config_version}: /admin/mappings or `deskroute config`)"
     return str(services.mappings_dir / f"{platform}.yaml")
+
+
+def _check_fields(services: Services, name: str, platform: Platform) -> list[Finding]:
+    """The mapping's `fields:` against the helpdesk's ticket fields: each exists, is active, takes text, and
+    a drop-down has an option for every value Deskroute may write into it."""
+    configured = services.mappings[name].fields.configured()
+    if not configured:
+        return []
+    where = _where(services, name)
+    try:
+        fields: dict[str, TicketField] = {f.id: f for f in platform.list_fields()}
+    except PlatformError as exc:
+        return [Finding(False, f"{name}: can't list the ticket fields ({exc}) to check {where} fields:")]
+    findings = []
+    for key, field_id in configured.items():
+        field = fields.get(field_id)
+        if field is None:
+            usable = [f for f in fields.values() if f.kind != "other" and f.active]
+            problem = f"is not a ticket field in {name}; " + (
+                f"pick one of: {', '.join(f'{f.id} ({f.title})' for f in usable[:8])}" if usable else
+                f"create a drop-down or text field in {name} first (README: Ticket fields)")
+        elif not field.active:
+            problem = f"({field.title}) is inactive in {name}: activate it"
+        elif field.kind == "other":
+            problem = (f"({field.title}) is a {field.type} field, which can't take Deskroute's values: "
+                       "give a drop-down or text field")
+        elif missing := [v for v in possible_field_values(key, services.taxonomy) if v not in field.options
+                         and field.kind == "dropdown"]:
+            problem = (f"({field.title}): the drop-down has no option with the value {', '.join(missing)}: add "
+                       + ("an option with each as its tag" if name == "zendesk" else "each as a choice"))
+        else:
+            findings.append(Finding(True, f"{name}: fields.{key} writes to {field.title} ({field_id})"))
+            continue
+        findings.append(Finding(False, f"{name}: {where} fields.{key} {field_id} {problem}"))
+    return findings
 
 
 def diagnose(services: Services) -> list[Finding]:
@@ -64,7 +103,7 @@ def diagnose(services: Services) -> list[Finding]:
             else:
                 ok(f"{name}: not configured (set {', '.join(services.unconfigured.get(name, []))} to use it)")
             continue
-        auth = platform.auth_status() if hasattr(platform, "auth_status") else {}
+        auth = platform.auth_status()
         if auth.get("auth") == "api_token":
             problem(f"{name}: uses an API token (ZENDESK_EMAIL + ZENDESK_API_TOKEN). {API_TOKEN_RETIRED}")
         try:
@@ -87,8 +126,9 @@ def diagnose(services: Services) -> list[Finding]:
                 choices = ", ".join(f"{gid} ({n})" for gid, n in list(groups.items())[:8])
                 problem(f"{name}: {_where(services, name)} {key}.group_id {group_id} is not a "
                         f"group in {name}; pick one of: {choices}")
+        findings += _check_fields(services, name, platform)
         try:
-            problems = platform.installation_problems()  # type: ignore[attr-defined]
+            problems = platform.installation_problems()
         except PlatformError as exc:
             problems = [f"can't check the webhook setup ({exc})"]
         for line in problems:

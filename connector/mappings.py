@@ -2,7 +2,8 @@
 
 `mappings/taxonomy.yaml` names the categories (description, keywords, example tickets, default
 priority) and the guardrails. `mappings/<platform>.yaml` maps each category to a group id, tags and
-a priority, plus the triage route. Both are validated at startup; an error names the file and key.
+a priority, plus the triage route, and optionally names ticket fields that also get the decision.
+Both are validated at startup; an error names the file and key.
 """
 
 from __future__ import annotations
@@ -11,12 +12,31 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from connector.models import ROUTED_TAG, TRIAGE_TAG, Classification, Priority, RoutingDecision, TierResult
+from connector.models import (
+    GROUP_LEVEL_TAG,
+    PRIORITIES,
+    ROUTED_TAG,
+    TRIAGE_TAG,
+    Classification,
+    Priority,
+    RoutingDecision,
+    Tier,
+    TierResult,
+    candidates,
+)
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
 # Zendesk tags can't hold spaces and are lower-cased by Zendesk; Freshdesk accepts the same set.
@@ -34,6 +54,20 @@ def _id_text(value: Any) -> Any:
 
 
 GroupId = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=64)]
+# Zendesk numbers its ticket fields (360001234567); Freshdesk writes its custom fields by name (cf_category).
+_FIELD_ID = re.compile(r"\A(?:[1-9][0-9]{0,19}|[A-Za-z][A-Za-z0-9_]{0,63})\Z")
+
+
+def _field_id(value: Any) -> str:
+    text = _id_text(value)
+    if not isinstance(text, str) or not _FIELD_ID.match(text):
+        raise ValueError(f"{value!r} is not a ticket field id: give Zendesk's field number (e.g. 360001234567) "
+                         "or Freshdesk's field name (e.g. cf_deskroute_category)")
+    return text
+
+
+FieldId = Annotated[str, BeforeValidator(_field_id)]
+BANDS = ("high", "medium", "low")
 
 
 class MappingError(ValueError):
@@ -104,12 +138,39 @@ class Route(BaseModel):
     priority: Priority | None = None
 
 
+class TicketFields(BaseModel):
+    """Ticket fields that get the decision too (besides the tags), for views, reports and triggers.
+
+    Each gets the tag Deskroute adds for the same thing (see `field_values`): on Zendesk, a drop-down
+    option's value is a tag, so the field and the tags always agree.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    category: FieldId | None = None  # deskroute_<category>, or deskroute_needs_triage
+    confidence_band: FieldId | None = None  # deskroute_conf_<high|medium|low>
+    tier: FieldId | None = None  # deskroute_tier_<rules|local|llm|triage>
+
+    @model_validator(mode="after")
+    def _one_field_each(self) -> TicketFields:
+        seen: dict[str, str] = {}
+        for key, field_id in self.configured().items():
+            if field_id in seen:
+                raise ValueError(f"{key} and {seen[field_id]} name the same field {field_id}; each needs its own")
+            seen[field_id] = key
+        return self
+
+    def configured(self) -> dict[str, str]:
+        """{key: field id} for the fields set."""
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
 class PlatformMapping(BaseModel):
     """One helpdesk's routes."""
 
     model_config = ConfigDict(extra="forbid")
     triage: Route
     categories: dict[Name, Route]
+    fields: TicketFields = Field(default_factory=TicketFields)
 
 
 def resolve_dir(directory: Path) -> Path:
@@ -176,34 +237,84 @@ def confidence_band(confidence: float) -> str:
     return "high" if confidence >= 0.9 else "medium" if confidence >= 0.75 else "low"
 
 
+def field_values(*, category: str | None, confidence: float, tier: str) -> dict[str, str]:
+    """What each `fields:` key gets: the very tag Deskroute adds for it (category None: triage)."""
+    return {"category": TRIAGE_TAG if category is None else f"deskroute_{category}",
+            "confidence_band": f"deskroute_conf_{confidence_band(confidence)}",
+            "tier": f"deskroute_tier_{tier}"}
+
+
+def possible_field_values(key: str, taxonomy: Taxonomy) -> list[str]:
+    """Every value Deskroute may write into the field `key`: a drop-down needs an option for each."""
+    if key == "category":
+        return [*(f"deskroute_{name}" for name in taxonomy.categories), TRIAGE_TAG]
+    if key == "confidence_band":
+        return [f"deskroute_conf_{band}" for band in BANDS]
+    if key == "tier":
+        return [f"deskroute_tier_{tier}" for tier in get_args(Tier)]
+    raise KeyError(key)
+
+
+def shared_route(categories: list[str], mapping: PlatformMapping) -> Route | None:
+    """The one route several categories share in this mapping (the tags they all carry), or None if they
+    don't all go to one group."""
+    routes = [mapping.categories[c] for c in categories if c in mapping.categories]
+    if len(routes) != len(categories) or len({r.group_id for r in routes}) != 1:
+        return None
+    priorities = [r.priority for r in routes if r.priority]
+    return Route(group_id=routes[0].group_id, tags=[t for t in routes[0].tags if all(t in r.tags for r in routes)],
+                 priority=max(priorities, key=PRIORITIES.index) if priorities else None)
+
+
 def decide(classification: Classification, mapping: PlatformMapping, taxonomy: Taxonomy) -> RoutingDecision:
-    """Turn a classification into the group, tags, priority and note to write back."""
+    """Turn a classification into the group, tags, priority and note to write back.
+
+    A group-level classification (`ambiguous:a|b`) goes to the group its categories share, with the tags
+    they all carry, and names the decision in a tag of its own; its category field is left alone.
+    """
     category = classification.category
-    triage = category is None or classification.guardrail is not None or category not in mapping.categories
-    route = mapping.triage if triage else mapping.categories[category]  # type: ignore[index]
+    members = candidates(category)
+    route: Route | None = shared_route(members, mapping) if members else mapping.categories.get(category or "")
+    triage = route is None or classification.guardrail is not None
+    if triage:
+        route = mapping.triage
+    assert route is not None
     if classification.guardrail:
         priority = classification.priority or "high"
     else:
         # The admin's mapping first, then the classifier's own reading (Claude's), then the category default.
-        default = taxonomy.categories[category].priority if category in taxonomy.categories else None
+        defaults = [taxonomy.categories[c].priority for c in (members or [category or ""]) if c in taxonomy.categories]
+        default = max(defaults, key=PRIORITIES.index) if defaults else None
         priority = route.priority or classification.priority or default or "normal"
-    tags = [ROUTED_TAG, *route.tags]
-    if triage:
-        tags.append(TRIAGE_TAG)
-        if classification.guardrail:
-            tags.append(f"deskroute_guardrail_{classification.guardrail}")
-    else:
-        tags.append(f"deskroute_{category}")
-    tags += [f"deskroute_tier_{classification.tier}", f"deskroute_conf_{confidence_band(classification.confidence)}"]
+    values = field_values(category=None if triage else category, confidence=classification.confidence,
+                          tier=classification.tier)
+    if members and not triage:
+        values["category"] = GROUP_LEVEL_TAG
+    tags = [ROUTED_TAG, *route.tags, values["category"]]
+    if members and not triage:
+        tags += [f"deskroute_candidate_{name}" for name in members]
+    if classification.guardrail:
+        tags.append(f"deskroute_guardrail_{classification.guardrail}")
+    tags += [values["tier"], values["confidence_band"]]
+    fields = {field_id: values[key] for key, field_id in mapping.fields.configured().items()
+              if not (key == "category" and members and not triage)}
     return RoutingDecision(
         category=None if triage else category, group_id=route.group_id, tags=list(dict.fromkeys(tags)),
         priority=priority, note=_note(classification, triage, route.group_id), triage=triage,
         tier=classification.tier, confidence=classification.confidence, reason=classification.reason,
+        fields=fields,
     )
 
 
 def _note(classification: Classification, triage: bool, group_id: str) -> str:
     c = classification
+    members = candidates(c.category)
+    if not triage and members:
+        return (f"Deskroute routed this ticket to group {group_id}, where {' and '.join(members)} all go: it is sure"
+                f" of the destination ({c.confidence:.2f}), not of which of these categories it is.\n"
+                f"Tier: {c.tier} | {c.reason}\n"
+                "If you know which one it is, say so with \"Wrong?\" in the Deskroute app: it teaches the router."
+                + (f"\nSummary: {c.summary}" if c.summary else ""))
     if not triage:
         note = (f"Deskroute routed this ticket to {c.category} (group {group_id}).\n"
                 f"Category: {c.category} | confidence {c.confidence:.2f} | tier: {c.tier}\n"
@@ -220,9 +331,12 @@ def _note(classification: Classification, triage: bool, group_id: str) -> str:
 
 def triage_instead(decision: RoutingDecision, mapping: PlatformMapping, taxonomy: Taxonomy, *,
                    reason: str) -> RoutingDecision:
-    """The triage route for a ticket whose first decision the helpdesk refused (e.g. a deleted group)."""
+    """The triage route for a ticket whose first decision the helpdesk refused (e.g. a deleted group).
+
+    It sets no ticket fields: the plainest write, the likeliest to be accepted.
+    """
     guess = TierResult(tier=decision.tier, category=decision.category, confidence=decision.confidence,
                        reason=decision.reason)
     fallback = Classification(category=None, confidence=decision.confidence, tier=decision.tier, reason=reason,
                               priority=decision.priority, tiers=[guess])
-    return decide(fallback, mapping, taxonomy)
+    return decide(fallback, mapping, taxonomy).model_copy(update={"fields": {}})

@@ -23,6 +23,22 @@ EventKind = Literal["ticket.created", "ticket.group_changed"]
 ROUTED_TAG = "deskroute_routed"
 TRIAGE_TAG = "deskroute_needs_triage"
 OUT_OF_SCOPE = "out_of_scope"  # a label the local model learns like any other, meaning "not ours to route"
+# A label for "one of these categories, all routed to the same group": `ambiguous:billing|refunds_cancellation`.
+# A group-level decision carries it (the destination is sure, the category isn't), and so does a
+# correction to a group several categories share; a team lead settles which one it is.
+AMBIGUOUS = "ambiguous:"
+GROUP_LEVEL_TAG = "deskroute_group_level"
+
+
+def ambiguous(categories: list[str]) -> str:
+    return AMBIGUOUS + "|".join(categories)
+
+
+def candidates(label: str | None) -> list[str]:
+    """The categories an `ambiguous:a|b` label stands for, best first; [] for any other label."""
+    if not label or not label.startswith(AMBIGUOUS):
+        return []
+    return label.removeprefix(AMBIGUOUS).split("|")
 
 
 class EventState(StrEnum):
@@ -139,6 +155,19 @@ class Group(BaseModel):
     name: str
 
 
+class TicketField(BaseModel):
+    """A ticket field of a helpdesk, as `deskroute doctor` checks the mapping's `fields:` against it."""
+
+    id: str  # what a write names it by: Zendesk's number, Freshdesk's name (cf_...)
+    title: str
+    type: str  # the helpdesk's own name for its type ("tagger", "custom_dropdown", ...), for messages
+    # text: takes any text; dropdown: takes one of `options`; other: nothing Deskroute can write (system
+    # fields, checkboxes, dates, numbers, multi-selects...).
+    kind: Literal["text", "dropdown", "other"]
+    options: list[str] = Field(default_factory=list)  # a dropdown's option values (Zendesk: each option's tag)
+    active: bool = True
+
+
 class Classification(BaseModel):
     """What the cascade concluded about a ticket, and how."""
 
@@ -207,6 +236,8 @@ class RoutingDecision(BaseModel):
     tier: Tier
     confidence: float
     reason: str
+    # Ticket fields to set in the same write (field id or name -> value), from the mapping's `fields:`.
+    fields: dict[str, str] = Field(default_factory=dict)
 
 
 Classification.model_rebuild()

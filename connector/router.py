@@ -66,9 +66,17 @@ class Router:
         return Cascade(rules=self.rules, local=model, threshold=self.threshold, llm=self._llm,
                        model_version=f"local-v{loaded}" if loaded is not None else None)
 
-    def classify(self, text: str) -> Classification:
-        """Run the cascade on one ticket's text."""
-        return self.cascade().classify(text)
+    def classify(self, text: str, platform: str | None = None) -> Classification:
+        """Run the cascade on one ticket's text, for one helpdesk (or, without one, for every mapping at once)."""
+        return self.cascade().classify(text, self.destinations(platform))
+
+    def destinations(self, platform: str | None = None) -> dict[str, str]:
+        """Each category's destination, so that categories sharing one can be decided together: its group in
+        this helpdesk's mapping or, without a helpdesk, its groups in every mapping (categories merge only
+        where all the mappings send them to one place)."""
+        mappings = [self.mappings[platform]] if platform else list(self.mappings.values())
+        return {name: " ".join(m.categories[name].group_id for m in mappings)
+                for name in self.taxonomy.categories if all(name in m.categories for m in mappings)}
 
     def decide(self, platform: str, classification: Classification) -> RoutingDecision:
         """Map a classification to this helpdesk's group, tags, priority and note."""

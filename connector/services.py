@@ -54,7 +54,7 @@ class Services:
         if platforms is None:
             platforms = {}
             for name, cls in PLATFORMS.items():
-                extras = {"vault": self.token_vault(name)} if getattr(cls, "uses_token_vault", False) else {}
+                extras = {"vault": self.token_vault(name)} if cls.uses_token_vault else {}
                 try:
                     platforms[name] = cls.from_settings(settings, **extras)
                 except NotConfigured as exc:

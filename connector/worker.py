@@ -157,7 +157,7 @@ class Worker:
         if record.decision is None:
             self.before_classify()
             self._still_ours(event)  # the fetch may have waited out rate limits
-            classification = self.router.classify(ticket.text)
+            classification = self.router.classify(ticket.text, event.platform)
             decision = self.router.decide(event.platform, classification)
             self._still_ours(event)  # Claude may have taken its whole budget
             self.store.tickets.save_decision(record, classification=classification, decision=decision,
@@ -191,7 +191,19 @@ class Worker:
                 if exc.conflict:
                     ticket = platform.fetch_ticket(event.ticket_id)
                     continue
-                if exc.retryable or record.decision.triage or exc.status in (None, 404):
+                if exc.retryable or exc.status in (None, 404):
+                    raise
+                if record.decision.fields:
+                    # The ticket fields may be what was refused (a field deleted, a drop-down option
+                    # renamed): they are for reports, so route without them rather than not at all.
+                    without = record.decision.model_copy(update={"fields": {}})
+                    self.store.tickets.replace_decision(
+                        record, without, error=f"{platform.name} refused the write ({exc}); sent again without "
+                                               "ticket fields")
+                    log.warning("write refused, trying again without ticket fields", extra={
+                        "event_id": event.id, "ticket_id": event.ticket_id, "status": exc.status})
+                    continue
+                if record.decision.triage:
                     raise
                 # The helpdesk refused this routing (a deleted group, say): hand the ticket to people.
                 reason = f"{platform.name} refused the routing ({exc}); sent to triage instead"

@@ -14,9 +14,20 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from connector.models import ROUTED_TAG, Group, GroupChange, Ignored, RoutingDecision, Ticket, TicketEvent
+from connector.models import (
+    ROUTED_TAG,
+    Group,
+    GroupChange,
+    Ignored,
+    InstallReport,
+    RoutingDecision,
+    Ticket,
+    TicketEvent,
+    TicketField,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,14 +83,28 @@ class AuthFailed(PlatformError):
 
 
 class Platform(Protocol):
-    """A helpdesk we integrate with. See platforms/zendesk.py for the reference implementation."""
+    """A helpdesk we integrate with. See platforms/zendesk.py for the reference implementation.
+
+    Adapters subclass this explicitly, so that the optional capabilities below have their defaults
+    and a type checker holds each adapter to every member callers use.
+    """
 
     name: ClassVar[str]  # "zendesk": the URL segment, mappings/<name>.yaml and the store column
+
+    # Optional capabilities, each with its default.
+    # from_settings takes `vault=`, the database's store for OAuth tokens (Services hands it over).
+    uses_token_vault: ClassVar[bool] = False
+    # A sidebar app for the helpdesk: build_app(public_url, out_path) writes its package (`deskroute app`).
+    build_app: ClassVar[Callable[..., Path] | None] = None
+    # How many calls the helpdesk said we have left, from its last answer (/health shows it).
+    rate_limit_remaining: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> Platform:
         """The adapter for these settings; raise NotConfigured (saying what is missing) without them."""
         ...
+
+    # Webhooks (the web process).
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Raise Unauthorized unless the request really comes from this helpdesk."""
@@ -87,8 +112,11 @@ class Platform(Protocol):
     def parse(self, headers: Mapping[str, str], body: bytes) -> TicketEvent | Ignored:
         """Turn a verified delivery into an event, or say why it needs no work. Raise BadPayload."""
 
+    # Routing (the worker).
+
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """Read the ticket's current state. Raise PlatformError."""
+        ...
 
     def apply(self, ticket: Ticket, decision: RoutingDecision, *,
               checkpoint: Callable[[], None] = lambda: None) -> None:
@@ -101,10 +129,18 @@ class Platform(Protocol):
 
     def list_groups(self) -> list[Group]:
         """Every group tickets can be routed to. Raise PlatformError."""
+        ...
+
+    def list_fields(self) -> list[TicketField]:
+        """Every ticket field, for `doctor` to check the mapping's `fields:` against. Raise PlatformError."""
+        ...
+
+    # Learning from agents (the scheduler).
 
     def solved_tickets(self, since: datetime) -> Iterator[Ticket]:
         """Every ticket updated since `since`, oldest first, through the helpdesk's export API; the
         caller keeps the solved ones. Rate limits are waited out patiently. Raise PlatformError."""
+        ...
 
     def group_changes(self, ticket_id: str) -> list[GroupChange]:
         """The ticket's group changes after creation, oldest first, each saying who made it.
@@ -112,6 +148,29 @@ class Platform(Protocol):
         A helpdesk without change history returns its current group as one `agent` change; the caller
         compares it with the last group it knew. Raise PlatformError.
         """
+        ...
+
+    # Setting up (`deskroute install`, `uninstall`, `doctor`, /health).
+
+    def install(self, public_url: str, *, dry_run: bool = False) -> InstallReport:
+        """Create the webhook and the rules that call it; safe to run again. Raise PlatformError."""
+        ...
+
+    def uninstall(self, *, dry_run: bool = False) -> InstallReport:
+        """Remove what install created."""
+        ...
+
+    def installation_problems(self) -> list[str]:
+        """What is missing from install's setup, one line each (empty when all is in place)."""
+        ...
+
+    def auth_status(self) -> dict[str, Any]:
+        """How we sign in and whether it works: {"auth": ..., "status": ...}, never a secret."""
+        ...
+
+    def whoami(self) -> dict[str, str] | None:
+        """The user Deskroute acts as ({"name", "email", "role"}), or None if the helpdesk can't say."""
+        return None
 
 
 # Failures worth another try: settings an admin can fix (401/403), a conflict (409), rate limits and 5xx.

@@ -11,14 +11,16 @@ import hmac
 import html
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import requests
 
+from connector.apps.package import build_freshdesk
 from connector.models import (
     ROUTED_TAG,
     Group,
@@ -29,10 +31,12 @@ from connector.models import (
     RoutingDecision,
     Ticket,
     TicketEvent,
+    TicketField,
 )
 from platforms.base import (
     BadPayload,
     NotConfigured,
+    Platform,
     PlatformError,
     RetryingCaller,
     Unauthorized,
@@ -73,6 +77,9 @@ REROUTE_RULE = "Deskroute: group changed"
 TICKET_CREATION, TICKET_UPDATES = 1, 4
 # How an account (plan, role) refuses the automations API: fall back to manual steps.
 REFUSALS = (400, 403, 404)
+# Custom field types Deskroute can write a tag-like value into: text, or a drop-down (one of its choices).
+FIELD_KINDS: dict[str, Literal["text", "dropdown"]] = {
+    "custom_text": "text", "custom_paragraph": "text", "custom_dropdown": "dropdown"}
 
 
 def rule_definitions(endpoint: str, secret: str) -> dict[str, tuple[int, dict[str, Any]]]:
@@ -144,6 +151,19 @@ def _error_summary(response: requests.Response) -> str:
     return short(summary, 300)
 
 
+def _choices(value: Any) -> list[str]:
+    """A drop-down's choices: strings in /api/v2/ticket_fields, {"value": ...} objects in the admin API."""
+    choices = [c.get("value") if isinstance(c, dict) else c for c in value] if isinstance(value, list) else []
+    return [str(c) for c in choices if c not in (None, "")]
+
+
+def _refused_fields(error: PlatformError, fields: Mapping[str, str]) -> list[str]:
+    """Which of our custom fields a 400's summary names (`400 Validation failed: cf_x: ...; cf_y: ...`),
+    with or without the cf_ of the field's API name."""
+    return [name for name in fields
+            if re.search(rf"(?:: |; )(?:cf_)?{re.escape(name.removeprefix('cf_'))}: ", str(error))]
+
+
 def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -158,12 +178,13 @@ def _note_html(note: str) -> str:
     return "<br>".join(html.escape(line) for line in note.splitlines())
 
 
-class FreshdeskPlatform:
+class FreshdeskPlatform(Platform):
     """Freshdesk API v2 through a requests Session, with bounded handling of 429 and 5xx."""
 
     name: ClassVar[str] = "freshdesk"
     # Settings this adapter needs, as environment variable names.
     required_settings: ClassVar[tuple[str, ...]] = ("FRESHDESK_DOMAIN", "FRESHDESK_API_KEY", "FRESHDESK_WEBHOOK_SECRET")
+    build_app = staticmethod(build_freshdesk)
 
     def __init__(self, *, domain: str, api_key: str, webhook_secret: str, base_url: str = "", timeout: float = 10.0,
                  max_wait: float = 30.0, now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -181,6 +202,7 @@ class FreshdeskPlatform:
         self._local = threading.local()
         # Freshdesk's X-RateLimit-Remaining from the last answer, for /health and logs.
         self.rate_limit_remaining: int | None = None
+        self._auth_failing = False  # the last answer was a 401: the API key is wrong or revoked
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> FreshdeskPlatform:
@@ -254,6 +276,7 @@ class FreshdeskPlatform:
             if self.rate_limit_remaining <= LOW_RATE_LIMIT:
                 log.warning("Freshdesk rate limit nearly spent for this minute",
                             extra={"remaining": self.rate_limit_remaining})
+        self._auth_failing = response.status_code == 401
         if not 200 <= response.status_code < 300:
             raise http_error(response.status_code, _error_summary(response),
                              retry_after=parse_retry_after(response.headers.get("Retry-After")))
@@ -290,11 +313,22 @@ class FreshdeskPlatform:
             if self._our_note_exists(ticket.id, decision.note):
                 return  # an earlier attempt wrote both
         else:
-            update = {"group_id": int(decision.group_id), "priority": PRIORITY_NUMBERS[decision.priority],
-                      "tags": merge_tags(ticket.tags, decision.tags)}
+            update: dict[str, Any] = {"group_id": int(decision.group_id),
+                                      "priority": PRIORITY_NUMBERS[decision.priority],
+                                      "tags": merge_tags(ticket.tags, decision.tags)}
+            if decision.fields:
+                update["custom_fields"] = dict(decision.fields)  # only these change; others keep their values
             put = self._unless_landed(lambda: self._request_once("PUT", f"/tickets/{tid}", update),
                                       lambda: shows_decision(self.fetch_ticket(ticket.id), decision))
-            self._call("apply", put, ticket_id=ticket.id, checkpoint=checkpoint)
+            try:
+                self._call("apply", put, ticket_id=ticket.id, checkpoint=checkpoint)
+            except PlatformError as exc:
+                refused = _refused_fields(exc, decision.fields) if exc.status == 400 else []
+                if not refused:
+                    raise
+                raise PlatformError(f"freshdesk refused ticket field {', '.join(refused)} ({exc}): check fields: in "
+                                    "freshdesk.yaml; `deskroute doctor` compares it with Freshdesk's ticket fields",
+                                    retryable=False, status=exc.status) from None
         note = {"body": _note_html(decision.note), "private": True}
         post = self._unless_landed(lambda: self._request_once("POST", f"/tickets/{tid}/notes", note),
                                    lambda: self._our_note_exists(ticket.id, decision.note))
@@ -384,6 +418,10 @@ class FreshdeskPlatform:
                         self._request("rule", "DELETE", path)
         return report
 
+    def auth_status(self) -> dict[str, Any]:
+        """How Deskroute signs in to Freshdesk (an agent's API key) and whether the last call got in."""
+        return {"auth": "api_key", "status": "auth_failing" if self._auth_failing else "ok"}
+
     def installation_problems(self) -> list[str]:
         """What's missing from install's setup (for `deskroute doctor`)."""
         problems = []
@@ -398,6 +436,14 @@ class FreshdeskPlatform:
             if not any(r.get("name") == name and r.get("active", True) for r in rules):
                 problems.append(f"automation rule '{name}' is missing or inactive: run `deskroute install freshdesk`")
         return problems
+
+    def list_fields(self) -> list[TicketField]:
+        """GET /api/v2/ticket_fields: default and custom fields; a custom field is written by its name (cf_...)."""
+        fields = self._request("list_fields", "GET", "/ticket_fields") or []
+        return [TicketField(id=str(f.get("name") or f.get("id")), title=f.get("label") or f.get("name") or "",
+                            type=str(f.get("type") or ""), kind=FIELD_KINDS.get(str(f.get("type")), "other"),
+                            options=_choices(f.get("choices")) if f.get("type") == "custom_dropdown" else [])
+                for f in fields if isinstance(f, dict)]
 
     def list_groups(self) -> list[Group]:
         """GET /api/v2/groups, every page."""

@@ -17,13 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import requests
-from zenpy import Zenpy
-from zenpy.lib.api_objects import Comment, Trigger, Webhook
-from zenpy.lib.api_objects import Ticket as ZenpyTicket
 
+from connector.apps.package import build_zendesk
 from connector.models import (
     PRIORITIES,
     ROUTED_TAG,
@@ -34,11 +32,13 @@ from connector.models import (
     RoutingDecision,
     Ticket,
     TicketEvent,
+    TicketField,
 )
 from platforms.base import (
     AuthFailed,
     BadPayload,
     NotConfigured,
+    Platform,
     PlatformError,
     RetryingCaller,
     Unauthorized,
@@ -63,7 +63,11 @@ from platforms.zendesk_oauth import (
     rebase,
 )
 
+if TYPE_CHECKING:
+    from zenpy import Zenpy
+
 log = logging.getLogger(__name__)
+
 # zenpy logs every request's body and every response at DEBUG: ticket text must never reach logs.
 logging.getLogger("zenpy").setLevel(logging.WARNING)
 
@@ -194,7 +198,7 @@ class _ZendeskSession(requests.Session):
         return response
 
 
-class ZendeskPlatform:
+class ZendeskPlatform(Platform):
     """Zendesk through zenpy, with our own bounded handling of 429 and 5xx.
 
     Authenticates with OAuth (`tokens`: a TokenProvider) or, until 30 April 2027, an API token.
@@ -202,6 +206,7 @@ class ZendeskPlatform:
 
     name: ClassVar[str] = "zendesk"
     uses_token_vault: ClassVar[bool] = True  # Services hands from_settings the database's token vault
+    build_app = staticmethod(build_zendesk)
 
     def __init__(self, *, subdomain: str, webhook_secret: str, tokens: TokenProvider | None = None,
                  email: str = "", api_token: str = "", base_url: str = "", known_users: TokenVault | None = None,
@@ -360,6 +365,8 @@ class ZendeskPlatform:
             session = _ZendeskSession(lambda: api_root(self.base_url, self.subdomain),
                                       lambda: os.environ.get("ZENPY_FORCE_NETLOC") or f"{self.subdomain}.zendesk.com")
             session.auth = BearerAuth(self.tokens) if self.tokens is not None else self._basic
+            from zenpy import Zenpy  # imported on first use: the web process mostly never calls Zendesk
+
             client = Zenpy(subdomain=self.subdomain, session=session, timeout=self.timeout, disable_cache=True)
             self._local.client = client
         return client
@@ -427,6 +434,12 @@ class ZendeskPlatform:
         if ticket.updated_at:
             # 409 if anyone touched the ticket since we read it, so an agent's new tag is never lost.
             fields.update(safe_update=True, updated_stamp=ticket.updated_at)
+        custom = _custom_fields(decision.fields)
+        if custom:
+            fields["custom_fields"] = custom
+        from zenpy.lib.api_objects import Comment
+        from zenpy.lib.api_objects import Ticket as ZenpyTicket
+
         update = ZenpyTicket(
             id=int(ticket.id),
             group_id=int(decision.group_id),
@@ -435,7 +448,10 @@ class ZendeskPlatform:
             comment=Comment(body=decision.note, public=False),
             **fields,
         )
-        self._api("apply", lambda: self.client.tickets.update(update), ticket_id=ticket.id, checkpoint=checkpoint)
+        result = self._api("apply", lambda: self.client.tickets.update(update), ticket_id=ticket.id,
+                           checkpoint=checkpoint)
+        if custom:
+            _warn_about_dropped_fields(custom, result, ticket.id)
 
     def solved_tickets(self, since: datetime) -> Iterator[Ticket]:
         """The incremental export (cursor-based), page by page; a 429 midway is waited out and resumed."""
@@ -455,6 +471,8 @@ class ZendeskPlatform:
 
     def install(self, public_url: str, *, dry_run: bool = False) -> InstallReport:
         """Create (once) the Deskroute webhook, connected to triggers, and its two triggers."""
+        from zenpy.lib.api_objects import Trigger, Webhook
+
         report = InstallReport(platform=self.name, secret_setting="ZENDESK_WEBHOOK_SECRET")
         endpoint = public_url.rstrip("/") + "/webhooks/zendesk"
         hooks = [h for h in self._api("webhooks", lambda: list(self.client.webhooks.list())) if h.name == WEBHOOK_NAME]
@@ -531,6 +549,16 @@ class ZendeskPlatform:
         """Every group in the account."""
         groups = self._api("list_groups", lambda: list(self.client.groups()))
         return [Group(id=str(g.id), name=g.name or "") for g in groups]
+
+    def list_fields(self) -> list[TicketField]:
+        """Every ticket field, system and custom (GET /api/v2/ticket_fields.json); a drop-down's options
+        are their tags, which is what a write sets."""
+        fields = self._api("list_fields", lambda: [f.to_dict() for f in self.client.ticket_fields()])
+        return [TicketField(id=str(f.get("id")), title=f.get("title") or "", type=str(f.get("type") or ""),
+                            kind=FIELD_KINDS.get(str(f.get("type")), "other"), active=f.get("active") is not False,
+                            options=[str(o.get("value")) for o in f.get("custom_field_options") or []
+                                     if isinstance(o, dict) and o.get("value")])
+                for f in fields]
 
     def whoami(self) -> dict[str, str]:
         """The Zendesk user Deskroute acts as (GET /api/v2/users/me with our token)."""
@@ -610,6 +638,37 @@ def trigger_definitions(webhook_id: str) -> dict[str, dict[str, Any]]:
                                "actor_id": "{{current_user.id}}"}),
         },
     }
+
+
+# Custom field types Deskroute can write a tag-like value into: text, or a drop-down ("tagger").
+FIELD_KINDS: dict[str, Literal["text", "dropdown"]] = {"text": "text", "textarea": "text", "tagger": "dropdown"}
+
+
+def _custom_fields(fields: Mapping[str, str]) -> list[dict[str, Any]]:
+    """`custom_fields` for a ticket update. Zendesk numbers its fields; any other id can't be one of them,
+    so it is left out (as Zendesk itself would ignore it) and `deskroute doctor` names it."""
+    custom = []
+    for field_id, value in fields.items():
+        number = optional_id(field_id)
+        if number is None:
+            log.warning("ticket field id is not a Zendesk field number; left out", extra={"field_id": short(field_id)})
+            continue
+        custom.append({"id": int(number), "value": value})
+    return custom
+
+
+def _warn_about_dropped_fields(sent: list[dict[str, Any]], result: Any, ticket_id: str) -> None:
+    """Zendesk answers 200 and silently ignores a field id it doesn't have, or a value that isn't one of a
+    drop-down's options: compare what the updated ticket says with what we sent, and say so."""
+    answer = getattr(result, "ticket", None)
+    stored = getattr(answer, "custom_fields", None) if answer is not None else None
+    if not isinstance(stored, list):
+        return  # no ticket in the answer: nothing to compare with
+    values = {str(f.get("id")): f.get("value") for f in stored if isinstance(f, dict)}
+    dropped = [str(f["id"]) for f in sent if values.get(str(f["id"])) != f["value"]]
+    if dropped:
+        log.warning("zendesk ignored ticket field(s): run `deskroute doctor` to check fields: in zendesk.yaml",
+                    extra={"ticket_id": ticket_id, "field_ids": ",".join(dropped)})
 
 
 def _optional_str(value: Any) -> str | None:

@@ -171,7 +171,8 @@ def make_env(helpdesk: Helpdesk, tmp_path: Path, clock: FakeClock, taxonomy_mode
         save_model(services.store, taxonomy_model, source="tests", activate=True)
         classified: list[str] = []
         original = services.router.classify
-        monkeypatch.setattr(services.router, "classify", lambda text: classified.append(text) or original(text))
+        monkeypatch.setattr(services.router, "classify",
+                            lambda text, *more: classified.append(text) or original(text, *more))
         return Env(helpdesk, services, create_app(services=services).test_client(), clock, classified)
 
     return make

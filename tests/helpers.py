@@ -178,3 +178,12 @@ def chromium() -> tuple[str, str]:
     if not browser or not driver:
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
     return browser, driver
+
+
+def category_metrics(client: Any, category: str) -> dict[tuple[str, str | None], float]:
+    """The /metrics samples of one category, by (metric name, window)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = client.get("/metrics").get_data(as_text=True)
+    return {(s.name, s.labels.get("window")): s.value for f in text_string_to_metric_families(metrics)
+            for s in f.samples if s.labels.get("category") == category}

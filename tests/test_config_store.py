@@ -206,3 +206,34 @@ def test_an_invalid_import_is_refused_and_nothing_saved(run: Callable[..., Resul
     store = Store(database_url(tmp_path))
     assert store.configs.latest_version() is None and not store.configs.changes()
     assert "no configuration edits yet" in run("config", "history").output
+
+
+def test_ticket_fields_survive_import_export_and_an_edit_in_the_admin_ui(
+        run: Callable[..., Result], tmp_path: Path, make_services: Callable[..., Services], clock: Any) -> None:
+    edited = tmp_path / "edited"
+    shutil.copytree(PROJECT / "mappings", edited)
+    blocks = {"zendesk": "fields:\n  category: 360001234567  # Deskroute category\n  tier: 360001234569\n",
+              "freshdesk": "fields:\n  confidence_band: cf_deskroute_confidence\n"}
+    for name, block in blocks.items():
+        path = edited / f"{name}.yaml"
+        path.write_text(path.read_text().replace("\ntriage:\n", f"\n{block}\ntriage:\n", 1))
+    assert run("config", "import", str(edited)).exit_code == 0
+
+    services = make_services()
+    assert services.config_version == 1
+    assert services.mappings["zendesk"].fields.configured() == {"category": "360001234567", "tier": "360001234569"}
+    assert services.mappings["freshdesk"].fields.configured() == {"confidence_band": "cf_deskroute_confidence"}
+    billing = Classification(category="billing", confidence=0.99, tier="local", reason="test")
+    assert services.router.decide("zendesk", billing).fields == {"360001234567": "deskroute_billing",
+                                                                 "360001234569": "deskroute_tier_local"}
+
+    # An edit in the admin UI rewrites the files through ruamel: the block, and its comment, stay.
+    save_category(services.mappings_dir, services.store, billing_edit(services), author="admin", now=clock())
+    assert services.reload_config(force=True) and routed_group(services) == NEW_GROUP
+    assert services.mappings["zendesk"].fields.configured() == {"category": "360001234567", "tier": "360001234569"}
+
+    assert run("config", "export", "out").exit_code == 0
+    exported = (tmp_path / "out" / "zendesk.yaml").read_text()
+    assert blocks["zendesk"] in exported and f"group_id: {NEW_GROUP}" in exported
+    assert blocks["freshdesk"] in (tmp_path / "out" / "freshdesk.yaml").read_text()
+    assert "nothing to import" in run("config", "import", str(tmp_path / "out")).output

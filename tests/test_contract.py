@@ -175,12 +175,12 @@ def test_a_lease_lost_during_classification_writes_once(env: Env, monkeypatch: p
     classify = env.services.router.classify
     overtaken: list[bool] = []
 
-    def slow_classify(text: str) -> Any:
+    def slow_classify(text: str, *more: Any) -> Any:
         if not overtaken:
             overtaken.append(True)
             env.clock.advance(env.services.settings.deskroute_lease_seconds + 1)
             assert second.run_once()  # the lease expired: B claims the job and finishes it meanwhile
-        return classify(text)
+        return classify(text, *more)
 
     monkeypatch.setattr(env.services.router, "classify", slow_classify)
     env.create(22)

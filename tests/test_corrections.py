@@ -7,7 +7,7 @@ import pytest
 from connector.corrections import category_for_group
 from connector.models import TicketEvent
 from helpdesks import Env, mapped_route
-from helpers import drain
+from helpers import category_metrics, drain
 
 
 def group(env: Env, category: str) -> int:
@@ -122,7 +122,6 @@ def test_groups_map_back_to_categories() -> None:
 
 
 def test_accuracy_per_category_from_reroutes(env: Env) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
 
     routed(env, 8)
     routed(env, 9)
@@ -134,8 +133,6 @@ def test_accuracy_per_category_from_reroutes(env: Env) -> None:
     env.clock.advance(hours * 3600)
     [row] = env.services.store.stats.accuracy(now=env.clock(), within_hours=hours, days=7)
     assert (row["category"], row["routed"], row["rerouted"], row["accuracy"]) == ("billing", 2, 1, 0.5)
-    metrics = env.client.get("/metrics").get_data(as_text=True)
-    samples = {(s.name, s.labels.get("window")): s.value for f in text_string_to_metric_families(metrics)
-               for s in f.samples if s.labels.get("category") == "billing"}
+    samples = category_metrics(env.client, "billing")
     assert samples[("deskroute_category_accuracy", "7d")] == 0.5
     assert samples[("deskroute_category_routed", "30d")] == 2

@@ -17,7 +17,7 @@ from connector.feedback import save_model
 from connector.models import ROUTED_TAG, Ignored, TicketEvent
 from connector.services import Services
 from helpers import FIXTURES, SECRET, FakeClock, drain, make_settings
-from platforms.base import BadPayload, Unauthorized
+from platforms.base import BadPayload, PlatformError, Unauthorized
 from platforms.fakes.freshdesk import FakeFreshdesk
 from platforms.freshdesk import FreshdeskPlatform
 
@@ -195,15 +195,28 @@ def test_a_spent_minute_budget_defers_the_job_and_health_shows_what_is_left(
     [pending] = [e for e in services.store.events.recent() if e["state"] == "pending"]
     assert pending["ticket_id"] == "2" and pending["last_error"].startswith("429")
     health = create_app(services=services).test_client().get("/health").json
-    assert health["platforms"]["freshdesk"] == {"configured": True, "rate_limit_remaining": 0}
+    assert health["platforms"]["freshdesk"] == {"configured": True, "auth": "api_key", "status": "ok",
+                                                "rate_limit_remaining": 0}
     assert waits == []
 
 
 def test_only_freshdesk_configured(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, **FRESHDESK)
     health = create_app(services=Services(settings)).test_client().get("/health").json
-    assert health["platforms"]["freshdesk"] == {"configured": True}
+    assert health["platforms"]["freshdesk"] == {"configured": True, "auth": "api_key", "status": "ok"}
     assert health["platforms"]["zendesk"]["configured"] is False
+
+
+def test_a_refused_api_key_shows_in_health_until_a_call_gets_in(fake: tuple[FakeFreshdesk, str]) -> None:
+    fake_api, address = fake
+    wrong = FreshdeskPlatform(domain="acme", api_key="not-the-key", webhook_secret=SECRET, base_url=f"http://{address}")
+    with pytest.raises(PlatformError) as refused:
+        wrong.list_groups()
+    assert refused.value.status == 401
+    assert wrong.auth_status() == {"auth": "api_key", "status": "auth_failing"}
+    right = FreshdeskPlatform(domain="acme", api_key="fd-key", webhook_secret=SECRET, base_url=f"http://{address}")
+    right.list_groups()
+    assert right.auth_status() == {"auth": "api_key", "status": "ok"}
 
 
 def test_make_services_builds_freshdesk_from_settings(tmp_path: Path) -> None:

@@ -252,3 +252,18 @@ def test_no_link_a_customer_chose_reaches_the_note() -> None:
 
     assert plain("Asks to reset at https://evil.example/reset?u=1 or www.evil.example now") == \
         "Asks to reset at (link) or (link) now"
+
+
+def test_claudes_runner_up_comes_back_ranked_and_a_bad_one_is_refused(claude: FakeClaude,
+                                                                       make_tier: Callable[..., LLMTier]) -> None:
+    claude.answer_next(**claude_answer("refunds_cancellation", 0.9), runner_up="billing", runner_up_confidence=0.08)
+    outcome = make_tier().classify(TICKET)
+    assert [(a.category, a.confidence) for a in outcome.result.ranked] == [("refunds_cancellation", 0.9),
+                                                                           ("billing", 0.08)]
+    [tool] = claude.messages()[0]["tools"]
+    assert tool["input_schema"]["properties"]["runner_up"]["enum"] == list(TAXONOMY.categories)
+    assert "runner_up" not in tool["input_schema"]["required"]  # optional: an answer without one is fine
+    claude.answer_next(**claude_answer("billing", 0.9), runner_up="made_up", runner_up_confidence=0.08)
+    claude.answer_next(**claude_answer("billing", 0.9))  # the strong model, asked after the invalid answer
+    outcome = make_tier().classify(TICKET)
+    assert outcome.result.category == "billing" and [a.category for a in outcome.result.ranked] == ["billing"]

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from connector.mappings import MappingError, decide, load_mapping, load_taxonomy, triage_instead
+from connector.mappings import (
+    MappingError,
+    decide,
+    load_mapping,
+    load_taxonomy,
+    possible_field_values,
+    triage_instead,
+)
 from connector.models import ROUTED_TAG, TRIAGE_TAG, Classification, TierResult
 from helpers import PROJECT
 
@@ -48,6 +55,17 @@ def test_default_zendesk_mapping_routes_every_category() -> None:
      "zendesk.yaml: categories.gardening: not a category in taxonomy.yaml"),
     ("triage:\n  group_id: 360000000100\n", "triage:\n", "zendesk.yaml: triage.group_id: Field required"),
     ("triage:", "triage: [", "zendesk.yaml: not valid YAML"),
+    ("\ntriage:", "\nfields:\n  category: [360001234567]\ntriage:",
+     "zendesk.yaml: fields.category: Value error, [360001234567] is not a ticket field id"),
+    ("\ntriage:", "\nfields:\n  tier: 1.5\ntriage:", "zendesk.yaml: fields.tier: Value error, 1.5 is not a ticket"),
+    ("\ntriage:", "\nfields:\n  tier: true\ntriage:", "zendesk.yaml: fields.tier: Value error, True is not a ticket"),
+    ("\ntriage:", "\nfields:\n  category: Deskroute category\ntriage:",
+     "zendesk.yaml: fields.category: Value error, 'Deskroute category' is not a ticket field id: give Zendesk's "
+     "field number (e.g. 360001234567) or Freshdesk's field name (e.g. cf_deskroute_category)"),
+    ("\ntriage:", "\nfields:\n  priority: 360001234567\ntriage:",
+     "zendesk.yaml: fields.priority: Extra inputs are not permitted"),
+    ("\ntriage:", "\nfields:\n  category: 360001234567\n  tier: 360001234567\ntriage:",
+     "zendesk.yaml: fields: Value error, tier and category name the same field 360001234567"),
 ])
 def test_mapping_errors_name_the_file_and_key(mappings_copy: Path, old: str, new: str, expected: str) -> None:
     path = mappings_copy / "zendesk.yaml"
@@ -74,6 +92,50 @@ def test_taxonomy_errors_name_the_file_and_key(mappings_copy: Path, old: str, ne
     with pytest.raises(MappingError) as error:
         load_taxonomy(mappings_copy)
     assert expected in str(error.value)
+
+
+def uncomment_fields(text: str) -> str:
+    """The file with its commented-out `fields:` example switched on."""
+    example = text[text.index("# fields:\n"):text.index("\ntriage:")]
+    return text.replace(example, "\n".join(line.removeprefix("# ") for line in example.splitlines()) + "\n")
+
+
+@pytest.mark.parametrize(("platform", "ids"), [
+    ("zendesk", ("360001234567", "360001234568", "360001234569")),
+    ("freshdesk", ("cf_deskroute_category", "cf_deskroute_confidence", "cf_deskroute_tier")),
+])
+def test_the_commented_fields_example_is_valid_and_each_field_gets_its_tag(
+        mappings_copy: Path, platform: str, ids: tuple[str, str, str]) -> None:
+    taxonomy = load_taxonomy(mappings_copy)
+    assert load_mapping(mappings_copy, platform, taxonomy).fields.configured() == {}  # off by default
+    path = mappings_copy / f"{platform}.yaml"
+    path.write_text(uncomment_fields(path.read_text()))
+    mapping = load_mapping(mappings_copy, platform, taxonomy)
+    category, band, tier = ids
+    assert mapping.fields.configured() == {"category": category, "confidence_band": band, "tier": tier}
+
+    routed = decide(Classification(category="billing", confidence=0.8, tier="local", reason="r"), mapping, taxonomy)
+    assert routed.fields == {category: "deskroute_billing", band: "deskroute_conf_medium", tier: "deskroute_tier_local"}
+    assert set(routed.fields.values()) <= set(routed.tags)  # the field says what the tag says
+    guarded = decide(Classification(category=None, confidence=1.0, tier="rules", reason="g", guardrail="security"),
+                     mapping, taxonomy)
+    assert guarded.fields == {category: TRIAGE_TAG, band: "deskroute_conf_high", tier: "deskroute_tier_rules"}
+    assert set(guarded.fields.values()) <= set(guarded.tags)
+    # The fallback after a refused routing writes no fields: the plainest write.
+    assert triage_instead(routed, mapping, taxonomy, reason="refused").fields == {}
+    for key in ("category", "confidence_band", "tier"):
+        assert routed.fields[mapping.fields.configured()[key]] in possible_field_values(key, taxonomy)
+        assert guarded.fields[mapping.fields.configured()[key]] in possible_field_values(key, taxonomy)
+
+
+def test_possible_field_values_cover_every_category_band_and_tier(config: tuple) -> None:
+    taxonomy, _ = config
+    categories = possible_field_values("category", taxonomy)
+    assert categories[-1] == TRIAGE_TAG and len(categories) == len(taxonomy.categories) + 1
+    assert possible_field_values("confidence_band", taxonomy) == [
+        "deskroute_conf_high", "deskroute_conf_medium", "deskroute_conf_low"]
+    assert possible_field_values("tier", taxonomy) == [
+        "deskroute_tier_rules", "deskroute_tier_local", "deskroute_tier_llm", "deskroute_tier_triage"]
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:

@@ -84,6 +84,10 @@ def test_serve_routes_a_ticket_end_to_end(tmp_path: Path, fake_zendesk: tuple[Fa
     fake, netloc = fake_zendesk
     fake.add_ticket(501, subject="Invoice for October missing", description="Please resend our October invoice.",
                     tags=["from_email"])
+    # Billing or refunds? Both go to the Billing group in the default mappings: that is where it lands.
+    fake.add_ticket(502, subject="Charged twice for my subscription",
+                    description="I was charged twice for my subscription this month, please refund the duplicate "
+                                "charge.", tags=[])
     secret = "loopback-secret"
     process, url = start_serve(tmp_path, {
         "ZENDESK_SUBDOMAIN": "acme", "ZENDESK_OAUTH_CLIENT_ID": OAUTH_CLIENT_ID,
@@ -97,7 +101,13 @@ def test_serve_routes_a_ticket_end_to_end(tmp_path: Path, fake_zendesk: tuple[Fa
         for _ in range(3):  # a delivery and two retries of it
             requests.post(f"{url}/webhooks/zendesk", data=body, headers=signed_headers(body, clock, secret=secret),
                           timeout=5)
+        double = trigger_body(502)
+        requests.post(f"{url}/webhooks/zendesk", data=double, headers=signed_headers(double, clock, secret=secret),
+                      timeout=5)
         wait_for(lambda: fake.tickets[501]["group_id"] == 360000000101, what="the ticket to be routed")
+        wait_for(lambda: fake.tickets[502]["group_id"] == 360000000101, what="the double charge to go to Billing")
+        assert {"deskroute_group_level", "deskroute_candidate_billing",
+                "deskroute_candidate_refunds_cancellation"} <= set(fake.tickets[502]["tags"])
         time.sleep(0.5)  # give a wrongful second write the chance to happen
         assert len(fake.updates(501)) == 1
         ticket = fake.tickets[501]

@@ -3,6 +3,7 @@ corrections team leads review and export, on both helpdesks."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from connector.apps_api import app_token
 from connector.cli import main
 from connector.services import Services
 from helpdesks import Env, mapped_route
-from helpers import cli_environment, drain
+from helpers import category_metrics, cli_environment, drain
 
 TOKEN = "sidebar-token-for-tests-0123456789abcdef"
 
@@ -72,6 +73,9 @@ def test_wrong_with_a_category_is_a_correction_team_leads_export(env: Env, tmp_p
     assert correction["corrected_group_id"] == str(mapped_route(env.name, "bug_report")["group_id"])
     assert correction["agent_id"] == "9001" and "ada@example.com" not in correction["comment"]
     assert correction["comment"].startswith("The export crashes")
+    assert correction["text"] is None  # the worker fetches it, off the agent's click
+    drain(env.services)
+    [correction] = env.services.store.corrections.find()
     assert correction["text"] and "invoice" in correction["text"].lower()  # the ticket, for retraining
     view = client.get(f"/apps/api/tickets/{env.name}/12", headers=auth(env.name)).json
     assert view["reroutes"] == [] and [f["category"] for f in view["feedback"]] == ["bug_report"]  # said, not moved
@@ -102,6 +106,7 @@ def test_right_confirms_the_label_without_counting_as_a_reroute(env: Env) -> Non
     [confirmed] = env.services.store.corrections.find()
     assert confirmed["via"] == "agent_confirmed" and confirmed["status"] == "accepted"
     assert confirmed["corrected_category"] == "billing"
+    drain(env.services)  # the text, which learning needs, comes from the worker
     assert [label for _, label, _ in env.services.store.corrections.accepted()] == ["billing"]  # learned
     [row] = env.services.store.stats.recent_tickets()
     assert not row["rerouted"]
@@ -156,3 +161,78 @@ def test_a_wrong_verdict_is_feedback_not_a_reroute_and_one_per_agent(env: Env) -
     assert client.post(url, json=body, headers=auth(env.name)).status_code == 409  # no piling up
     view = client.get(f"/apps/api/tickets/{env.name}/18", headers=auth(env.name)).json
     assert view["reroutes"] == [] and [f["category"] for f in view["feedback"]] == ["bug_report"]
+
+
+def test_feedback_is_recorded_at_once_while_the_helpdesk_is_down_and_the_text_follows(env: Env) -> None:
+    env.helpdesk.add_ticket(19, subject="Invoice missing", tags=[],
+                            description="Please resend the October invoice to ada@example.com")
+    env.post(*env.helpdesk.created_webhook(19, env.clock))
+    drain(env.services)
+    client = sidebar(env.services)
+    fake = env.helpdesk.fake
+    fake.random_faults = {503: 1.0}  # down
+    calls = len(fake.requests)
+    sent = client.post(f"/apps/api/tickets/{env.name}/19/feedback", headers=auth(env.name),
+                       json={"verdict": "wrong", "category": "bug_report", "agent_id": "3"})
+    assert sent.status_code == 201
+    assert len(fake.requests) == calls  # the request never waited on the helpdesk
+    [correction] = env.services.store.corrections.find()
+    assert correction["text"] is None and correction["corrected_category"] == "bug_report"
+
+    drain(env.services)  # the worker tries, and the queue keeps the job for later
+    assert len(fake.requests) > calls and env.services.store.corrections.find()[0]["text"] is None
+    fake.random_faults = {}
+    env.clock.advance(3600)
+    drain(env.services)
+    [correction] = env.services.store.corrections.find()
+    assert "October invoice" in correction["text"] and "ada@example.com" not in correction["text"]
+    assert "[EMAIL]" in correction["text"]  # redacted like every kept text
+
+
+def test_feedback_and_a_reconciled_move_on_one_ticket_never_share_a_seq(env: Env,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    client = routed(env, 20)
+    env.clock.advance(600)
+    env.helpdesk.move(20, int(mapped_route(env.name, "bug_report")["group_id"]))
+    platform = env.services.platforms[env.name]
+    history = platform.group_changes
+
+    def feedback_meanwhile(ticket_id: str) -> Any:
+        # The reconciler has read the chain; an agent's feedback lands before it writes the move.
+        sent = client.post(f"/apps/api/tickets/{env.name}/20/feedback", headers=auth(env.name),
+                           json={"verdict": "wrong", "category": "how_to"})
+        assert sent.status_code == 201
+        return history(ticket_id)
+
+    monkeypatch.setattr(platform, "group_changes", feedback_meanwhile)
+    assert env.services.reconciler.reconcile(env.name, "20") == 1
+    chain = env.services.store.corrections.for_ticket(env.name, "20")
+    assert [(c["seq"], c["corrected_category"]) for c in chain] == [(1, "how_to"), (2, "bug_report")]
+    assert [c["is_final"] for c in env.services.store.corrections.find()] == [0, 1]
+
+
+def test_concurrent_additions_to_one_chain_take_distinct_seqs(services: Services) -> None:
+    row = {"platform": "zendesk", "ticket_id": "77", "status": "pending", "via": "agent_feedback"}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        seqs = list(pool.map(lambda n: services.store.corrections.add({**row, "change_id": f"feedback:{n}"}),
+                             range(24)))
+    assert sorted(seq or 0 for seq in seqs) == list(range(1, 25))
+    assert services.store.corrections.add({**row, "change_id": "feedback:3"}) is None  # already recorded
+
+
+def test_a_rejected_wrong_verdict_does_not_count_against_accuracy(env: Env) -> None:
+
+    client = routed(env, 21)
+    routed(env, 22)
+    for ticket_id in (21, 22):
+        assert client.post(f"/apps/api/tickets/{env.name}/{ticket_id}/feedback", headers=auth(env.name),
+                           json={"verdict": "wrong", "category": "bug_report"}).status_code == 201
+    rejected = next(c for c in env.services.store.corrections.find() if c["ticket_id"] == "21")
+    env.services.store.corrections.review(rejected["id"], status="rejected", reviewer="lead", now=env.clock())
+    hours = env.services.settings.deskroute_accuracy_hours
+    env.clock.advance(hours * 3600 + 60)
+    [row] = env.services.store.stats.accuracy(now=env.clock(), within_hours=hours, days=7)
+    # The team lead said Deskroute was right on 21; 22's verdict is still pending, so it counts.
+    assert (row["category"], row["routed"], row["rerouted"], row["accuracy"]) == ("billing", 2, 1, 0.5)
+    samples = category_metrics(env.client, "billing")
+    assert samples[("deskroute_category_accuracy", "7d")] == 0.5

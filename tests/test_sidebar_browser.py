@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from connector.apps import build_freshdesk, build_zendesk
 from connector.apps.package import ZAF_SDK
 from connector.apps_api import app_token
-from helpers import PROJECT, chromium
+from connector.cli import main
+from helpers import PROJECT, chromium, cli_environment
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -69,9 +71,22 @@ ZENDESK_GROUPS = {"billing": "360000000101", "account_access": "360000000102", "
 FRESHDESK_GROUPS = {"billing": "103000000101", "account_access": "103000000102", "bug_report": "103000000103",
                     "how_to": "103000000106"}
 
+# ZAF's set() as the ticket sidebar's API documents it: a ticket's group is set through `ticket.assignee`
+# with {groupId} (userId optional); there is no settable `ticket.group`. It answers {errors: {}, <path>: value},
+# with an error under the path for anything else.
+ZAF_SET = """
+function zafSet(path, value) {
+  window.__zaf.sets.push([path, value]);
+  var out = {errors: {}};
+  if (path === "ticket.assignee" && value && typeof value.groupId === "number") out[path] = value;
+  else out.errors[path] = {message: "Deskroute's stub: " + path + " can't be set to that"};
+  return Promise.resolve(out);
+}
+"""
+
 # Stands in for Zendesk's ZAF SDK: ZAFClient.init() returns a client whose request() answers from
 # window.__fixtures ({decision: {status, body}, feedback: {status, body}}) and whose calls land in window.__zaf.
-ZAF_STUB = """
+ZAF_STUB = ZAF_SET + """
 window.__zaf = {requests: [], sets: [], invokes: [], feedback: []};
 window.__fixtures = FIXTURES;
 function answer(fixture, resolve, reject) {
@@ -98,12 +113,7 @@ var client = {
     out[path] = values[path];
     return Promise.resolve(out);
   },
-  set: function (path, value) {
-    window.__zaf.sets.push([path, value]);
-    var out = {errors: {}};
-    out[path] = value;
-    return Promise.resolve(out);
-  },
+  set: zafSet,
   invoke: function (name, value) { window.__zaf.invokes.push([name, value]); return Promise.resolve({}); }
 };
 window.ZAFClient = {init: function () { return client; }};
@@ -425,7 +435,7 @@ APP_TOKEN = "sidebar-browser-test-app-token-0123456789"
 
 # A ZAF client whose request() goes through a stand-in for Zendesk's proxy (POST /zaf-proxy on the page's own
 # server), which fills in {{setting.token}} server-side and calls only hosts in the manifest's domainWhitelist.
-ZAF_PROXY_STUB = """
+ZAF_PROXY_STUB = ZAF_SET + """
 window.__zaf = {sets: [], invokes: []};
 var ticket = FIXTURES;
 var client = {
@@ -442,7 +452,7 @@ var client = {
     out[path] = {"ticket.id": ticket.id, "currentUser": {id: 4711}}[path];
     return Promise.resolve(out);
   },
-  set: function (path, value) { window.__zaf.sets.push([path, value]); return Promise.resolve({errors: {}}); },
+  set: zafSet,
   invoke: function (name, value) { window.__zaf.invokes.push([name, value]); return Promise.resolve({}); }
 };
 window.ZAFClient = {init: function () { return client; }};
@@ -500,7 +510,8 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         running.stop()
 
 
-def test_zendesk_sidebar_against_deskroutes_api(browser: Any, demo: Any, tmp_path: Path) -> None:
+def test_zendesk_sidebar_against_deskroutes_api(browser: Any, demo: Any, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     ids = demo.send_samples()
     assert demo.wait(ids)
 
@@ -530,7 +541,8 @@ def test_zendesk_sidebar_against_deskroutes_api(browser: Any, demo: Any, tmp_pat
 
         browser.find_element(By.ID, "dr-wrong").click()
         Select(browser.find_element(By.ID, "dr-category")).select_by_value(runner_up["category"])
-        browser.find_element(By.ID, "dr-comment").send_keys("the customer asks about something else")
+        browser.find_element(By.ID, "dr-comment").send_keys("the customer asks about something else, "
+                                                            "write to ada@example.com")
         browser.find_element(By.ID, "dr-send").click()
         wait_for(browser, lambda d: "Thanks, sent" in d.find_element(By.ID, "dr-status").text)
         shot(browser, "zendesk-8-live-feedback")
@@ -539,4 +551,18 @@ def test_zendesk_sidebar_against_deskroutes_api(browser: Any, demo: Any, tmp_pat
         server.server_close()
     [correction] = [c for c in demo.services.store.corrections.find() if c["ticket_id"] == str(ticket_id)]
     assert correction["via"] == "agent_feedback" and correction["corrected_category"] == runner_up["category"]
-    assert correction["agent_id"] == "4711" and correction["comment"] == "the customer asks about something else"
+    assert correction["agent_id"] == "4711"
+    assert correction["comment"] == "the customer asks about something else, write to [EMAIL]"
+
+    # The demo's workers fetch the ticket's text after the click; then the team lead's export has it all.
+    wait_for(browser, lambda _: demo.services.store.corrections.for_ticket("zendesk", str(ticket_id))[0]["text"],
+             timeout=30)
+    cli_environment(monkeypatch, tmp_path, demo.settings.database_url)
+    exported = CliRunner().invoke(main, ["corrections", "export", "--format", "jsonl"], catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    [row] = [r for r in map(json.loads, exported.output.splitlines()) if r["ticket_id"] == str(ticket_id)]
+    assert row["via"] == "agent_feedback" and row["status"] == "pending"
+    assert row["corrected_category"] == row["label"] == runner_up["category"]
+    assert row["predicted_category"] == view["category"]
+    assert row["comment"] == "the customer asks about something else, write to [EMAIL]"
+    assert row["text"] and "ada@example.com" not in exported.output

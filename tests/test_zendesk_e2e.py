@@ -49,9 +49,9 @@ def classify_calls(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[
     calls: list[str] = []
     original = services.router.classify
 
-    def spy(text: str) -> Any:
+    def spy(text: str, *more: Any) -> Any:
         calls.append(text)
-        return original(text)
+        return original(text, *more)
 
     monkeypatch.setattr(services.router, "classify", spy)
     return calls

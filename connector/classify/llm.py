@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from connector.classify.language import outside
 from connector.classify.redact import redact
 from connector.mappings import Taxonomy
-from connector.models import PRIORITIES, LLMCall, TierResult
+from connector.models import PRIORITIES, Alternative, LLMCall, TierResult
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ def build_tool(taxonomy: Taxonomy) -> dict[str, Any]:
                 "category": {"type": "string", "enum": [*taxonomy.categories, NO_CATEGORY],
                              "description": f"The one category that fits; '{NO_CATEGORY}' if none does."},
                 "category_confidence": {**confidence, "description": "Probability that the category is right."},
+                "runner_up": {"type": "string", "enum": list(taxonomy.categories),
+                              "description": "The next most likely category, if another one is plausible."},
+                "runner_up_confidence": {**confidence, "description": "Probability that the runner-up is right."},
                 "priority": {"type": "string", "enum": list(PRIORITIES)},
                 "priority_confidence": confidence,
                 "sentiment": {"type": "string", "enum": list(SENTIMENTS)},
@@ -97,6 +100,7 @@ def build_system_prompt(taxonomy: Taxonomy) -> str:
         "Give each confidence as the probability that your answer is right: 0.95 means you would be wrong",
         "about one time in twenty. Be honest about doubt; a wrong confident answer sends a customer to the",
         "wrong team, while a low confidence sends the ticket to a person who routes it.",
+        "If a second category is also plausible, give it as runner_up with its own probability.",
         "Priority: urgent when many users are blocked, there is data loss or a security problem; high when",
         "one customer is blocked; normal for most requests; low for questions and suggestions.",
         "Personal data in the ticket has been replaced by placeholders such as [EMAIL] or [CARD].",
@@ -125,6 +129,8 @@ def _answer_model(taxonomy: Taxonomy) -> type[BaseModel]:
         "LLMAnswer",
         category=(categories, ...),  # type: ignore[arg-type]
         category_confidence=(float, Confidence),
+        runner_up=(Literal[tuple(taxonomy.categories)] | None, None),  # type: ignore[valid-type,arg-type]
+        runner_up_confidence=(float | None, Field(None, ge=0.0, le=1.0)),
         priority=(Literal[PRIORITIES], ...),  # type: ignore[valid-type,arg-type]
         priority_confidence=(float, Confidence),
         sentiment=(Literal[SENTIMENTS], ...),  # type: ignore[valid-type,arg-type]
@@ -219,8 +225,12 @@ class LLMTier:
         reason = f"{model}: {answer['reason']}".strip()
         if why_strong and model == self.strong_model:
             reason += f" (asked {self.strong_model}: {why_strong})"
+        ranked = [Alternative(category=category, confidence=answer["category_confidence"])] if category else []
+        runner_up = answer.get("runner_up")
+        if ranked and runner_up and runner_up != category and answer.get("runner_up_confidence") is not None:
+            ranked.append(Alternative(category=runner_up, confidence=answer["runner_up_confidence"]))
         result = TierResult(tier="llm", category=category, confidence=answer["category_confidence"], reason=reason,
-                            model=model)
+                            model=model, ranked=ranked)
         return LLMOutcome(result=result, answer=answer, prompt_version=self.prompt_version, calls=calls)
 
     def threshold(self, field_name: str, category: str | None = None) -> float:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from connector.mappings import Taxonomy
-from connector.models import Priority, TierResult
+from connector.models import Alternative, Priority, TierResult
 
 # A keyword hit is a strong but not infallible signal.
 RULE_CONFIDENCE = 0.95
@@ -58,5 +58,6 @@ class RulesTier:
                               reason=f"keyword '{keyword}'")
         if hits:
             return TierResult(tier="rules", category=None, confidence=0.0,
-                              reason=f"keywords of {len(hits)} categories matched: {', '.join(sorted(hits))}")
+                              reason=f"keywords of {len(hits)} categories matched: {', '.join(sorted(hits))}",
+                              ranked=[Alternative(category=name, confidence=0.0) for name in sorted(hits)])
         return TierResult(tier="rules", category=None, confidence=0.0, reason="no keyword matched")

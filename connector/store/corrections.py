@@ -6,16 +6,45 @@ from typing import Any
 
 from connector.store.db import Part
 
+# The first key of the advisory locks that order one ticket's corrections (PostgreSQL); two-key locks don't
+# share a key space with the scheduler's one-key lock.
+CHAIN_LOCK = 0x636F7272  # "corr"
+
 
 class Corrections(Part):
     """The `corrections` and `history` tables."""
 
-    def add(self, row: dict[str, Any]) -> bool:
-        """Keep one re-route; False if this change was already recorded."""
-        rows = self.execute(
-            f"INSERT INTO corrections ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"
-            " ON CONFLICT (platform, ticket_id, change_id) DO NOTHING RETURNING id", row)
-        return bool(rows)
+    def add(self, row: dict[str, Any]) -> int | None:
+        """Keep one correction; its `seq`, or None if this change was already recorded.
+
+        Without a `seq` in `row`, the correction goes at the end of its ticket's chain, numbered inside the
+        insert: the reconciler and the sidebar may add to one ticket at once, and must not share a number.
+        """
+        if "seq" in row:  # given (imports, tests)
+            sql = (f"INSERT INTO corrections ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"
+                   " ON CONFLICT (platform, ticket_id, change_id) DO NOTHING RETURNING seq")
+            rows = self.execute(sql, row)
+            return rows[0]["seq"] if rows else None
+        sql = (f"INSERT INTO corrections ({', '.join(row)}, seq) VALUES ({', '.join(':' + k for k in row)},"
+               " (SELECT coalesce(max(seq), 0) + 1 FROM corrections WHERE platform = :platform"
+               "  AND ticket_id = :ticket_id))"
+               " ON CONFLICT (platform, ticket_id, change_id) DO NOTHING RETURNING seq")
+        if self.db.sqlite:  # one writer at a time, and a statement's reads happen under its write lock
+            rows = self.execute(sql, row)
+        else:  # READ COMMITTED: two inserts would read the same max; a per-ticket lock until commit orders them
+            with self.db.transaction() as tx:
+                tx.execute(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK},"
+                           " hashtext(CAST(:platform AS text) || '/' || CAST(:ticket_id AS text)))",
+                           {"platform": row["platform"], "ticket_id": row["ticket_id"]})
+                rows = [dict(r) for r in tx.execute(sql, row)]
+        return rows[0]["seq"] if rows else None
+
+    def fill_text(self, platform: str, ticket_id: str, text: str) -> int:
+        """Give the ticket's corrections kept without text (the sidebar's, recorded at once) this text."""
+        rows = self.execute("UPDATE corrections SET text = :text WHERE platform = :platform AND ticket_id = :ticket_id"
+                            " AND text IS NULL RETURNING id", {"text": text, "platform": platform,
+                                                               "ticket_id": ticket_id})
+        return len(rows)
 
     def for_ticket(self, platform: str, ticket_id: str) -> list[dict[str, Any]]:
         """A ticket's re-routes, in order."""

@@ -4,6 +4,9 @@ The part of API v2 that Deskroute uses, with Freshdesk's behaviours: basic auth 
 user, flat JSON bodies, `tags` in a PUT replace the ticket's tags, numeric priorities, 400
 "Validation failed" for an unknown group or field, X-RateLimit-* headers on every answer and 429
 with Retry-After once the per-minute budget is spent, plus injectable faults (429, 5xx, slow answers).
+Custom ticket fields (`add_field`) are listed at /api/v2/ticket_fields with the default fields; a PUT's
+`custom_fields` (keyed by the field's name, cf_...) changes only the fields it names, and an unknown
+name or a value that isn't one of a drop-down's choices answers 400 "Validation failed".
 Point Deskroute at it with FRESHDESK_BASE_URL=http://host:port.
 """
 
@@ -26,11 +29,21 @@ _TICKET = re.compile(r"^/api/v2/tickets/(\d+)$")
 _NOTES = re.compile(r"^/api/v2/tickets/(\d+)/notes$")
 _CONVERSATIONS = re.compile(r"^/api/v2/tickets/(\d+)/conversations$")
 UPDATABLE = {"group_id", "priority", "tags", "status", "responder_id", "type", "custom_fields"}
+# Every account has these (name, label, type); they are written as top-level attributes, not custom_fields.
+DEFAULT_FIELDS = [("requester", "Search a requester", "default_requester"), ("subject", "Subject", "default_subject"),
+                  ("ticket_type", "Type", "default_ticket_type"), ("source", "Source", "default_source"),
+                  ("status", "Status", "default_status"), ("priority", "Priority", "default_priority"),
+                  ("group", "Group", "default_group"), ("agent", "Agent", "default_agent"),
+                  ("description", "Description", "default_description")]
 
 
 def _invalid(field: str, message: str, code: str = "invalid_value") -> Response:
     return json_response(400, {"description": "Validation failed",
                                "errors": [{"field": field, "message": message, "code": code}]})
+
+
+def _error(field: str, message: str, code: str = "invalid_value") -> dict[str, str]:
+    return {"field": field, "message": message, "code": code}
 
 
 class FakeFreshdesk(FakeHelpdesk):
@@ -41,6 +54,8 @@ class FakeFreshdesk(FakeHelpdesk):
         super().__init__(seed=seed)
         self.api_key = api_key
         self.groups = dict(groups or {})
+        # Custom ticket fields by name (cf_...): {"id", "label", "type", "choices"}.
+        self.fields: dict[str, dict[str, Any]] = {}
         self.tickets: dict[int, dict[str, Any]] = {}
         self.conversations: dict[int, list[dict[str, Any]]] = {}
         # Updates that took effect, per ticket, oldest first (rejected ones are only in `requests`).
@@ -62,10 +77,17 @@ class FakeFreshdesk(FakeHelpdesk):
             ticket = {"id": ticket_id, "subject": subject, "description": f"<div>{description}</div>",
                       "description_text": description, "tags": list(tags or []), "group_id": group_id,
                       "priority": priority, "status": 2, "source": 1, "type": None, "responder_id": None,
-                      "custom_fields": {}, "created_at": stamp, "updated_at": stamp}
+                      "custom_fields": {name: None for name in self.fields}, "created_at": stamp, "updated_at": stamp}
             self.tickets[ticket_id] = ticket
             self.conversations[ticket_id] = []
         return ticket
+
+    def add_field(self, name: str, label: str, *, type: str = "custom_dropdown",
+                  choices: list[str] | None = None) -> None:
+        """An admin creates a custom ticket field (`name` as the API shows it, cf_...)."""
+        with self.lock:
+            self.fields[name] = {"id": 43000000000 + len(self.fields) + 1, "label": label, "type": type,
+                                 "choices": list(choices or [])}
 
     def move(self, ticket_id: int, group_id: int, *, by: str = "agent") -> None:
         """An agent (or an automation) moves the ticket to another group."""
@@ -132,12 +154,45 @@ class FakeFreshdesk(FakeHelpdesk):
             if int(match.group(1)) not in self.tickets:
                 return Response(status=404)
             return json_response(200, list(self.conversations[int(match.group(1))]))
+        if path == "/api/v2/ticket_fields" and method == "GET":
+            return json_response(200, self._ticket_fields())
         if path == "/api/v2/groups" and method == "GET":
             page = int(request.args.get("page", 1))
             per_page = min(int(request.args.get("per_page", 30)), 100)
             groups = [{"id": gid, "name": name, "description": None} for gid, name in sorted(self.groups.items())]
             return json_response(200, groups[(page - 1) * per_page:page * per_page])
         return json_response(404, {"code": "not_found", "message": "The requested URL was not found"})
+
+    def _ticket_fields(self) -> list[dict[str, Any]]:
+        fields: list[dict[str, Any]] = [
+            {"id": 43000000000 - n, "name": name, "label": label, "label_for_customers": label, "type": kind,
+             "default": True, "position": n + 1, "required_for_closure": False}
+            for n, (name, label, kind) in enumerate(DEFAULT_FIELDS)]
+        for n, (name, field) in enumerate(self.fields.items()):
+            shown = {"id": field["id"], "name": name, "label": field["label"], "label_for_customers": field["label"],
+                     "type": field["type"], "default": False, "position": len(DEFAULT_FIELDS) + n + 1,
+                     "required_for_closure": False}
+            if field["type"] == "custom_dropdown":
+                shown["choices"] = list(field["choices"])
+            fields.append(shown)
+        return fields
+
+    def _custom_field_errors(self, values: Any) -> list[dict[str, str]]:
+        if not isinstance(values, dict):
+            return [_error("custom_fields", "It should be a/an key/value pair", "datatype_mismatch")]
+        errors = []
+        for name, value in values.items():
+            field = self.fields.get(name)
+            if field is None:
+                errors.append(_error(name, "Unexpected/invalid field in request", "invalid_field"))
+            elif value is None:
+                continue
+            elif not isinstance(value, str) and field["type"] in ("custom_text", "custom_paragraph",
+                                                                  "custom_dropdown"):
+                errors.append(_error(name, "It should be a/an String", "datatype_mismatch"))
+            elif field["type"] == "custom_dropdown" and value not in field["choices"]:
+                errors.append(_error(name, f"It should be one of these values: '{','.join(field['choices'])}'"))
+        return errors
 
     def _update(self, ticket: dict[str, Any], change: Any) -> Response:
         if not isinstance(change, dict) or not change:
@@ -153,7 +208,10 @@ class FakeFreshdesk(FakeHelpdesk):
         if "tags" in change and not (isinstance(change["tags"], list)
                                      and all(isinstance(t, str) for t in change["tags"])):
             return _invalid("tags", "It should be an Array of Strings", "datatype_mismatch")
-        ticket.update(change)  # tags included: Freshdesk replaces them
+        if "custom_fields" in change and (errors := self._custom_field_errors(change["custom_fields"])):
+            return json_response(400, {"description": "Validation failed", "errors": errors})
+        ticket.update({k: v for k, v in change.items() if k != "custom_fields"})  # tags included: replaced
+        ticket["custom_fields"] = {**ticket["custom_fields"], **change.get("custom_fields", {})}  # only those named
         ticket["updated_at"] = self._stamp()
         self.applied.setdefault(ticket["id"], []).append(dict(change))
         return json_response(200, dict(ticket))

@@ -5,7 +5,11 @@ OAuth (platforms/fakes/oauth.py: client credentials, authorization code with PKC
 tokens, expiring access tokens) or basic auth with an API token (refused with `refuse_basic`, as
 from 30 April 2027), `tags` in a PUT replace the ticket's tags, safe_update answers 409 when the
 ticket changed, an unknown group answers 422 RecordInvalid, and faults (429 with Retry-After, 503)
-can be queued or drawn at random. Point zenpy at it with ZENPY_FORCE_NETLOC and ZENPY_FORCE_SCHEME=http.
+can be queued or drawn at random. Custom ticket fields (`add_field`) are listed at /api/v2/ticket_fields
+with the system fields, and written through `custom_fields` as Zendesk does: an unknown field id, or a
+value that isn't one of a drop-down's option tags, is silently ignored (200); a drop-down's value is a
+tag, added to the ticket's tags (and the previous option's tag removed).
+Point zenpy at it with ZENPY_FORCE_NETLOC and ZENPY_FORCE_SCHEME=http.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ _AUDITS = re.compile(r"^/api/v2/tickets/(\d+)/audits(?:\.json)?$")
 _ME = re.compile(r"^/api/v2/users/me(?:\.json)?$")
 _GROUPS = re.compile(r"^/api/v2/groups(?:\.json)?$")
 _CURRENT_TOKEN = re.compile(r"^/api/v2/oauth/tokens/current(?:\.json)?$")
+_FIELDS = re.compile(r"^/api/v2/ticket_fields(?:\.json)?$")
+# Every account has these; they can't be written through custom_fields.
+SYSTEM_FIELDS = {1001: ("Subject", "subject"), 1002: ("Description", "description"), 1003: ("Status", "status"),
+                 1004: ("Type", "tickettype"), 1005: ("Priority", "priority"), 1006: ("Group", "group"),
+                 1007: ("Assignee", "assignee")}
 # The confidential OAuth client every fake has; its tokens act as user 900001.
 OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET = "deskroute", "fake-oauth-client-secret"
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -50,6 +59,9 @@ class FakeZendesk(FakeHelpdesk):
         self.refuse_basic = refuse_basic  # as every Zendesk will from 30 April 2027
         self.basic_calls = 0  # API calls made with basic auth (an API token)
         self.groups = dict(groups or {})
+        # Custom ticket fields: id -> {"title", "type", "active", "options": [(title, tag), ...]}.
+        self.fields: dict[int, dict[str, Any]] = {}
+        self.field_values: dict[int, dict[int, Any]] = {}  # ticket id -> field id -> value
         self.tickets: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, list[dict[str, Any]]] = {}
         # Updates that took effect, per ticket, oldest first (rejected ones are only in `requests`).
@@ -74,6 +86,17 @@ class FakeZendesk(FakeHelpdesk):
             self.audits[ticket_id] = [self._audit(ticket_id, author_id=1, channel="email", events=[
                 {"type": "Create", "field_name": "group_id", "value": str(group_id) if group_id else None}])]
         return ticket
+
+    def add_field(self, field_id: int, title: str, *, type: str = "tagger", options: list[str] | None = None,
+                  active: bool = True) -> None:
+        """An admin creates a custom ticket field; a drop-down's `options` are its option tags."""
+        with self.lock:
+            self.fields[field_id] = {"title": title, "type": type, "active": active,
+                                     "options": [(tag.replace("_", " ").capitalize(), tag) for tag in options or []]}
+
+    def field_value(self, ticket_id: int, field_id: int) -> Any:
+        """A custom field's value on a ticket (None if unset)."""
+        return self.field_values.get(ticket_id, {}).get(field_id)
 
     def move(self, ticket_id: int, group_id: int, *, by: str = "agent", author_id: int = 555) -> None:
         """Someone moves the ticket: an agent in the UI ("agent"), or a trigger firing on an agent's update."""
@@ -156,6 +179,11 @@ class FakeZendesk(FakeHelpdesk):
                                        "links": {"next": None, "prev": None}})
         if _ME.match(request.path) and request.method == "GET":
             return json_response(200, {"user": dict(self.users[user_id])})
+        if _FIELDS.match(request.path) and request.method == "GET":
+            fields = self._ticket_fields()
+            return json_response(200, {"ticket_fields": fields, "next_page": None, "previous_page": None,
+                                       "count": len(fields), "meta": {"has_more": False},
+                                       "links": {"next": None, "prev": None}})
         if _GROUPS.match(request.path) and request.method == "GET":
             groups = [{"id": gid, "name": name} for gid, name in sorted(self.groups.items())]
             return json_response(200, {"groups": groups, "next_page": None, "previous_page": None,
@@ -163,11 +191,51 @@ class FakeZendesk(FakeHelpdesk):
                                        "links": {"next": None, "prev": None}})
         return json_response(404, {"error": "InvalidEndpoint", "description": "Not found"})
 
+    def _ticket_fields(self) -> list[dict[str, Any]]:
+        fields = [{"id": fid, "title": title, "type": kind, "active": True, "removable": False,
+                   "url": f"https://acme.zendesk.com/api/v2/ticket_fields/{fid}.json"}
+                  for fid, (title, kind) in SYSTEM_FIELDS.items()]
+        for fid, field in sorted(self.fields.items()):
+            shown: dict[str, Any] = {"id": fid, "title": field["title"], "type": field["type"],
+                                     "active": field["active"], "removable": True,
+                                     "url": f"https://acme.zendesk.com/api/v2/ticket_fields/{fid}.json"}
+            if field["type"] in ("tagger", "multiselect"):
+                shown["custom_field_options"] = [{"id": fid * 100 + n, "name": name, "raw_name": name, "value": tag,
+                                                  "default": False} for n, (name, tag) in enumerate(field["options"])]
+            fields.append(shown)
+        return fields
+
+    def _public(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        """The ticket as the API shows it: every active custom field, set or not."""
+        values = self.field_values.get(ticket["id"], {})
+        return {**ticket, "custom_fields": [{"id": fid, "value": values.get(fid)}
+                                            for fid, field in sorted(self.fields.items()) if field["active"]]}
+
+    def _set_fields(self, ticket: dict[str, Any], entries: Any) -> None:
+        """Zendesk's handling of `custom_fields`: what it can't use, it ignores without a word."""
+        values = self.field_values.setdefault(ticket["id"], {})
+        for entry in entries if isinstance(entries, list) else []:
+            raw = entry.get("id") if isinstance(entry, dict) else None
+            field_id = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else 0
+            field = self.fields.get(field_id)
+            if field is None or not field["active"]:
+                continue  # not a custom field of this account
+            value = entry.get("value")
+            if field["type"] == "tagger":
+                tags = [tag for _, tag in field["options"]]
+                if value not in (*tags, None, ""):
+                    continue  # not one of the options' tags
+                old = values.get(field_id)
+                ticket["tags"] = [t for t in ticket["tags"] if t != old]
+                if value and value not in ticket["tags"]:
+                    ticket["tags"].append(value)  # a drop-down's value is a tag on the ticket
+            values[field_id] = value or None
+
     def _show(self, ticket_id: int) -> Response:
         ticket = self.tickets.get(ticket_id)
         if ticket is None:
             return json_response(404, {"error": "RecordNotFound", "description": "Not found"})
-        return json_response(200, {"ticket": dict(ticket)})
+        return json_response(200, {"ticket": self._public(ticket)})
 
     def _update(self, ticket_id: int, body: Any, *, client: str, author_id: int) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("ticket"), dict):
@@ -193,10 +261,12 @@ class FakeZendesk(FakeHelpdesk):
         for field in ("group_id", "priority", "tags", "status"):
             if field in change:
                 ticket[field] = change[field]
+        if "custom_fields" in change:
+            self._set_fields(ticket, change["custom_fields"])
         if isinstance(change.get("comment"), dict):
             self.comments[ticket_id].append(dict(change["comment"]))
         ticket["updated_at"] = self._stamp()
         self.applied.setdefault(ticket_id, []).append(dict(change))
         self.audits[ticket_id].append(self._audit(ticket_id, author_id=author_id, channel="api", events=events,
                                                   client=client))
-        return json_response(200, {"ticket": dict(ticket), "audit": {"ticket_id": ticket_id, "events": []}})
+        return json_response(200, {"ticket": self._public(ticket), "audit": {"ticket_id": ticket_id, "events": []}})

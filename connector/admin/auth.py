@@ -1,0 +1,101 @@
+"""Who may use the admin UI: `login_required`, the login and logout pages, and the checks every admin
+request passes first (the UI is on, the form's CSRF token is valid).
+
+The per-app state (the password check, the login throttle) lives in `app.extensions`, so that views
+are plain module functions and every app built in one process (tests build many) keeps its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import TYPE_CHECKING, Any, cast
+
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import validate_csrf
+from wtforms.validators import ValidationError
+
+from connector.admin.gate import LoginThrottle, PasswordCheck
+
+if TYPE_CHECKING:
+    from connector.services import Services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("auth", __name__)
+EXTENSION = "deskroute.admin"
+
+
+@dataclass
+class AdminState:
+    """What the admin UI needs beyond the services: why it is off (if it is), the password, the throttle."""
+
+    off: str | None
+    password: PasswordCheck | None
+    throttle: LoginThrottle
+    cache: dict[str, Any] = field(default_factory=dict)  # short-lived answers from the helpdesk
+
+
+def admin_state() -> AdminState:
+    return cast(AdminState, current_app.extensions[EXTENSION])
+
+
+def services() -> Services:
+    return cast("Services", current_app.extensions["deskroute"])
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Send a visitor who hasn't signed in to the login page, and back here afterwards."""
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not session.get("admin"):
+            return redirect(url_for("admin.auth.login", next=request.path))
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def guard() -> Any:
+    """Runs before every admin request: the UI is on, and a form was sent by this site (its CSRF token)."""
+    off = admin_state().off
+    if off:
+        return Response(off + "\n", status=503, mimetype="text/plain")
+    if request.method == "POST":
+        try:
+            validate_csrf(request.form.get("csrf_token"))
+        except ValidationError as exc:
+            log.info("admin form refused", extra={"why": "csrf", "path": request.path})
+            abort(400, f"The form has expired or was not sent by this site ({exc}). Reload and retry.")
+    return None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    state = admin_state()
+    who = request.remote_addr or "unknown"
+    error = None
+    if request.method == "POST":
+        wait = state.throttle.attempt(who)  # counted before the check: parallel guesses can't all slip through
+        if wait:
+            log.warning("admin login throttled", extra={"client": who})
+            later = f"{wait} seconds" if wait < 120 else f"{wait // 60 + 1} minutes"
+            return render_template("admin/login.html", error=f"Too many attempts. Try again in {later}."), \
+                429, {"Retry-After": str(wait)}
+        assert state.password is not None  # the guard answered 503 without one
+        if state.password.matches(request.form.get("password", "")):
+            state.throttle.succeeded(who)
+            session.clear()
+            session["admin"] = True
+            session.permanent = True
+            target = request.args.get("next", "")
+            # Only a path on this UI: a "next" pointing at another site must not become an open redirect.
+            return redirect(target if target.startswith("/admin") else url_for("admin.overview.index"))
+        log.info("admin login failed", extra={"client": who})
+        error = "Wrong password."
+    return render_template("admin/login.html", error=error), 401 if error else 200
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("admin.auth.login"))

@@ -1,0 +1,71 @@
+"""/admin/corrections: team leads review agents' corrections (accept, reject, settle an ambiguous label)
+and download them as CSV."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+
+from connector.admin.auth import login_required, services
+from connector.apps_api import ticket_url
+from connector.corrections import STATUSES, to_csv
+from connector.models import candidates
+
+bp = Blueprint("corrections", __name__)
+
+
+def _timestamp(value: str | None, name: str) -> float | None:
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        abort(400, f"{name} must be an ISO 8601 date or time")
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
+@bp.get("/corrections")
+@login_required
+def index() -> Any:
+    app = services()
+    status = request.args.get("status") or "pending"
+    if status not in (*STATUSES, "all"):
+        abort(400, "unknown status")
+    rows = app.store.corrections.find(status=None if status == "all" else status, limit=500)
+    for row in rows:  # context for the reviewer: where the ticket is, what it said, and the choice to make
+        row["url"] = ticket_url(app.settings, row["platform"], row["ticket_id"])
+        row["subject"] = (row["text"] or "").split("\n", 1)[0][:90]
+        row["choices"] = candidates(row["final_category"])
+    return render_template("admin/corrections.html", rows=rows, status=status, statuses=STATUSES,
+                           categories=list(app.taxonomy.categories))
+
+
+@bp.post("/corrections/<int:correction_id>")
+@login_required
+def review(correction_id: int) -> Any:
+    app = services()
+    action = request.form.get("action")
+    if action not in ("accept", "reject"):
+        abort(400, "action must be accept or reject")
+    label = request.form.get("label") or None
+    if label is not None and label not in app.taxonomy.categories:
+        abort(400, "label must be a category")
+    status = "accepted" if action == "accept" else "rejected"
+    if not app.store.corrections.review(correction_id, status=status, reviewer="admin", now=app.clock(), label=label):
+        abort(404)
+    return redirect(url_for("admin.corrections.index", status=request.args.get("status", "pending")))
+
+
+@bp.get("/corrections.csv")
+@login_required
+def csv() -> Response:
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        abort(400, "unknown status")
+    rows = services().store.corrections.find(since=_timestamp(request.args.get("since"), "since"),
+                                             until=_timestamp(request.args.get("until"), "until"),
+                                             category=request.args.get("category") or None, status=status)
+    return Response(to_csv(rows), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="deskroute-corrections.csv"'})

@@ -1,0 +1,105 @@
+"""/admin/mappings: where each category goes in each helpdesk, and the form that edits one category.
+
+A save stores a new version of the whole configuration (connector/config.py); every process picks it
+up before its next ticket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+
+from connector.admin.auth import login_required, services
+from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category
+from connector.models import PRIORITIES
+from platforms.base import PlatformError
+
+if TYPE_CHECKING:
+    from connector.services import Services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("mappings", __name__, url_prefix="/mappings")
+
+
+def live_groups(app: Services, platform: str) -> dict[str, str] | None:
+    """The helpdesk's groups (id -> name), asked at most once a minute by the whole install (the list is
+    shared in the database); None if it can't be asked."""
+    now = time.time()  # wall time: the rows are compared across machines
+    found, cached = app.store.configs.groups(platform, fresher_than=now - 60)
+    if found:
+        return cached
+    adapter = app.platforms.get(platform)
+    groups = None
+    if adapter is not None:
+        try:
+            groups = {g.id: g.name for g in adapter.list_groups()}
+        except PlatformError as exc:
+            log.warning("group list unavailable", extra={"platform": platform, "error": str(exc)})
+    app.store.configs.save_groups(platform, groups, now=now)
+    return groups
+
+
+def _words(value: str) -> list[str]:
+    return [word.strip() for word in value.split(",") if word.strip()]
+
+
+def _lines(value: str) -> list[str]:
+    return [line.strip() for line in value.splitlines() if line.strip()]
+
+
+def category_edit(form: dict[str, str], name: str, platforms: list[str]) -> CategoryEdit:
+    """The mapping form as a CategoryEdit; ConfigError for what the files' validation can't say well."""
+    if not name:
+        raise ConfigError("a new category needs a name")
+    routes = {}
+    for platform in platforms:
+        group_id = form.get(f"{platform}_group_id", "").strip()
+        if not group_id:
+            raise ConfigError(f"{platform}: choose a group")
+        routes[platform] = RouteEdit(group_id=group_id, tags=_words(form.get(f"{platform}_tags", "")),
+                                     priority=form.get(f"{platform}_priority") or None)
+    return CategoryEdit(name=name, description=form.get("description", "").strip(),
+                        keywords=_words(form.get("keywords", "")), examples=_lines(form.get("examples", "")),
+                        priority=form.get("priority") or "normal", mode=form.get("mode") or "live", routes=routes)
+
+
+@bp.get("")
+@login_required
+def index() -> Any:
+    app = services()
+    app.reload_config(force=True)  # one cheap query; the redirect after a save may land on another process
+    groups = {platform: live_groups(app, platform) or {} for platform in app.mappings}
+    return render_template("admin/mappings.html", taxonomy=app.taxonomy, mappings=app.mappings,
+                           groups=groups, changes=app.store.configs.changes(limit=30))
+
+
+@bp.route("/<name>", methods=["GET", "POST"])
+@login_required
+def edit(name: str) -> Any:
+    app = services()
+    app.reload_config(force=True)
+    exists = name in app.taxonomy.categories
+    if name != "new" and not exists:
+        abort(404)
+    groups = {platform: live_groups(app, platform) for platform in app.mappings}
+    error = None
+    form: dict[str, Any] = {}
+    if request.method == "POST":
+        form = request.form.to_dict()
+        try:
+            change = category_edit(form, name if exists else form.get("name", "").strip(), list(app.mappings))
+            changed = save_category(app.mappings_dir, app.store, change, author="admin", now=app.clock(),
+                                    known_groups={p: g for p, g in groups.items() if g is not None})
+            app.reload_config(force=True)
+            log.info("mappings edited", extra={"category": change.name, "files": ",".join(changed),
+                                               "version": app.config_version})
+            return redirect(url_for("admin.mappings.index", saved=change.name))
+        except ConfigError as exc:
+            error = str(exc)
+    category = app.taxonomy.categories.get(name) if exists else None
+    return render_template("admin/mapping.html", name=name if exists else "", category=category,
+                           mappings=app.mappings, groups=groups, error=error, form=form,
+                           priorities=PRIORITIES), 400 if error else 200

@@ -1,0 +1,64 @@
+"""/admin/model: the local model's versions and confusion matrix; retrain, activate and roll back.
+
+The views that train import connector.feedback (scikit-learn) when they run, so the web process
+doesn't load the ML stack just to serve pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+
+from connector.admin.auth import login_required, services
+from connector.admin.charts import heatmap
+
+bp = Blueprint("model", __name__, url_prefix="/model")
+
+
+@bp.get("")
+@login_required
+def index() -> Any:
+    models = services().store.models.all()
+    active = next((m for m in models if m.active), None)
+    confusion = active.metrics.get("cv_confusion") if active else None
+    picture = heatmap(active.labels, confusion) if active and confusion else None
+    return render_template("admin/model.html", models=models, active=active, picture=picture,
+                           message=request.args.get("message"))
+
+
+@bp.post("/retrain")
+@login_required
+def retrain() -> Any:
+    from connector.feedback import retrain
+
+    app = services()
+    report = retrain(app.store, app.taxonomy, app.settings, now=app.clock())
+    verb = "promoted" if report.promoted else "not promoted"
+    return redirect(url_for("admin.model.index", message=f"Retrain: {verb} ({report.reason})."))
+
+
+@bp.post("/<int:version>/activate")
+@login_required
+def activate(version: int) -> Any:
+    from connector.feedback import LabelMismatch, promote
+
+    app = services()
+    try:
+        promote(app.store, app.taxonomy, version)
+    except (KeyError, LabelMismatch) as exc:
+        abort(400, str(exc))
+    return redirect(url_for("admin.model.index", message=f"Model v{version} is active."))
+
+
+@bp.post("/rollback")
+@login_required
+def rollback() -> Any:
+    from connector.feedback import rollback
+
+    app = services()
+    try:
+        version = rollback(app.store, app.taxonomy)
+    except LookupError as exc:
+        abort(400, str(exc))
+    return redirect(url_for("admin.model.index", message=f"Rolled back to model v{version}."))
