@@ -651,7 +651,8 @@ def helpdesk_app() -> None:
 _APP_UPLOAD = {
     "zendesk": "Upload it in Zendesk: Admin Center > Apps and integrations > Apps > Zendesk Support apps > "
                "Upload private app (needs Suite Growth or Support Professional and up).",
-    "freshdesk": "Install it in Freshdesk as a custom app (`fdk validate` in the unzipped folder checks it first).",
+    "freshdesk": "Install it in Freshdesk: Admin > Support operations > Apps > Build it yourself > New App > Custom App"
+                 " (upload the zip), then install it from Manage Apps > Custom apps.",
 }
 
 
