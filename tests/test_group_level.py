@@ -39,7 +39,7 @@ class StubLLM:
         self.result = result
         self.asked = 0
 
-    def classify(self, text: str) -> LLMOutcome:
+    def classify(self, text: str, groups: Any = None) -> LLMOutcome:
         self.asked += 1
         return LLMOutcome(result=self.result, answer=None, prompt_version="test", calls=[])
 

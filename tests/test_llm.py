@@ -267,3 +267,17 @@ def test_claudes_runner_up_comes_back_ranked_and_a_bad_one_is_refused(claude: Fa
     claude.answer_next(**claude_answer("billing", 0.9))  # the strong model, asked after the invalid answer
     outcome = make_tier().classify(TICKET)
     assert outcome.result.category == "billing" and [a.category for a in outcome.result.ranked] == ["billing"]
+
+
+def test_a_fast_answer_sure_of_the_destination_needs_no_strong_model(claude: FakeClaude,
+                                                                      make_tier: Callable[..., LLMTier]) -> None:
+    """Refunds 0.55, billing 0.40: unsure of the category, sure of the Billing group both go to."""
+    unsure = claude_answer("refunds_cancellation", 0.55, runner_up="billing", runner_up_confidence=0.40)
+    claude.answer_next(**unsure)
+    outcome = make_tier().classify(TICKET, {"billing": "101", "refunds_cancellation": "101", "how_to": "106"})
+    assert claude.models_called() == ["claude-haiku-4-5"]
+    assert [a.category for a in outcome.result.ranked] == ["refunds_cancellation", "billing"]
+    claude.answer_next(**unsure)
+    claude.answer_next(**claude_answer("refunds_cancellation", 0.97))
+    make_tier().classify(TICKET, {"billing": "101", "refunds_cancellation": "102"})  # two destinations: doubt
+    assert claude.models_called() == ["claude-haiku-4-5", "claude-haiku-4-5", "claude-sonnet-4-6"]

@@ -116,7 +116,7 @@ class Cascade:
                 break
         llm: LLMOutcome | None = None
         if decided is None and guardrail is None and self.llm is not None:
-            llm = self.llm.classify(text)
+            llm = self.llm.classify(text, groups)
             said = llm.result
             if not self._decides(said) and said.category is not None:
                 said = self._for_group(said, groups, floor=self.threshold) or said

@@ -18,7 +18,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -193,15 +193,18 @@ class LLMTier:
 
     # --- classification --------------------------------------------------------------------------
 
-    def classify(self, text: str) -> LLMOutcome:
-        """Ask the fast model, then the strong one if needed; never raises."""
+    def classify(self, text: str, groups: Mapping[str, str] | None = None) -> LLMOutcome:
+        """Ask the fast model, then the strong one if needed; never raises.
+
+        `groups` (category -> destination): the fast model's category and runner-up that share a destination
+        and together reach the category threshold leave no doubt about where the ticket goes."""
         calls: list[LLMCall] = []
         try:
-            return self._classify(text, calls)
+            return self._classify(text, calls, groups or {})
         except _Refused as refused:  # auth, bad request: the strong model would be refused too
             return self._failed(str(refused), calls)
 
-    def _classify(self, text: str, calls: list[LLMCall]) -> LLMOutcome:
+    def _classify(self, text: str, calls: list[LLMCall], groups: Mapping[str, str]) -> LLMOutcome:
         deadline = self.clock() + self.budget_seconds
         safe_text = redact(text)
         answer: dict[str, Any] | None = None
@@ -211,7 +214,7 @@ class LLMTier:
             why_strong = "not in the taxonomy's languages"
         else:
             answer, problem = self._ask(self.fast_model, safe_text, deadline, calls)
-            why_strong = problem if answer is None else self._doubt(answer)
+            why_strong = problem if answer is None else self._doubt(answer, groups)
         if why_strong:
             strong, problem = self._ask(self.strong_model, safe_text, deadline, calls)
             if strong is not None:
@@ -239,10 +242,15 @@ class LLMTier:
             return self.thresholds[f"category.{category}"]
         return self.thresholds.get(field_name, 0.0)
 
-    def _doubt(self, answer: dict[str, Any]) -> str | None:
+    def _doubt(self, answer: dict[str, Any], groups: Mapping[str, str]) -> str | None:
         for name in FIELDS:
             needed = self.threshold(name, answer["category"])
-            if answer[f"{name}_confidence"] < needed:
+            confidence = answer[f"{name}_confidence"]
+            if name == "category" and answer.get("runner_up") and answer.get("runner_up_confidence") is not None \
+                    and groups.get(answer["category"]) is not None \
+                    and groups.get(answer["category"]) == groups.get(answer["runner_up"]):
+                confidence += answer["runner_up_confidence"]  # sure of the destination, if not of the category
+            if confidence < needed:
                 return f"{name} confidence {answer[f'{name}_confidence']:.2f} below {needed:.2f}"
         return None
 
