@@ -101,6 +101,7 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
     category = feedback.category if feedback.verdict == "wrong" else predicted
     mapping = services.mappings[record.platform]
     route = mapping.categories.get(category) if category else None
+    group_id = route.group_id if route else (decision.group_id if decision and candidates(category) else None)
     now = services.clock()
     confirmed = feedback.verdict == "right"
     via = CONFIRMED if confirmed else "agent_feedback"
@@ -114,7 +115,7 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
         "predicted_tier": decision.tier if decision else None,
         "predicted_confidence": decision.confidence if decision else None,
         "previous_group_id": decision.group_id if decision else None,
-        "corrected_group_id": route.group_id if route else None, "corrected_category": category,
+        "corrected_group_id": group_id, "corrected_category": category,
         "agent_id": feedback.agent_id, "via": via,
         "routed_at": record.applied_at, "rerouted_at": now, "status": "accepted" if settled else "pending",
         "reviewed_by": f"agent:{feedback.agent_id or 'unknown'}" if settled else None,

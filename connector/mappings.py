@@ -256,14 +256,12 @@ def possible_field_values(key: str, taxonomy: Taxonomy) -> list[str]:
 
 
 def shared_route(categories: list[str], mapping: PlatformMapping) -> Route | None:
-    """The one route several categories share in this mapping (the tags they all carry), or None if they
-    don't all go to one group."""
+    """The one route several categories share in this mapping (the tags they all carry; no priority of its
+    own), or None if they don't all go to one group."""
     routes = [mapping.categories[c] for c in categories if c in mapping.categories]
     if len(routes) != len(categories) or len({r.group_id for r in routes}) != 1:
         return None
-    priorities = [r.priority for r in routes if r.priority]
-    return Route(group_id=routes[0].group_id, tags=[t for t in routes[0].tags if all(t in r.tags for r in routes)],
-                 priority=max(priorities, key=PRIORITIES.index) if priorities else None)
+    return Route(group_id=routes[0].group_id, tags=[t for t in routes[0].tags if all(t in r.tags for r in routes)])
 
 
 def decide(classification: Classification, mapping: PlatformMapping, taxonomy: Taxonomy) -> RoutingDecision:
@@ -282,22 +280,29 @@ def decide(classification: Classification, mapping: PlatformMapping, taxonomy: T
     if classification.guardrail:
         priority = classification.priority or "high"
     else:
-        # The admin's mapping first, then the classifier's own reading (Claude's), then the category default.
-        defaults = [taxonomy.categories[c].priority for c in (members or [category or ""]) if c in taxonomy.categories]
-        default = max(defaults, key=PRIORITIES.index) if defaults else None
-        priority = route.priority or classification.priority or default or "normal"
+        # The admin's mapping first, then the classifier's own reading (Claude's), then the category default;
+        # for a group-level decision, the most urgent of what each candidate would get.
+        def priority_of(name: str, own: Route) -> Priority:
+            default = taxonomy.categories[name].priority if name in taxonomy.categories else None
+            return own.priority or classification.priority or default or "normal"
+
+        if members and not triage:
+            priority = max((priority_of(name, mapping.categories[name]) for name in members), key=PRIORITIES.index)
+        else:
+            priority = priority_of(category or "", route)
     values = field_values(category=None if triage else category, confidence=classification.confidence,
                           tier=classification.tier)
-    if members and not triage:
+    group_level = bool(members) and not triage
+    if group_level:
         values["category"] = GROUP_LEVEL_TAG
     tags = [ROUTED_TAG, *route.tags, values["category"]]
-    if members and not triage:
+    if group_level:
         tags += [f"deskroute_candidate_{name}" for name in members]
     if classification.guardrail:
         tags.append(f"deskroute_guardrail_{classification.guardrail}")
     tags += [values["tier"], values["confidence_band"]]
     fields = {field_id: values[key] for key, field_id in mapping.fields.configured().items()
-              if not (key == "category" and members and not triage)}
+              if not (key == "category" and group_level)}
     return RoutingDecision(
         category=None if triage else category, group_id=route.group_id, tags=list(dict.fromkeys(tags)),
         priority=priority, note=_note(classification, triage, route.group_id), triage=triage,

@@ -31,11 +31,13 @@ GROUP_LEVEL_TAG = "deskroute_group_level"
 
 
 def ambiguous(categories: list[str]) -> str:
-    return AMBIGUOUS + "|".join(categories)
+    """The label for "one of these": in alphabetical order, so one set of categories has one label whichever
+    tier (or re-route) produced it."""
+    return AMBIGUOUS + "|".join(sorted(categories))
 
 
 def candidates(label: str | None) -> list[str]:
-    """The categories an `ambiguous:a|b` label stands for, best first; [] for any other label."""
+    """The categories an `ambiguous:a|b` label stands for; [] for any other label."""
     if not label or not label.startswith(AMBIGUOUS):
         return []
     return label.removeprefix(AMBIGUOUS).split("|")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from connector.classify.cascade import Cascade
 from connector.classify.rules import RulesTier
 from connector.mappings import PlatformMapping, Taxonomy, decide
-from connector.models import Classification, RoutingDecision
+from connector.models import Classification, RoutingDecision, candidates
 from connector.store import Store
 
 if TYPE_CHECKING:
@@ -47,9 +47,10 @@ class Router:
             self._llm_built = False  # the prompt is built from the taxonomy
 
     def live(self, category: str | None) -> bool:
-        """False for a category in shadow mode: classify and record, don't write."""
-        return category is None or category not in self.taxonomy.categories or \
-            self.taxonomy.categories[category].mode == "live"
+        """False for a category in shadow mode: classify and record, don't write. A group-level decision is
+        live only if every category it could be is."""
+        return all(name not in self.taxonomy.categories or self.taxonomy.categories[name].mode == "live"
+                   for name in candidates(category) or ([category] if category else []))
 
     def cascade(self) -> Cascade:
         """The cascade with the currently active model (one cheap query to notice a new one)."""

@@ -108,6 +108,7 @@ class Platform(Protocol):
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Raise Unauthorized unless the request really comes from this helpdesk."""
+        raise NotImplementedError  # never "authentic" by default: an adapter must say how it checks
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> TicketEvent | Ignored:
         """Turn a verified delivery into an event, or say why it needs no work. Raise BadPayload."""

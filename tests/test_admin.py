@@ -240,3 +240,16 @@ def test_admin_views_are_module_functions_not_closures(admin_services: Services)
     views = {name: inspect.unwrap(view) for name, view in app.view_functions.items() if name.startswith("admin.")}
     assert len(views) >= 16
     assert [name for name, view in views.items() if "<locals>" in view.__qualname__] == []
+
+
+@pytest.mark.parametrize(("target", "lands"), [
+    ("/admin/model", "/admin/model"),
+    ("//evil.example/admin", "/admin/"),
+    ("https://evil.example/admin", "/admin/"),
+    ("/admin/x\r\nSet-Cookie: a=b", "/admin/"),  # a header split would be a 500 (or worse), not a redirect
+])
+def test_after_login_only_a_path_on_this_ui_is_followed(client: Any, target: str, lands: str) -> None:
+    token = csrf(client, "/admin/login")
+    response = client.post("/admin/login", query_string={"next": target},
+                           data={"password": PASSWORD, "csrf_token": token}, **HTTPS)
+    assert response.status_code == 302 and response.headers["Location"] == lands

@@ -26,8 +26,9 @@ DOUBLE_CHARGE = "Charged twice for my subscription. Please refund the duplicate 
 class StubModel:
     """A local model that answers one fixed prediction."""
 
-    def __init__(self, ranked: list[tuple[str, float]], *, threshold: float = 0.6, novel: bool = False):
-        self.prediction = Prediction(label=None, top_label=ranked[0][0], confidence=ranked[0][1], ranked=ranked,
+    def __init__(self, ranked: list[tuple[str, float]], *, threshold: float = 0.6, novel: bool = False,
+                 label: str | None = None):
+        self.prediction = Prediction(label=label, top_label=ranked[0][0], confidence=ranked[0][1], ranked=ranked,
                                      threshold=threshold, novel=novel)
 
     def predict(self, text: str) -> Prediction:
@@ -58,6 +59,12 @@ def test_two_categories_of_one_group_decide_together_when_neither_clears_alone()
     assert result.tier == "local" and result.confidence == pytest.approx(0.98)
     assert "billing 0.51 + refunds_cancellation 0.47" in result.reason
     assert [a.category for a in result.alternatives] == ["how_to"]  # the candidates aren't runner-ups
+
+
+def test_a_category_over_its_own_cut_but_under_the_threshold_can_still_decide_for_its_group() -> None:
+    model = StubModel(SPLIT, threshold=0.3, label="billing")  # 0.51 clears billing's own cut, not the cascade's
+    result = cascade(model).classify(TEXT, GROUPS)
+    assert result.category == "ambiguous:billing|refunds_cancellation" and result.confidence == pytest.approx(0.98)
 
 
 def test_without_destinations_or_across_groups_it_stays_with_triage() -> None:
@@ -92,7 +99,7 @@ def test_claudes_answer_and_runner_up_in_one_group_decide_for_it_without_asking_
                               Alternative(category="billing", confidence=0.4)])
     llm = StubLLM(said)
     result = cascade(StubModel([("how_to", 0.3), ("billing", 0.2), ("bug_report", 0.1)]), llm).classify(TEXT, GROUPS)
-    assert result.tier == "llm" and result.category == "ambiguous:refunds_cancellation|billing"
+    assert result.tier == "llm" and result.category == "ambiguous:billing|refunds_cancellation"  # one spelling
     assert result.confidence == pytest.approx(0.95) and llm.asked == 1
 
 
@@ -141,3 +148,33 @@ def test_thirty_realistic_tickets_reach_their_group_with_no_history_and_claude_o
         outcomes[outcome].append(ticket["subject"])
     assert outcomes["wrong"] == []
     assert len(outcomes["right"]) >= 28, outcomes
+
+
+def test_a_group_decision_is_shadowed_if_any_of_its_categories_is(make_services: Any) -> None:
+    services = make_services(deskroute_mappings_dir=PROJECT / "mappings")
+    assert services.router.live("ambiguous:billing|refunds_cancellation")
+    shadow = services.taxonomy.categories["refunds_cancellation"].model_copy(update={"mode": "shadow"})
+    services.router.reconfigure(services.taxonomy.model_copy(update={"categories": {
+        **services.taxonomy.categories, "refunds_cancellation": shadow}}))
+    assert not services.router.live("ambiguous:billing|refunds_cancellation")
+    assert services.router.live("billing") and not services.router.live("refunds_cancellation")
+
+
+def test_a_group_decision_takes_the_most_urgent_priority_its_categories_would_get() -> None:
+    low_refunds = ZENDESK.categories["refunds_cancellation"].model_copy(update={"priority": "low"})
+    mapping = ZENDESK.model_copy(update={"categories": {**ZENDESK.categories, "refunds_cancellation": low_refunds}})
+    urgent_billing = TAXONOMY.categories["billing"].model_copy(update={"priority": "high"})
+    taxonomy = TAXONOMY.model_copy(update={"categories": {**TAXONOMY.categories, "billing": urgent_billing}})
+    classification = Classification(category="ambiguous:billing|refunds_cancellation", confidence=0.9, tier="local",
+                                    reason="x")
+    assert decide(classification, mapping, taxonomy).priority == "high"  # billing alone would be high
+
+
+def test_one_set_of_categories_has_one_label_whoever_found_it() -> None:
+    from connector.corrections import category_for_group
+    from connector.models import ambiguous
+
+    assert ambiguous(["refunds_cancellation", "billing"]) == ambiguous(["billing", "refunds_cancellation"])
+    assert category_for_group(ZENDESK, BILLING_GROUP) == "ambiguous:billing|refunds_cancellation"
+    by_model = cascade(StubModel([("refunds_cancellation", 0.51), ("billing", 0.47), ("how_to", 0.02)]))
+    assert by_model.classify(TEXT, GROUPS).category == "ambiguous:billing|refunds_cancellation"

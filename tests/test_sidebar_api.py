@@ -221,7 +221,6 @@ def test_concurrent_additions_to_one_chain_take_distinct_seqs(services: Services
 
 
 def test_a_rejected_wrong_verdict_does_not_count_against_accuracy(env: Env) -> None:
-
     client = routed(env, 21)
     routed(env, 22)
     for ticket_id in (21, 22):
@@ -236,3 +235,16 @@ def test_a_rejected_wrong_verdict_does_not_count_against_accuracy(env: Env) -> N
     assert (row["category"], row["routed"], row["rerouted"], row["accuracy"]) == ("billing", 2, 1, 0.5)
     samples = category_metrics(env.client, "billing")
     assert samples[("deskroute_category_accuracy", "7d")] == 0.5
+
+
+def test_naming_a_category_of_the_same_group_settles_the_label_and_the_routing_stays_right(env: Env) -> None:
+    """Billing and refunds_cancellation share one group: "Wrong? refunds" corrects the label, not the routing."""
+    client = routed(env, 23)
+    assert client.post(f"/apps/api/tickets/{env.name}/23/feedback", headers=auth(env.name),
+                       json={"verdict": "wrong", "category": "refunds_cancellation"}).status_code == 201
+    [correction] = env.services.store.corrections.find()
+    assert correction["corrected_group_id"] == correction["predicted_group_id"]
+    hours = env.services.settings.deskroute_accuracy_hours
+    env.clock.advance(hours * 3600 + 60)
+    [row] = env.services.store.stats.accuracy(now=env.clock(), within_hours=hours, days=7)
+    assert (row["category"], row["routed"], row["rerouted"], row["accuracy"]) == ("billing", 1, 0, 1.0)

@@ -89,7 +89,8 @@ def login() -> Any:
             session.permanent = True
             target = request.args.get("next", "")
             # Only a path on this UI: a "next" pointing at another site must not become an open redirect.
-            return redirect(target if target.startswith("/admin") else url_for("admin.overview.index"))
+            safe = target.startswith("/admin") and target.isprintable()  # no CR/LF for a header to choke on
+            return redirect(target if safe else url_for("admin.overview.index"))
         log.info("admin login failed", extra={"client": who})
         error = "Wrong password."
     return render_template("admin/login.html", error=error), 401 if error else 200

@@ -10,7 +10,8 @@ Freshdesk: a Freshworks platform 3.0 app (manifest.json, config/iparams.json, co
 the layout `fdk pack` produces: the token is a secure installation parameter, used only in request templates'
 headers, which is where Freshworks substitutes secure values.
 
-Neither package holds a secret: the admin pastes DESKROUTE_APP_TOKEN into the app's settings at install time,
+Neither package holds a secret: the admin pastes the app's own token (`deskroute app` prints it: derived from
+DESKROUTE_APP_TOKEN for this helpdesk) into the app's settings at install time,
 and the helpdesk's proxy adds it to each request. Both apps run the same sidebar (sidebar/sidebar.js) through
 a thin adapter for the helpdesk's client library.
 """
@@ -135,12 +136,12 @@ def zendesk_translations() -> dict[str, object]:
         "long_description": "Shows the group Deskroute chose for the open ticket, how sure it was and why, the "
                             "two next-best groups as one-click moves, and a short form to tell Deskroute what the "
                             "right category was.",
-        "installation_instructions": "Paste the value of DESKROUTE_APP_TOKEN (set on every Deskroute process) "
-                                     "into the Deskroute app token setting.",
+        "installation_instructions": "Paste the Zendesk app token that `deskroute app zendesk` printed (not "
+                                     "DESKROUTE_APP_TOKEN itself) into the Deskroute app token setting.",
         "parameters": {
             TOKEN_PARAMETER: {
                 "label": "Deskroute app token",
-                "helpText": "The value of DESKROUTE_APP_TOKEN on your Deskroute server. Zendesk keeps it "
+                "helpText": "The Zendesk app token `deskroute app zendesk` printed. Zendesk keeps it "
                             "server-side and adds it to the app's requests to Deskroute.",
             },
         },
@@ -188,7 +189,7 @@ def freshdesk_manifest() -> dict[str, object]:
 def freshdesk_iparams() -> dict[str, object]:
     return {TOKEN_PARAMETER: {
         "display_name": "Deskroute app token",
-        "description": "The value of DESKROUTE_APP_TOKEN on your Deskroute server. Freshworks keeps it "
+        "description": "The Freshdesk app token `deskroute app freshdesk` printed. Freshworks keeps it "
                        "server-side and adds it to the app's requests to Deskroute.",
         "type": "text",
         "required": True,

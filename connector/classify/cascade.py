@@ -58,7 +58,7 @@ class Cascade:
         result = TierResult(tier="local", category=prediction.label, confidence=prediction.confidence, reason=reason,
                             ranked=[Alternative(category=label, confidence=round(p, 4))
                                     for label, p in prediction.ranked])
-        if prediction.label is None and not prediction.novel and prediction.top_label != OUT_OF_SCOPE:
+        if not self._decides(result) and not prediction.novel and prediction.top_label != OUT_OF_SCOPE:
             # As sure of the group as it must be of a category: the threshold, and the top category's own.
             return self._for_group(result, groups, floor=max(self.threshold, prediction.threshold)) or result
         return result

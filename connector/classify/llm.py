@@ -129,8 +129,9 @@ def _answer_model(taxonomy: Taxonomy) -> type[BaseModel]:
         "LLMAnswer",
         category=(categories, ...),  # type: ignore[arg-type]
         category_confidence=(float, Confidence),
-        runner_up=(Literal[tuple(taxonomy.categories)] | None, None),  # type: ignore[valid-type,arg-type]
-        runner_up_confidence=(float | None, Field(None, ge=0.0, le=1.0)),
+        # Optional extras: a bad one ("none", "", a made-up name) is dropped, not a reason to doubt the answer.
+        runner_up=(str | None, None),
+        runner_up_confidence=(float | None, None),
         priority=(Literal[PRIORITIES], ...),  # type: ignore[valid-type,arg-type]
         priority_confidence=(float, Confidence),
         sentiment=(Literal[SENTIMENTS], ...),  # type: ignore[valid-type,arg-type]
@@ -229,9 +230,8 @@ class LLMTier:
         if why_strong and model == self.strong_model:
             reason += f" (asked {self.strong_model}: {why_strong})"
         ranked = [Alternative(category=category, confidence=answer["category_confidence"])] if category else []
-        runner_up = answer.get("runner_up")
-        if ranked and runner_up and runner_up != category and answer.get("runner_up_confidence") is not None:
-            ranked.append(Alternative(category=runner_up, confidence=answer["runner_up_confidence"]))
+        if ranked and answer["runner_up"]:  # checked when the answer was read
+            ranked.append(Alternative(category=answer["runner_up"], confidence=answer["runner_up_confidence"]))
         result = TierResult(tier="llm", category=category, confidence=answer["category_confidence"], reason=reason,
                             model=model, ranked=ranked)
         return LLMOutcome(result=result, answer=answer, prompt_version=self.prompt_version, calls=calls)
@@ -246,8 +246,7 @@ class LLMTier:
         for name in FIELDS:
             needed = self.threshold(name, answer["category"])
             confidence = answer[f"{name}_confidence"]
-            if name == "category" and answer.get("runner_up") and answer.get("runner_up_confidence") is not None \
-                    and groups.get(answer["category"]) is not None \
+            if name == "category" and answer["runner_up"] and groups.get(answer["category"]) is not None \
                     and groups.get(answer["category"]) == groups.get(answer["runner_up"]):
                 confidence += answer["runner_up_confidence"]  # sure of the destination, if not of the category
             if confidence < needed:
@@ -303,11 +302,18 @@ class LLMTier:
                 return None, f"{model} answered outside the taxonomy"
             return answer, ""
 
+    def _without_bad_runner_up(self, answer: dict[str, Any]) -> dict[str, Any]:
+        runner_up, confidence = answer.get("runner_up"), answer.get("runner_up_confidence")
+        if runner_up not in self.taxonomy.categories or runner_up == answer["category"] \
+                or not isinstance(confidence, float) or not 0.0 <= confidence <= 1.0:
+            answer.update(runner_up=None, runner_up_confidence=None)
+        return answer
+
     def _validated(self, message: Any) -> dict[str, Any] | None:
         for block in message.content:
             if getattr(block, "type", None) == "tool_use" and block.name == TOOL_NAME:
                 try:
-                    return self._answer.model_validate(block.input).model_dump()
+                    return self._without_bad_runner_up(self._answer.model_validate(block.input).model_dump())
                 except ValidationError:
                     return None
         return None

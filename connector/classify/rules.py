@@ -1,7 +1,8 @@
 """Tier 1: the taxonomy's keywords, and the guardrails that force human review.
 
 A keyword decides only when it is unambiguous: if keywords of two categories match, the rules tier
-abstains and the model decides. Guardrails are checked before anything else and win over every tier.
+abstains and lists them (the cascade still decides for their group when they share one, else the model
+decides). Guardrails are checked before anything else and win over every tier.
 """
 
 from __future__ import annotations

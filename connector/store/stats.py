@@ -75,11 +75,14 @@ class Stats(Part):
     def accuracy(self, *, now: float, within_hours: float, days: float) -> list[dict[str, Any]]:
         """Per category: tickets routed in the last `days` (old enough to judge), and how many agents
         moved (or said in the sidebar were wrong) within `within_hours` of routing. A correction a team lead
-        rejected doesn't count: Deskroute was right."""
+        rejected doesn't count (Deskroute was right), nor one that names a category of the same group (the
+        routing was right; only the label changes, as when an agent settles a group-level decision)."""
         rows = self.execute(
             "SELECT t.platform, t.category, count(*) AS routed, sum(CASE WHEN EXISTS (SELECT 1 FROM corrections c"
             "  WHERE c.platform = t.platform AND c.ticket_id = t.ticket_id AND coalesce(c.via, '') != :confirmed"
-            "  AND c.status != 'rejected' AND c.rerouted_at <= t.applied_at + :within) THEN 1 ELSE 0 END) AS rerouted"
+            "  AND c.status != 'rejected' AND c.rerouted_at <= t.applied_at + :within"
+            "  AND NOT (c.corrected_group_id IS NOT NULL AND c.corrected_group_id = c.predicted_group_id))"
+            " THEN 1 ELSE 0 END) AS rerouted"
             " FROM tickets t WHERE t.state = :done AND t.category IS NOT NULL"
             " AND t.applied_at >= :since AND t.applied_at <= :until GROUP BY t.platform, t.category"
             " ORDER BY t.category",

@@ -16,7 +16,7 @@
   var TEXT = {
     loading: "Loading Deskroute's decision\u2026",
     notRouted: "Deskroute hasn't routed this ticket.",
-    refused: "Deskroute refused this app's credentials. The app's setting must match DESKROUTE_APP_TOKEN on the server.",
+    refused: "Deskroute refused this app's credentials. Ask your admin to paste the token `deskroute app` printed for this helpdesk into the app's settings.",
     unreachable: "Couldn't reach Deskroute",
     noContext: "Couldn't read this ticket from the helpdesk.",
     retry: "Try again",
