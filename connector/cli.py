@@ -602,6 +602,46 @@ def doctor() -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def suggest(as_json: bool) -> None:
+    """Group the tickets no category took into suggested categories now (as the weekly job does), and print them."""
+    from connector.corrections import iso
+    from connector.suggest import compute
+
+    services = _services()
+    if not services.keeps_unrouted:
+        click.echo("suggestions are off (DESKROUTE_SUGGESTIONS or DESKROUTE_CORRECTIONS_KEEP_TEXT): no ticket is kept"
+                   " for them now", err=True)
+    compute(services.store, services.taxonomy, services.settings, now=services.clock())
+    run = services.store.suggestions.latest(examples=3)
+    assert run is not None
+    names = {platform: services.store.configs.groups(platform, fresher_than=0)[1] or {}
+             for platform in services.mappings}  # the group list the admin pages last fetched, if any
+    clusters = [{
+        **{key: c[key] for key in ("name", "description", "named_by", "size", "words", "keywords", "examples")},
+        "final_groups": [{"platform": platform, "group_id": group, "group_name": names.get(platform, {}).get(group),
+                          "tickets": n} for (platform, group), n in c["final_groups"]],
+        "guesses": dict(c["guesses"]),
+        "tickets": [{"platform": platform, "ticket_id": ticket_id} for platform, ticket_id in c["members"]],
+    } for c in run["clusters"]]
+    if as_json:
+        click.echo(json.dumps({"computed_at": iso(run["computed_at"]), "n_tickets": run["n_tickets"],
+                               "clusters": clusters}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{len(clusters)} suggestion(s) from {run['n_tickets']} ticket(s) no category took")
+    for n, c in enumerate(clusters, 1):
+        click.echo(f"\n{n}. {c['name']} ({c['size']} tickets; named by {c['named_by']})\n   {c['description']}")
+        click.echo(f"   words: {', '.join(c['words'])}")
+        if c["keywords"]:
+            click.echo(f"   keywords to consider: {', '.join(c['keywords'])}")
+        moved = [f"{g['group_name'] or g['group_id']} ({g['platform']}) x{g['tickets']}" for g in c["final_groups"]]
+        click.echo(f"   agents moved them to: {', '.join(moved) if moved else 'no move seen yet'}")
+        for example in c["examples"]:
+            line = " ".join(example.split())
+            click.echo(f"   e.g. {line[:117] + '...' if len(line) > 120 else line}")
+
+
 @main.group()
 def tickets() -> None:
     """Recent decisions, and sending an event through again (the admin UI's Tickets page)."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from connector.classify.clean import clean
 from connector.classify.redact import redact
 from connector.mappings import PlatformMapping
 from connector.models import GroupChange, TicketState, ambiguous
@@ -41,6 +42,8 @@ def is_move(correction: dict[str, Any]) -> bool:
     return not str(correction["change_id"]).startswith(FEEDBACK_PREFIX)
 # A helpdesk's clock and ours may disagree by this much when we order its changes against our routing.
 CLOCK_SLACK_SECONDS = 120
+# Longest text kept of a ticket no category took (taxonomy suggestions): its opening says what it is about.
+UNROUTED_CHARS = 2000
 
 
 def category_for_group(mapping: PlatformMapping, group_id: str | None) -> str:
@@ -70,11 +73,12 @@ class Reconciler:
     """Turns a ticket's group changes into corrections."""
 
     def __init__(self, *, store: Store, platforms: dict[str, Platform], mappings: dict[str, PlatformMapping],
-                 keep_text: bool, clock: Callable[[], float]):
+                 keep_text: bool, clock: Callable[[], float], keep_unrouted: bool = False):
         self.store = store
         self.platforms = platforms
         self.mappings = mappings
         self.keep_text = keep_text
+        self.keep_unrouted = keep_unrouted  # taxonomy suggestions: where triaged tickets end, and unmapped groups
         self.clock = clock
 
     def reconcile(self, platform_name: str, ticket_id: str, *, actor_hint: str | None = None) -> int:
@@ -89,16 +93,37 @@ class Reconciler:
         # Moves count only after our own routing (not in shadow mode, nor before we finished).
         routed = record.state in (TicketState.DONE, TicketState.TRIAGE)
         moves = self._moves(platform, record, chain) if routed else []
-        text = None
+        raw = None
         if self.keep_text and (moves or any(c["text"] is None for c in chain)):
-            text = redact(platform.fetch_ticket(ticket_id).text)
+            raw = platform.fetch_ticket(ticket_id).text
+        text = redact(raw) if raw is not None else None
         for change, previous in moves:
             self._add(record, change, previous, text, actor_hint)
         if text is not None:
             self.store.corrections.fill_text(platform_name, ticket_id, text)
+        if moves and self.keep_unrouted:
+            self._unrouted(record, moves[-1][0], platform, raw)
         if routed:
             self.store.tickets.mark_checked(platform_name, ticket_id, now=self.clock())
         return len(moves)
+
+    def _unrouted(self, record: TicketRecord, last: GroupChange, platform: Platform, raw: str | None) -> None:
+        """Taxonomy suggestions: a kept (triaged) ticket's final group; or keep a ticket an agent moved to a
+        group no category maps to (unless a guardrail decided it: a category wouldn't change that)."""
+        assert last.group_id is not None and record.decision is not None and record.classification is not None
+        now = self.clock()
+        if self.store.suggestions.moved(record.platform, record.ticket_id, final_group_id=last.group_id, now=now):
+            return
+        if record.classification.guardrail is not None or not category_for_group(
+                self.mappings[record.platform], last.group_id).startswith("unmapped:"):
+            return
+        if raw is None:
+            raw = platform.fetch_ticket(record.ticket_id).text
+        self.store.suggestions.keep(
+            platform=record.platform, ticket_id=record.ticket_id, text=redact(clean(raw))[:UNROUTED_CHARS],
+            reason="unmapped", guess=record.decision.category or record.classification.category,
+            guess_confidence=record.decision.confidence, group_id=record.decision.group_id,
+            final_group_id=last.group_id, now=now)
 
     def _moves(self, platform: Platform, record: TicketRecord,
                chain: list[dict[str, Any]]) -> list[tuple[GroupChange, str | None]]:

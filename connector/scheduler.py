@@ -143,6 +143,13 @@ def purge_job(services: Services) -> dict[str, int]:
     return purged
 
 
+def suggest_job(services: Services) -> int:
+    """Cluster the tickets no category took into taxonomy suggestions; how many suggestions."""
+    from connector.suggest import compute  # scikit-learn, as the retrain
+
+    return len(compute(services.store, services.taxonomy, services.settings, now=services.clock()))
+
+
 def init_scheduler(services: Services, leadership: Leadership | None = None) -> BackgroundScheduler:
     """A scheduler with Deskroute's jobs, not yet started; each job runs only in the elected process.
     Stop it with stop_scheduler(), which hands the lease over."""
@@ -163,6 +170,10 @@ def init_scheduler(services: Services, leadership: Leadership | None = None) -> 
     if settings.deskroute_retention_days > 0:
         scheduler.add_job(leader.only(purge_job), CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services],
                           id="purge_text")
+    if services.keeps_unrouted and settings.deskroute_suggest_cron.strip():
+        scheduler.add_job(leader.only(suggest_job),
+                          CronTrigger.from_crontab(settings.deskroute_suggest_cron, timezone="UTC"), args=[services],
+                          id="suggest")
     return scheduler
 
 

@@ -65,8 +65,15 @@ class Services:
         self.router = Router(store=self.store, taxonomy=self.taxonomy, mappings=self.mappings,
                              threshold=settings.deskroute_confidence_threshold, llm=self._make_llm)
         self.reconciler = Reconciler(store=self.store, platforms=self.platforms, mappings=self.mappings,
-                                     keep_text=settings.deskroute_corrections_keep_text, clock=clock)
+                                     keep_text=settings.deskroute_corrections_keep_text, clock=clock,
+                                     keep_unrouted=self.keeps_unrouted)
         self.pool: WorkerPool | None = None
+
+    @property
+    def keeps_unrouted(self) -> bool:
+        """Whether tickets no category took are kept for taxonomy suggestions: an install that keeps no
+        corrected ticket's text keeps none of these either."""
+        return self.settings.deskroute_suggestions and self.settings.deskroute_corrections_keep_text
 
     def token_vault(self, platform: str) -> DbVault:
         """Where this helpdesk's OAuth token is kept, encrypted, for every process of the install."""
@@ -154,7 +161,7 @@ class Services:
                       before_job=self._before_job,
                       # One indexed query per new ticket: the ticket after an admin's edit is routed by
                       # the edit, on whichever machine it lands. (Idle polls look once a second.)
-                      before_classify=self._reload_before_classifying,
+                      before_classify=self._reload_before_classifying, keep_unrouted=self.keeps_unrouted,
                       distill_min_confidence=s.deskroute_distill_min_confidence if s.deskroute_distill else None)
 
     def start_workers(self) -> WorkerPool:

@@ -123,10 +123,20 @@ class Settings(BaseSettings):
     )
     deskroute_retention_days: int = Field(
         90, ge=0, description="Forget ticket text (distillation text, Claude's summary, reasons and note, imported "
-        "history) this many days after the decision; corrections keep their redacted text. 0: keep it."
+        "history, tickets kept for suggestions) this many days after the decision; corrections keep their redacted "
+        "text. 0: keep it."
     )
     deskroute_retrain_cron: str = Field(
         "0 3 * * *", description="When the local model retrains on the feedback dataset (crontab, UTC; empty: never)."
+    )
+    deskroute_suggestions: bool = Field(
+        True, description="Keep the redacted text of tickets sent to triage (not by a guardrail) or moved by an agent "
+        "to a group no category maps to, for the retention period, and cluster them into taxonomy suggestions. "
+        "Nothing is kept when this or DESKROUTE_CORRECTIONS_KEEP_TEXT is off."
+    )
+    deskroute_suggest_cron: str = Field(
+        "0 5 * * mon", description="When taxonomy suggestions are computed (crontab, UTC; name the weekday, as "
+        "APScheduler counts them from 0 = Monday; empty: only by `deskroute suggest`)."
     )
     # --- webhook intake --------------------------------------------------------------------
     deskroute_max_body_bytes: int = Field(

@@ -18,10 +18,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from connector.classify.clean import clean, is_auto_reply
 from connector.classify.redact import redact
-from connector.corrections import Reconciler
+from connector.corrections import UNROUTED_CHARS, Reconciler
 from connector.mappings import triage_instead
-from connector.models import Classification, EventState, Ticket, TicketState
+from connector.models import Classification, EventState, RoutingDecision, Ticket, TicketState
 from connector.queue import Queue
 from connector.router import Router
 from connector.store import ClaimedEvent, Store, StoreUnavailable, TicketRecord
@@ -49,8 +50,9 @@ class Worker:
                  shadow: bool = False, clock: Callable[[], float] | None = None, name: str | None = None,
                  distill_min_confidence: float | None = None, reconciler: Reconciler | None = None,
                  before_job: Callable[[], None] = lambda: None,
-                 before_classify: Callable[[], None] = lambda: None):
+                 before_classify: Callable[[], None] = lambda: None, keep_unrouted: bool = False):
         self.before_job = before_job
+        self.keep_unrouted = keep_unrouted
         self.before_classify = before_classify
         self.distill_min_confidence = distill_min_confidence
         self.reconciler = reconciler
@@ -168,6 +170,8 @@ class Worker:
                 "tier": classification.tier, "category": classification.category,
                 "confidence": round(classification.confidence, 3), "guardrail": classification.guardrail,
                 "classify_ms": classification.latency_ms})
+            if self.keep_unrouted and decision.triage:
+                self._keep_unrouted(record, ticket, classification, decision)
         if self.shadow or not self.router.live(record.decision.category if record.decision else None):
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"
@@ -179,6 +183,23 @@ class Worker:
                 or classification.confidence < self.distill_min_confidence):
             return None
         return redact(ticket.text)
+
+    def _keep_unrouted(self, record: TicketRecord, ticket: Ticket, classification: Classification,
+                       decision: RoutingDecision) -> None:
+        """Keep a triaged ticket's redacted text for taxonomy suggestions: no category took it. Not when a
+        guardrail sent it to people (a category wouldn't change that), nor an automatic reply (nothing asked)."""
+        if classification.guardrail is not None or is_auto_reply(ticket.text):
+            return
+        guesses = sorted((t for t in classification.tiers if t.category), key=lambda t: t.confidence, reverse=True)
+        try:
+            self.store.suggestions.keep(
+                platform=record.platform, ticket_id=record.ticket_id, text=redact(clean(ticket.text))[:UNROUTED_CHARS],
+                reason="triage", guess=guesses[0].category if guesses else None,
+                guess_confidence=guesses[0].confidence if guesses else None, group_id=decision.group_id,
+                now=self.clock())
+        except Exception as exc:  # a suggestion is never worth a ticket's routing
+            log.warning("couldn't keep a triaged ticket for suggestions", extra={
+                "platform": record.platform, "ticket_id": record.ticket_id, "error": describe_error(exc)})
 
     def _write(self, event: ClaimedEvent, platform: Platform, record: TicketRecord,
                ticket: Ticket) -> tuple[EventState, str]:

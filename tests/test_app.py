@@ -110,7 +110,7 @@ def test_scheduler_has_the_queue_health_job(services: Services) -> None:
 
     scheduler = init_scheduler(services)
     assert [job.id for job in scheduler.get_jobs()] == [
-        "leadership", "queue_health", "poll_reroutes", "retrain", "purge_text"]
+        "leadership", "queue_health", "poll_reroutes", "retrain", "purge_text", "suggest"]
 
 
 def test_a_metrics_token_closes_metrics_and_healths_details(make_services: Any) -> None:

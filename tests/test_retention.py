@@ -42,9 +42,9 @@ def test_old_ticket_text_is_purged_and_corrections_are_kept(
     before = ticket_row(services, "71")
     assert before["text"] and before["summary"] and "Summary:" in before["note"]
 
-    assert purge_job(services) == {"tickets": 0, "history": 0}  # nothing is 30 days old yet
+    assert purge_job(services) == {"tickets": 0, "history": 0, "unrouted": 0}  # nothing is 30 days old yet
     clock.advance(25 * DAY)  # ticket 71 and the history row are 35 days old, ticket 72 is 25
-    assert purge_job(services) == {"tickets": 1, "history": 1}
+    assert purge_job(services) == {"tickets": 1, "history": 1, "unrouted": 0}
     assert ticket_row(services, "71") == {"text": None, "summary": None, "note": PURGED_NOTE}
     stored = services.store.db.execute("SELECT classification, decision FROM tickets WHERE ticket_id = '71'")[0]
     for free_text in ("Mentions a charge", "billing problem"):  # Claude's reason and summary, in every copy
@@ -56,7 +56,7 @@ def test_old_ticket_text_is_purged_and_corrections_are_kept(
     assert services.store.db.execute("SELECT text FROM corrections")[0]["text"].startswith("Following")
     record = services.store.tickets.get("zendesk", "71")  # the decision itself is still readable
     assert record is not None and record.decision is not None and record.decision.category == "user_management"
-    assert purge_job(services) == {"tickets": 0, "history": 0}  # idempotent
+    assert purge_job(services) == {"tickets": 0, "history": 0, "unrouted": 0}  # idempotent
 
 
 def test_claudes_reason_goes_even_when_it_sent_the_ticket_to_triage(

@@ -18,7 +18,8 @@ HEAVY = ("sklearn", "numpy", "scipy", "joblib", "onnxruntime", "tokenizers", "an
          "zenpy", "cryptography", "ruamel")
 
 # What a gunicorn worker does: `connector:create_app()` from the environment, as in the Procfile, then
-# requests: a webhook, /health, /metrics, and the admin's pages (the Model page lists models, no training).
+# requests: a webhook, /health, /metrics, and the admin's pages (the Model page lists models, no training; the
+# Suggestions page reads stored clusters, no clustering).
 WEB_WORKER = """
 import json, sys
 from connector import create_app
@@ -32,7 +33,7 @@ https = {"base_url": "https://localhost"}
 page = client.get("/admin/login", **https).get_data(as_text=True)
 token = page.split('name="csrf_token" value="')[1].split('"')[0]
 statuses.append(client.post("/admin/login", data={"password": sys.argv[1], "csrf_token": token}, **https).status_code)
-statuses += [client.get(path, **https).status_code for path in ("/admin/", "/admin/model")]
+statuses += [client.get(path, **https).status_code for path in ("/admin/", "/admin/model", "/admin/suggestions")]
 print(json.dumps({"statuses": statuses, "loaded": [name for name in sys.argv[2:] if name in sys.modules]}))
 """
 
@@ -50,7 +51,7 @@ def test_a_web_worker_serving_requests_loads_no_ml_stack(tmp_path: Path) -> None
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["statuses"] == [202, 200, 200, 302, 200, 200], result.stderr
+    assert report["statuses"] == [202, 200, 200, 302, 200, 200, 200], result.stderr
     assert report["loaded"] == [], f"the web process imported {report['loaded']}"
 
 

@@ -1,5 +1,6 @@
-"""The admin UI at /admin: overview, mappings, tickets, the model, corrections review and export, and
-the Zendesk connection. One blueprint per page group, all inside the `admin` blueprint.
+"""The admin UI at /admin: overview, mappings, tickets, the model, corrections review and export,
+taxonomy suggestions, and the Zendesk connection. One blueprint per page group, all inside the `admin`
+blueprint.
 
 Off unless DESKROUTE_ADMIN_PASSWORD is set (every page then says how to turn it on). Every form
 carries a signed, expiring CSRF token (flask-wtf), the session cookie is HttpOnly, SameSite=Lax and
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Flask
 from flask_wtf.csrf import generate_csrf
 
-from connector.admin import auth, connection, corrections, mappings, model, overview, tickets
+from connector.admin import auth, connection, corrections, mappings, model, overview, suggestions, tickets
 from connector.admin.gate import LoginThrottle, PasswordCheck, password_problem, session_key
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 bp.before_request(auth.guard)
-for page in (auth, overview, mappings, tickets, model, corrections, connection):
+for page in (auth, overview, mappings, tickets, model, corrections, suggestions, connection):
     bp.register_blueprint(page.bp)
 
 

@@ -3,7 +3,8 @@
 `Store` is the door: one `Database` (an engine for DATABASE_URL) and one part per kind of record,
 each in its own module: `events` (the durable queue), `tickets` (decisions, group changes, Claude
 calls), `corrections` (re-routes and imported history), `models`, `configs`, `auth` (tokens, secrets,
-logins, leases), `retention` and `stats`. Parts return plain dataclasses or dicts, and every
+logins, leases), `suggestions` (tickets no category took, and the clusters found in them), `retention`
+and `stats`. Parts return plain dataclasses or dicts, and every
 "can't reach the database" error is a StoreUnavailable.
 """
 
@@ -22,6 +23,7 @@ from connector.store.db import BUSY_MS, WEBHOOK_BUSY_MS, Database, StoreUnavaila
 from connector.store.events import ClaimedEvent, Events, QueueHealth
 from connector.store.retention import PURGED_NOTE, PURGED_TEXT, Retention
 from connector.store.stats import Stats
+from connector.store.suggestions import Suggestions
 from connector.store.tickets import TicketRecord, Tickets
 from connector.store.trained import ModelInfo, Models
 
@@ -40,6 +42,7 @@ class Store:
         self.models = Models(self.db)
         self.configs = Configs(self.db)
         self.auth = Auth(self.db)
+        self.suggestions = Suggestions(self.db)
         self.retention = Retention(self.db)
         self.stats = Stats(self.db)
 

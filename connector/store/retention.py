@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from connector.store.db import Part
+from connector.store.suggestions import Suggestions
 
 PURGED_NOTE = "(note removed after the retention period)"
 PURGED_TEXT = "(removed after the retention period)"
@@ -13,8 +14,9 @@ PURGED_TEXT = "(removed after the retention period)"
 class Retention(Part):
     def purge_text(self, before: float) -> dict[str, int]:
         """Forget ticket text older than `before` (seconds since the epoch): the redacted distillation
-        text, every free text Claude wrote (its summary, its reasons, the note that quoted them), and
-        imported history's text. Corrections keep their redacted text: they are the feedback dataset
+        text, every free text Claude wrote (its summary, its reasons, the note that quoted them),
+        imported history's text, and the tickets kept for taxonomy suggestions (with the suggestions
+        computed that long ago). Corrections keep their redacted text: they are the feedback dataset
         team leads review. Categories, confidences and tiers stay, for the record."""
         rows = self.execute(
             "SELECT platform, ticket_id, classification, decision FROM tickets WHERE coalesce(decided_at, 0) < :before"
@@ -44,4 +46,5 @@ class Retention(Part):
                  "platform": row["platform"], "ticket_id": row["ticket_id"]})
         history = self.execute("UPDATE history SET text = NULL WHERE imported_at < :before AND text IS NOT NULL"
                                " RETURNING ticket_id", {"before": before})
-        return {"tickets": len(rows), "history": len(history)}
+        unrouted = Suggestions(self.db).purge(before)
+        return {"tickets": len(rows), "history": len(history), "unrouted": unrouted}

@@ -148,6 +148,28 @@ login_failures = Table(
     Index("idx_login_failures_last_at", "last_at"),
 )
 
+# Tickets no category took: sent to triage (not by a guardrail, not an automatic reply), or moved by an
+# agent to a group no category maps to. Their redacted text, kept within the retention period, is what
+# taxonomy suggestions are clustered from (connector/suggest.py).
+unrouted = Table(
+    "unrouted", metadata,
+    Column("platform", Text, primary_key=True), Column("ticket_id", Text, primary_key=True),
+    Column("text", Text, nullable=False),  # redacted, the customer's own words
+    Column("reason", Text, nullable=False),  # triage | unmapped
+    Column("guess", Text), Column("guess_confidence", Float),  # the router's best guess, if it had one
+    Column("group_id", Text),  # where Deskroute sent it
+    Column("final_group_id", Text),  # where an agent moved it last (none: not moved, as far as we know)
+    Column("created_at", Float, nullable=False), Column("moved_at", Float),
+    Index("idx_unrouted_created_at", "created_at"),
+)
+
+# Each computation of taxonomy suggestions (the newest is shown): clusters as JSON, members by ticket key.
+suggestions = Table(
+    "suggestions", metadata, _pk(),
+    Column("computed_at", Float, nullable=False), Column("n_tickets", Integer, nullable=False),
+    Column("clusters", Text, nullable=False),
+)
+
 # What `deskroute db copy` moves, parents first. Locks and login failures are moments, not records.
 DURABLE = (events, tickets, group_changes, llm_calls, corrections, history, models, config_versions,
-           config_changes, oauth_tokens, oauth_users, install_secrets)
+           config_changes, oauth_tokens, oauth_users, install_secrets, unrouted, suggestions)
