@@ -178,3 +178,11 @@ def test_one_set_of_categories_has_one_label_whoever_found_it() -> None:
     assert category_for_group(ZENDESK, BILLING_GROUP) == "ambiguous:billing|refunds_cancellation"
     by_model = cascade(StubModel([("refunds_cancellation", 0.51), ("billing", 0.47), ("how_to", 0.02)]))
     assert by_model.classify(TEXT, GROUPS).category == "ambiguous:billing|refunds_cancellation"
+
+
+def test_the_model_names_the_category_when_it_can_before_keywords_settle_for_the_group() -> None:
+    sure = StubModel([("billing", 0.93), ("refunds_cancellation", 0.05), ("how_to", 0.02)], label="billing")
+    result = cascade(sure).classify(DOUBLE_CHARGE, GROUPS)
+    assert result.category == "billing" and result.tier == "local"
+    unsure = StubModel([("how_to", 0.4), ("billing", 0.3), ("bug_report", 0.3)])
+    assert cascade(unsure).classify(DOUBLE_CHARGE, GROUPS).category == "ambiguous:billing|refunds_cancellation"

@@ -63,15 +63,17 @@ class Cascade:
             return self._for_group(result, groups, floor=max(self.threshold, prediction.threshold)) or result
         return result
 
-    def _rules(self, text: str, groups: Mapping[str, str]) -> TierResult:
-        result = self.rules.classify(text)
+    @staticmethod
+    def _rules_group(result: TierResult, groups: Mapping[str, str]) -> TierResult | None:
+        """Keywords of several categories that all share one destination: a decision for that group (used
+        only if the local model can't say which category it is)."""
         matched = [a.category for a in result.ranked]
-        if result.category is None and len(matched) > 1 and len({groups.get(c) for c in matched} - {None}) == 1 \
-                and all(c in groups for c in matched):
+        if result.category is None and len(matched) > 1 and all(c in groups for c in matched) \
+                and len({groups[c] for c in matched}) == 1:
             return result.model_copy(update={
                 "category": ambiguous(matched), "confidence": RULE_CONFIDENCE,
                 "reason": f"keywords of {', '.join(matched)}, which share one destination"})
-        return result
+        return None
 
     def _for_group(self, result: TierResult, groups: Mapping[str, str], *, floor: float) -> TierResult | None:
         """The tier's answer for a destination group that several of its ranked categories share, when together
@@ -104,16 +106,17 @@ class Cascade:
                                   reason="automatic reply (out of office or similar): no request to route",
                                   model_version=self.model_version,
                                   latency_ms=round((time.perf_counter() - started) * 1000, 3))
-        tiers: list[TierResult] = []
         decided: TierResult | None = None
-        for run in (self._rules, self._local):
-            result = run(text, groups)
-            if result is None:
-                continue
-            tiers.append(result)
-            if self._decides(result):
-                decided = result
-                break
+        rules = self.rules.classify(text)
+        tiers: list[TierResult] = [rules]
+        if self._decides(rules):
+            decided = rules
+        else:
+            local = self._local(text, groups)
+            if local is not None:
+                tiers.append(local)
+            # Else the model couldn't tell the categories apart: maybe their keywords agree on the group.
+            decided = local if local is not None and self._decides(local) else self._rules_group(rules, groups)
         llm: LLMOutcome | None = None
         if decided is None and guardrail is None and self.llm is not None:
             llm = self.llm.classify(text, groups)
