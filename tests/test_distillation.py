@@ -53,7 +53,8 @@ def test_confident_unrerouted_claude_labels_become_training_examples(
     claude.answer_next(**claude_answer("user_management", 0.95))   # confident; stays where we put it
     route_new_ticket(services, zendesk_claude_api, 51, VAGUE_TICKET)
     claude.answer_next(**claude_answer("user_management", 0.95))   # confident, but an agent moves it
-    route_new_ticket(services, zendesk_claude_api, 52, "A colleague of mine should have access to our workspace too")
+    route_new_ticket(services, zendesk_claude_api, 52,
+                     "Could you have a look at the matter my colleague raised with you yesterday")
     claude.answer_next(**claude_answer("billing", 0.8))            # decided, but not confident enough to learn from
     route_new_ticket(services, zendesk_claude_api, 53, "There is something odd on our account this month")
     services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.group_changed", ticket_id="52",
