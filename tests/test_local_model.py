@@ -185,3 +185,47 @@ def test_a_model_too_small_for_folds_keeps_its_embedding_head_through_a_save() -
                              use_embeddings=True)
     assert model.meta["cv_folds"] == 0 and model.uses_embeddings
     assert LocalModel.from_bytes(model.to_bytes()).uses_embeddings
+
+
+# --- imbalance -------------------------------------------------------------------------------------
+
+def _imbalanced() -> tuple[list[str], list[str]]:
+    # One big team, two small ones, one category with a single example: real helpdesks look like this.
+    texts = [f"password reset for user {i}, account locked" for i in range(60)]
+    texts += [f"printer {i} on floor two jams paper" for i in range(8)]
+    texts += [f"vpn tunnel {i} drops at the branch office" for i in range(8)]
+    texts += ["quarterly licence audit for the drawing software"]
+    labels = ["desk"] * 60 + ["print"] * 8 + ["network"] * 8 + ["licences"]
+    return texts, labels
+
+
+def test_one_tiny_category_does_not_switch_calibration_off_for_all() -> None:
+    texts, labels = _imbalanced()
+    model = LocalModel.train(texts, labels, use_embeddings=False)
+    assert model.meta["cv_folds"] == 3  # the single-example category used to leave no folds at all
+    assert model.meta["prior_tau"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    by_class = dict(zip(model.classes, model.thresholds, strict=True))
+    assert by_class["licences"] == 1.0  # learned, but never answered on its own
+    prediction = model.predict("quarterly licence audit for the drawing software")
+    assert prediction.label is None and prediction.top_label == "licences" and prediction.threshold == 1.0
+    assert model.predict("vpn tunnel keeps dropping at the branch office").label == "network"
+
+
+def test_prior_adjustment_survives_a_save_and_older_files_load_without_it(tmp_path: Path) -> None:
+    texts, labels = _imbalanced()
+    model = LocalModel.train(texts, labels, use_embeddings=False)
+    loaded = LocalModel.from_bytes(model.to_bytes())
+    assert np.allclose(loaded.offsets, model.offsets)
+    archive = dict(np.load(io.BytesIO(model.to_bytes()), allow_pickle=False))
+    del archive["offsets"]  # a model saved before the prior adjustment
+    buffer = io.BytesIO()
+    np.savez(buffer, **archive)
+    older = LocalModel.from_bytes(buffer.getvalue())
+    assert (older.offsets == 0).all()
+    assert older.predict("printer on floor two jams paper").top_label == "print"
+
+
+def test_a_balanced_dataset_keeps_plain_argmax(small_model: LocalModel) -> None:
+    # The fixture's categories are near-balanced: any adjustment is small, and the ranking's first is the decision.
+    prediction = small_model.predict("I was billed twice this month, please check my invoice")
+    assert prediction.ranked[0][0] == prediction.top_label
