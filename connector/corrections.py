@@ -102,7 +102,11 @@ class Reconciler:
         if text is not None:
             self.store.corrections.fill_text(platform_name, ticket_id, text)
         if moves and self.keep_unrouted:
-            self._unrouted(record, moves[-1][0], platform, raw)
+            try:  # for taxonomy suggestions only: never a reason to redo the reconcile
+                self._unrouted(record, moves[-1][0], platform, raw)
+            except Exception as exc:
+                log.warning("unrouted ticket not kept", extra={"platform": platform_name, "ticket_id": ticket_id,
+                                                               "error": type(exc).__name__})
         if routed:
             self.store.tickets.mark_checked(platform_name, ticket_id, now=self.clock())
         return len(moves)

@@ -85,9 +85,13 @@ def find_clusters(texts: list[str], *, min_size: int = MIN_SIZE, distance: float
         return []
     counts = counts[rows]
     groups = [copies[docs[i]] for i in rows]  # the original texts behind each row
-    vectors = TfidfTransformer(sublinear_tf=True).fit_transform(counts).toarray()
-    labels = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
-                                     distance_threshold=distance).fit_predict(vectors)
+    # Cosine distances from the sparse rows (unit length after TF-IDF): a texts x texts matrix (32 MB at the
+    # 2,000-ticket cap), never the dense texts x words one (hundreds of MB on long tickets).
+    vectors = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
+    distances = np.clip(1.0 - (vectors @ vectors.T).toarray(), 0.0, 2.0)
+    np.fill_diagonal(distances, 0.0)
+    labels = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
+                                     distance_threshold=distance).fit_predict(distances)
     terms = vectorizer.get_feature_names_out()
     present = (counts > 0).astype(np.int32)
     everywhere = np.asarray(present.sum(axis=0)).ravel()  # texts that contain each term

@@ -229,3 +229,16 @@ def test_a_balanced_dataset_keeps_plain_argmax(small_model: LocalModel) -> None:
     # The fixture's categories are near-balanced: any adjustment is small, and the ranking's first is the decision.
     prediction = small_model.predict("I was billed twice this month, please check my invoice")
     assert prediction.ranked[0][0] == prediction.top_label
+
+
+@pytest.mark.parametrize(("texts", "labels"), [
+    # A fold holding out the single "access" ticket would train on billing alone: no folds, no crash.
+    (["reset my password please"] + [f"the invoice is wrong, number {i}" for i in range(5)],
+     ["access"] + ["billing"] * 5),
+    # Every category below three examples: still answers (the "never alone" rule needs a category past it).
+    (["reset my password", "locked out of my login", "the invoice is wrong", "refund my charge"],
+     ["access", "access", "billing", "billing"]),
+])
+def test_tiny_taxonomies_train_and_answer(texts: list[str], labels: list[str]) -> None:
+    model = LocalModel.train(texts, labels)
+    assert model.predict("the invoice is wrong").label == "billing"

@@ -411,6 +411,7 @@ def test_the_admin_page_shows_each_suggestion_and_add_as_category_fills_the_edit
     assert urlsplit(link).path == "/admin/mappings/new"
     assert query["name"] == ["invoice_currency"] and query["keywords"] == ["wrong currency"]
     assert query["zendesk_group_id"] == [BILLING_GROUP]
+    assert query["mode"] == ["shadow"]  # words from customers' tickets record before they route
     examples = query["examples"][0].splitlines()
     assert len(examples) == 10 and set(examples) <= set(CURRENCY)  # the most typical: no stray invoice question
 
@@ -438,3 +439,19 @@ def test_the_editor_ignores_what_a_link_cannot_fill_in(admin: Any) -> None:
     assert 'name="name" value="x"' in editor and "forged" not in editor and 'id="suggested"' not in editor
     existing = admin.get("/admin/mappings/billing?description=overwritten&suggested=1", **HTTPS)
     assert "overwritten" not in existing.get_data(as_text=True)  # only a new category is filled in
+
+
+def test_the_add_link_fits_a_servers_request_line_whatever_the_examples() -> None:
+    """gunicorn refuses request lines over 4,094 bytes: long or non-Latin examples are dropped to fit."""
+    from flask import Flask
+
+    from connector.admin import suggestions
+
+    app = Flask(__name__)
+    app.add_url_rule("/admin/mappings/<name>", "admin.mappings.edit")
+    cluster = {"name": "invoice_currency", "description": "Invoices in the wrong currency.", "keywords": [],
+               "final_groups": [], "examples": ["請求書の通貨が間違っています。" * 20] * 10}
+    with app.test_request_context():
+        link = suggestions.add_url(cluster, ["zendesk"])
+    assert len(link) <= suggestions.MAX_LINK
+    assert parse_qs(urlsplit(link).query)["name"] == ["invoice_currency"]

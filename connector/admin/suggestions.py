@@ -18,6 +18,7 @@ bp = Blueprint("suggestions", __name__, url_prefix="/suggestions")
 EXAMPLES_SHOWN = 3
 EXAMPLES_OFFERED = 10  # example tickets the new category starts with (the local model learns from them)
 EXAMPLE_CHARS = 300
+MAX_LINK = 3500  # bytes: under gunicorn's 4,094-byte request line, with room for the method and host
 
 
 def _one_line(text: str) -> str:
@@ -29,15 +30,24 @@ def add_url(cluster: dict[str, Any], platforms: list[str]) -> str:
     """The mapping editor's new-category form, filled in: name, description, keywords, examples, and in each
     helpdesk the group agents moved most of these tickets to."""
     params = {"name": cluster["name"], "description": cluster["description"],
-              "keywords": ", ".join(cluster["keywords"]),
-              "examples": "\n".join(_one_line(text) for text in cluster["examples"][:EXAMPLES_OFFERED])}
+              "keywords": ", ".join(cluster["keywords"])}
     chosen: Counter[tuple[str, str]] = Counter(dict(cluster["final_groups"]))
     for platform in platforms:
         best = [(n, group) for (p, group), n in chosen.items() if p == platform]
         if best:
             params[f"{platform}_group_id"] = max(best)[1]
-    # The form's field `name` is also the route's own argument: the query is built apart.
-    return url_for("admin.mappings.edit", name="new") + "?" + urlencode({**params, "suggested": "1"})
+    # A new category starts in shadow mode: its keywords and description came from customers' tickets, so it
+    # is recorded before it routes anything.
+    params["mode"] = "shadow"
+    # The form's field `name` is also the route's own argument: the query is built apart. Servers refuse
+    # long request lines (gunicorn: 4,094 bytes), so examples are dropped until the link fits.
+    examples = [_one_line(text) for text in cluster["examples"][:EXAMPLES_OFFERED]]
+    base = url_for("admin.mappings.edit", name="new") + "?"
+    while True:
+        link = base + urlencode({**params, "examples": "\n".join(examples), "suggested": "1"})
+        if len(link) <= MAX_LINK or not examples:
+            return link
+        examples.pop()
 
 
 @bp.get("")

@@ -271,6 +271,10 @@ class LocalModel:
         with warnings.catch_warnings():  # "the least populated class has only 1 member": known and wanted
             warnings.simplefilter("ignore", UserWarning)
             splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)) if folds >= 2 else []
+        # A fold left with one category to train on (two categories, one with a single example) can't be fitted:
+        # without every fold, no out-of-fold answers.
+        if any(len(np.unique(y[train_idx])) < 2 for train_idx, _ in splits):
+            splits = []
         everything = np.arange(len(y))
         jobs = [(name, train_idx, test_idx) for name in features for train_idx, test_idx in splits]
         jobs += [(name, everything, None) for name in features]
@@ -298,8 +302,9 @@ class LocalModel:
             thresholds = _fit_thresholds(probabilities, y, classes, -tau * log_prior)
             cv = _cv_report(probabilities, y, thresholds, classes, -tau * log_prior)
         thresholds = np.maximum(thresholds, min(0.5, 1.5 / n_classes))  # near-uniform is no answer at all
-        if splits:
-            thresholds[np.bincount(y, minlength=n_classes) < MIN_EXAMPLES] = 1.0
+        small = np.bincount(y, minlength=n_classes) < MIN_EXAMPLES
+        if splits and not small.all():  # with no category past the bar, the model would never answer at all
+            thresholds[small] = 1.0
         meta = {
             "format": FORMAT,
             "trained_at": time.time(),
