@@ -35,11 +35,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(problem)
 
 
-# Modules that never open a database: the PostgreSQL pass leaves them to the SQLite one, which runs them
-# already (CI runs both passes, and their sum has to fit its time budget).
+# Modules the PostgreSQL pass leaves to the SQLite one, which runs them already: those that never open a
+# database, and the browser tests (CI runs both passes, and their sum has to fit its time budget).
 NO_DATABASE = {"test_classify.py", "test_docs.py", "test_evaluation.py", "test_language.py", "test_mappings.py",
                "test_redact.py", "test_soak.py", "test_zendesk_parse.py", "test_zendesk_signature.py",
-               "test_local_model.py", "test_llm.py", "test_app_packages.py"}
+               "test_local_model.py", "test_llm.py", "test_app_packages.py",
+               # Pages in a real browser: what they check is the page; the store calls behind them run on
+               # PostgreSQL in test_admin*.py and test_sidebar_api.py (CI's time is better spent there).
+               "test_browser.py", "test_sidebar_browser.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
