@@ -193,6 +193,7 @@ def register(app: Flask, services: Services) -> None:
         except (ValidationError, ValueError) as exc:
             return error(400, f"bad feedback: {str(exc).splitlines()[0]}")
         predicted = found.decision.category if found.decision else None
+        chain = services.store.corrections.for_ticket(platform, ticket_id)
         if body.verdict == "wrong":
             if not body.category:
                 return error(400, "a 'wrong' verdict needs the right category")
@@ -205,9 +206,8 @@ def register(app: Flask, services: Services) -> None:
                 return error(422, "a triaged ticket has no category to confirm: say which one is right")
             if body.category not in (None, predicted):
                 return error(422, "'right' confirms Deskroute's category; to name another, the verdict is 'wrong'")
-            if any(is_move(c) for c in services.store.corrections.for_ticket(platform, ticket_id)):
+            if any(is_move(c) for c in chain):
                 return error(409, "an agent has moved this ticket since: the move is what gets learned")
-        chain = services.store.corrections.for_ticket(platform, ticket_id)
         if body.agent_id and any(not is_move(c) and c["agent_id"] == body.agent_id for c in chain):
             return error(409, "this agent has already given feedback on this ticket")
         record_feedback(services, found, body)
