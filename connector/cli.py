@@ -613,7 +613,7 @@ def suggest(as_json: bool) -> None:
     if not services.keeps_unrouted:
         click.echo("suggestions are off (DESKROUTE_SUGGESTIONS or DESKROUTE_CORRECTIONS_KEEP_TEXT): no ticket is kept"
                    " for them now", err=True)
-    compute(services.store, services.taxonomy, services.settings, now=services.clock())
+    compute(services.store, services.taxonomy, services.mappings, services.settings, now=services.clock())
     run = services.store.suggestions.latest(examples=3)
     assert run is not None
     names = {platform: services.store.configs.groups(platform, fresher_than=0)[1] or {}

@@ -135,9 +135,13 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
 
 
 def purge_job(services: Services) -> dict[str, int]:
-    """Forget ticket text older than the retention period."""
+    """Forget ticket text older than the retention period; and, with suggestions off, every ticket kept for
+    them, whatever its age (off means none kept, not only no new one)."""
     days = services.settings.deskroute_retention_days
-    purged = services.store.retention.purge_text(services.clock() - days * 86_400)
+    purged = (services.store.retention.purge_text(services.clock() - days * 86_400) if days > 0
+              else {"tickets": 0, "history": 0, "unrouted": 0})
+    if not services.keeps_unrouted:
+        purged["unrouted"] += services.store.suggestions.forget()
     if any(purged.values()):
         log.info("ticket text purged", extra={"retention_days": days, **purged})
     return purged
@@ -147,7 +151,9 @@ def suggest_job(services: Services) -> int:
     """Cluster the tickets no category took into taxonomy suggestions; how many suggestions."""
     from connector.suggest import compute  # scikit-learn, as the retrain
 
-    return len(compute(services.store, services.taxonomy, services.settings, now=services.clock()))
+    services.reload_config(force=True)  # a category added since maps its group: those tickets are no gap now
+    return len(compute(services.store, services.taxonomy, services.mappings, services.settings,
+                       now=services.clock()))
 
 
 def init_scheduler(services: Services, leadership: Leadership | None = None) -> BackgroundScheduler:
@@ -167,7 +173,7 @@ def init_scheduler(services: Services, leadership: Leadership | None = None) -> 
         scheduler.add_job(leader.only(retrain_job),
                           CronTrigger.from_crontab(settings.deskroute_retrain_cron, timezone="UTC"),
                           args=[services, leader.hold], id="retrain")
-    if settings.deskroute_retention_days > 0:
+    if settings.deskroute_retention_days > 0 or not services.keeps_unrouted:
         scheduler.add_job(leader.only(purge_job), CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services],
                           id="purge_text")
     if services.keeps_unrouted and settings.deskroute_suggest_cron.strip():

@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     deskroute_suggestions: bool = Field(
         True, description="Keep the redacted text of tickets sent to triage (not by a guardrail) or moved by an agent "
         "to a group no category maps to, for the retention period, and cluster them into taxonomy suggestions. "
-        "Nothing is kept when this or DESKROUTE_CORRECTIONS_KEEP_TEXT is off."
+        "Nothing is kept when this or DESKROUTE_CORRECTIONS_KEEP_TEXT is off, and the daily purge forgets what was "
+        "kept before."
     )
     deskroute_suggest_cron: str = Field(
         "0 5 * * mon", description="When taxonomy suggestions are computed (crontab, UTC; name the weekday, as "

@@ -3,12 +3,13 @@
 The worker keeps each ticket it sends to triage (not for a guardrail, not an automatic reply) and the
 reconciler each ticket an agent moves to a group no category maps to, redacted, for the retention
 period (store.suggestions). Weekly (the scheduler) and on `deskroute suggest`, the most recent of them
-are clustered: TF-IDF over words and word pairs (letters only; a term must occur in two tickets), then
-average-linkage agglomerative clustering under a cosine distance threshold, which leaves one-off tickets
-on their own instead of forcing every ticket into one of k groups. Clusters of MIN_SIZE tickets or more
-are kept. Each gets its distinctive words (class-based TF-IDF: frequent in the cluster, rare elsewhere),
-and a proposed name and one-sentence description: Claude's when the Claude tier is on, else made of
-those words. The result is stored; the admin UI reads it (the web process loads no scikit-learn).
+are clustered, but those an agent moved to a group a category maps to (no gap in the taxonomy): TF-IDF
+over words and word pairs (letters only; a term must occur in two tickets), then average-linkage
+agglomerative clustering under a cosine distance threshold, which leaves one-off tickets on their own
+instead of forcing every ticket into one of k groups. Clusters of MIN_SIZE tickets or more are kept.
+Each gets its distinctive words (class-based TF-IDF: frequent in the cluster, rare elsewhere), and a
+proposed name and one-sentence description: Claude's when the Claude tier is on, else made of those
+words. The result is stored; the admin UI reads it (the web process loads no scikit-learn).
 Everything here is deterministic for the same tickets, except Claude's wording.
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connector.mappings import Taxonomy
+from connector.mappings import PlatformMapping, Taxonomy
 from connector.models import Classification, LLMCall
 from connector.settings import Settings
 from connector.store import Store
@@ -250,11 +251,18 @@ class ClaudeNamer:
 
 # --- the whole computation ---------------------------------------------------------------------------
 
-def compute(store: Store, taxonomy: Taxonomy, settings: Settings, *, now: float,
-            namer: ClaudeNamer | None | str = "auto") -> list[dict[str, Any]]:
-    """Cluster the kept tickets, name the clusters and store them (the admin page shows the newest); the
-    clusters, as stored."""
-    rows = store.suggestions.recent(MAX_TICKETS)
+def covered_groups(mappings: dict[str, PlatformMapping]) -> list[tuple[str, str]]:
+    """(platform, group id) of each group a category maps to. A ticket an agent moved to one was in the
+    taxonomy after all (the router was only unsure), not a sign of a category missing."""
+    return sorted({(platform, route.group_id) for platform, mapping in mappings.items()
+                   for route in mapping.categories.values()})
+
+
+def compute(store: Store, taxonomy: Taxonomy, mappings: dict[str, PlatformMapping], settings: Settings, *,
+            now: float, namer: ClaudeNamer | None | str = "auto") -> list[dict[str, Any]]:
+    """Cluster the kept tickets (but those agents moved to a group a category maps to), name the clusters
+    and store them (the admin page shows the newest); the clusters, as stored."""
+    rows = store.suggestions.recent(MAX_TICKETS, leave_out=covered_groups(mappings))
     started = time.monotonic()
     found = find_clusters([row["text"] for row in rows])
     if namer == "auto":

@@ -21,6 +21,7 @@ from connector import create_app
 from connector.cli import main
 from connector.scheduler import init_scheduler, purge_job, suggest_job
 from connector.services import Services
+from connector.store.suggestions import RUNS_KEPT
 from connector.suggest import compute, find_clusters
 from databases import database_url
 from helpdesks import Env, mapped_route
@@ -28,7 +29,8 @@ from helpers import ADMIN_PASSWORD, HTTPS, PROJECT, cli_environment, csrf, drain
 from platforms.fakes.claude import FakeClaude, ticket_text
 
 DAY = 86_400
-BILLING_GROUP = "360000000101"
+BILLING_GROUP = "360000000101"  # billing's (and refunds_cancellation's) in mappings/zendesk.yaml
+FINANCE_GROUP = "360000000108"  # a group no category maps to
 
 # 25 tickets about invoices in the wrong currency: the project's taxonomy has no category for them.
 CURRENCY = [
@@ -130,9 +132,9 @@ OTHERS = [
 ]
 
 
-def plant(services: Services, *, seed: int = 7, moved: int = 0) -> set[str]:
+def plant(services: Services, *, seed: int = 7, moved: int = 0, to: str = FINANCE_GROUP) -> set[str]:
     """Keep the 85 tickets as if triaged, in a shuffled order; the currency tickets' ids. The first `moved`
-    currency tickets were moved by an agent to the billing group."""
+    currency tickets were moved by an agent to group `to` (by default one no category maps to)."""
     texts = [(text, True) for text in CURRENCY] + [(text, False) for text in OTHERS]
     random.Random(seed).shuffle(texts)
     currency = set()
@@ -142,8 +144,7 @@ def plant(services: Services, *, seed: int = 7, moved: int = 0) -> set[str]:
                                         group_id="360000000100", now=services.clock())
         if about_currency:
             if len(currency) < moved:
-                services.store.suggestions.moved("zendesk", str(1000 + n), final_group_id=BILLING_GROUP,
-                                                 now=services.clock())
+                services.store.suggestions.moved("zendesk", str(1000 + n), final_group_id=to, now=services.clock())
             currency.add(str(1000 + n))
     return currency
 
@@ -164,7 +165,7 @@ def the_currency_cluster(clusters: list[dict[str, Any]], currency: set[str]) -> 
 def test_a_planted_group_of_tickets_the_taxonomy_lacks_is_found_and_named_by_its_words(services: Services) -> None:
     assert "currency" not in json.dumps(services.taxonomy.categories["billing"].keywords)
     currency = plant(services, moved=3)
-    clusters = compute(services.store, services.taxonomy, services.settings, now=services.clock())
+    clusters = compute(services.store, services.taxonomy, services.mappings, services.settings, now=services.clock())
     cluster = the_currency_cluster(clusters, currency)
     assert clusters[0] is cluster  # the biggest first
     assert "currency" in cluster["name"] and cluster["name"] not in services.taxonomy.categories
@@ -178,7 +179,7 @@ def test_a_planted_group_of_tickets_the_taxonomy_lacks_is_found_and_named_by_its
     assert run is not None and run["n_tickets"] == 85
     [stored] = [c for c in run["clusters"] if c["name"] == cluster["name"]]
     assert len(stored["examples"]) == 3 and set(stored["examples"]) <= set(CURRENCY)
-    assert stored["final_groups"] == [(("zendesk", BILLING_GROUP), 3)]
+    assert stored["final_groups"] == [(("zendesk", FINANCE_GROUP), 3)]
 
 
 def test_clustering_is_deterministic_and_needs_no_order() -> None:
@@ -206,9 +207,26 @@ def test_copies_of_a_ticket_neither_split_a_subject_nor_make_a_category_alone() 
 
 def test_too_few_tickets_make_no_suggestion(services: Services) -> None:
     assert find_clusters(CURRENCY[:4]) == []
-    assert compute(services.store, services.taxonomy, services.settings, now=services.clock()) == []
+    assert compute(services.store, services.taxonomy, services.mappings, services.settings, now=services.clock()) == []
     run = services.store.suggestions.latest()
     assert run is not None and run["clusters"] == [] and run["n_tickets"] == 0
+
+
+def test_tickets_agents_moved_to_a_group_a_category_maps_to_are_no_gap(services: Services) -> None:
+    """Triaged, then moved by an agent to billing's group: the taxonomy had a place for them (the router was
+    only unsure), so they are left out of the clustering; tickets moved to a group no category maps to, or to
+    a group with that id in another helpdesk, are not."""
+    currency = plant(services, moved=15, to=BILLING_GROUP)
+    services.store.suggestions.keep(platform="freshdesk", ticket_id="7", text=CURRENCY[0], reason="unmapped",
+                                    final_group_id=BILLING_GROUP, now=services.clock())  # unmapped in Freshdesk
+    billed = {t for (p, t), group in services.store.suggestions.final_groups().items() if p == "zendesk"}
+    assert len(billed) == 15 and billed < currency
+    clusters = compute(services.store, services.taxonomy, services.mappings, services.settings, now=services.clock())
+    members = {tuple(m) for c in clusters for m in c["members"]}
+    assert not {("zendesk", t) for t in billed} & members
+    assert {("zendesk", t) for t in currency - billed} & members  # the 10 nobody moved are a suggestion still
+    run = services.store.suggestions.latest()
+    assert run is not None and run["n_tickets"] == 85 - 15 + 1
 
 
 # --- Claude's names, over the wire ---------------------------------------------------------------------
@@ -226,7 +244,7 @@ def test_claude_names_each_cluster_and_a_failure_falls_back_to_its_words(
         return {"name": f"other_{len(seen)}", "description": "Something else."}
 
     claude.responder = responder
-    clusters = compute(services.store, services.taxonomy, services.settings, now=services.clock())
+    clusters = compute(services.store, services.taxonomy, services.mappings, services.settings, now=services.clock())
     cluster = the_currency_cluster(clusters, currency)
     assert (cluster["name"], cluster["named_by"]) == ("invoice_currency", "claude")
     assert cluster["description"] == "Invoices issued in another currency than agreed."
@@ -245,7 +263,7 @@ def test_claude_names_each_cluster_and_a_failure_falls_back_to_its_words(
     seen.clear()
     claude.fail_next(500, times=2)  # the SDK tries twice
     claude.answer_next(name="Not A Name!", description="x")
-    again = compute(services.store, services.taxonomy, services.settings, now=services.clock())
+    again = compute(services.store, services.taxonomy, services.mappings, services.settings, now=services.clock())
     assert [c["named_by"] for c in again][:2] == ["words", "words"]
     assert "currency" in again[0]["name"] and again[0]["description"].startswith("Tickets about")
     assert all(c["named_by"] == "claude" for c in again[2:])
@@ -293,6 +311,17 @@ def test_nothing_is_kept_when_suggestions_or_corrections_text_are_off(make_env: 
     create(env, 1, *VAGUE)
     assert env.services.store.tickets.get(env.name, "1").state == "triage"  # type: ignore[union-attr]
     assert kept(env) == {}
+    # Nor by the reconciler: a triaged ticket moved anywhere, a routed one moved to a group no category maps to.
+    unmapped = 990_001
+    env.helpdesk.fake.groups[unmapped] = "Finance operations"
+    env.clock.advance(600)
+    env.reroute(1, unmapped)
+    create(env, 2, "Invoice for October missing", "I can't find our October invoice, can you resend it?")
+    env.clock.advance(600)
+    env.reroute(2, unmapped)
+    drain(env.services)
+    assert {c["ticket_id"] for c in env.services.store.corrections.find()} == {"1", "2"}  # the moves were seen
+    assert kept(env) == {}
     assert "suggest" not in {job.id for job in init_scheduler(env.services).get_jobs()}
 
 
@@ -326,7 +355,7 @@ def test_the_reconciler_records_where_triaged_tickets_went_and_keeps_moves_to_un
 def test_kept_tickets_and_old_suggestions_go_after_the_retention_period(make_services: Any, clock: Any) -> None:
     services = make_services(deskroute_retention_days=30)
     plant(services)
-    compute(services.store, services.taxonomy, services.settings, now=clock())
+    compute(services.store, services.taxonomy, services.mappings, services.settings, now=clock())
     clock.advance(10 * DAY)
     services.store.suggestions.keep(platform="zendesk", ticket_id="9", text="a later one", reason="triage",
                                     now=clock())
@@ -337,12 +366,51 @@ def test_kept_tickets_and_old_suggestions_go_after_the_retention_period(make_ser
     assert purge_job(services)["unrouted"] == 0
 
 
+@pytest.mark.parametrize("days", [90, 0])
+@pytest.mark.parametrize("off", [{"deskroute_suggestions": False}, {"deskroute_corrections_keep_text": False}])
+def test_switched_off_the_daily_purge_forgets_every_kept_ticket_whatever_its_age(
+        make_services: Any, clock: Any, off: dict[str, bool], days: int) -> None:
+    services = make_services(deskroute_retention_days=days, **off)
+    plant(services)  # kept while suggestions were on: a day old, well within the retention period
+    clock.advance(DAY)
+    assert "purge_text" in {job.id for job in init_scheduler(services).get_jobs()}  # also when 0 days means keep text
+    assert purge_job(services) == {"tickets": 0, "history": 0, "unrouted": 85}
+    assert services.store.suggestions.count() == 0
+
+
 def test_examples_forgotten_by_retention_leave_the_suggestion_without_them(services: Services) -> None:
     currency = plant(services)
-    compute(services.store, services.taxonomy, services.settings, now=services.clock())
+    compute(services.store, services.taxonomy, services.mappings, services.settings, now=services.clock())
     services.store.db.execute("DELETE FROM unrouted")  # as a purge would, before the next computation
     run = services.store.suggestions.latest()
     assert run is not None and the_currency_cluster(run["clusters"], currency)["examples"] == []
+
+
+def test_example_texts_are_read_a_batch_of_tickets_per_statement_not_one_each(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    suggestions = services.store.suggestions
+    for n in range(120):
+        suggestions.keep(platform="zendesk", ticket_id=str(n), text=f"ticket {n}", reason="triage",
+                         now=services.clock())
+    # Closest to the cluster's centre first; 120 to 129 and the Freshdesk one are forgotten.
+    keys = [("zendesk", str(n)) for n in reversed(range(130))]
+    keys.insert(12, ("freshdesk", "5"))
+    statements: list[str] = []
+    execute = suggestions.execute
+    monkeypatch.setattr(suggestions, "execute", lambda sql, *args: statements.append(sql) or execute(sql, *args))
+    assert suggestions.texts(keys, 3) == ["ticket 119", "ticket 118", "ticket 117"]
+    assert len(statements) == 1
+    statements.clear()
+    assert suggestions.texts(keys, 500) == [f"ticket {n}" for n in reversed(range(120))]
+    assert len(statements) == 3  # 131 keys, 50 a statement
+    assert suggestions.texts([], 3) == [] and suggestions.texts(keys[:1], 0) == []
+    # One statement for a cluster's examples, however big the cluster.
+    suggestions.save([{"name": "n", "description": "d", "keywords": [], "members": [list(k) for k in keys]}],
+                     n_tickets=120, now=services.clock())
+    statements.clear()
+    run = suggestions.latest(examples=3)
+    assert run is not None and run["clusters"][0]["examples"] == ["ticket 119", "ticket 118", "ticket 117"]
+    assert sum("FROM unrouted WHERE (platform, ticket_id) IN" in sql for sql in statements) == 1
 
 
 # --- the scheduled job, the CLI and the admin page -----------------------------------------------------
@@ -361,21 +429,21 @@ def test_the_weekly_job_computes_and_stores(services: Services) -> None:
 def test_deskroute_suggest_prints_the_suggestions(services: Services, monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     currency = plant(services, moved=2)
-    services.store.configs.save_groups("zendesk", {BILLING_GROUP: "Billing team"}, now=services.clock())
+    services.store.configs.save_groups("zendesk", {FINANCE_GROUP: "Finance operations"}, now=services.clock())
     cli_environment(monkeypatch, tmp_path, database_url(tmp_path))
     result = CliRunner().invoke(main, ["suggest"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert re.search(r"^1\. invoice_currency \(\d+ tickets; named by words\)$", result.output, re.MULTILINE)
     assert "keywords to consider: wrong currency" in result.output
-    assert "agents moved them to: Billing team (zendesk) x2" in result.output
+    assert "agents moved them to: Finance operations (zendesk) x2" in result.output
     assert result.output.count("   e.g. ") >= 3
     as_json = CliRunner().invoke(main, ["suggest", "--json"], catch_exceptions=False)
     report = json.loads(as_json.output)
     first = report["clusters"][0]
     assert first["name"] == "invoice_currency" and report["n_tickets"] == 85
     assert len({t["ticket_id"] for t in first["tickets"]} & currency) >= 20
-    assert first["final_groups"] == [{"platform": "zendesk", "group_id": BILLING_GROUP, "group_name": "Billing team",
-                                      "tickets": 2}]
+    assert first["final_groups"] == [{"platform": "zendesk", "group_id": FINANCE_GROUP,
+                                      "group_name": "Finance operations", "tickets": 2}]
 
 
 @pytest.fixture
@@ -387,7 +455,7 @@ def admin_services(make_services: Any, tmp_path: Path) -> Services:
 
 @pytest.fixture
 def admin(admin_services: Services, zendesk_api: responses.RequestsMock) -> Any:
-    groups = [{"id": gid, "name": f"Group {gid}"} for gid in range(360000000100, 360000000108)]
+    groups = [{"id": gid, "name": f"Group {gid}"} for gid in range(360000000100, 360000000109)]
     zendesk_api.get(re.compile(r"https://acme\.zendesk\.com/api/v2/groups\.json.*"),
                     json={"groups": groups, "next_page": None, "count": len(groups)})
     client = create_app(services=admin_services).test_client()
@@ -399,59 +467,80 @@ def test_the_admin_page_shows_each_suggestion_and_add_as_category_fills_the_edit
         admin: Any, admin_services: Services) -> None:
     empty = admin.get("/admin/suggestions", **HTTPS).get_data(as_text=True)
     assert 'id="none"' in empty and 'href="/admin/suggestions"' in empty  # in the navigation too
-    plant(admin_services, moved=3)
-    compute(admin_services.store, admin_services.taxonomy, admin_services.settings, now=admin_services.clock())
+    moved = plant(admin_services, moved=3)
+    compute(admin_services.store, admin_services.taxonomy, admin_services.mappings, admin_services.settings,
+            now=admin_services.clock())
+    run = admin_services.store.suggestions.latest()
+    assert run is not None
     html = admin.get("/admin/suggestions", **HTTPS).get_data(as_text=True)
     first = html.split('id="suggestion-1"')[1].split("</fieldset>")[0]
     assert "<strong>invoice_currency</strong>" in first and "Tickets about invoice, currency" in first
     assert first.count("<li><pre>") == 3  # three examples
-    assert "Group 360000000101" in first and "× 3" in first  # where agents moved them, by the group's name
+    assert f"Group {FINANCE_GROUP}" in first and "× 3" in first  # where agents moved them, by the group's name
     link = unescape(re.search(r'<a class="add" href="([^"]+)"', first)[1])  # type: ignore[index]
-    query = parse_qs(urlsplit(link).query)
+    # The link names the suggestion; ticket text, even redacted, stays out of URLs (access logs, history).
     assert urlsplit(link).path == "/admin/mappings/new"
-    assert query["name"] == ["invoice_currency"] and query["keywords"] == ["wrong currency"]
-    assert query["zendesk_group_id"] == [BILLING_GROUP]
-    assert query["mode"] == ["shadow"]  # words from customers' tickets record before they route
-    examples = query["examples"][0].splitlines()
-    assert len(examples) == 10 and set(examples) <= set(CURRENCY)  # the most typical: no stray invoice question
+    assert parse_qs(urlsplit(link).query) == {"suggestion": [f"{run['id']}/1"]}
 
     editor = admin.get(link, **HTTPS).get_data(as_text=True)
-    assert 'id="suggested"' in editor
+    assert 'id="suggested"' in editor and 'id="gone"' not in editor
     assert 'name="name" value="invoice_currency"' in editor
     assert 'name="keywords" value="wrong currency"' in editor
-    assert re.search(rf'name="zendesk_group_id"[^>]*value="{BILLING_GROUP}"', editor)
-    assert examples[0] in unescape(editor.split('name="examples"')[1].split("</textarea>")[0])
+    assert re.search(rf'name="zendesk_group_id"[^>]*value="{FINANCE_GROUP}"', editor)
+    assert '<option value="shadow" selected>' in editor  # words from customers' tickets record before they route
+    description = unescape(re.search(r'name="description" required value="([^"]*)"', editor)[1])  # type: ignore[index]
+    assert description.startswith("Tickets about invoice, currency")
+    examples = unescape(editor.split('name="examples"')[1].split("</textarea>")[0].split(">", 1)[1]).splitlines()
+    assert len(examples) == 10 and set(examples) <= set(CURRENCY)  # the most typical: no stray invoice question
 
     # Saved as it was filled in (and a Freshdesk group chosen), the suggestion is a category now.
-    form = {"name": "invoice_currency", "description": query["description"][0], "keywords": "wrong currency",
-            "examples": query["examples"][0], "priority": "normal", "mode": "live",
-            "zendesk_group_id": BILLING_GROUP, "zendesk_tags": "", "zendesk_priority": "",
+    form = {"name": "invoice_currency", "description": description, "keywords": "wrong currency",
+            "examples": "\n".join(examples), "priority": "normal", "mode": "shadow",
+            "zendesk_group_id": FINANCE_GROUP, "zendesk_tags": "", "zendesk_priority": "",
             "freshdesk_group_id": "201", "freshdesk_tags": "", "freshdesk_priority": "",
             "csrf_token": csrf(admin, link)}
-    assert admin.post("/admin/mappings/new", data=form, **HTTPS).status_code == 302
+    assert admin.post(link, data=form, **HTTPS).status_code == 302
     assert "invoice_currency" in admin_services.taxonomy.categories
     after = admin.get("/admin/suggestions", **HTTPS).get_data(as_text=True)
     assert "invoice_currency is a category now." in after
+    # Its group is mapped now: the tickets agents moved there are no gap in the next computation.
+    again = compute(admin_services.store, admin_services.taxonomy, admin_services.mappings,
+                    admin_services.settings, now=admin_services.clock())
+    finance = {t for (_, t), group in admin_services.store.suggestions.final_groups().items()
+               if group == FINANCE_GROUP}
+    assert len(finance) == 3 and finance <= moved
+    assert not finance & {t for c in again for _, t in c["members"]}
+
+
+def test_a_suggestion_link_that_leads_nowhere_opens_the_editor_and_says_so(
+        admin: Any, admin_services: Services) -> None:
+    plant(admin_services)
+    compute(admin_services.store, admin_services.taxonomy, admin_services.mappings, admin_services.settings,
+            now=admin_services.clock())
+    run = admin_services.store.suggestions.latest()
+    assert run is not None
+    link = f"/admin/mappings/new?suggestion={run['id']}/1"
+
+    def editor(reference: str) -> str:
+        response = admin.get("/admin/mappings/new", query_string={"suggestion": reference}, **HTTPS)
+        assert response.status_code == 200
+        return str(response.get_data(as_text=True))
+
+    admin_services.store.suggestions.save([], n_tickets=0, now=admin_services.clock())
+    assert 'name="name" value="invoice_currency"' in admin.get(link, **HTTPS).get_data(as_text=True)  # not the newest
+    for _ in range(RUNS_KEPT - 1):
+        admin_services.store.suggestions.save([], n_tickets=0, now=admin_services.clock())
+    newest = run["id"] + RUNS_KEPT
+    for reference in (f"{run['id']}/1", f"{newest}/1", f"{newest}/0", "999/1", "1", "x/1", "-1/1", "1/1/1",
+                      "99999999999999999999/1", ""):
+        page = editor(reference)
+        assert 'id="gone"' in page and "no longer stored" in page and 'id="suggested"' not in page, reference
+        assert 'name="name" value=""' in page and 'id="save"' in page  # the empty form, to fill in by hand
 
 
 def test_the_editor_ignores_what_a_link_cannot_fill_in(admin: Any) -> None:
     editor = admin.get("/admin/mappings/new?name=x&csrf_token=forged&description=d", **HTTPS).get_data(as_text=True)
     assert 'name="name" value="x"' in editor and "forged" not in editor and 'id="suggested"' not in editor
-    existing = admin.get("/admin/mappings/billing?description=overwritten&suggested=1", **HTTPS)
+    existing = admin.get("/admin/mappings/billing?description=overwritten&suggestion=1/1", **HTTPS)
     assert "overwritten" not in existing.get_data(as_text=True)  # only a new category is filled in
-
-
-def test_the_add_link_fits_a_servers_request_line_whatever_the_examples() -> None:
-    """gunicorn refuses request lines over 4,094 bytes: long or non-Latin examples are dropped to fit."""
-    from flask import Flask
-
-    from connector.admin import suggestions
-
-    app = Flask(__name__)
-    app.add_url_rule("/admin/mappings/<name>", "admin.mappings.edit")
-    cluster = {"name": "invoice_currency", "description": "Invoices in the wrong currency.", "keywords": [],
-               "final_groups": [], "examples": ["請求書の通貨が間違っています。" * 20] * 10}
-    with app.test_request_context():
-        link = suggestions.add_url(cluster, ["zendesk"])
-    assert len(link) <= suggestions.MAX_LINK
-    assert parse_qs(urlsplit(link).query)["name"] == ["invoice_currency"]
+    assert 'id="gone"' not in existing.get_data(as_text=True)

@@ -7,6 +7,7 @@ up before its next ticket.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 bp = Blueprint("mappings", __name__, url_prefix="/mappings")
+
+EXAMPLES_OFFERED = 10  # example tickets a suggested category starts with (the local model learns from them)
+EXAMPLE_CHARS = 300
+_SUGGESTION = re.compile(r"([0-9]{1,15})/([0-9]{1,6})")  # the Suggestions page's "run/number" (a run id fits a BIGINT)
+GONE = ("That suggestion is no longer stored (a newer computation or the retention period replaced it): "
+        "open the Suggestions page again and follow its link.")
 
 
 def live_groups(app: Services, platform: str) -> dict[str, str] | None:
@@ -87,6 +94,8 @@ def edit(name: str) -> Any:
     groups = {platform: live_groups(app, platform) for platform in app.mappings}
     error = None
     form: dict[str, Any] = {}
+    suggested = False
+    gone: str | None = None  # why a suggestion's link filled nothing in
     if request.method == "POST":
         form = request.form.to_dict()
         try:
@@ -99,12 +108,15 @@ def edit(name: str) -> Any:
             return redirect(url_for("admin.mappings.index", saved=change.name))
         except ConfigError as exc:
             error = str(exc)
-    elif not exists:  # a link can fill the new category's form in: "Add as category" on the Suggestions page
+    elif not exists and "suggestion" in request.args:  # "Add as category" on the Suggestions page
+        form = from_suggestion(app, request.args["suggestion"]) or {}
+        suggested, gone = bool(form), None if form else GONE
+    elif not exists:  # a link can fill the new category's form in
         form = prefilled(request.args.to_dict(), list(app.mappings))
     category = app.taxonomy.categories.get(name) if exists else None
     return render_template("admin/mapping.html", name=name if exists else "", category=category,
                            mappings=app.mappings, groups=groups, error=error, form=form,
-                           priorities=PRIORITIES, suggested=not exists and bool(request.args.get("suggested"))), \
+                           priorities=PRIORITIES, suggested=suggested, gone=gone), \
         400 if error else 200
 
 
@@ -113,3 +125,30 @@ def prefilled(args: dict[str, str], platforms: list[str]) -> dict[str, str]:
     fields = {"name", "description", "keywords", "examples", "priority", "mode"}
     fields |= {f"{platform}_{field}" for platform in platforms for field in ("group_id", "tags", "priority")}
     return {key: value for key, value in args.items() if key in fields}
+
+
+def from_suggestion(app: Services, reference: str) -> dict[str, str] | None:
+    """The new-category form filled in from a stored suggestion, "run/number": name, description, keywords,
+    examples, shadow mode, and in each helpdesk the group agents moved most of its tickets to. None if
+    there is no such suggestion (any more)."""
+    match = _SUGGESTION.fullmatch(reference)
+    cluster = app.store.suggestions.cluster(int(match[1]), int(match[2]), examples=EXAMPLES_OFFERED) \
+        if match else None
+    if cluster is None:
+        return None
+    form = {"name": cluster["name"], "description": cluster["description"],
+            "keywords": ", ".join(cluster["keywords"]),
+            "examples": "\n".join(_one_line(text) for text in cluster["examples"])}
+    for platform in app.mappings:
+        best = [(n, group) for (p, group), n in cluster["final_groups"] if p == platform]
+        if best:
+            form[f"{platform}_group_id"] = max(best)[1]
+    # A new category starts in shadow mode: its keywords and description came from customers' tickets, so it
+    # is recorded before it routes anything.
+    form["mode"] = "shadow"
+    return form
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= EXAMPLE_CHARS else line[:EXAMPLE_CHARS - 1].rstrip() + "…"

@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from connector.store.db import Part
 
 RUNS_KEPT = 5  # older computations go when a new one is saved
+# Pairs of keys per statement. Lists are padded to a multiple of it, so a statement has one of a few shapes
+# (each compiled once per process), whatever the number of keys.
+BATCH = 50
+
+
+def _pairs(pairs: Sequence[tuple[str, str]], prefix: str) -> tuple[str, dict[str, str]]:
+    """A subquery of these (non-empty) pairs, padded with the last one to a multiple of BATCH, for `(a, b) IN`,
+    and its parameters. A SELECT from VALUES, not the VALUES alone: SQLite then looks the pairs up in an
+    index instead of reading the whole table."""
+    padded = list(pairs) + [pairs[-1]] * (-len(pairs) % BATCH)
+    params: dict[str, str] = {}
+    for i, (first, second) in enumerate(padded):
+        params[f"{prefix}{i}a"], params[f"{prefix}{i}b"] = first, second
+    rows = ", ".join(f"(:{prefix}{i}a, :{prefix}{i}b)" for i in range(len(padded)))
+    return f"(SELECT column1, column2 FROM (VALUES {rows}) AS pairs)", params
 
 
 class Suggestions(Part):
@@ -40,23 +56,34 @@ class Suggestions(Part):
     def count(self) -> int:
         return int(self.execute("SELECT count(*) AS n FROM unrouted")[0]["n"])
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The `limit` most recently kept tickets, oldest first (a stable order for clustering)."""
+    def recent(self, limit: int, *, leave_out: Sequence[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+        """The `limit` most recently kept tickets, oldest first (a stable order for clustering), but those an
+        agent moved to one of the groups in `leave_out`, (platform, group id) pairs."""
+        params: dict[str, Any] = {"limit": limit}
+        where = ""
+        if leave_out:
+            values, groups = _pairs(leave_out, "g")
+            where = f" WHERE final_group_id IS NULL OR (platform, final_group_id) NOT IN {values}"
+            params.update(groups)
         rows = self.execute(
-            "SELECT platform, ticket_id, text, reason, guess, final_group_id, created_at FROM unrouted"
-            " ORDER BY created_at DESC, platform, ticket_id LIMIT :limit", {"limit": limit})
+            "SELECT platform, ticket_id, text, reason, guess, final_group_id, created_at FROM unrouted" + where
+            + " ORDER BY created_at DESC, platform, ticket_id LIMIT :limit", params)
         return [dict(r) for r in reversed(rows)]
 
     def texts(self, keys: list[tuple[str, str]], limit: int) -> list[str]:
-        """The texts of the first `limit` of these tickets still kept (retention may have forgotten some)."""
+        """The texts of the first `limit` of these tickets still kept (retention may have forgotten some):
+        a statement per BATCH keys, in order, until there are enough (one, unless most are forgotten)."""
         found: list[str] = []
-        for platform, ticket_id in keys:
-            if len(found) == limit:
+        for start in range(0, len(keys), BATCH):
+            if len(found) >= limit:
                 break
-            rows = self.execute("SELECT text FROM unrouted WHERE platform = :platform AND ticket_id = :ticket_id",
-                                {"platform": platform, "ticket_id": ticket_id})
-            found += [rows[0]["text"]] if rows else []
-        return found
+            batch = keys[start:start + BATCH]
+            values, params = _pairs(batch, "k")
+            rows = self.execute(
+                f"SELECT platform, ticket_id, text FROM unrouted WHERE (platform, ticket_id) IN {values}", params)
+            texts = {(r["platform"], r["ticket_id"]): r["text"] for r in rows}
+            found += [texts[key] for key in batch if key in texts]
+        return found[:limit]
 
     def final_groups(self) -> dict[tuple[str, str], str]:
         """(platform, ticket_id) -> the group an agent moved it to, for every kept ticket that was moved."""
@@ -75,25 +102,41 @@ class Suggestions(Part):
         return run
 
     def latest(self, *, examples: int = 3) -> dict[str, Any] | None:
-        """The newest computation: `computed_at`, `n_tickets` and its `clusters`, each with up to `examples`
-        example texts still kept and `final_groups`, {(platform, group id): tickets} agents moved them to,
-        most first."""
+        """The newest computation: its `id`, `computed_at`, `n_tickets` and `clusters`, each with up to
+        `examples` example texts still kept and `final_groups`, {(platform, group id): tickets} agents moved
+        them to, most first."""
         rows = self.execute("SELECT * FROM suggestions ORDER BY id DESC LIMIT 1")
         if not rows:
             return None
         run = dict(rows[0])
-        clusters = json.loads(run["clusters"])
+        run["clusters"] = self._filled(json.loads(run["clusters"]), examples)
+        return run
+
+    def cluster(self, run_id: int, number: int, *, examples: int = 3) -> dict[str, Any] | None:
+        """Cluster `number` (from 1, as the Suggestions page counts them) of computation `run_id`, as latest()
+        gives them; None if there is no such cluster, or no longer (newer computations replaced it)."""
+        rows = self.execute("SELECT clusters FROM suggestions WHERE id = :id", {"id": run_id})
+        clusters = json.loads(rows[0]["clusters"]) if rows else []
+        if not 1 <= number <= len(clusters):
+            return None
+        return self._filled([clusters[number - 1]], examples)[0]
+
+    def _filled(self, clusters: list[dict[str, Any]], examples: int) -> list[dict[str, Any]]:
+        """The clusters with their `examples` and `final_groups`, as they are now."""
         moved = self.final_groups()
         for cluster in clusters:
             keys = [(platform, ticket_id) for platform, ticket_id in cluster["members"]]
             cluster["examples"] = self.texts(keys, examples)
             cluster["final_groups"] = Counter(
                 (key[0], moved[key]) for key in keys if key in moved).most_common()
-        run["clusters"] = clusters
-        return run
+        return clusters
 
     def purge(self, before: float) -> int:
         """Forget kept tickets, and computations, older than `before`; how many tickets."""
         gone = self.execute("DELETE FROM unrouted WHERE created_at < :before RETURNING ticket_id", {"before": before})
         self.execute("DELETE FROM suggestions WHERE computed_at < :before", {"before": before})
         return len(gone)
+
+    def forget(self) -> int:
+        """Forget every kept ticket, whatever its age (suggestions are off); how many."""
+        return len(self.execute("DELETE FROM unrouted RETURNING ticket_id"))
