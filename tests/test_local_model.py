@@ -242,3 +242,16 @@ def test_a_balanced_dataset_keeps_plain_argmax(small_model: LocalModel) -> None:
 def test_tiny_taxonomies_train_and_answer(texts: list[str], labels: list[str]) -> None:
     model = LocalModel.train(texts, labels)
     assert model.predict("the invoice is wrong").label == "billing"
+
+
+def test_categories_a_fold_never_saw_do_not_skew_the_temperature() -> None:
+    # Held out, a single-example category's ticket can only be wrong (its fold never saw the category): counted,
+    # it told the temperature that every answer deserves less trust.
+    texts, labels = _imbalanced()
+    base = LocalModel.train(texts, labels, use_embeddings=False)
+    extra = ["monitor flickers after the docking station update", "new hire needs a laptop by monday",
+             "conference room projector has no signal", "shared drive quota exceeded again",
+             "phone extension forwards to the wrong desk"]
+    more = LocalModel.train(texts + extra, labels + [f"team_{i}" for i in range(len(extra))], use_embeddings=False)
+    assert more.meta["cv_folds"] == 3
+    assert abs(np.log(more.temperature / base.temperature)) < 0.1

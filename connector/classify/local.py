@@ -295,12 +295,17 @@ class LocalModel:
             for (name, _, test_idx), head in zip(jobs, fitted, strict=True):
                 if test_idx is not None:
                     oof[name][test_idx] = head.log_proba(features[name][test_idx])
+            # A held-out ticket whose category its fold never saw (one with a single example) can only be
+            # wrong: it says nothing of how far to trust the model, and would flatten the temperature.
+            seen = np.zeros(len(y), dtype=bool)
+            for train_idx, test_idx in splits:
+                seen[test_idx] = np.isin(y[test_idx], y[train_idx])
             mixed = _mix(oof, weight)
-            temperature = _fit_temperature(mixed, y)
+            temperature = _fit_temperature(mixed[seen], y[seen])
             probabilities = softmax(mixed / temperature, axis=1)
-            tau = _fit_tau(probabilities, y, log_prior)
-            thresholds = _fit_thresholds(probabilities, y, classes, -tau * log_prior)
-            cv = _cv_report(probabilities, y, thresholds, classes, -tau * log_prior)
+            tau = _fit_tau(probabilities[seen], y[seen], log_prior)
+            thresholds = _fit_thresholds(probabilities[seen], y[seen], classes, -tau * log_prior)
+            cv = _cv_report(probabilities, y, thresholds, classes, -tau * log_prior)  # every ticket, as agents see
         thresholds = np.maximum(thresholds, min(0.5, 1.5 / n_classes))  # near-uniform is no answer at all
         small = np.bincount(y, minlength=n_classes) < MIN_EXAMPLES
         if splits and not small.all():  # with no category past the bar, the model would never answer at all
