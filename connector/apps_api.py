@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import uuid
 from typing import Any, Literal
 from urllib.parse import quote
@@ -22,6 +23,7 @@ from connector.corrections import FEEDBACK_PREFIX, is_move, iso
 from connector.models import TicketEvent, TicketState, candidates
 from connector.services import Services
 from connector.store import TicketRecord
+from connector.store.corrections import FeedbackRefused
 from connector.store.stats import CONFIRMED
 from platforms.freshdesk import web_address as freshdesk_web_address
 
@@ -95,7 +97,10 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
     category is a correction to that category's group; "right" confirms the label, accepted at once.
 
     The ticket's text comes later: a worker fetches it (the reconciler fills in corrections kept without
-    text), so a slow or rate-limited helpdesk never holds the agent's click."""
+    text), so a slow or rate-limited helpdesk never holds the agent's click.
+
+    Raises FeedbackRefused past the limits: one verdict per agent and ticket, and a few per ticket an hour
+    (DESKROUTE_FEEDBACK_PER_TICKET_PER_HOUR), since every agent holds the app's token through the helpdesk."""
     decision = record.decision
     predicted = decision.category if decision else None
     category = feedback.category if feedback.verdict == "wrong" else predicted
@@ -109,7 +114,7 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
     # that waits, pending, for a team lead to settle (the Corrections page offers the choice).
     settled = confirmed and not candidates(category)
     change_id = f"{FEEDBACK_PREFIX}{uuid.uuid4().hex}"
-    services.store.corrections.add({
+    services.store.corrections.add_feedback({
         "platform": record.platform, "ticket_id": record.ticket_id, "change_id": change_id, "text": None,
         "predicted_category": predicted, "predicted_group_id": decision.group_id if decision else None,
         "predicted_tier": decision.tier if decision else None,
@@ -121,12 +126,12 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
         "reviewed_by": f"agent:{feedback.agent_id or 'unknown'}" if settled else None,
         "reviewed_at": now if settled else None, "created_at": now,
         "comment": redact(feedback.comment) if feedback.comment else None,
-    })
+    }, per_hour=services.settings.deskroute_feedback_per_ticket_per_hour)
     if services.settings.deskroute_corrections_keep_text:
-        # "Look at this ticket again": the worker reconciles it, which fetches and redacts the text, with
-        # the queue's retries and backoff while the helpdesk is down.
-        services.queue.enqueue(TicketEvent(platform=record.platform, kind="ticket.group_changed",
-                                           ticket_id=record.ticket_id, dedup_key=change_id, via=via))
+        # A job of its own (not a group change): a worker fetches and redacts the text, with the queue's
+        # retries and backoff while the helpdesk is down.
+        services.queue.enqueue(TicketEvent(platform=record.platform, kind="correction.text_needed",
+                                           ticket_id=record.ticket_id, dedup_key=change_id))
         services.wake()
     log.info("agent feedback recorded", extra={"platform": record.platform, "ticket_id": record.ticket_id,
                                                "verdict": feedback.verdict, "category": category})
@@ -208,12 +213,28 @@ def register(app: Flask, services: Services) -> None:
                 return error(422, "'right' confirms Deskroute's category; to name another, the verdict is 'wrong'")
             if any(is_move(c) for c in chain):
                 return error(409, "an agent has moved this ticket since: the move is what gets learned")
-        if body.agent_id and any(not is_move(c) and c["agent_id"] == body.agent_id for c in chain):
-            return error(409, "this agent has already given feedback on this ticket")
-        record_feedback(services, found, body)
+        try:
+            record_feedback(services, found, body)
+        except FeedbackRefused as refused:
+            log.info("agent feedback refused", extra={"platform": platform, "ticket_id": ticket_id,
+                                                      "why": refused.reason})
+            return feedback_refused(refused, body, per_hour=services.settings.deskroute_feedback_per_ticket_per_hour)
         return jsonify(status="recorded"), 201
 
     app.register_blueprint(bp)
+
+
+def feedback_refused(refused: FeedbackRefused, feedback: Feedback, *, per_hour: int) -> tuple[Response, int]:
+    """409 for a repeated verdict; 429 with Retry-After for one past the ticket's hourly cap."""
+    if refused.reason == "repeated":
+        said = ("this agent has already given feedback on this ticket" if feedback.agent_id else
+                "feedback naming no agent has already been given on this ticket (each agent gives one)")
+        return jsonify(error=said), 409
+    seconds = max(1, math.ceil(refused.retry_after))
+    response = jsonify(error=f"this ticket has had {per_hour} verdicts in the last hour, the most it takes per hour; "
+                             f"try again in {math.ceil(seconds / 60)} min")
+    response.headers["Retry-After"] = str(seconds)
+    return response, 429
 
 
 def helpdesk_origin(settings: Any, platform: str) -> str | None:

@@ -22,6 +22,7 @@ from connector.classify.redact import redact
 from connector.mappings import PlatformMapping
 from connector.models import GroupChange, TicketState, ambiguous
 from connector.store import Store, TicketRecord
+from connector.store.corrections import FEEDBACK_PREFIX
 from platforms.base import Platform
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ COLUMNS = (
     "agent_id", "via", "status", "reviewed_by", "reviewed_at", "text", "comment",
 )
 STATUSES = ("pending", "accepted", "rejected")
-FEEDBACK_PREFIX = "feedback:"  # change_id of a correction an agent sent from the helpdesk sidebar
 
 
 def is_move(correction: dict[str, Any]) -> bool:
@@ -110,6 +110,15 @@ class Reconciler:
         if routed:
             self.store.tickets.mark_checked(platform_name, ticket_id, now=self.clock())
         return len(moves)
+
+    def fill_text(self, platform_name: str, ticket_id: str) -> int:
+        """Give the ticket's corrections kept without text (an agent's sidebar feedback) its redacted text;
+        returns how many. Raises PlatformError."""
+        if not self.keep_text or all(c["text"] is not None
+                                     for c in self.store.corrections.for_ticket(platform_name, ticket_id)):
+            return 0
+        text = redact(self.platforms[platform_name].fetch_ticket(ticket_id).text)
+        return self.store.corrections.fill_text(platform_name, ticket_id, text)
 
     def _unrouted(self, record: TicketRecord, last: GroupChange, platform: Platform, raw: str | None) -> None:
         """Taxonomy suggestions: a kept (triaged) ticket's final group; or keep a ticket an agent moved to a

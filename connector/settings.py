@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     deskroute_app_token: SecretStr = Field(
         SecretStr(""), description="Secret behind the helpdesk apps' tokens for /apps/api (32 characters or more; "
         "`deskroute app` generates one and prints each app's own token); without it the sidebar API is off.")
+    deskroute_feedback_per_ticket_per_hour: int = Field(
+        5, ge=1, description="Sidebar verdicts one ticket takes per hour, from all its agents together (each agent "
+        "gives one per ticket); more are answered 429 with Retry-After.")
     deskroute_secure_cookies: bool = Field(True, description="Send the admin session cookie over HTTPS only "
                                            "(browsers treat http://localhost as secure too).")
     # --- logging ---------------------------------------------------------------------------

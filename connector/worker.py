@@ -2,6 +2,7 @@
 
 ticket.created: gate (first event owns the ticket) -> fetch -> classify once -> decide -> apply.
 ticket.group_changed: kept for the corrections feature.
+correction.text_needed: an agent's sidebar feedback, kept at once, gets the ticket's redacted text.
 
 Exactly-once write-back: the decision is stored before the write, every write carries ROUTED_TAG,
 and a retried event (crash, lost lease, ambiguous timeout) re-reads the ticket first; the adapter's
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from connector.classify.clean import clean, is_auto_reply
 from connector.classify.redact import redact
-from connector.corrections import UNROUTED_CHARS, Reconciler
+from connector.corrections import FEEDBACK_PREFIX, UNROUTED_CHARS, Reconciler
 from connector.mappings import triage_instead
 from connector.models import Classification, EventState, RoutingDecision, Ticket, TicketState
 from connector.queue import Queue
@@ -41,6 +42,14 @@ def describe_error(exc: BaseException) -> str:
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
     return f"{type(exc).__name__}{where}"
+
+
+def fields_may_be_refused(exc: PlatformError, decision: RoutingDecision) -> bool:
+    """Whether the helpdesk may have refused a write for its ticket fields: it named one of them, or it doesn't
+    say which fields it refused."""
+    if not decision.fields:
+        return False
+    return exc.refused_fields is None or any(name in decision.fields for name in exc.refused_fields)
 
 
 class Worker:
@@ -112,6 +121,10 @@ class Worker:
         try:
             if event.kind == "ticket.created":
                 state, outcome = self._route(event, platform)
+            elif event.kind == "correction.text_needed" or event.dedup_key.startswith(FEEDBACK_PREFIX):
+                # Older versions queued this job as a ticket.group_changed keyed by the correction: not a move.
+                filled = 0 if self.reconciler is None else self.reconciler.fill_text(event.platform, event.ticket_id)
+                state, outcome = EventState.DONE, f"text for {filled} correction(s)"
             elif event.kind == "ticket.group_changed":
                 self.store.tickets.add_group_change(event, now=self.clock())
                 found = 0 if self.reconciler is None else self.reconciler.reconcile(
@@ -214,7 +227,7 @@ class Worker:
                     continue
                 if exc.retryable or exc.status in (None, 404):
                     raise
-                if record.decision.fields:
+                if fields_may_be_refused(exc, record.decision):
                     # The ticket fields may be what was refused (a field deleted, a drop-down option
                     # renamed): they are for reports, so route without them rather than not at all.
                     without = record.decision.model_copy(update={"fields": {}})

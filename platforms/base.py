@@ -59,15 +59,19 @@ class PlatformError(Exception):
         status: the HTTP status, if there was a response.
         retry_after: seconds the helpdesk asked us to wait.
         conflict: the ticket changed under us (409 on a safe update); re-read it and try again.
+        refused_fields: the fields of the request the helpdesk named in refusing it (after apply(): which of
+            the decision's ticket fields; empty if none of them); None when the helpdesk doesn't say.
     """
 
     def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None, conflict: bool = False):
+                 retry_after: float | None = None, conflict: bool = False,
+                 refused_fields: tuple[str, ...] | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
         self.conflict = conflict
+        self.refused_fields = refused_fields
 
 
 class LeaseLost(Exception):
@@ -82,6 +86,30 @@ class AuthFailed(PlatformError):
         super().__init__(message, retryable=True, status=status, retry_after=retry_after)
 
 
+class AuthRecord(Protocol):
+    """Where an adapter notes that the helpdesk refuses its credentials, for /health, doctor and the admin UI:
+    the database's token vault (connector/tokens.py), so every process of the install sees what one found."""
+
+    def record_error(self, error: str | None) -> None:
+        """Note (None: clear) why the helpdesk refuses us."""
+
+    def error(self) -> str | None:
+        """The failure noted last and not cleared since."""
+
+
+class MemoryAuthRecord:
+    """An AuthRecord for one process without a database (tests, one-off commands)."""
+
+    def __init__(self) -> None:
+        self._error: str | None = None
+
+    def record_error(self, error: str | None) -> None:
+        self._error = error
+
+    def error(self) -> str | None:
+        return self._error
+
+
 class Platform(Protocol):
     """A helpdesk we integrate with. See platforms/zendesk.py for the reference implementation.
 
@@ -92,7 +120,8 @@ class Platform(Protocol):
     name: ClassVar[str]  # "zendesk": the URL segment, mappings/<name>.yaml and the store column
 
     # Optional capabilities, each with its default.
-    # from_settings takes `vault=`, the database's store for OAuth tokens (Services hands it over).
+    # from_settings takes `vault=`, the database's store for OAuth tokens and auth failures (Services hands it
+    # over): a TokenVault (platforms/zendesk_oauth.py), which is also an AuthRecord.
     uses_token_vault: ClassVar[bool] = False
     # A sidebar app for the helpdesk: build_app(public_url, out_path) writes its package (`deskroute app`).
     build_app: ClassVar[Callable[..., Path] | None] = None
@@ -180,10 +209,11 @@ _DIGITS = re.compile(r"\A[0-9]{1,20}\Z")
 MAX_ID = 2**63 - 1
 
 
-def http_error(status: int, summary: str, *, retry_after: float | None) -> PlatformError:
+def http_error(status: int, summary: str, *, retry_after: float | None,
+               refused_fields: tuple[str, ...] | None = None) -> PlatformError:
     """The PlatformError for an HTTP failure, with the retry policy every adapter shares."""
     return PlatformError(summary, retryable=status in RETRYABLE_STATUSES or status >= 500, status=status,
-                         retry_after=retry_after, conflict=status == 409)
+                         retry_after=retry_after, conflict=status == 409, refused_fields=refused_fields)
 
 
 def network_error(exc: Exception) -> PlatformError:

@@ -11,7 +11,6 @@ import hmac
 import html
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,7 +33,9 @@ from connector.models import (
     TicketField,
 )
 from platforms.base import (
+    AuthRecord,
     BadPayload,
+    MemoryAuthRecord,
     NotConfigured,
     Platform,
     PlatformError,
@@ -157,11 +158,25 @@ def _choices(value: Any) -> list[str]:
     return [str(c) for c in choices if c not in (None, "")]
 
 
-def _refused_fields(error: PlatformError, fields: Mapping[str, str]) -> list[str]:
-    """Which of our custom fields a 400's summary names (`400 Validation failed: cf_x: ...; cf_y: ...`),
-    with or without the cf_ of the field's API name."""
-    return [name for name in fields
-            if re.search(rf"(?:: |; )(?:cf_)?{re.escape(name.removeprefix('cf_'))}: ", str(error))]
+def _error_fields(response: requests.Response) -> tuple[str, ...] | None:
+    """The request fields an error answer names (`{"errors": [{"field": "group_id", ...}]}`); None if it names
+    none (not a validation error, or not JSON)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    errors = payload.get("errors") if isinstance(payload, dict) else None
+    named = [e.get("field") for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+    return tuple(str(name) for name in named if name) or None
+
+
+def _refused_fields(named: tuple[str, ...], fields: Mapping[str, str]) -> list[str]:
+    """Which of our custom fields a 400's errors name, with or without the cf_ of the field's API name
+    (`custom_fields` itself: all of them)."""
+    if "custom_fields" in named:
+        return list(fields)
+    bare = {name.removeprefix("cf_") for name in named}
+    return [name for name in fields if name.removeprefix("cf_") in bare]
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -184,11 +199,13 @@ class FreshdeskPlatform(Platform):
     name: ClassVar[str] = "freshdesk"
     # Settings this adapter needs, as environment variable names.
     required_settings: ClassVar[tuple[str, ...]] = ("FRESHDESK_DOMAIN", "FRESHDESK_API_KEY", "FRESHDESK_WEBHOOK_SECRET")
+    # Services hands from_settings the database's vault: a refused API key seen by one process shows in all.
+    uses_token_vault: ClassVar[bool] = True
     build_app = staticmethod(build_freshdesk)
 
     def __init__(self, *, domain: str, api_key: str, webhook_secret: str, base_url: str = "", timeout: float = 10.0,
                  max_wait: float = 30.0, now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 sleep: Callable[[float], None] | None = None):
+                 sleep: Callable[[float], None] | None = None, auth_record: AuthRecord | None = None):
         missing = [env for env, value in zip(self.required_settings, (domain or base_url, api_key, webhook_secret),
                                              strict=True) if not value]
         if missing:
@@ -202,11 +219,15 @@ class FreshdeskPlatform(Platform):
         self._local = threading.local()
         # Freshdesk's X-RateLimit-Remaining from the last answer, for /health and logs.
         self.rate_limit_remaining: int | None = None
-        self._auth_failing = False  # the last answer was a 401: the API key is wrong or revoked
+        # Whether Freshdesk refuses the API key (a 401), shared with the install's other processes: the web
+        # process seldom calls Freshdesk, but its /health shows what the worker's calls found.
+        self._auth = auth_record if auth_record is not None else MemoryAuthRecord()
+        self._auth_failing: bool | None = None  # this process's last answer; None until its first one
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> FreshdeskPlatform:
-        """Build from a connector Settings object; raises NotConfigured."""
+    def from_settings(cls, settings: Any, *, vault: AuthRecord | None = None, **overrides: Any) -> FreshdeskPlatform:
+        """Build from a connector Settings object; raises NotConfigured. `vault`: where auth failures are
+        noted for every process (the database's)."""
         return cls(
             domain=settings.freshdesk_domain,
             api_key=settings.freshdesk_api_key.get_secret_value(),
@@ -214,6 +235,7 @@ class FreshdeskPlatform(Platform):
             base_url=settings.freshdesk_base_url,
             timeout=settings.deskroute_http_timeout,
             max_wait=settings.deskroute_rate_limit_wait_seconds,
+            auth_record=vault,
             **overrides,
         )
 
@@ -276,11 +298,29 @@ class FreshdeskPlatform(Platform):
             if self.rate_limit_remaining <= LOW_RATE_LIMIT:
                 log.warning("Freshdesk rate limit nearly spent for this minute",
                             extra={"remaining": self.rate_limit_remaining})
-        self._auth_failing = response.status_code == 401
+        self._note_auth(response)
         if not 200 <= response.status_code < 300:
             raise http_error(response.status_code, _error_summary(response),
-                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
+                             retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                             refused_fields=_error_fields(response) if response.status_code == 400 else None)
         return response.json() if response.content else None
+
+    def _note_auth(self, response: requests.Response) -> None:
+        """Note a 401 (each time: its time shows when it was last seen), and clear the note on the first answer
+        that got in after one, or the first in this process (the key may have been fixed since another saw it)."""
+        failing = response.status_code == 401
+        if not failing and (response.status_code >= 500 or self._auth_failing is False):
+            return
+        error = (f"Freshdesk refused the API key ({_error_summary(response)}): check FRESHDESK_API_KEY, the key of "
+                 "an active agent (it changes when the agent resets it)") if failing else None
+        try:
+            self._auth.record_error(error)
+        except Exception as exc:  # a note for /health never fails a helpdesk call; the next answer tries again
+            log.warning("couldn't note freshdesk's auth status", extra={"error": type(exc).__name__})
+            return
+        if failing and self._auth_failing is not True:
+            log.error("freshdesk refused our API key", extra={"status": response.status_code})
+        self._auth_failing = failing
 
     def _request(self, what: str, method: str, path: str, payload: Any = None, *, ticket_id: str | None = None,
                  params: dict[str, Any] | None = None) -> Any:
@@ -323,12 +363,14 @@ class FreshdeskPlatform(Platform):
             try:
                 self._call("apply", put, ticket_id=ticket.id, checkpoint=checkpoint)
             except PlatformError as exc:
-                refused = _refused_fields(exc, decision.fields) if exc.status == 400 else []
-                if not refused:
-                    raise
+                if exc.status != 400 or not decision.fields or exc.refused_fields is None:
+                    raise  # Freshdesk didn't say which fields it refused: the fields may be why
+                refused = _refused_fields(exc.refused_fields, decision.fields)
+                if not refused:  # something else (a deleted group, say): sending it without fields won't help
+                    raise PlatformError(str(exc), retryable=False, status=exc.status, refused_fields=()) from None
                 raise PlatformError(f"freshdesk refused ticket field {', '.join(refused)} ({exc}): check fields: in "
                                     "freshdesk.yaml; `deskroute doctor` compares it with Freshdesk's ticket fields",
-                                    retryable=False, status=exc.status) from None
+                                    retryable=False, status=exc.status, refused_fields=tuple(refused)) from None
         note = {"body": _note_html(decision.note), "private": True}
         post = self._unless_landed(lambda: self._request_once("POST", f"/tickets/{tid}/notes", note),
                                    lambda: self._our_note_exists(ticket.id, decision.note))
@@ -420,7 +462,8 @@ class FreshdeskPlatform(Platform):
 
     def auth_status(self) -> dict[str, Any]:
         """How Deskroute signs in to Freshdesk (an agent's API key) and whether the last call got in."""
-        return {"auth": "api_key", "status": "auth_failing" if self._auth_failing else "ok"}
+        error = self._auth.error()
+        return {"auth": "api_key", "status": "auth_failing" if error else "ok", **({"error": error} if error else {})}
 
     def installation_problems(self) -> list[str]:
         """What's missing from install's setup (for `deskroute doctor`)."""

@@ -213,7 +213,7 @@ def test_a_refused_api_key_shows_in_health_until_a_call_gets_in(fake: tuple[Fake
     with pytest.raises(PlatformError) as refused:
         wrong.list_groups()
     assert refused.value.status == 401
-    assert wrong.auth_status() == {"auth": "api_key", "status": "auth_failing"}
+    assert wrong.auth_status()["status"] == "auth_failing"
     right = FreshdeskPlatform(domain="acme", api_key="fd-key", webhook_secret=SECRET, base_url=f"http://{address}")
     right.list_groups()
     assert right.auth_status() == {"auth": "api_key", "status": "ok"}
@@ -236,3 +236,25 @@ def test_a_refused_note_does_not_undo_the_routing(services: Services, api: respo
     assert [c.request.method for c in api.calls] == ["GET", "PUT", "POST"]  # no second PUT to triage
     [event] = services.store.events.recent()
     assert event["state"] == "dead" and event["last_error"].startswith("note refused (400 Validation failed")
+
+
+def test_a_key_refused_in_the_worker_shows_in_the_webs_health(tmp_path: Path, clock: FakeClock,
+                                                              fake: tuple[FakeFreshdesk, str]) -> None:
+    """The web process seldom calls Freshdesk: what the worker's calls find is shared through the database."""
+    fake_api, address = fake
+    fake_api.rate_limit_per_minute = 100
+    settings = make_settings(tmp_path, **FRESHDESK, freshdesk_base_url=f"http://{address}")
+    web, worker = Services(settings, clock=clock), Services(settings, clock=clock)  # two processes, one database
+    health = create_app(services=web).test_client()
+    fake_api.api_key = "the-new-key"  # an admin regenerated the agent's key in Freshdesk
+    with pytest.raises(PlatformError) as refused:
+        worker.platforms["freshdesk"].list_groups()
+    assert refused.value.status == 401
+    assert health.get("/health").json["platforms"]["freshdesk"]["status"] == "auth_failing"
+    status = web.platforms["freshdesk"].auth_status()
+    assert status["status"] == "auth_failing" and "FRESHDESK_API_KEY" in status["error"]
+    assert "fd-key" not in str(status) and "the-new-key" not in str(status)
+    fake_api.api_key = "fd-key"  # put back (or the setting updated and the worker restarted)
+    worker.platforms["freshdesk"].list_groups()
+    assert health.get("/health").json["platforms"]["freshdesk"]["status"] == "ok"
+    assert web.platforms["freshdesk"].auth_status() == {"auth": "api_key", "status": "ok"}

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from connector import create_app
 from connector.apps_api import app_token
 from connector.cli import main
+from connector.models import TicketEvent
 from connector.services import Services
 from helpdesks import Env, mapped_route
 from helpers import category_metrics, cli_environment, drain
@@ -248,3 +249,85 @@ def test_naming_a_category_of_the_same_group_settles_the_label_and_the_routing_s
     env.clock.advance(hours * 3600 + 60)
     [row] = env.services.store.stats.accuracy(now=env.clock(), within_hours=hours, days=7)
     assert (row["category"], row["routed"], row["rerouted"], row["accuracy"]) == ("billing", 1, 0, 1.0)
+
+
+# --- the text job -----------------------------------------------------------------------------------
+
+def test_the_text_job_has_a_kind_of_its_own_and_is_no_group_change(env: Env) -> None:
+    client = routed(env, 24)
+    assert client.post(f"/apps/api/tickets/{env.name}/24/feedback", headers=auth(env.name),
+                       json={"verdict": "wrong", "category": "bug_report", "agent_id": "4"}).status_code == 201
+    job = env.events()[0]
+    assert job["kind"] == "correction.text_needed" and job["state"] == "pending"
+    drain(env.services)
+    assert env.services.store.events.get(job["id"])["state"] == "done"
+    assert env.services.store.tickets.group_changes(env.name, "24") == []  # nothing moved
+    [correction] = env.services.store.corrections.find()
+    assert "invoice" in correction["text"].lower()
+
+
+def test_a_text_job_queued_by_an_older_version_is_still_done(env: Env) -> None:
+    """Before it had a kind of its own, the job was a ticket.group_changed keyed by the correction's change id."""
+    routed(env, 25)
+    change_id = "feedback:0123456789abcdef0123456789abcdef"
+    env.services.store.corrections.add({
+        "platform": env.name, "ticket_id": "25", "change_id": change_id, "text": None, "agent_id": "4",
+        "predicted_category": "billing", "corrected_category": "bug_report", "via": "agent_feedback",
+        "status": "pending", "rerouted_at": env.clock(), "created_at": env.clock()})
+    env.services.queue.enqueue(TicketEvent(platform=env.name, kind="ticket.group_changed", ticket_id="25",
+                                           dedup_key=change_id, via="agent_feedback"))
+    drain(env.services)
+    [job] = [e for e in env.events() if e["dedup_key"] == change_id]
+    assert job["state"] == "done"
+    assert env.services.store.tickets.group_changes(env.name, "25") == []  # not taken for a move
+    [correction] = env.services.store.corrections.find()
+    assert "invoice" in correction["text"].lower()
+
+
+# --- limits -----------------------------------------------------------------------------------------
+
+def wrong(client: Any, env: Env, ticket_id: int, agent_id: str | None = None) -> Any:
+    body = {"verdict": "wrong", "category": "bug_report", **({"agent_id": agent_id} if agent_id else {})}
+    return client.post(f"/apps/api/tickets/{env.name}/{ticket_id}/feedback", json=body, headers=auth(env.name))
+
+
+def test_feedback_that_names_no_agent_is_one_verdict_too(env: Env) -> None:
+    client = routed(env, 26)
+    assert wrong(client, env, 26).status_code == 201
+    again = wrong(client, env, 26)
+    assert again.status_code == 409 and "already" in again.json["error"]
+    assert len(env.services.store.corrections.find()) == 1
+
+
+def test_a_ticket_takes_a_few_verdicts_an_hour_then_429_with_retry_after(env: Env) -> None:
+    client = routed(env, 27)
+    cap = env.services.settings.deskroute_feedback_per_ticket_per_hour
+    for agent in range(cap):  # agent ids are the app's word: anyone with the token can make up more
+        assert wrong(client, env, 27, f"agent-{agent}").status_code == 201
+    env.clock.advance(600)
+    refused = wrong(client, env, 27, "one-more")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "3000"
+    assert "per hour" in refused.json["error"] and "try again in 50 min" in refused.json["error"]
+    assert len(env.services.store.corrections.for_ticket(env.name, "27")) == cap
+    routed(env, 28)
+    assert wrong(client, env, 28, "one-more").status_code == 201  # the cap is per ticket
+    env.clock.advance(3000)
+    assert wrong(client, env, 27, "one-more").status_code == 201
+
+
+def test_the_limits_hold_across_web_processes(env: Env) -> None:
+    """Two web processes share nothing but the database: two apps over two stores, sending at once."""
+    routed(env, 29)
+    other = Services(env.services.settings, platforms=env.services.platforms, clock=env.clock)
+    apps = [create_app(services=env.services), create_app(services=other)]
+
+    def send(n: int, agent_id: str) -> int:
+        return int(wrong(apps[n % 2].test_client(), env, 29, agent_id).status_code)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        same_agent = list(pool.map(lambda n: send(n, "6"), range(8)))
+        many_agents = list(pool.map(lambda n: send(n, f"agent-{n}"), range(12)))
+    cap = env.services.settings.deskroute_feedback_per_ticket_per_hour
+    assert sorted(same_agent) == [201] + [409] * 7
+    assert many_agents.count(201) == cap - 1 and many_agents.count(429) == 12 - (cap - 1)
+    assert len(env.services.store.corrections.for_ticket(env.name, "29")) == cap

@@ -198,6 +198,24 @@ def test_a_field_the_helpdesk_wont_take_never_holds_up_the_routing(
         assert warning.field_ids == ids["category"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("helpdesk", ["freshdesk"], indirect=True)  # Freshdesk names each refused field
+def test_a_refusal_that_names_none_of_the_fields_goes_straight_to_triage(
+        fields_env: Env) -> None:
+    env = fields_env
+    billing = int(mapped_route(env.name, "billing")["group_id"])
+    env.helpdesk.remove_group(billing)  # deleted by an admin: the 400 names group_id, none of the fields
+    env.create(38)
+    drain(env.services)
+    puts = env.helpdesk.fake.calls("PUT", r"/api/v2/tickets/38")
+    # The routing with its fields, then the triage fallback: no second try of the same group without fields.
+    triage = int(env.services.mappings[env.name].triage.group_id)
+    assert [put["group_id"] for put in puts] == [billing, triage]
+    assert puts[0].get("custom_fields") and not puts[1].get("custom_fields")
+    assert env.events()[0]["state"] == "triage" and decision(env, 38).triage
+    [row] = env.services.store.tickets.execute("SELECT last_error FROM tickets WHERE ticket_id = '38'")
+    assert "group_id: There is no group" in row["last_error"] and "without ticket fields" not in row["last_error"]
+
+
 @pytest.mark.parametrize("helpdesk", ["zendesk"], indirect=True)  # Freshdesk names its fields
 def test_zendesk_leaves_out_a_field_id_that_cannot_be_a_zendesk_field(
         make_env: Callable[..., Env], helpdesk: Helpdesk, tmp_path: Path) -> None:

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from connector.store.db import Part
+from connector.store.db import Part, Transaction
 
 # The first key of the advisory locks that order one ticket's corrections (PostgreSQL); two-key locks don't
 # share a key space with the scheduler's one-key lock.
 CHAIN_LOCK = 0x636F7272  # "corr"
+FEEDBACK_PREFIX = "feedback:"  # change_id of a correction an agent sent from the helpdesk sidebar
+FEEDBACK_WINDOW_SECONDS = 3600.0  # the per-ticket cap on sidebar feedback counts this far back
+
+
+class FeedbackRefused(Exception):
+    """An agent's sidebar verdict not kept: `repeated` (this agent, or feedback naming no agent, already gave one
+    on the ticket) or `too_many` (the ticket's hourly cap; a slot frees in `retry_after` seconds)."""
+
+    def __init__(self, reason: Literal["repeated", "too_many"], retry_after: float = 0.0):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _append_sql(row: dict[str, Any]) -> str:
+    """Insert `row` at the end of its ticket's chain (the next `seq`), once per change id."""
+    return (f"INSERT INTO corrections ({', '.join(row)}, seq) VALUES ({', '.join(':' + k for k in row)},"
+            " (SELECT coalesce(max(seq), 0) + 1 FROM corrections WHERE platform = :platform"
+            "  AND ticket_id = :ticket_id))"
+            " ON CONFLICT (platform, ticket_id, change_id) DO NOTHING RETURNING seq")
+
+
+def _lock_chain(tx: Transaction, row: dict[str, Any]) -> None:
+    """PostgreSQL (READ COMMITTED): hold the ticket's chain until commit, or two inserts would read one max(seq)."""
+    tx.execute(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK},"
+               " hashtext(CAST(:platform AS text) || '/' || CAST(:ticket_id AS text)))",
+               {"platform": row["platform"], "ticket_id": row["ticket_id"]})
 
 
 class Corrections(Part):
@@ -25,18 +52,37 @@ class Corrections(Part):
                    " ON CONFLICT (platform, ticket_id, change_id) DO NOTHING RETURNING seq")
             rows = self.execute(sql, row)
             return rows[0]["seq"] if rows else None
-        sql = (f"INSERT INTO corrections ({', '.join(row)}, seq) VALUES ({', '.join(':' + k for k in row)},"
-               " (SELECT coalesce(max(seq), 0) + 1 FROM corrections WHERE platform = :platform"
-               "  AND ticket_id = :ticket_id))"
-               " ON CONFLICT (platform, ticket_id, change_id) DO NOTHING RETURNING seq")
         if self.db.sqlite:  # one writer at a time, and a statement's reads happen under its write lock
-            rows = self.execute(sql, row)
-        else:  # READ COMMITTED: two inserts would read the same max; a per-ticket lock until commit orders them
+            rows = self.execute(_append_sql(row), row)
+        else:
             with self.db.transaction() as tx:
-                tx.execute(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK},"
-                           " hashtext(CAST(:platform AS text) || '/' || CAST(:ticket_id AS text)))",
-                           {"platform": row["platform"], "ticket_id": row["ticket_id"]})
-                rows = [dict(r) for r in tx.execute(sql, row)]
+                _lock_chain(tx, row)
+                rows = [dict(r) for r in tx.execute(_append_sql(row), row)]
+        return rows[0]["seq"] if rows else None
+
+    def add_feedback(self, row: dict[str, Any], *, per_hour: int) -> int | None:
+        """Keep an agent's sidebar verdict (change_id `feedback:...`) at the end of its ticket's chain; its `seq`.
+
+        Raises FeedbackRefused if this agent (`agent_id`; feedback naming none counts as one more agent) already
+        gave one on the ticket, or if the ticket had `per_hour` in the hour before `created_at`. Checked and kept
+        in one transaction under the chain's lock (SQLite: its write lock), so that web processes answering at
+        once can't slip past the limits together.
+        """
+        now = row["created_at"]
+        with self.db.transaction() as tx:
+            if not self.db.sqlite:
+                _lock_chain(tx, row)
+            given = tx.execute("SELECT agent_id, created_at FROM corrections WHERE platform = :platform"
+                               " AND ticket_id = :ticket_id AND change_id LIKE :feedback",
+                               {"platform": row["platform"], "ticket_id": row["ticket_id"],
+                                "feedback": FEEDBACK_PREFIX + "%"})
+            if any((g["agent_id"] or None) == (row.get("agent_id") or None) for g in given):
+                raise FeedbackRefused("repeated")
+            recent = sorted(g["created_at"] for g in given
+                            if g["created_at"] is not None and g["created_at"] > now - FEEDBACK_WINDOW_SECONDS)
+            if len(recent) >= per_hour:  # the slot that frees first: when enough of them are an hour old
+                raise FeedbackRefused("too_many", recent[len(recent) - per_hour] + FEEDBACK_WINDOW_SECONDS - now)
+            rows = [dict(r) for r in tx.execute(_append_sql(row), row)]
         return rows[0]["seq"] if rows else None
 
     def fill_text(self, platform: str, ticket_id: str, text: str) -> int:

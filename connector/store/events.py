@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "deskroute_events"
 # TicketEvent fields with columns of their own; the rest go into events.data as JSON.
 _COLUMNS = {"platform", "kind", "ticket_id", "dedup_key", "source_id"}
-_RETURNED = "id, platform, kind, ticket_id, attempts, received_at, data"
+_RETURNED = "id, platform, kind, ticket_id, dedup_key, attempts, received_at, data"
 
 
 @dataclass
@@ -35,6 +35,7 @@ class ClaimedEvent:
     received_at: float
     owner: str
     data: dict[str, Any] = field(default_factory=dict)
+    dedup_key: str = ""
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Events(Part):
             row = rows[0]
             event = ClaimedEvent(id=row["id"], platform=row["platform"], kind=row["kind"], ticket_id=row["ticket_id"],
                       attempts=row["attempts"], received_at=row["received_at"], owner=owner,
-                      data=json.loads(row["data"] or "{}"))
+                      data=json.loads(row["data"] or "{}"), dedup_key=row["dedup_key"])
             if max_attempts is None or event.attempts <= max_attempts:
                 return event
             # Past the limit only when the last allowed attempt's lease ran out: its worker died.
