@@ -114,10 +114,12 @@ class Reconciler:
     def fill_text(self, platform_name: str, ticket_id: str) -> int:
         """Give the ticket's corrections kept without text (an agent's sidebar feedback) its redacted text;
         returns how many. Raises PlatformError."""
-        if not self.keep_text or all(c["text"] is not None
-                                     for c in self.store.corrections.for_ticket(platform_name, ticket_id)):
+        chain = self.store.corrections.for_ticket(platform_name, ticket_id)
+        if not self.keep_text or all(c["text"] is not None for c in chain):
             return 0
-        text = redact(self.platforms[platform_name].fetch_ticket(ticket_id).text)
+        # A text an earlier correction of the ticket already keeps: each verdict would otherwise cost a fetch.
+        kept = next((c["text"] for c in chain if c["text"] is not None), None)
+        text = kept if kept is not None else redact(self.platforms[platform_name].fetch_ticket(ticket_id).text)
         return self.store.corrections.fill_text(platform_name, ticket_id, text)
 
     def _unrouted(self, record: TicketRecord, last: GroupChange, platform: Platform, raw: str | None) -> None:

@@ -76,7 +76,8 @@ class Services:
         return self.settings.deskroute_suggestions and self.settings.deskroute_corrections_keep_text
 
     def token_vault(self, platform: str) -> DbVault:
-        """Where this helpdesk's OAuth token is kept, encrypted, for every process of the install."""
+        """Where this helpdesk's OAuth token (Zendesk), encrypted, and its auth failures (any helpdesk) are kept,
+        for every process of the install."""
         s = self.settings
         return DbVault(self.store, platform, secret_key=s.deskroute_secret_key.get_secret_value(),
                        client_secret=s.zendesk_oauth_client_secret.get_secret_value())

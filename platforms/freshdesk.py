@@ -68,6 +68,7 @@ SOLVED_STATUSES = (4, 5)  # Resolved, Closed
 BACKFILL_MAX_WAIT = 600.0  # a history import may wait this long in total on one page's rate limit
 # Warn when a minute's API budget is this close to spent (the 429s that follow are handled, but slow routing).
 LOW_RATE_LIMIT = 5
+AUTH_RECHECK_SECONDS = 60.0  # how often a process whose calls get in looks for another's note of a 401
 # Update deliveries carry no id of their own: identical bodies within this many seconds are one delivery.
 UPDATE_DEDUP_SECONDS = 60
 
@@ -170,13 +171,21 @@ def _error_fields(response: requests.Response) -> tuple[str, ...] | None:
     return tuple(str(name) for name in named if name) or None
 
 
-def _refused_fields(named: tuple[str, ...], fields: Mapping[str, str]) -> list[str]:
-    """Which of our custom fields a 400's errors name, with or without the cf_ of the field's API name
-    (`custom_fields` itself: all of them)."""
-    if "custom_fields" in named:
+# The ticket's own fields our update sends: an error naming only these is not about the custom fields.
+SENT_FIELDS = frozenset({"group_id", "priority", "tags"})
+
+
+def _refused_fields(named: tuple[str, ...], fields: Mapping[str, str]) -> list[str] | None:
+    """Which of our custom fields a 400's errors name, with or without the cf_ of the field's API name and
+    whatever path is before it (`custom_fields.cf_x`; `custom_fields` itself: all of them). None when an
+    error names a field that is neither ours nor one the update sends: then the fields may be the cause."""
+    bare = {name.rsplit(".", 1)[-1].removeprefix("cf_") for name in named}
+    if "custom_fields" in bare:
         return list(fields)
-    bare = {name.removeprefix("cf_") for name in named}
-    return [name for name in fields if name.removeprefix("cf_") in bare]
+    ours = [name for name in fields if name.removeprefix("cf_") in bare]
+    if not ours and not bare <= SENT_FIELDS:
+        return None
+    return ours
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -223,6 +232,7 @@ class FreshdeskPlatform(Platform):
         # process seldom calls Freshdesk, but its /health shows what the worker's calls found.
         self._auth = auth_record if auth_record is not None else MemoryAuthRecord()
         self._auth_failing: bool | None = None  # this process's last answer; None until its first one
+        self._auth_checked_at = 0.0  # when this process last looked for another's note of a 401
 
     @classmethod
     def from_settings(cls, settings: Any, *, vault: AuthRecord | None = None, **overrides: Any) -> FreshdeskPlatform:
@@ -307,10 +317,21 @@ class FreshdeskPlatform(Platform):
 
     def _note_auth(self, response: requests.Response) -> None:
         """Note a 401 (each time: its time shows when it was last seen), and clear the note on the first answer
-        that got in after one, or the first in this process (the key may have been fixed since another saw it)."""
+        that got in after one, the first in this process, and at most once a minute after that: another process
+        (a one-off command run with an old key, say) may have noted a 401 that nothing else would clear."""
         failing = response.status_code == 401
-        if not failing and (response.status_code >= 500 or self._auth_failing is False):
+        if not failing and response.status_code >= 500:
             return
+        if not failing and self._auth_failing is False:
+            now = self._now().timestamp()
+            if now - self._auth_checked_at < AUTH_RECHECK_SECONDS:
+                return
+            self._auth_checked_at = now
+            try:
+                if self._auth.error() is None:
+                    return
+            except Exception:  # noqa: BLE001 - a note for /health never fails a helpdesk call
+                return
         error = (f"Freshdesk refused the API key ({_error_summary(response)}): check FRESHDESK_API_KEY, the key of "
                  "an active agent (it changes when the agent resets it)") if failing else None
         try:
@@ -321,6 +342,7 @@ class FreshdeskPlatform(Platform):
         if failing and self._auth_failing is not True:
             log.error("freshdesk refused our API key", extra={"status": response.status_code})
         self._auth_failing = failing
+        self._auth_checked_at = self._now().timestamp()
 
     def _request(self, what: str, method: str, path: str, payload: Any = None, *, ticket_id: str | None = None,
                  params: dict[str, Any] | None = None) -> Any:
@@ -366,6 +388,8 @@ class FreshdeskPlatform(Platform):
                 if exc.status != 400 or not decision.fields or exc.refused_fields is None:
                     raise  # Freshdesk didn't say which fields it refused: the fields may be why
                 refused = _refused_fields(exc.refused_fields, decision.fields)
+                if refused is None:  # a field we can't place: the custom fields may be the cause after all
+                    raise PlatformError(str(exc), retryable=False, status=exc.status, refused_fields=None) from None
                 if not refused:  # something else (a deleted group, say): sending it without fields won't help
                     raise PlatformError(str(exc), retryable=False, status=exc.status, refused_fields=()) from None
                 raise PlatformError(f"freshdesk refused ticket field {', '.join(refused)} ({exc}): check fields: in "

@@ -219,6 +219,29 @@ def test_a_refused_api_key_shows_in_health_until_a_call_gets_in(fake: tuple[Fake
     assert right.auth_status() == {"auth": "api_key", "status": "ok"}
 
 
+def test_a_401_noted_by_a_one_off_command_is_cleared_by_a_worker_whose_calls_get_in(
+        tmp_path: Path, clock: FakeClock, fake: tuple[FakeFreshdesk, str]) -> None:
+    """`deskroute doctor` run with an old key notes a 401 and exits; the worker, whose calls got in all along,
+    looks again within a minute, so /health doesn't say auth_failing until every process restarts."""
+    fake_api, address = fake
+    fake_api.rate_limit_per_minute = 100
+    settings = make_settings(tmp_path, **FRESHDESK, freshdesk_base_url=f"http://{address}")
+    worker = Services(settings, clock=clock)
+    worker.platforms["freshdesk"]._now = clock.datetime  # type: ignore[attr-defined]
+    worker.platforms["freshdesk"].list_groups()
+    old_shell = Services(make_settings(tmp_path, **{**FRESHDESK, "freshdesk_api_key": "an-old-key"},
+                                       freshdesk_base_url=f"http://{address}"), clock=clock)
+    with pytest.raises(PlatformError):
+        old_shell.platforms["freshdesk"].list_groups()
+    assert worker.platforms["freshdesk"].auth_status()["status"] == "auth_failing"
+    clock.advance(10)
+    worker.platforms["freshdesk"].list_groups()  # not a minute yet: the note stands
+    assert worker.platforms["freshdesk"].auth_status()["status"] == "auth_failing"
+    clock.advance(60)
+    worker.platforms["freshdesk"].list_groups()
+    assert worker.platforms["freshdesk"].auth_status() == {"auth": "api_key", "status": "ok"}
+
+
 def test_make_services_builds_freshdesk_from_settings(tmp_path: Path) -> None:
     services = Services(make_settings(tmp_path, **FRESHDESK, freshdesk_base_url="http://127.0.0.1:1"))
     platform = services.platforms["freshdesk"]
@@ -258,3 +281,18 @@ def test_a_key_refused_in_the_worker_shows_in_the_webs_health(tmp_path: Path, cl
     worker.platforms["freshdesk"].list_groups()
     assert health.get("/health").json["platforms"]["freshdesk"]["status"] == "ok"
     assert web.platforms["freshdesk"].auth_status() == {"auth": "api_key", "status": "ok"}
+
+
+@pytest.mark.parametrize(("named", "refused"), [
+    (("cf_deskroute_category",), ["cf_deskroute_category"]),
+    (("custom_fields.cf_deskroute_category",), ["cf_deskroute_category"]),  # a path before the name
+    (("deskroute_tier",), ["cf_deskroute_tier"]),  # the name without its cf_
+    (("custom_fields",), ["cf_deskroute_category", "cf_deskroute_tier"]),
+    (("group_id",), []),  # the group, not a field: sending it without fields won't help
+    (("group_id", "cf_other_teams_field"), None),  # a field we didn't send by that name: the fields may be why
+])
+def test_which_of_our_fields_a_refusal_names(named: tuple[str, ...], refused: list[str] | None) -> None:
+    from platforms.freshdesk import _refused_fields
+
+    ours = {"cf_deskroute_category": "billing", "cf_deskroute_tier": "local"}
+    assert _refused_fields(named, ours) == refused

@@ -266,6 +266,22 @@ def test_the_text_job_has_a_kind_of_its_own_and_is_no_group_change(env: Env) -> 
     assert "invoice" in correction["text"].lower()
 
 
+def test_a_second_verdict_takes_the_text_already_kept_and_asks_the_helpdesk_nothing(env: Env) -> None:
+    # Each verdict queues a text job; anyone holding the app's token could otherwise spend the helpdesk's API
+    # budget one fetch per verdict.
+    client = routed(env, 26)
+    assert client.post(f"/apps/api/tickets/{env.name}/26/feedback", headers=auth(env.name),
+                       json={"verdict": "wrong", "category": "bug_report", "agent_id": "4"}).status_code == 201
+    drain(env.services)
+    calls = len(env.helpdesk.fake.requests)
+    assert client.post(f"/apps/api/tickets/{env.name}/26/feedback", headers=auth(env.name),
+                       json={"verdict": "wrong", "category": "account_access", "agent_id": "5"}).status_code == 201
+    drain(env.services)
+    assert len(env.helpdesk.fake.requests) == calls
+    first, second = env.services.store.corrections.find()
+    assert first["text"] and second["text"] == first["text"]
+
+
 def test_a_text_job_queued_by_an_older_version_is_still_done(env: Env) -> None:
     """Before it had a kind of its own, the job was a ticket.group_changed keyed by the correction's change id."""
     routed(env, 25)

@@ -372,10 +372,13 @@ def test_switched_off_the_daily_purge_forgets_every_kept_ticket_whatever_its_age
         make_services: Any, clock: Any, off: dict[str, bool], days: int) -> None:
     services = make_services(deskroute_retention_days=days, **off)
     plant(services)  # kept while suggestions were on: a day old, well within the retention period
+    compute(services.store, services.taxonomy, services.mappings, services.settings, now=services.clock())
     clock.advance(DAY)
     assert "purge_text" in {job.id for job in init_scheduler(services).get_jobs()}  # also when 0 days means keep text
     assert purge_job(services) == {"tickets": 0, "history": 0, "unrouted": 85}
     assert services.store.suggestions.count() == 0
+    # The computed suggestions go too: their keywords, names and ticket ids came from those tickets.
+    assert services.store.suggestions.latest() is None
 
 
 def test_examples_forgotten_by_retention_leave_the_suggestion_without_them(services: Services) -> None:
@@ -539,8 +542,11 @@ def test_a_suggestion_link_that_leads_nowhere_opens_the_editor_and_says_so(
 
 
 def test_the_editor_ignores_what_a_link_cannot_fill_in(admin: Any) -> None:
-    editor = admin.get("/admin/mappings/new?name=x&csrf_token=forged&description=d", **HTTPS).get_data(as_text=True)
-    assert 'name="name" value="x"' in editor and "forged" not in editor and 'id="suggested"' not in editor
+    # Only a stored suggestion fills the form in: a link can't put keywords or text of its own there.
+    editor = admin.get("/admin/mappings/new?name=x&csrf_token=forged&description=d&keywords=refund",
+                       **HTTPS).get_data(as_text=True)
+    assert 'value="x"' not in editor and "forged" not in editor and "refund" not in editor
+    assert 'id="suggested"' not in editor
     existing = admin.get("/admin/mappings/billing?description=overwritten&suggestion=1/1", **HTTPS)
     assert "overwritten" not in existing.get_data(as_text=True)  # only a new category is filled in
     assert 'id="gone"' not in existing.get_data(as_text=True)

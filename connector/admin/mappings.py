@@ -111,20 +111,11 @@ def edit(name: str) -> Any:
     elif not exists and "suggestion" in request.args:  # "Add as category" on the Suggestions page
         form = from_suggestion(app, request.args["suggestion"]) or {}
         suggested, gone = bool(form), None if form else GONE
-    elif not exists:  # a link can fill the new category's form in
-        form = prefilled(request.args.to_dict(), list(app.mappings))
     category = app.taxonomy.categories.get(name) if exists else None
     return render_template("admin/mapping.html", name=name if exists else "", category=category,
                            mappings=app.mappings, groups=groups, error=error, form=form,
                            priorities=PRIORITIES, suggested=suggested, gone=gone), \
         400 if error else 200
-
-
-def prefilled(args: dict[str, str], platforms: list[str]) -> dict[str, str]:
-    """The new-category form's fields given in a link; nothing is saved until the admin submits the form."""
-    fields = {"name", "description", "keywords", "examples", "priority", "mode"}
-    fields |= {f"{platform}_{field}" for platform in platforms for field in ("group_id", "tags", "priority")}
-    return {key: value for key, value in args.items() if key in fields}
 
 
 def from_suggestion(app: Services, reference: str) -> dict[str, str] | None:

@@ -138,5 +138,7 @@ class Suggestions(Part):
         return len(gone)
 
     def forget(self) -> int:
-        """Forget every kept ticket, whatever its age (suggestions are off); how many."""
+        """Forget every kept ticket, whatever its age, and the suggestions computed from them (their keywords,
+        names and ticket ids came from those tickets): suggestions are off. How many tickets."""
+        self.execute("DELETE FROM suggestions")
         return len(self.execute("DELETE FROM unrouted RETURNING ticket_id"))
