@@ -46,6 +46,11 @@ CLOCK_SLACK_SECONDS = 120
 UNROUTED_CHARS = 2000
 
 
+def unrouted_text(raw: str) -> str:
+    """What is kept of a ticket no category took: the customer's own words, redacted, the opening only."""
+    return redact(clean(raw))[:UNROUTED_CHARS]
+
+
 def category_for_group(mapping: PlatformMapping, group_id: str | None) -> str:
     """The category a group stands for: its one category, `triage`, `ambiguous:a|b` or `unmapped:<id>`."""
     categories = [name for name, route in mapping.categories.items() if route.group_id == group_id]
@@ -135,7 +140,7 @@ class Reconciler:
         if raw is None:
             raw = platform.fetch_ticket(record.ticket_id).text
         self.store.suggestions.keep(
-            platform=record.platform, ticket_id=record.ticket_id, text=redact(clean(raw))[:UNROUTED_CHARS],
+            platform=record.platform, ticket_id=record.ticket_id, text=unrouted_text(raw),
             reason="unmapped", guess=record.decision.category or record.classification.category,
             guess_confidence=record.decision.confidence, group_id=record.decision.group_id,
             final_group_id=last.group_id, now=now)

@@ -19,9 +19,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from connector.classify.clean import clean, is_auto_reply
+from connector.classify.clean import is_auto_reply
 from connector.classify.redact import redact
-from connector.corrections import FEEDBACK_PREFIX, UNROUTED_CHARS, Reconciler
+from connector.corrections import FEEDBACK_PREFIX, Reconciler, unrouted_text
 from connector.mappings import triage_instead
 from connector.models import Classification, EventState, RoutingDecision, Ticket, TicketState
 from connector.queue import Queue
@@ -206,7 +206,7 @@ class Worker:
         guesses = sorted((t for t in classification.tiers if t.category), key=lambda t: t.confidence, reverse=True)
         try:
             self.store.suggestions.keep(
-                platform=record.platform, ticket_id=record.ticket_id, text=redact(clean(ticket.text))[:UNROUTED_CHARS],
+                platform=record.platform, ticket_id=record.ticket_id, text=unrouted_text(ticket.text),
                 reason="triage", guess=guesses[0].category if guesses else None,
                 guess_confidence=guesses[0].confidence if guesses else None, group_id=decision.group_id,
                 now=self.clock())

@@ -388,10 +388,9 @@ class FreshdeskPlatform(Platform):
                 if exc.status != 400 or not decision.fields or exc.refused_fields is None:
                     raise  # Freshdesk didn't say which fields it refused: the fields may be why
                 refused = _refused_fields(exc.refused_fields, decision.fields)
-                if refused is None:  # a field we can't place: the custom fields may be the cause after all
-                    raise PlatformError(str(exc), retryable=False, status=exc.status, refused_fields=None) from None
-                if not refused:  # something else (a deleted group, say): sending it without fields won't help
-                    raise PlatformError(str(exc), retryable=False, status=exc.status, refused_fields=()) from None
+                if not refused:  # [] something else (a deleted group, say); None a field we can't place
+                    raise PlatformError(str(exc), retryable=False, status=exc.status, refused_fields=(
+                        None if refused is None else ())) from None
                 raise PlatformError(f"freshdesk refused ticket field {', '.join(refused)} ({exc}): check fields: in "
                                     "freshdesk.yaml; `deskroute doctor` compares it with Freshdesk's ticket fields",
                                     retryable=False, status=exc.status, refused_fields=tuple(refused)) from None

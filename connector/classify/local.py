@@ -355,7 +355,7 @@ class LocalModel:
         """Predictions for many texts at once."""
         results = []
         probabilities, novel = self._scores(texts)
-        decisions = np.log(np.maximum(probabilities, 1e-300)) + self.offsets
+        decisions = _decision_scores(probabilities, self.offsets)
         for row, decision, is_novel in zip(probabilities, decisions, novel, strict=True):
             # Ranked by the decision (the prior-adjusted score), each with its calibrated probability.
             order = np.argsort(-decision)[:top]
@@ -535,9 +535,14 @@ def _best_cut(confidence: np.ndarray, right: np.ndarray) -> float:
     return float((confidence[order[k]] + upper) / 2)
 
 
+def _decision_scores(probabilities: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """What the decision ranks categories by: log p(c|x) plus the prior adjustment (-tau * log prior)."""
+    return np.log(np.maximum(probabilities, 1e-300)) + offsets
+
+
 def _decide(probabilities: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The category chosen for each row (prior-adjusted) and its calibrated probability."""
-    predicted = (np.log(np.maximum(probabilities, 1e-300)) + offsets).argmax(axis=1)
+    predicted = _decision_scores(probabilities, offsets).argmax(axis=1)
     return predicted, probabilities[np.arange(len(predicted)), predicted]
 
 
