@@ -110,6 +110,53 @@ class MemoryAuthRecord:
         return self._error
 
 
+class AuthNote:
+    """Keeps an AuthRecord in step with what this process's calls find.
+
+    A refusal is noted each time (its time shows when it was last seen). A call that got in clears the note
+    when it follows a refusal, on this process's first answer, and at most once every `recheck_seconds` after
+    that: another process (a one-off command run with an old key, say) may have noted a refusal that nothing
+    else would clear. A note for /health never fails a helpdesk call, so the record's errors are swallowed.
+    """
+
+    def __init__(self, record: AuthRecord | None, *, now: Callable[[], float], recheck_seconds: float = 60.0):
+        self.record = record if record is not None else MemoryAuthRecord()
+        self._now = now
+        self._recheck = recheck_seconds
+        self._failing: bool | None = None  # this process's last answer; None until its first one
+        self._checked_at = 0.0
+
+    def refused(self, message: str) -> bool:
+        """Note a refusal; True when it is news to this process (worth an error in the log)."""
+        news = self._failing is not True
+        self._write(message)
+        return news
+
+    def got_in(self) -> None:
+        if self._failing is False:
+            if self._now() - self._checked_at < self._recheck:
+                return
+            self._checked_at = self._now()
+            try:
+                if self.record.error() is None:
+                    return
+            except Exception:  # noqa: BLE001 - see the class docstring
+                return
+        self._write(None)
+
+    def error(self) -> str | None:
+        return self.record.error()
+
+    def _write(self, error: str | None) -> None:
+        try:
+            self.record.record_error(error)
+        except Exception as exc:  # see the class docstring; the next answer tries again
+            log.warning("couldn't note the helpdesk's auth status", extra={"error": type(exc).__name__})
+            return
+        self._failing = error is not None
+        self._checked_at = self._now()
+
+
 class Platform(Protocol):
     """A helpdesk we integrate with. See platforms/zendesk.py for the reference implementation.
 

@@ -33,9 +33,9 @@ from connector.models import (
     TicketField,
 )
 from platforms.base import (
+    AuthNote,
     AuthRecord,
     BadPayload,
-    MemoryAuthRecord,
     NotConfigured,
     Platform,
     PlatformError,
@@ -230,9 +230,7 @@ class FreshdeskPlatform(Platform):
         self.rate_limit_remaining: int | None = None
         # Whether Freshdesk refuses the API key (a 401), shared with the install's other processes: the web
         # process seldom calls Freshdesk, but its /health shows what the worker's calls found.
-        self._auth = auth_record if auth_record is not None else MemoryAuthRecord()
-        self._auth_failing: bool | None = None  # this process's last answer; None until its first one
-        self._auth_checked_at = 0.0  # when this process last looked for another's note of a 401
+        self._auth = AuthNote(auth_record, now=lambda: self._now().timestamp(), recheck_seconds=AUTH_RECHECK_SECONDS)
 
     @classmethod
     def from_settings(cls, settings: Any, *, vault: AuthRecord | None = None, **overrides: Any) -> FreshdeskPlatform:
@@ -316,33 +314,14 @@ class FreshdeskPlatform(Platform):
         return response.json() if response.content else None
 
     def _note_auth(self, response: requests.Response) -> None:
-        """Note a 401 (each time: its time shows when it was last seen), and clear the note on the first answer
-        that got in after one, the first in this process, and at most once a minute after that: another process
-        (a one-off command run with an old key, say) may have noted a 401 that nothing else would clear."""
-        failing = response.status_code == 401
-        if not failing and response.status_code >= 500:
-            return
-        if not failing and self._auth_failing is False:
-            now = self._now().timestamp()
-            if now - self._auth_checked_at < AUTH_RECHECK_SECONDS:
-                return
-            self._auth_checked_at = now
-            try:
-                if self._auth.error() is None:
-                    return
-            except Exception:  # noqa: BLE001 - a note for /health never fails a helpdesk call
-                return
-        error = (f"Freshdesk refused the API key ({_error_summary(response)}): check FRESHDESK_API_KEY, the key of "
-                 "an active agent (it changes when the agent resets it)") if failing else None
-        try:
-            self._auth.record_error(error)
-        except Exception as exc:  # a note for /health never fails a helpdesk call; the next answer tries again
-            log.warning("couldn't note freshdesk's auth status", extra={"error": type(exc).__name__})
-            return
-        if failing and self._auth_failing is not True:
-            log.error("freshdesk refused our API key", extra={"status": response.status_code})
-        self._auth_failing = failing
-        self._auth_checked_at = self._now().timestamp()
+        """Share whether Freshdesk lets us in (platforms/base.py AuthNote); a 5xx says nothing about it."""
+        if response.status_code == 401:
+            message = (f"Freshdesk refused the API key ({_error_summary(response)}): check FRESHDESK_API_KEY, the key "
+                       "of an active agent (it changes when the agent resets it)")
+            if self._auth.refused(message):
+                log.error("freshdesk refused our API key", extra={"status": response.status_code})
+        elif response.status_code < 500:
+            self._auth.got_in()
 
     def _request(self, what: str, method: str, path: str, payload: Any = None, *, ticket_id: str | None = None,
                  params: dict[str, Any] | None = None) -> Any:

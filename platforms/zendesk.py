@@ -36,6 +36,7 @@ from connector.models import (
 )
 from platforms.base import (
     AuthFailed,
+    AuthNote,
     BadPayload,
     NotConfigured,
     Platform,
@@ -235,7 +236,9 @@ class ZendeskPlatform(Platform):
         self._call = RetryingCaller(max_wait=max_wait, sleep=sleep or time.sleep)
         self._local = threading.local()
         self._me: tuple[str, str] | None = None  # (whose token, the user it acts as)
-        self._basic_failing = False
+        # Whether Zendesk refuses the API token, shared through the vault with the install's other processes
+        # (OAuth's failures are the TokenProvider's to note).
+        self._basic_auth = AuthNote(self._known_users, now=lambda: self._now().timestamp())
 
     @classmethod
     def from_settings(cls, settings: Any, *, vault: TokenVault | None = None, **overrides: Any) -> ZendeskPlatform:
@@ -276,7 +279,8 @@ class ZendeskPlatform(Platform):
         """How Deskroute authenticates to Zendesk and whether it works (for /health, doctor, the admin UI)."""
         if self.tokens is not None:
             return self.tokens.status()
-        return {"auth": "api_token", "status": "auth_failing" if self._basic_failing else "ok",
+        error = self._basic_auth.error()
+        return {"auth": "api_token", "status": "auth_failing" if error else "ok", **({"error": error} if error else {}),
                 "deprecated": "Zendesk switches API tokens off on 30 April 2027"}
 
     # --- webhooks ----------------------------------------------------------------------------
@@ -395,13 +399,14 @@ class ZendeskPlatform(Platform):
                 raise _auth_error(exc) from None
             if self.tokens is not None:
                 self.tokens.succeeded()
-            self._basic_failing = False
+            else:
+                self._basic_auth.got_in()
             return result
 
     def _auth_refused(self, error: PlatformError) -> AuthFailed:
         if self.tokens is None:
-            self._basic_failing = True
             message = f"Zendesk refused the API token ({error}). {API_TOKEN_RETIRED}"
+            self._basic_auth.refused(message)
         else:
             message = (f"Zendesk refused a freshly renewed OAuth token ({error}): check that the user the OAuth client "
                        "acts as is still an active admin, and the client's scopes")

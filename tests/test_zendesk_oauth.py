@@ -354,6 +354,24 @@ def test_doctor_with_an_api_token_fails_and_names_oauth_and_the_date(
     assert "legacy-token" not in result.output
 
 
+def test_an_api_token_refused_in_the_worker_shows_in_the_webs_health(fake: FakeZendesk, tmp_path: Path) -> None:
+    """On 30 April 2027 every API token stops working: the worker's calls see it first, and the web process
+    (which seldom calls Zendesk) must show it on /health and in the admin UI, through the database."""
+    settings = make_settings(tmp_path, zendesk_oauth_client_id="", zendesk_oauth_client_secret="",
+                             zendesk_email="bot@example.com", zendesk_api_token="legacy-token")
+    web, worker = Services(settings), Services(settings)  # two processes, one database
+    health = create_app(services=web).test_client()
+    with pytest.raises(AuthFailed):
+        worker.platforms["zendesk"].list_groups()
+    assert health.get("/health").json["platforms"]["zendesk"] == {
+        "configured": True, "auth": "api_token", "status": "auth_failing"}
+    status = web.platforms["zendesk"].auth_status()
+    assert "refused the API token" in status["error"] and "legacy-token" not in str(status)
+    fake.refuse_basic = False  # the token works again (before the switch-off, an admin re-enabled it)
+    worker.platforms["zendesk"].list_groups()
+    assert health.get("/health").json["platforms"]["zendesk"]["status"] == "ok"
+
+
 def test_after_the_shutoff_an_api_token_is_refused_with_the_same_message(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import date
