@@ -99,8 +99,9 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
     The ticket's text comes later: a worker fetches it (the reconciler fills in corrections kept without
     text), so a slow or rate-limited helpdesk never holds the agent's click.
 
-    Raises FeedbackRefused past the limits: one verdict per agent and ticket, and a few per ticket an hour
-    (DESKROUTE_FEEDBACK_PER_TICKET_PER_HOUR), since every agent holds the app's token through the helpdesk."""
+    Raises FeedbackRefused past the limits: one verdict per agent and ticket, a few per ticket an hour
+    (DESKROUTE_FEEDBACK_PER_TICKET_PER_HOUR) and some per install (DESKROUTE_FEEDBACK_PER_HOUR), since every
+    agent holds the app's token through the helpdesk."""
     decision = record.decision
     predicted = decision.category if decision else None
     category = feedback.category if feedback.verdict == "wrong" else predicted
@@ -126,7 +127,8 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
         "reviewed_by": f"agent:{feedback.agent_id or 'unknown'}" if settled else None,
         "reviewed_at": now if settled else None, "created_at": now,
         "comment": redact(feedback.comment) if feedback.comment else None,
-    }, per_hour=services.settings.deskroute_feedback_per_ticket_per_hour)
+    }, per_hour=services.settings.deskroute_feedback_per_ticket_per_hour,
+        install_per_hour=services.settings.deskroute_feedback_per_hour)
     if services.settings.deskroute_corrections_keep_text:
         # A job of its own (not a group change): a worker fetches and redacts the text, with the queue's
         # retries and backoff while the helpdesk is down.
@@ -216,23 +218,27 @@ def register(app: Flask, services: Services) -> None:
         try:
             record_feedback(services, found, body)
         except FeedbackRefused as refused:
-            log.info("agent feedback refused", extra={"platform": platform, "ticket_id": ticket_id,
-                                                      "why": refused.reason})
-            return feedback_refused(refused, body, per_hour=services.settings.deskroute_feedback_per_ticket_per_hour)
+            # The install's cap is worth an operator's look: an app token used far more than agents click.
+            log.log(logging.WARNING if refused.reason == "install_busy" else logging.INFO, "agent feedback refused",
+                    extra={"platform": platform, "ticket_id": ticket_id, "why": refused.reason})
+            return feedback_refused(refused, body, services.settings)
         return jsonify(status="recorded"), 201
 
     app.register_blueprint(bp)
 
 
-def feedback_refused(refused: FeedbackRefused, feedback: Feedback, *, per_hour: int) -> tuple[Response, int]:
-    """409 for a repeated verdict; 429 with Retry-After for one past the ticket's hourly cap."""
+def feedback_refused(refused: FeedbackRefused, feedback: Feedback, settings: Any) -> tuple[Response, int]:
+    """409 for a repeated verdict; 429 with Retry-After for one past the ticket's or the install's hourly cap."""
     if refused.reason == "repeated":
         said = ("this agent has already given feedback on this ticket" if feedback.agent_id else
                 "feedback naming no agent has already been given on this ticket (each agent gives one)")
         return jsonify(error=said), 409
     seconds = max(1, math.ceil(refused.retry_after))
-    response = jsonify(error=f"this ticket has had {per_hour} verdicts in the last hour, the most it takes per hour; "
-                             f"try again in {math.ceil(seconds / 60)} min")
+    if refused.reason == "install_busy":
+        said = f"Deskroute has had {settings.deskroute_feedback_per_hour} verdicts from all tickets in the last hour"
+    else:
+        said = f"this ticket has had {settings.deskroute_feedback_per_ticket_per_hour} verdicts in the last hour"
+    response = jsonify(error=f"{said}, the most it takes per hour; try again in {math.ceil(seconds / 60)} min")
     response.headers["Retry-After"] = str(seconds)
     return response, 429
 

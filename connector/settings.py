@@ -192,6 +192,10 @@ class Settings(BaseSettings):
     deskroute_feedback_per_ticket_per_hour: int = Field(
         5, ge=1, description="Sidebar verdicts one ticket takes per hour, from all its agents together (each agent "
         "gives one per ticket); more are answered 429 with Retry-After.")
+    deskroute_feedback_per_hour: int = Field(
+        1000, ge=1, description="Sidebar verdicts the whole install takes per hour, from every agent and ticket: "
+        "each sends a worker to fetch the ticket's text from the helpdesk, so this bounds what a leaked app token "
+        "can spend of its API rate; more are answered 429 with Retry-After.")
     deskroute_secure_cookies: bool = Field(True, description="Send the admin session cookie over HTTPS only "
                                            "(browsers treat http://localhost as secure too).")
     # --- logging ---------------------------------------------------------------------------

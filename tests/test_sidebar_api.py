@@ -331,6 +331,26 @@ def test_a_ticket_takes_a_few_verdicts_an_hour_then_429_with_retry_after(env: En
     assert wrong(client, env, 27, "one-more").status_code == 201
 
 
+def test_the_install_takes_so_many_verdicts_an_hour_from_all_tickets(env: Env,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A leaked app token could spread verdicts over every ticket, each sending a worker to the helpdesk for the
+    ticket's text: the install-wide cap bounds what that costs."""
+    env.services.settings.deskroute_feedback_per_hour = 3
+    clients = [routed(env, ticket_id) for ticket_id in (41, 42, 43, 44)]
+    for ticket_id in (41, 42):
+        assert wrong(clients[0], env, ticket_id, "a").status_code == 201
+    env.clock.advance(900)
+    assert wrong(clients[0], env, 43, "a").status_code == 201
+    env.clock.advance(300)
+    refused = wrong(clients[0], env, 44, "a")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "2400"  # when the first is an hour old
+    assert "from all tickets" in refused.json["error"] and "try again in 40 min" in refused.json["error"]
+    assert [r.levelname for r in caplog.records if r.getMessage() == "agent feedback refused"] == ["WARNING"]
+    assert env.services.store.corrections.for_ticket(env.name, "44") == []
+    env.clock.advance(2400)
+    assert wrong(clients[0], env, 44, "a").status_code == 201
+
+
 def test_the_limits_hold_across_web_processes(env: Env) -> None:
     """Two web processes share nothing but the database: two apps over two stores, sending at once."""
     routed(env, 29)
@@ -347,3 +367,15 @@ def test_the_limits_hold_across_web_processes(env: Env) -> None:
     assert sorted(same_agent) == [201] + [409] * 7
     assert many_agents.count(201) == cap - 1 and many_agents.count(429) == 12 - (cap - 1)
     assert len(env.services.store.corrections.for_ticket(env.name, "29")) == cap
+
+
+def test_the_install_cap_holds_across_web_processes(env: Env) -> None:
+    for ticket_id in range(51, 57):
+        routed(env, ticket_id)
+    env.services.settings.deskroute_feedback_per_hour = 3 + len(env.services.store.corrections.find())
+    other = Services(env.services.settings, platforms=env.services.platforms, clock=env.clock)
+    apps = [create_app(services=env.services), create_app(services=other)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = list(pool.map(lambda n: int(wrong(apps[n % 2].test_client(), env, 51 + n, "a").status_code),
+                              range(6)))
+    assert sorted(codes) == [201] * 3 + [429] * 3

@@ -10,14 +10,16 @@ from connector.store.db import Part, Transaction
 # share a key space with the scheduler's one-key lock.
 CHAIN_LOCK = 0x636F7272  # "corr"
 FEEDBACK_PREFIX = "feedback:"  # change_id of a correction an agent sent from the helpdesk sidebar
-FEEDBACK_WINDOW_SECONDS = 3600.0  # the per-ticket cap on sidebar feedback counts this far back
+FEEDBACK_WINDOW_SECONDS = 3600.0  # the caps on sidebar feedback count this far back
+FEEDBACK_LOCK = 0x66656564  # "feed": PostgreSQL's lock for the install-wide cap
 
 
 class FeedbackRefused(Exception):
     """An agent's sidebar verdict not kept: `repeated` (this agent, or feedback naming no agent, already gave one
-    on the ticket) or `too_many` (the ticket's hourly cap; a slot frees in `retry_after` seconds)."""
+    on the ticket), `too_many` (the ticket's hourly cap) or `install_busy` (the install's hourly cap); for the
+    caps, a slot frees in `retry_after` seconds."""
 
-    def __init__(self, reason: Literal["repeated", "too_many"], retry_after: float = 0.0):
+    def __init__(self, reason: Literal["repeated", "too_many", "install_busy"], retry_after: float = 0.0):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
@@ -60,18 +62,29 @@ class Corrections(Part):
                 rows = [dict(r) for r in tx.execute(_append_sql(row), row)]
         return rows[0]["seq"] if rows else None
 
-    def add_feedback(self, row: dict[str, Any], *, per_hour: int) -> int | None:
+    def add_feedback(self, row: dict[str, Any], *, per_hour: int, install_per_hour: int | None = None) -> int | None:
         """Keep an agent's sidebar verdict (change_id `feedback:...`) at the end of its ticket's chain; its `seq`.
 
         Raises FeedbackRefused if this agent (`agent_id`; feedback naming none counts as one more agent) already
-        gave one on the ticket, or if the ticket had `per_hour` in the hour before `created_at`. Checked and kept
-        in one transaction under the chain's lock (SQLite: its write lock), so that web processes answering at
-        once can't slip past the limits together.
+        gave one on the ticket, if the ticket had `per_hour` in the hour before `created_at`, or the install
+        `install_per_hour`. Checked and kept in one transaction under the feedback and chain locks (SQLite: its
+        write lock), so that web processes answering at once can't slip past the limits together.
         """
         now = row["created_at"]
         with self.db.transaction() as tx:
             if not self.db.sqlite:
+                if install_per_hour is not None:  # always before the chain's lock, so no two wait on each other
+                    tx.execute(f"SELECT pg_advisory_xact_lock({FEEDBACK_LOCK})")
                 _lock_chain(tx, row)
+            if install_per_hour is not None:
+                # The install's `install_per_hour`-th latest verdict this hour: the slot frees when it is an hour old.
+                oldest = tx.execute(
+                    "SELECT rerouted_at FROM corrections WHERE rerouted_at > :since AND change_id LIKE :feedback"
+                    " ORDER BY rerouted_at DESC LIMIT 1 OFFSET :skip",
+                    {"since": now - FEEDBACK_WINDOW_SECONDS, "feedback": FEEDBACK_PREFIX + "%",
+                     "skip": install_per_hour - 1})
+                if oldest:
+                    raise FeedbackRefused("install_busy", oldest[0]["rerouted_at"] + FEEDBACK_WINDOW_SECONDS - now)
             given = tx.execute("SELECT agent_id, created_at FROM corrections WHERE platform = :platform"
                                " AND ticket_id = :ticket_id AND change_id LIKE :feedback",
                                {"platform": row["platform"], "ticket_id": row["ticket_id"],
