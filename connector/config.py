@@ -184,6 +184,27 @@ def _save(store: Store, old: Mapping[str, str], new: dict[str, str], *, based_on
     return version, changed
 
 
+def _check_group(platform: str, group_id: str, groups: Mapping[str, str] | None) -> None:
+    if groups is not None and group_id not in groups:
+        raise ConfigError(f"{platform}: group {group_id} doesn't exist in {platform}; "
+                          f"pick one of its {len(groups)} groups")
+
+
+def _live_files(store: Store, directory: Path) -> tuple[int | None, dict[str, str]]:
+    try:
+        return current_files(store, directory)
+    except MappingError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _set_route(node: CommentedMap, route: RouteEdit) -> None:
+    """A route's group and tags (a route without tags has no `tags:` key)."""
+    node["group_id"] = _group_id(route.group_id)
+    _replace_list(node, "tags", route.tags)
+    if not route.tags:
+        node.pop("tags", None)
+
+
 def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: str, now: float,
                   known_groups: dict[str, dict[str, str]] | None = None) -> list[str]:
     """Apply one category's edit to taxonomy.yaml and every <platform>.yaml of the live configuration,
@@ -194,14 +215,8 @@ def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: 
         known_groups: per platform, the live group list; a group id not in it is refused.
     """
     for platform, route in edit.routes.items():
-        groups = (known_groups or {}).get(platform)
-        if groups is not None and route.group_id not in groups:
-            raise ConfigError(f"{platform}: group {route.group_id} doesn't exist in {platform}; "
-                              f"pick one of its {len(groups)} groups")
-    try:
-        version, old = current_files(store, directory)
-    except MappingError as exc:
-        raise ConfigError(str(exc)) from None
+        _check_group(platform, route.group_id, (known_groups or {}).get(platform))
+    version, old = _live_files(store, directory)
     yaml = _yaml()
     new = dict(old)
 
@@ -227,10 +242,7 @@ def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: 
         node = data["categories"].get(edit.name)
         if node is None:
             node = data["categories"][edit.name] = yaml.map()
-        node["group_id"] = _group_id(route.group_id)
-        _replace_list(node, "tags", route.tags)
-        if not route.tags:
-            node.pop("tags", None)
+        _set_route(node, route)
         _set(node, "priority", route.priority)
         new[name] = _dump(yaml, data)
     try:
@@ -238,6 +250,34 @@ def save_category(directory: Path, store: Store, edit: CategoryEdit, *, author: 
     except MappingError as exc:
         raise ConfigError(str(exc)) from None
     return _save(store, old, new, based_on=version, author=author, summary=f"category {edit.name}", now=now)[1]
+
+
+def save_helpdesk(directory: Path, store: Store, platform: str, triage: RouteEdit, fields: Mapping[str, str | None],
+                  *, author: str, now: float, known_groups: dict[str, str] | None = None) -> list[str]:
+    """Apply one helpdesk's triage route and ticket fields (key -> field id, None: unset) to <platform>.yaml
+    of the live configuration, and store the result as a new version; returns the files changed."""
+    _check_group(platform, triage.group_id, known_groups)
+    version, old = _live_files(store, directory)
+    yaml = _yaml()
+    name = f"{platform}.yaml"
+    data = yaml.load(old[name])
+    _set_route(data["triage"], triage)
+    chosen = {key: value for key, value in fields.items() if value}
+    if chosen:
+        node = data.get("fields")
+        if node is None:
+            node = data["fields"] = yaml.map()
+        for key, value in fields.items():
+            _set(node, key, _group_id(value) if value else None)  # Zendesk's field ids are numbers, as group ids
+    else:
+        data.pop("fields", None)
+    new = {**old, name: _dump(yaml, data)}
+    try:
+        parse_files(new)
+    except MappingError as exc:
+        raise ConfigError(str(exc)) from None
+    return _save(store, old, new, based_on=version, author=author, summary=f"{platform} triage and fields",
+                 now=now)[1]
 
 
 def import_config(store: Store, path: Path, *, directory: Path, author: str,

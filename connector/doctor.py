@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from connector.feedback import fits_taxonomy
-from connector.mappings import possible_field_values
+from connector.mappings import field_problem
 from connector.models import EventState, TicketField
 from platforms.base import AuthFailed, Platform, PlatformError
 from platforms.zendesk import API_TOKEN_RETIRED
@@ -58,25 +58,11 @@ def _check_fields(services: Services, name: str, platform: Platform) -> list[Fin
         return [Finding(False, f"{name}: can't list the ticket fields ({exc}) to check {where} fields:")]
     findings = []
     for key, field_id in configured.items():
-        field = fields.get(field_id)
-        if field is None:
-            usable = [f for f in fields.values() if f.kind != "other" and f.active]
-            problem = f"is not a ticket field in {name}; " + (
-                f"pick one of: {', '.join(f'{f.id} ({f.title})' for f in usable[:8])}" if usable else
-                f"create a drop-down or text field in {name} first (README: Ticket fields)")
-        elif not field.active:
-            problem = f"({field.title}) is inactive in {name}: activate it"
-        elif field.kind == "other":
-            problem = (f"({field.title}) is a {field.type} field, which can't take Deskroute's values: "
-                       "give a drop-down or text field")
-        elif missing := [v for v in possible_field_values(key, services.taxonomy) if v not in field.options
-                         and field.kind == "dropdown"]:
-            problem = (f"({field.title}): the drop-down has no option with the value {', '.join(missing)}: add "
-                       + ("an option with each as its tag" if name == "zendesk" else "each as a choice"))
+        problem = field_problem(name, key, field_id, fields, services.taxonomy)
+        if problem is None:
+            findings.append(Finding(True, f"{name}: fields.{key} writes to {fields[field_id].title} ({field_id})"))
         else:
-            findings.append(Finding(True, f"{name}: fields.{key} writes to {field.title} ({field_id})"))
-            continue
-        findings.append(Finding(False, f"{name}: {where} fields.{key} {field_id} {problem}"))
+            findings.append(Finding(False, f"{name}: {where} fields.{key} {field_id} {problem}"))
     return findings
 
 

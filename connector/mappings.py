@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -33,6 +34,7 @@ from connector.models import (
     Classification,
     Priority,
     RoutingDecision,
+    TicketField,
     Tier,
     TierResult,
     candidates,
@@ -253,6 +255,29 @@ def possible_field_values(key: str, taxonomy: Taxonomy) -> list[str]:
     if key == "tier":
         return [f"deskroute_tier_{tier}" for tier in get_args(Tier)]
     raise KeyError(key)
+
+
+def field_problem(platform: str, key: str, field_id: str, fields: Mapping[str, TicketField],
+                  taxonomy: Taxonomy) -> str | None:
+    """Why the helpdesk's ticket field `field_id` can't take the values of `fields:` key `key`, or None when it
+    can: it exists, is active, takes text, and a drop-down has an option for every value Deskroute may write.
+    `deskroute doctor` and the admin UI's helpdesk form say the same."""
+    field = fields.get(field_id)
+    if field is None:
+        usable = [f for f in fields.values() if f.kind != "other" and f.active]
+        return f"is not a ticket field in {platform}; " + (
+            f"pick one of: {', '.join(f'{f.id} ({f.title})' for f in usable[:8])}" if usable else
+            f"create a drop-down or text field in {platform} first (README: Ticket fields)")
+    if not field.active:
+        return f"({field.title}) is inactive in {platform}: activate it"
+    if field.kind == "other":
+        return (f"({field.title}) is a {field.type} field, which can't take Deskroute's values: "
+                "give a drop-down or text field")
+    if field.kind == "dropdown" and (missing := [v for v in possible_field_values(key, taxonomy)
+                                                 if v not in field.options]):
+        return (f"({field.title}): the drop-down has no option with the value {', '.join(missing)}: add "
+                + ("an option with each as its tag" if platform == "zendesk" else "each as a choice"))
+    return None
 
 
 def shared_route(categories: list[str], mapping: PlatformMapping) -> Route | None:

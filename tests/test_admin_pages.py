@@ -117,6 +117,66 @@ def test_editing_a_category_validates_the_group_and_records_history(admin: Any, 
     assert change["version"] == live.version and change["author"] == "admin"
 
 
+TICKET_FIELDS = [
+    {"id": 360001, "title": "Subject", "type": "subject", "active": True},
+    {"id": 360002, "title": "Deskroute category", "type": "tagger", "active": True, "custom_field_options": [
+        {"id": 1, "name": "Needs triage", "value": "deskroute_needs_triage"}]},  # no option per category yet
+    {"id": 360003, "title": "Deskroute tier", "type": "text", "active": True},
+]
+
+
+def test_an_admin_sets_the_triage_route_and_ticket_fields_and_the_router_uses_them(
+        admin: Any, admin_services: Services, zendesk_api: responses.RequestsMock) -> None:
+    zendesk_api.get(re.compile(rf"{API}/ticket_fields\.json.*"), json={"ticket_fields": TICKET_FIELDS,
+                                                                        "next_page": None, "count": 3})
+    assert 'href="/admin/mappings/helpdesk/zendesk"' in page(admin, "/admin/mappings")
+    form = page(admin, "/admin/mappings/helpdesk/zendesk")
+    assert 'value="360000000100"' in form and "Deskroute tier (360003, text)" in form
+    assert "Subject (360001" not in form  # a system field can't take Deskroute's values: not offered
+    token = csrf(admin, "/admin/mappings/helpdesk/zendesk")
+    fields = {"field_category": "360002", "field_confidence_band": "", "field_tier": "360003"}
+    bad = admin.post("/admin/mappings/helpdesk/zendesk", data={
+        "triage_group_id": "360000000106", "triage_tags": "needs_routing", **fields, "csrf_token": token}, **HTTPS)
+    assert bad.status_code == 400  # what doctor would flag is refused, with doctor's words
+    assert "no option with the value deskroute_billing" in bad.get_data(as_text=True)
+    assert admin_services.store.configs.latest_version() is None
+
+    saved = admin.post("/admin/mappings/helpdesk/zendesk", data={
+        "triage_group_id": "360000000106", "triage_tags": "needs_routing, deskroute", "field_category": "",
+        "field_confidence_band": "", "field_tier": "360003", "csrf_token": token}, **HTTPS)
+    assert saved.status_code == 302
+    mapping = admin_services.mappings["zendesk"]
+    assert mapping.triage.group_id == "360000000106" and mapping.triage.tags == ["needs_routing", "deskroute"]
+    assert mapping.fields.configured() == {"tier": "360003"}
+    unsure = Classification(category=None, confidence=0.3, tier="triage", reason="test")
+    decision = admin_services.router.decide("zendesk", unsure)
+    assert decision.group_id == "360000000106" and decision.fields == {"360003": "deskroute_tier_triage"}
+    listing = page(admin, "/admin/mappings")
+    assert "tier: 360003" in listing.split('id="helpdesks"')[1]
+    assert "zendesk triage and fields" in listing.split('id="history"')[1]
+
+    cleared = admin.post("/admin/mappings/helpdesk/zendesk", data={
+        "triage_group_id": "360000000106", "triage_tags": "needs_routing, deskroute", "field_category": "",
+        "field_confidence_band": "", "field_tier": "", "csrf_token": token}, **HTTPS)
+    assert cleared.status_code == 302 and admin_services.mappings["zendesk"].fields.configured() == {}
+    assert "fields:" not in admin_services.store.configs.latest().files["zendesk.yaml"].split("\ntriage:")[1]
+
+
+def test_the_helpdesk_form_refuses_an_unknown_group_and_takes_field_ids_unchecked_when_fields_cant_be_listed(
+        admin: Any, admin_services: Services, zendesk_api: responses.RequestsMock) -> None:
+    zendesk_api.get(re.compile(rf"{API}/ticket_fields\.json.*"), status=503, json={"error": "down"})
+    form = page(admin, "/admin/mappings/helpdesk/zendesk")
+    assert 'id="fields-unchecked"' in form and '<input type="text" id="field_tier"' in form
+    token = csrf(admin, "/admin/mappings/helpdesk/zendesk")
+    data = {"triage_group_id": "999", "field_category": "", "field_confidence_band": "", "field_tier": "360009",
+            "csrf_token": token}
+    bad = admin.post("/admin/mappings/helpdesk/zendesk", data=data, **HTTPS)
+    assert bad.status_code == 400 and "group 999 doesn&#39;t exist in zendesk" in bad.get_data(as_text=True)
+    ok = admin.post("/admin/mappings/helpdesk/zendesk", data={**data, "triage_group_id": "360000000100"}, **HTTPS)
+    assert ok.status_code == 302 and admin_services.mappings["zendesk"].fields.configured() == {"tier": "360009"}
+    assert admin.get("/admin/mappings/helpdesk/nowhere", **HTTPS).status_code == 404
+
+
 def test_saving_a_mapping_leaves_the_files_alone(admin: Any, admin_services: Services, mappings_dir: Path) -> None:
     files = {path.name: (path.read_text(), path.stat().st_mtime_ns) for path in mappings_dir.glob("*.yaml")}
     token = csrf(admin, "/admin/mappings/billing")
@@ -201,7 +261,8 @@ def test_model_page_shows_versions_and_the_confusion_heatmap(admin: Any, admin_s
 
 def test_every_page_needs_the_login(admin_services: Services) -> None:
     client = create_app(services=admin_services).test_client()
-    for path in ("/admin/", "/admin/mappings", "/admin/mappings/billing", "/admin/tickets", "/admin/model",
+    for path in ("/admin/", "/admin/mappings", "/admin/mappings/billing", "/admin/mappings/helpdesk/zendesk",
+                 "/admin/tickets", "/admin/model",
                  "/admin/corrections", "/admin/corrections.csv"):
         response = client.get(path, **HTTPS)
         assert response.status_code == 302 and "/admin/login" in response.headers["Location"], path

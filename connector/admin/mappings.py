@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from connector.admin.auth import login_required, services
-from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category
-from connector.models import PRIORITIES
+from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category, save_helpdesk
+from connector.mappings import TicketFields, field_problem
+from connector.models import PRIORITIES, TicketField
 from platforms.base import PlatformError
 
 if TYPE_CHECKING:
@@ -116,6 +117,66 @@ def edit(name: str) -> Any:
                            mappings=app.mappings, groups=groups, error=error, form=form,
                            priorities=PRIORITIES, suggested=suggested, gone=gone), \
         400 if error else 200
+
+
+FIELD_KEYS = {"category": "the category (deskroute_billing, ..., or deskroute_needs_triage)",
+              "confidence_band": "how sure (deskroute_conf_high, _medium or _low)",
+              "tier": "which tier decided (deskroute_tier_rules, _local, _llm or _triage)"}
+assert set(FIELD_KEYS) == set(TicketFields.model_fields)
+
+
+@bp.route("/helpdesk/<platform>", methods=["GET", "POST"])
+@login_required
+def helpdesk(platform: str) -> Any:
+    """One helpdesk's triage route and the ticket fields that get the decision too."""
+    app = services()
+    app.reload_config(force=True)
+    mapping = app.mappings.get(platform)
+    if mapping is None:
+        abort(404)
+    groups = live_groups(app, platform)
+    fields = live_fields(app, platform)
+    error = None
+    form: dict[str, Any] = {}
+    if request.method == "POST":
+        form = request.form.to_dict()
+        chosen = {key: form.get(f"field_{key}", "").strip() or None for key in FIELD_KEYS}
+        try:
+            group_id = form.get("triage_group_id", "").strip()
+            if not group_id:
+                raise ConfigError(f"{platform}: choose the triage group")
+            # What doctor would flag, refused here: a field that can't take the values would make every write
+            # lose it (Zendesk drops it, Freshdesk refuses the write and it is sent again without fields).
+            problems = [f"fields.{key} {field_id} {problem}" for key, field_id in chosen.items()
+                        if field_id and fields is not None
+                        and (problem := field_problem(platform, key, field_id, fields, app.taxonomy))]
+            if problems:
+                raise ConfigError(f"{platform}: " + "; ".join(problems))
+            changed = save_helpdesk(app.mappings_dir, app.store, platform,
+                                    RouteEdit(group_id=group_id, tags=_words(form.get("triage_tags", ""))), chosen,
+                                    author="admin", now=app.clock(), known_groups=groups)
+            app.reload_config(force=True)
+            log.info("mappings edited", extra={"platform": platform, "files": ",".join(changed),
+                                               "version": app.config_version})
+            return redirect(url_for("admin.mappings.index", saved=f"{platform}'s triage and fields"))
+        except ConfigError as exc:
+            error = str(exc)
+    usable = [f for f in (fields or {}).values() if f.active and f.kind != "other"]
+    return render_template("admin/helpdesk.html", platform=platform, mapping=mapping, groups=groups,
+                           fields=fields, usable=usable, keys=FIELD_KEYS, form=form, error=error), \
+        400 if error else 200
+
+
+def live_fields(app: Services, platform: str) -> dict[str, TicketField] | None:
+    """The helpdesk's ticket fields by id, or None if it can't be asked (the form then takes ids unchecked)."""
+    adapter = app.platforms.get(platform)
+    if adapter is None:
+        return None
+    try:
+        return {f.id: f for f in adapter.list_fields()}
+    except PlatformError as exc:
+        log.warning("ticket field list unavailable", extra={"platform": platform, "error": str(exc)})
+        return None
 
 
 def from_suggestion(app: Services, reference: str) -> dict[str, str] | None:
