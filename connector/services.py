@@ -10,6 +10,7 @@ from typing import Any
 from connector.config import load_config
 from connector.corrections import Reconciler
 from connector.mappings import MappingError, PlatformMapping, resolve_dir
+from connector.model_keeper import ModelKeeper
 from connector.queue import Queue, RetryPolicy
 from connector.router import Router
 from connector.settings import Settings
@@ -22,6 +23,9 @@ from platforms import PLATFORMS, NotConfigured, Platform
 log = logging.getLogger(__name__)
 
 CONFIG_POLL_SECONDS = 1.0  # how often a process asks the database for a new configuration version
+# How often a worker process looks whether the active model still fits the taxonomy (besides right after an
+# edit): a training that failed, or whose process died, is taken up again.
+MODEL_CHECK_SECONDS = 60.0
 
 
 class Services:
@@ -42,8 +46,10 @@ class Services:
             max_seconds=settings.deskroute_retry_max_seconds))
         self.mappings_dir = resolve_dir(settings.deskroute_mappings_dir)  # the defaults, until an edit is stored
         self._fingerprint = self._config_fingerprint()
-        self._model_check_due = False
+        self._model_check_due = True  # a worker's first job looks whether the model fits (a deploy may change it)
         self._monotonic = time.monotonic
+        self._model_checked = self._monotonic()
+        self.model_keeper = ModelKeeper(self.store, settings)
         # The live configuration's version in the database; None while the files in mappings_dir are live.
         self.config_version, self.taxonomy, mappings = load_config(self.store, self.mappings_dir)
         self._config_checked = self._monotonic()
@@ -133,11 +139,15 @@ class Services:
 
     def _before_job(self) -> None:
         self.reload_config()
-        if self._model_check_due:  # an edit seen here, or by an admin page of this process
-            from connector.feedback import ensure_model
-
+        # After an edit seen here or by an admin page of this process (a new category needs a new model), and
+        # once a minute: trained in the background, while the workers route with the model they have.
+        if self._model_check_due or self._monotonic() - self._model_checked >= MODEL_CHECK_SECONDS:
             self._model_check_due = False
-            ensure_model(self.store, self.taxonomy, self.settings)  # a new category needs a new model
+            self._model_checked = self._monotonic()
+            try:
+                self.model_keeper.check(self.taxonomy)
+            except StoreUnavailable as exc:
+                log.warning("can't check the model against the taxonomy", extra={"error": str(exc)})
 
     def _make_llm(self) -> Any:
         from connector.classify.llm import LLMTier  # the anthropic SDK: only processes that classify load it
@@ -166,10 +176,12 @@ class Services:
                       distill_min_confidence=s.deskroute_distill_min_confidence if s.deskroute_distill else None)
 
     def start_workers(self) -> WorkerPool:
-        """Train a first model if needed, then start the worker threads."""
-        from connector.feedback import ensure_model  # scikit-learn: the web process never needs it
+        """Train a first model if there is none (quick: the taxonomy's examples), then start the worker threads.
+        A model that no longer fits the taxonomy is replaced in the background (ModelKeeper)."""
+        if self.store.models.active_version() is None:
+            from connector.feedback import ensure_model  # scikit-learn: the web process never needs it
 
-        ensure_model(self.store, self.taxonomy, self.settings)
+            ensure_model(self.store, self.taxonomy, self.settings)
         self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
                                poll_seconds=self.settings.deskroute_poll_seconds)
         self.pool.start()

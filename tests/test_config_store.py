@@ -76,6 +76,7 @@ def test_an_edit_is_a_new_version_with_its_diff_author_and_the_files_untouched(
 def test_another_process_applies_the_edit_after_its_poll_interval(make_services: Callable[..., Services],
                                                                   clock: Any) -> None:
     web, worker = make_services(), make_services()  # two processes, one database
+    worker._model_check_due = False  # as after its first job's look
     now = [worker._config_checked]
     worker._monotonic = lambda: now[0]
     save_category(web.mappings_dir, web.store, billing_edit(web), author="admin", now=clock())
