@@ -217,11 +217,12 @@ def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: s
                              reason)
     final = (LocalModel.train(retrain_on.texts, retrain_on.labels, private=private)
              if retrain_on is not None else candidate)
-    if not may_promote():  # the scheduler lost its leadership while training: another process decides now
-        version = save_model(store, final, source=f"{source} (not promoted: leadership lost)", activate=False,
-                             metrics=metrics)
+    if not may_promote():  # leadership lost while training (another process decides now), or categories edited
+        version = save_model(store, final, source=f"{source} (not promoted: leadership lost or categories edited)",
+                             activate=False, metrics=metrics)
         return RetrainReport(False, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
-                             "this process stopped leading the scheduler while training")
+                             "while training, this process stopped leading the scheduler or the categories were "
+                             "edited")
     version = save_model(store, final, source=source, activate=True, metrics=metrics)
     log.info("model promoted", extra={"model_version": version, "candidate_f1": candidate_f1, "current_f1": current_f1})
     return RetrainReport(True, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),

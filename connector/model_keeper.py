@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from connector.mappings import Taxonomy
@@ -68,29 +69,41 @@ class ModelKeeper:
         from connector.feedback import ensure_model  # scikit-learn: only processes that train load it
 
         try:
-            if not self.store.auth.try_lock(TRAIN_LOCK, self.owner, until=time.time() + LEASE_SECONDS,
-                                            now=time.time()):
-                log.info("another process is training the model; routing with the current one meanwhile")
-                return
-            done = threading.Event()
-            threading.Thread(target=self._renew, args=(done,), name="model-trainer-lease", daemon=True).start()
-            try:
+            with training_lease(self.store, self.owner) as held:
+                if not held:
+                    log.info("another process is training the model; routing with the current one meanwhile")
+                    return
                 started = time.monotonic()
                 version = ensure_model(self.store, taxonomy, self.settings)  # looks again, under the lease
                 log.info("model fits the taxonomy", extra={"model_version": version,
                                                            "seconds": round(time.monotonic() - started, 1)})
-            finally:
-                done.set()
-                self.store.auth.unlock(TRAIN_LOCK, self.owner)
         except Exception:  # the next check (a minute on) tries again; routing goes on meanwhile
             log.exception("training a model for the edited taxonomy failed")
         finally:
             with self._lock:
                 self._busy = False
 
-    def _renew(self, done: threading.Event) -> None:
-        while not done.wait(LEASE_SECONDS / 3):
-            try:
-                self.store.auth.try_lock(TRAIN_LOCK, self.owner, until=time.time() + LEASE_SECONDS, now=time.time())
-            except Exception as exc:  # noqa: BLE001 - the next renewal tries again
-                log.warning("couldn't renew the training lease", extra={"error": type(exc).__name__})
+
+@contextmanager
+def training_lease(store: Store, owner: str) -> Iterator[bool]:
+    """Hold the install's training lease while the block runs (True), renewed in the background; False, at
+    once, while another process holds it. The keeper's trainings and the scheduled retrain both take it, so
+    two trainings never share a worker's cores, nor activate models for two taxonomies in turn."""
+    if not store.auth.try_lock(TRAIN_LOCK, owner, until=time.time() + LEASE_SECONDS, now=time.time()):
+        yield False
+        return
+    done = threading.Event()
+    threading.Thread(target=_renew, args=(store, owner, done), name="training-lease", daemon=True).start()
+    try:
+        yield True
+    finally:
+        done.set()
+        store.auth.unlock(TRAIN_LOCK, owner)
+
+
+def _renew(store: Store, owner: str, done: threading.Event) -> None:
+    while not done.wait(LEASE_SECONDS / 3):
+        try:
+            store.auth.try_lock(TRAIN_LOCK, owner, until=time.time() + LEASE_SECONDS, now=time.time())
+        except Exception as exc:  # noqa: BLE001 - the next renewal tries again
+            log.warning("couldn't renew the training lease", extra={"error": type(exc).__name__})

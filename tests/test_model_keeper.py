@@ -3,6 +3,8 @@ trains for the whole install, and a training that failed is taken up again."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +15,7 @@ from connector.feedback import fits_taxonomy
 from connector.model_keeper import TRAIN_LOCK
 from connector.services import MODEL_CHECK_SECONDS, Services
 from helpdesks import Env
-from helpers import drain
+from helpers import FakeClock, drain
 
 GIFT_CARDS = CategoryEdit(
     name="gift_cards", description="Gift cards: redeeming, balances, cards refused", keywords=[],
@@ -88,8 +90,8 @@ def test_one_process_trains_for_the_install(make_services: Callable[..., Service
         services.reload_config(force=True)
         assert services.model_keeper.check(services.taxonomy)
     first, second = web_and_worker
-    assert first.store.auth.try_lock(TRAIN_LOCK, first.model_keeper.owner, until=first.clock() + 60,
-                                     now=first.clock())  # the first is training...
+    assert first.store.auth.try_lock(TRAIN_LOCK, first.model_keeper.owner, until=time.time() + 60,
+                                     now=time.time())  # the first is training...
     spawned[1].run()  # ...so the second leaves it to the first
     assert len(first.store.models.all()) == versions
     first.store.auth.unlock(TRAIN_LOCK, first.model_keeper.owner)
@@ -136,3 +138,40 @@ def test_a_ticket_for_a_category_the_model_does_not_know_yet_is_routed_by_its_ke
     assert spawned.targets  # the new model isn't there yet
     record = env.services.store.tickets.get(env.name, "72")
     assert record is not None and record.decision is not None and record.decision.category == "gift_cards"
+
+
+def test_the_scheduled_retrain_leaves_the_cores_to_a_training_in_progress(services: Services,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from connector.scheduler import retrain_job
+
+    caplog.set_level(logging.INFO)
+    versions = len(services.store.models.all())
+    assert services.store.auth.try_lock(TRAIN_LOCK, "keeper-elsewhere", until=time.time() + 60, now=time.time())
+    retrain_job(services)
+    assert "scheduled retrain skipped" in caplog.text and len(services.store.models.all()) == versions
+
+
+def test_a_retrain_for_categories_edited_while_it_trained_is_not_promoted(services: Services,
+                                                                          clock: FakeClock) -> None:
+    from connector.scheduler import retrain_job
+
+    clock.advance(3600)  # feedback the current model hasn't seen, enough for the gate to judge on
+    for n, text in enumerate(GIFT_CARDS.examples * 3):
+        services.store.corrections.add({
+            "platform": "zendesk", "ticket_id": str(900 + n), "change_id": f"c{n}", "seq": 1, "text": f"{text} {n}",
+            "predicted_category": "billing", "predicted_group_id": "360000000101", "predicted_tier": "local",
+            "predicted_confidence": 0.9, "previous_group_id": "360000000101", "corrected_group_id": "360000000106",
+            "corrected_category": "how_to", "agent_id": "5", "via": "web", "routed_at": clock() - 600,
+            "rerouted_at": clock(), "status": "accepted", "reviewed_at": clock(), "created_at": clock()})
+    before = services.store.models.active_version()
+
+    def leading_while_an_admin_adds_a_category() -> bool:
+        keep_with(services)
+        add_gift_cards(services)
+        services.reload_config(force=True)
+        return True
+
+    retrain_job(services, still_leading=leading_while_an_admin_adds_a_category)
+    assert services.store.models.active_version() == before
+    newest = services.store.models.all()[0]
+    assert not newest.active and "categories edited" in newest.source

@@ -96,7 +96,7 @@ def test_a_retrain_that_outlived_its_leadership_does_not_promote(services: Servi
     before = services.store.models.active_version()
     holdout = taxonomy_dataset(services.taxonomy)
     report = consider(services.store, taxonomy_model, holdout, source="nightly", may_promote=lambda: False)
-    assert not report.promoted and "stopped leading" in report.reason
+    assert not report.promoted and "stopped leading the scheduler" in report.reason
     assert services.store.models.active_version() == before
     assert consider(services.store, taxonomy_model, holdout, source="nightly").promoted  # while leading, it does
 
