@@ -11,7 +11,10 @@ import hashlib
 import hmac
 import logging
 import math
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -139,9 +142,28 @@ def record_feedback(services: Services, record: TicketRecord, feedback: Feedback
                                                "verdict": feedback.verdict, "category": category})
 
 
+class Every:
+    """True from `due()` at most once per `seconds` (monotonic): for a log line that mustn't repeat in a flood."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self._clock = clock
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last < self.seconds:
+                return False
+            self._last = now
+            return True
+
+
 def register(app: Flask, services: Services) -> None:
     """Mount /apps/api on the app."""
     bp = Blueprint("apps_api", __name__, url_prefix="/apps/api")
+    cap_warning = Every(60.0)  # the install-wide feedback cap's warning, once a minute
     master = services.settings.deskroute_app_token.get_secret_value()
     off = None
     if not master:
@@ -218,9 +240,11 @@ def register(app: Flask, services: Services) -> None:
         try:
             record_feedback(services, found, body)
         except FeedbackRefused as refused:
-            # The install's cap is worth an operator's look: an app token used far more than agents click.
-            log.log(logging.WARNING if refused.reason == "install_busy" else logging.INFO, "agent feedback refused",
-                    extra={"platform": platform, "ticket_id": ticket_id, "why": refused.reason})
+            # The install's cap is worth an operator's look (an app token used far more than agents click), once a
+            # minute: whoever floods the endpoint shouldn't flood the logs too.
+            log.log(logging.WARNING if refused.reason == "install_too_many" and cap_warning.due() else logging.INFO,
+                    "agent feedback refused", extra={"platform": platform, "ticket_id": ticket_id,
+                                                     "why": refused.reason})
             return feedback_refused(refused, body, services.settings)
         return jsonify(status="recorded"), 201
 
@@ -234,7 +258,7 @@ def feedback_refused(refused: FeedbackRefused, feedback: Feedback, settings: Any
                 "feedback naming no agent has already been given on this ticket (each agent gives one)")
         return jsonify(error=said), 409
     seconds = max(1, math.ceil(refused.retry_after))
-    if refused.reason == "install_busy":
+    if refused.reason == "install_too_many":
         said = f"Deskroute has had {settings.deskroute_feedback_per_hour} verdicts from all tickets in the last hour"
     else:
         said = f"this ticket has had {settings.deskroute_feedback_per_ticket_per_hour} verdicts in the last hour"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,14 +85,54 @@ def _set(node: CommentedMap, key: str, value: Any, *, default: Any = None) -> No
         node[key] = value
 
 
+def _following_lines(node: CommentedMap, key: Any) -> str:
+    """The comment lines after node[key]'s value, up to the next key. ruamel keeps them with that value (with
+    its last key's, for a mapping), so they would go if the key went."""
+    value = node[key]
+    if isinstance(value, dict) and value:
+        return _following_lines(value, list(value)[-1])  # type: ignore[arg-type]
+    slot = node.ca.items.get(key)
+    token = slot[2] if slot and len(slot) > 2 else None
+    if token is None:
+        return ""
+    text = str(token.value)
+    return text[1:] if text.startswith("\n") else text.partition("\n")[2]  # not its own end-of-line comment
+
+
+def _pop(node: CommentedMap, key: Any, *, within: tuple[CommentedMap, Any] | None = None) -> None:
+    """Remove node[key] but keep the comment lines after it, before whatever comes next (in node, or after
+    `within`: the parent and the key node is the value of)."""
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    if key not in node:
+        return
+    lines = _following_lines(node, key)
+    keys = list(node)
+    node.pop(key)
+    node.ca.items.pop(key, None)
+    after = keys[keys.index(key) + 1:]
+    target, next_key = (node, after[0]) if after else (None, None)
+    if target is None and within is not None:
+        parent_keys = list(within[0])
+        later = parent_keys[parent_keys.index(within[1]) + 1:]
+        target, next_key = (within[0], later[0]) if later else (None, None)
+    if target is None or not lines.strip():
+        return
+    slot = target.ca.items.setdefault(next_key, [None, None, None, None])
+    slot[1] = [CommentToken(lines, CommentMark(0), None), *(slot[1] or [])]
+
+
 def _dump(yaml: YAML, data: Any) -> str:
     out = io.StringIO()
     yaml.dump(data, out)
     return out.getvalue()
 
 
-def _group_id(value: str) -> Any:
-    return int(value) if value.isdigit() else value
+def _numeric_id(value: str) -> Any:
+    """A Zendesk id as the files write it, a number; anything else (a Freshdesk cf_ name, "0123", "²") as text,
+    for the files' validation to judge."""
+    return int(value) if re.fullmatch(r"[1-9][0-9]{0,18}", value) else value
 
 
 def _write(path: Path, text: str) -> None:
@@ -199,7 +240,7 @@ def _live_files(store: Store, directory: Path) -> tuple[int | None, dict[str, st
 
 def _set_route(node: CommentedMap, route: RouteEdit) -> None:
     """A route's group and tags (a route without tags has no `tags:` key)."""
-    node["group_id"] = _group_id(route.group_id)
+    node["group_id"] = _numeric_id(route.group_id)
     _replace_list(node, "tags", route.tags)
     if not route.tags:
         node.pop("tags", None)
@@ -262,15 +303,17 @@ def save_helpdesk(directory: Path, store: Store, platform: str, triage: RouteEdi
     name = f"{platform}.yaml"
     data = yaml.load(old[name])
     _set_route(data["triage"], triage)
-    chosen = {key: value for key, value in fields.items() if value}
-    if chosen:
+    if any(fields.values()):
         node = data.get("fields")
         if node is None:
             node = data["fields"] = yaml.map()
         for key, value in fields.items():
-            _set(node, key, _group_id(value) if value else None)  # Zendesk's field ids are numbers, as group ids
+            if value:
+                node[key] = _numeric_id(value)  # Zendesk's field ids are numbers, as group ids are
+            else:
+                _pop(node, key, within=(data, "fields"))
     else:
-        data.pop("fields", None)
+        _pop(data, "fields")
     new = {**old, name: _dump(yaml, data)}
     try:
         parse_files(new)

@@ -136,20 +136,26 @@ def save_model(store: Store, model: LocalModel, *, source: str, activate: bool, 
 
 
 def train_active(store: Store, taxonomy: Taxonomy, extra: Dataset | None = None, *, source: str,
-                 base: Dataset | None = None) -> int:
-    """Train on `base` (default: the taxonomy's examples) plus `extra`, and make the result the router's model."""
+                 base: Dataset | None = None, may_activate: Callable[[], bool] = lambda: True) -> int:
+    """Train on `base` (default: the taxonomy's examples) plus `extra`, and make the result the router's model
+    (unless `may_activate()`, asked once it is trained, says no: it is then kept inactive)."""
     dataset = base if base is not None else taxonomy_dataset(taxonomy)
     if extra is not None:
         check_labels(extra, taxonomy)
         dataset = dataset + extra
     model = LocalModel.train(dataset.texts, dataset.labels, private=tickets_among(dataset, taxonomy))
-    version = save_model(store, model, source=source, activate=True)
-    log.info("model trained and activated", extra={"model_version": version, "n_examples": len(dataset)})
+    activate = may_activate()
+    version = save_model(store, model, source=source if activate else f"{source} (not activated)",
+                         activate=activate)
+    log.info("model trained and activated" if activate else "model trained but not activated: outdated meanwhile",
+             extra={"model_version": version, "n_examples": len(dataset)})
     return version
 
 
-def ensure_model(store: Store, taxonomy: Taxonomy, settings: Any = None) -> int:
-    """The active model's version, training one first if there is none that fits the taxonomy."""
+def ensure_model(store: Store, taxonomy: Taxonomy, settings: Any = None,
+                 may_activate: Callable[[], bool] = lambda: True) -> int:
+    """The active model's version, training one first if there is none that fits the taxonomy (see
+    train_active for `may_activate`)."""
     version = store.models.active_version()
     if version is not None:
         if fits_taxonomy(store.models.info(version).labels, taxonomy):
@@ -157,7 +163,8 @@ def ensure_model(store: Store, taxonomy: Taxonomy, settings: Any = None) -> int:
         log.warning("active model doesn't match the taxonomy's categories; retraining",
                     extra={"model_version": version})
     base = feedback_dataset(store, taxonomy, settings, now=time.time()) if settings is not None else None
-    return train_active(store, taxonomy, source="feedback dataset" if base else "taxonomy examples", base=base)
+    return train_active(store, taxonomy, source="feedback dataset" if base else "taxonomy examples", base=base,
+                        may_activate=may_activate)
 
 
 # --- the scheduled retrain and its promotion gate ---------------------------------------------------

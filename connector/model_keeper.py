@@ -6,6 +6,7 @@ route nothing meanwhile, and every worker of the install would train the same mo
 process trains, in a thread of its own, under a lease in the database; every worker keeps routing
 with the model it has (a category that model doesn't know is simply never its answer, and one it
 knows but the taxonomy dropped goes to triage) and picks the new model up when it is activated.
+The training process's own workers share its cores meanwhile, so they route more slowly, not less.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Collection
+from types import TracebackType
 
 from connector.mappings import Taxonomy
 from connector.store import Store
@@ -25,6 +25,55 @@ log = logging.getLogger(__name__)
 
 TRAIN_LOCK = "model.train"
 LEASE_SECONDS = 120.0  # renewed every third of it while training; a trainer that dies frees it this fast
+# A training still running after this is taken to hang: its lease is let go, so another process can train.
+MAX_TRAIN_SECONDS = 3 * 3600.0
+
+
+class Lease:
+    """The install's training lease, held by one process at a time (the keeper's trainings and the scheduled
+    retrain both take it, so that two trainings never share a worker's cores, nor activate models for two
+    taxonomies in turn). As a context manager: renewed in the background, then given up."""
+
+    def __init__(self, store: Store, owner: str):
+        self.store = store
+        self.owner = owner
+        self.lost = threading.Event()  # another process may hold it now: what was trained must not be activated
+        self._done = threading.Event()
+
+    @classmethod
+    def take(cls, store: Store, owner: str) -> Lease | None:
+        """The lease, or None while another process holds it."""
+        if store.auth.try_lock(TRAIN_LOCK, owner, until=time.time() + LEASE_SECONDS, now=time.time()):
+            return cls(store, owner)
+        return None
+
+    def __enter__(self) -> Lease:
+        threading.Thread(target=self._renew, name="training-lease", daemon=True).start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._done.set()
+        try:
+            self.store.auth.unlock(TRAIN_LOCK, self.owner)
+        except Exception as exc:  # noqa: BLE001 - it runs out on its own; the training's outcome matters more
+            log.warning("couldn't give the training lease up", extra={"error": type(exc).__name__})
+
+    def _renew(self) -> None:
+        started = time.monotonic()
+        while not self._done.wait(LEASE_SECONDS / 3):
+            if time.monotonic() - started > MAX_TRAIN_SECONDS:
+                log.error("a training has run for hours; letting its lease go so another process can train")
+                self.lost.set()
+                return
+            try:
+                if not self.store.auth.try_lock(TRAIN_LOCK, self.owner, until=time.time() + LEASE_SECONDS,
+                                                now=time.time()):
+                    log.error("the training lease was taken by another process; this training won't be activated")
+                    self.lost.set()
+                    return
+            except Exception as exc:  # noqa: BLE001 - the next renewal tries again, within the lease
+                log.warning("couldn't renew the training lease", extra={"error": type(exc).__name__})
 
 
 def start_thread(target: Callable[[], None]) -> None:
@@ -32,12 +81,18 @@ def start_thread(target: Callable[[], None]) -> None:
 
 
 class ModelKeeper:
-    """One per process: `check` (cheap) starts a training when the active model doesn't fit the taxonomy."""
+    """One per process: `check` (cheap) starts a training when the active model doesn't fit the taxonomy.
 
-    def __init__(self, store: Store, settings: Any, *, spawn: Callable[[Callable[[], None]], None] = start_thread):
+    live_categories: the categories live now, asked once a model is trained: one trained for categories
+        edited meanwhile is kept inactive (the next check trains for the new ones).
+    """
+
+    def __init__(self, store: Store, settings: object, live_categories: Callable[[], Collection[str]], *,
+                 spawn: Callable[[Callable[[], None]], None] = start_thread):
         self.store = store
         self.settings = settings
         self.owner = f"trainer-{uuid.uuid4().hex[:12]}"
+        self._live = live_categories
         self._spawn = spawn
         self._lock = threading.Lock()
         self._busy = False
@@ -49,61 +104,42 @@ class ModelKeeper:
         return version is not None and fits_taxonomy(self.store.models.info(version).labels, taxonomy)
 
     def check(self, taxonomy: Taxonomy) -> bool:
-        """Start training in the background if the active model doesn't fit `taxonomy` and this process isn't
-        already at it; True if it started."""
+        """Start training in the background if the active model doesn't fit `taxonomy`, this process isn't at it
+        already and no other process is; True if it started."""
         if self.fits(taxonomy):
             return False
         with self._lock:
             if self._busy:
                 return False
+            lease = Lease.take(self.store, self.owner)
+            if lease is None:
+                log.debug("another process is training the model; routing with the current one meanwhile")
+                return False
             self._busy = True
         try:
-            self._spawn(lambda: self._train(taxonomy))
-        except Exception:
-            with self._lock:
-                self._busy = False
+            self._spawn(lambda: self._train(taxonomy, lease))
+        except BaseException:
+            self._finished()
+            lease.__exit__(None, None, None)
             raise
         return True
 
-    def _train(self, taxonomy: Taxonomy) -> None:
-        from connector.feedback import ensure_model  # scikit-learn: only processes that train load it
-
+    def _train(self, taxonomy: Taxonomy, lease: Lease) -> None:
+        wanted = set(taxonomy.categories)
         try:
-            with training_lease(self.store, self.owner) as held:
-                if not held:
-                    log.info("another process is training the model; routing with the current one meanwhile")
-                    return
+            with lease:
+                from connector.feedback import ensure_model  # scikit-learn: only processes that train load it
+
                 started = time.monotonic()
-                version = ensure_model(self.store, taxonomy, self.settings)  # looks again, under the lease
-                log.info("model fits the taxonomy", extra={"model_version": version,
-                                                           "seconds": round(time.monotonic() - started, 1)})
+                version = ensure_model(self.store, taxonomy, self.settings,  # it looks again, under the lease
+                                       may_activate=lambda: not lease.lost.is_set() and set(self._live()) == wanted)
+                log.info("model for the edited taxonomy", extra={"model_version": version,
+                                                                 "seconds": round(time.monotonic() - started, 1)})
         except Exception:  # the next check (a minute on) tries again; routing goes on meanwhile
             log.exception("training a model for the edited taxonomy failed")
         finally:
-            with self._lock:
-                self._busy = False
+            self._finished()
 
-
-@contextmanager
-def training_lease(store: Store, owner: str) -> Iterator[bool]:
-    """Hold the install's training lease while the block runs (True), renewed in the background; False, at
-    once, while another process holds it. The keeper's trainings and the scheduled retrain both take it, so
-    two trainings never share a worker's cores, nor activate models for two taxonomies in turn."""
-    if not store.auth.try_lock(TRAIN_LOCK, owner, until=time.time() + LEASE_SECONDS, now=time.time()):
-        yield False
-        return
-    done = threading.Event()
-    threading.Thread(target=_renew, args=(store, owner, done), name="training-lease", daemon=True).start()
-    try:
-        yield True
-    finally:
-        done.set()
-        store.auth.unlock(TRAIN_LOCK, owner)
-
-
-def _renew(store: Store, owner: str, done: threading.Event) -> None:
-    while not done.wait(LEASE_SECONDS / 3):
-        try:
-            store.auth.try_lock(TRAIN_LOCK, owner, until=time.time() + LEASE_SECONDS, now=time.time())
-        except Exception as exc:  # noqa: BLE001 - the next renewal tries again
-            log.warning("couldn't renew the training lease", extra={"error": type(exc).__name__})
+    def _finished(self) -> None:
+        with self._lock:
+            self._busy = False

@@ -22,7 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from connector.feedback import retrain
-from connector.model_keeper import training_lease
+from connector.model_keeper import Lease
 from connector.models import EventState
 from connector.services import Services
 from connector.store import QueueHealth, Store
@@ -131,12 +131,13 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
     process still leads once training is done (a training can outlast a lease), and the taxonomy it trained
     for is still the live one (an edit meanwhile has the model keeper train for the new one)."""
     taxonomy = services.taxonomy
-    with training_lease(services.store, f"retrain-{uuid.uuid4().hex[:12]}") as held:
-        if not held:
-            log.info("scheduled retrain skipped: a model for an edited taxonomy is being trained")
-            return
+    lease = Lease.take(services.store, f"retrain-{uuid.uuid4().hex[:12]}")
+    if lease is None:
+        log.info("scheduled retrain skipped: a model for an edited taxonomy is being trained")
+        return
+    with lease:
         report = retrain(services.store, taxonomy, services.settings, now=services.clock(),
-                         may_promote=lambda: still_leading()
+                         may_promote=lambda: still_leading() and not lease.lost.is_set()
                          and set(services.taxonomy.categories) == set(taxonomy.categories))
     log.info("scheduled retrain", extra={"promoted": report.promoted, "model_version": report.version,
                                          "candidate_f1": round(report.candidate_f1, 4), "reason": report.reason})

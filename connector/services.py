@@ -49,7 +49,7 @@ class Services:
         self._model_check_due = True  # a worker's first job looks whether the model fits (a deploy may change it)
         self._monotonic = time.monotonic
         self._model_checked = self._monotonic()
-        self.model_keeper = ModelKeeper(self.store, settings)
+        self.model_keeper = ModelKeeper(self.store, settings, lambda: self.taxonomy.categories)
         # The live configuration's version in the database; None while the files in mappings_dir are live.
         self.config_version, self.taxonomy, mappings = load_config(self.store, self.mappings_dir)
         self._config_checked = self._monotonic()

@@ -123,16 +123,18 @@ class AuthNote:
         self.record = record if record is not None else MemoryAuthRecord()
         self._now = now
         self._recheck = recheck_seconds
-        self._failing: bool | None = None  # this process's last answer; None until its first one
+        self._failing: bool | None = None  # this process's last answer as noted; None until its first one
         self._checked_at = 0.0
+        self._told = False  # a refusal reported since the last call that got in (even if it couldn't be noted)
 
     def refused(self, message: str) -> bool:
-        """Note a refusal; True when it is news to this process (worth an error in the log)."""
-        news = self._failing is not True
+        """Note a refusal; True when it is news to this process (worth an error in the log, once)."""
+        news, self._told = not self._told, True
         self._write(message)
         return news
 
     def got_in(self) -> None:
+        self._told = False
         if self._failing is False:
             if self._now() - self._checked_at < self._recheck:
                 return

@@ -392,7 +392,11 @@ class ZendeskPlatform(Platform):
                         raise _auth_error(auth) from None
                     continue
                 error = _platform_error(exc)
-                raise (self._auth_refused(error) if status == 401 else error) from None
+                if status == 401:
+                    raise self._auth_refused(error) from None
+                if self.tokens is None and status < 500:  # refused for another reason, but let in
+                    self._basic_auth.got_in()
+                raise error from None
             except requests.RequestException as exc:
                 raise network_error(exc) from None
             except OAuthError as exc:  # from BearerAuth: no token to send

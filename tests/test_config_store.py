@@ -13,7 +13,15 @@ from click.testing import CliRunner, Result
 
 import connector.config
 from connector.cli import main
-from connector.config import RACE, CategoryEdit, ConfigError, RouteEdit, directory_files, save_category
+from connector.config import (
+    RACE,
+    CategoryEdit,
+    ConfigError,
+    RouteEdit,
+    directory_files,
+    save_category,
+    save_helpdesk,
+)
 from connector.models import Classification
 from connector.services import Services
 from connector.store import Store
@@ -238,3 +246,25 @@ def test_ticket_fields_survive_import_export_and_an_edit_in_the_admin_ui(
     assert blocks["zendesk"] in exported and f"group_id: {NEW_GROUP}" in exported
     assert blocks["freshdesk"] in (tmp_path / "out" / "freshdesk.yaml").read_text()
     assert "nothing to import" in run("config", "import", str(tmp_path / "out")).output
+
+
+def test_clearing_ticket_fields_keeps_the_comments_around_them(make_services: Callable[..., Services],
+                                                               mappings_dir: Path, clock: Any) -> None:
+    path = mappings_dir / "zendesk.yaml"
+    block = ("fields:\n  category: 360001234567  # Deskroute category\n  tier: 360001234569\n"
+             "# Where a ticket no category is sure of goes\n\n")
+    path.write_text(path.read_text().replace("\ntriage:\n", f"\n{block}triage:\n", 1))
+    services = make_services(deskroute_mappings_dir=mappings_dir)
+    triage = RouteEdit(group_id=services.mappings["zendesk"].triage.group_id, tags=["needs_routing"])
+    unset = {"category": None, "confidence_band": None}
+
+    save_helpdesk(mappings_dir, services.store, "zendesk", triage, {**unset, "tier": None}, author="a", now=clock())
+    text = services.store.configs.latest().files["zendesk.yaml"]  # type: ignore[union-attr]
+    assert "\nfields:" not in text and "# Where a ticket no category is sure of goes\n\ntriage:\n" in text
+    assert text.startswith("# Where each category goes in Zendesk.")
+
+    save_helpdesk(mappings_dir, services.store, "zendesk", triage, {**unset, "tier": "360001234569"}, author="a",
+                  now=clock())
+    with pytest.raises(ConfigError):  # not a number: refused by validation, not a crash
+        save_helpdesk(mappings_dir, services.store, "zendesk", triage, {**unset, "tier": "²"}, author="a",
+                      now=clock())

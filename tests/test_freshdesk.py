@@ -296,3 +296,20 @@ def test_which_of_our_fields_a_refusal_names(named: tuple[str, ...], refused: li
 
     ours = {"cf_deskroute_category": "billing", "cf_deskroute_tier": "local"}
     assert _refused_fields(named, ours) == refused
+
+
+def test_a_refusal_is_news_once_even_while_the_database_is_away() -> None:
+    """With the database away the note can't be written: the log still says it once, not at every call."""
+    from platforms.base import AuthNote
+
+    class Away:
+        def record_error(self, error: str | None) -> None:
+            raise OSError("database unreachable")
+
+        def error(self) -> str | None:
+            raise OSError("database unreachable")
+
+    note = AuthNote(Away(), now=lambda: 0.0)
+    assert [note.refused("refused") for _ in range(3)] == [True, False, False]
+    note.got_in()  # a call got in: the next refusal is news again
+    assert note.refused("refused")

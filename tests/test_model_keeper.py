@@ -12,7 +12,7 @@ import pytest
 
 from connector.config import CategoryEdit, RouteEdit, save_category
 from connector.feedback import fits_taxonomy
-from connector.model_keeper import TRAIN_LOCK
+from connector.model_keeper import TRAIN_LOCK, Lease
 from connector.services import MODEL_CHECK_SECONDS, Services
 from helpdesks import Env
 from helpers import FakeClock, drain
@@ -82,22 +82,45 @@ def test_a_new_category_is_trained_for_while_the_worker_keeps_routing(env: Env) 
 
 
 def test_one_process_trains_for_the_install(make_services: Callable[..., Services]) -> None:
-    web_and_worker = [make_services(), make_services()]  # two processes, one database
-    spawned = [keep_with(s) for s in web_and_worker]
-    versions = len(web_and_worker[0].store.models.all())
-    add_gift_cards(web_and_worker[0])
-    for services in web_and_worker:
+    first, second = make_services(), make_services()  # two processes, one database
+    spawned = [keep_with(s) for s in (first, second)]
+    versions = len(first.store.models.all())
+    add_gift_cards(first)
+    for services in (first, second):
         services.reload_config(force=True)
-        assert services.model_keeper.check(services.taxonomy)
-    first, second = web_and_worker
-    assert first.store.auth.try_lock(TRAIN_LOCK, first.model_keeper.owner, until=time.time() + 60,
-                                     now=time.time())  # the first is training...
-    spawned[1].run()  # ...so the second leaves it to the first
-    assert len(first.store.models.all()) == versions
-    first.store.auth.unlock(TRAIN_LOCK, first.model_keeper.owner)
+    assert first.model_keeper.check(first.taxonomy)  # it holds the install's training lease...
+    assert not second.model_keeper.check(second.taxonomy) and not spawned[1].targets  # ...so this one waits
     spawned[0].run()
-    assert len(first.store.models.all()) == versions + 1
+    assert len(first.store.models.all()) == versions + 1 and fits_taxonomy(labels(second), second.taxonomy)
     assert not second.model_keeper.check(second.taxonomy)  # it fits now: nothing more to train
+
+
+def test_a_model_for_categories_edited_while_it_trained_is_kept_inactive(services: Services) -> None:
+    spawned = keep_with(services)
+    before = services.store.models.active_version()
+    add_gift_cards(services)
+    services.reload_config(force=True)
+    assert services.model_keeper.check(services.taxonomy)
+    gift_cards_only = services.taxonomy
+    add_gift_cards(services, name="loyalty_points", description="Loyalty points and rewards")  # meanwhile
+    services.reload_config(force=True)
+    spawned.run()
+    assert services.store.models.active_version() == before  # not the one for a taxonomy that is gone
+    assert "not activated" in services.store.models.all()[0].source
+    assert not fits_taxonomy(labels(services), gift_cards_only)
+    assert services.model_keeper.check(services.taxonomy)  # the next look trains for the live categories
+    spawned.run()
+    assert fits_taxonomy(labels(services), services.taxonomy)
+
+
+def test_a_lease_another_process_took_over_is_noticed(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("connector.model_keeper.LEASE_SECONDS", 0.3)
+    lease = Lease.take(services.store, "slow-trainer")
+    assert lease is not None
+    time.sleep(0.35)  # a renewal that didn't come in time (the database was away, say)...
+    assert services.store.auth.try_lock(TRAIN_LOCK, "other", until=time.time() + 60, now=time.time())
+    with lease:  # ...is refused at the next try, and what this process trained isn't activated
+        assert lease.lost.wait(2.0)
 
 
 def test_a_failed_training_is_taken_up_again_a_minute_later(services: Services, monkeypatch: pytest.MonkeyPatch,

@@ -16,10 +16,10 @@ FEEDBACK_LOCK = 0x66656564  # "feed": PostgreSQL's lock for the install-wide cap
 
 class FeedbackRefused(Exception):
     """An agent's sidebar verdict not kept: `repeated` (this agent, or feedback naming no agent, already gave one
-    on the ticket), `too_many` (the ticket's hourly cap) or `install_busy` (the install's hourly cap); for the
-    caps, a slot frees in `retry_after` seconds."""
+    on the ticket), `too_many` (the ticket's hourly cap) or `install_too_many` (the install's hourly cap); for
+    the caps, a slot frees in `retry_after` seconds."""
 
-    def __init__(self, reason: Literal["repeated", "too_many", "install_busy"], retry_after: float = 0.0):
+    def __init__(self, reason: Literal["repeated", "too_many", "install_too_many"], retry_after: float = 0.0):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
@@ -76,15 +76,6 @@ class Corrections(Part):
                 if install_per_hour is not None:  # always before the chain's lock, so no two wait on each other
                     tx.execute(f"SELECT pg_advisory_xact_lock({FEEDBACK_LOCK})")
                 _lock_chain(tx, row)
-            if install_per_hour is not None:
-                # The install's `install_per_hour`-th latest verdict this hour: the slot frees when it is an hour old.
-                oldest = tx.execute(
-                    "SELECT rerouted_at FROM corrections WHERE rerouted_at > :since AND change_id LIKE :feedback"
-                    " ORDER BY rerouted_at DESC LIMIT 1 OFFSET :skip",
-                    {"since": now - FEEDBACK_WINDOW_SECONDS, "feedback": FEEDBACK_PREFIX + "%",
-                     "skip": install_per_hour - 1})
-                if oldest:
-                    raise FeedbackRefused("install_busy", oldest[0]["rerouted_at"] + FEEDBACK_WINDOW_SECONDS - now)
             given = tx.execute("SELECT agent_id, created_at FROM corrections WHERE platform = :platform"
                                " AND ticket_id = :ticket_id AND change_id LIKE :feedback",
                                {"platform": row["platform"], "ticket_id": row["ticket_id"],
@@ -95,6 +86,16 @@ class Corrections(Part):
                             if g["created_at"] is not None and g["created_at"] > now - FEEDBACK_WINDOW_SECONDS)
             if len(recent) >= per_hour:  # the slot that frees first: when enough of them are an hour old
                 raise FeedbackRefused("too_many", recent[len(recent) - per_hour] + FEEDBACK_WINDOW_SECONDS - now)
+            if install_per_hour is not None:
+                # The install's `install_per_hour`-th newest verdict this hour: a slot frees when it is an hour old.
+                nth_newest = tx.execute(
+                    "SELECT rerouted_at FROM corrections WHERE rerouted_at > :since AND change_id LIKE :feedback"
+                    " ORDER BY rerouted_at DESC LIMIT 1 OFFSET :skip",
+                    {"since": now - FEEDBACK_WINDOW_SECONDS, "feedback": FEEDBACK_PREFIX + "%",
+                     "skip": install_per_hour - 1})
+                if nth_newest:
+                    raise FeedbackRefused("install_too_many",
+                                          nth_newest[0]["rerouted_at"] + FEEDBACK_WINDOW_SECONDS - now)
             rows = [dict(r) for r in tx.execute(_append_sql(row), row)]
         return rows[0]["seq"] if rows else None
 
