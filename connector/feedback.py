@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from connector.classify import embeddings
 from connector.classify.evaluation import score
 from connector.classify.local import OUT_OF_SCOPE, LocalModel
 from connector.datasets import Dataset
@@ -249,10 +250,11 @@ def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float,
         reason = f"only {len(holdout)} new feedback example(s) to judge a candidate on; waiting for {MIN_HOLDOUT}"
         log.info("retrain skipped", extra={"held_out": len(holdout)})
         return RetrainReport(False, None, 0.0, None, len(train), len(holdout), reason)
-    candidate = LocalModel.train(train.texts, train.labels, private=tickets_among(train, taxonomy))
-    everything = examples.dataset()
-    return consider(store, candidate, holdout, source=f"retrain: {counts}", retrain_on=everything,
-                    private=tickets_among(everything, taxonomy), may_promote=may_promote)
+    with embeddings.reusing():  # the final fit and the held-out answers embed the same texts again
+        candidate = LocalModel.train(train.texts, train.labels, private=tickets_among(train, taxonomy))
+        everything = examples.dataset()
+        return consider(store, candidate, holdout, source=f"retrain: {counts}", retrain_on=everything,
+                        private=tickets_among(everything, taxonomy), may_promote=may_promote)
 
 
 def promote(store: Store, taxonomy: Taxonomy, version: int) -> None:

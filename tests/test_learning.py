@@ -124,3 +124,32 @@ def test_model_cli_lists_promotes_and_rolls_back(services: Services, tmp_path: P
 def test_rollback_needs_an_earlier_model(services: Services) -> None:
     with pytest.raises(LookupError):
         rollback(services.store, services.taxonomy)
+
+
+def test_a_retrain_embeds_each_text_once_and_forgets_the_vectors(services: Services, clock: FakeClock,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate's fit, the held-out answers of both models and the final fit all embed the same texts:
+    once is enough, and the vectors go with the retrain."""
+    from connector.classify import embeddings
+
+    if not embeddings.available():
+        pytest.skip("the [embeddings] extra is not installed")
+    embedded: list[str] = []
+    original = embeddings.Embedder._embed
+
+    def counting(self: embeddings.Embedder, texts: list[str], batch_size: int) -> Any:
+        embedded.extend(texts)
+        return original(self, texts, batch_size)
+
+    monkeypatch.setattr(embeddings.Embedder, "_embed", counting)
+    clock.advance(3600)
+    accept_corrections(services, SSO_CONFIG, "integrations_api", clock)
+    report = retrain(services.store, services.taxonomy, services.settings, now=clock())
+    assert report.promoted, report.reason
+    assert len(embedded) == len(set(embedded))  # no text embedded twice...
+    texts, _ = services.taxonomy.examples()
+    assert len(embedded) >= len(set(texts)) + len(SSO_CONFIG) - 1  # ...though every one was (the final fit's too)
+    assert getattr(embeddings._reuse, "vectors", None) is None  # and nothing is kept afterwards
+    before = len(embedded)
+    embeddings.embedder().embed(["Our SSO login fails"] * 2)
+    assert len(embedded) == before + 2  # outside a retrain, nothing is remembered

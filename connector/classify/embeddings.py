@@ -12,6 +12,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,25 @@ MAX_TOKENS = 256  # what sentence-transformers uses for this model; longer ticke
 _VOCAB = Path(__file__).with_name("minilm-vocab.txt.gz")
 # The model file is executable data for onnxruntime: refuse one that isn't the file we tested.
 _MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+
+
+_reuse = threading.local()  # .vectors: text digest -> vector, inside `reusing()` on this thread
+
+
+@contextmanager
+def reusing() -> Iterator[None]:
+    """Within the block, this thread's embed() calls embed each distinct text once and reuse its vector: a
+    retrain embeds the training set for its candidate, the held-out slice for the candidate and the current
+    model, then everything again for the final fit. Forgotten on leaving the block, so vectors of ticket text
+    never outlive the training that needed them."""
+    outer = getattr(_reuse, "vectors", None)
+    if outer is None:
+        _reuse.vectors = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _reuse.vectors = None
 
 
 class EmbeddingsUnavailable(RuntimeError):
@@ -73,7 +95,17 @@ class Embedder:
         self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
     def embed(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
-        """One row per text, in order."""
+        """One row per text, in order (inside `reusing()`, a text seen before is not embedded again)."""
+        known: dict[bytes, np.ndarray] | None = getattr(_reuse, "vectors", None)
+        if known is None:
+            return self._embed(texts, batch_size)
+        keys = [hashlib.sha256(text.encode()).digest() for text in texts]
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in known}
+        if missing:
+            known.update(zip(missing, self._embed(list(missing.values()), batch_size), strict=True))
+        return np.vstack([known[key] for key in keys]) if keys else np.zeros((0, DIMENSIONS), dtype=np.float32)
+
+    def _embed(self, texts: list[str], batch_size: int) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(list(texts))
         out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
         # Batches of similar length waste little work on padding: several times faster on tickets.
