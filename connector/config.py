@@ -117,7 +117,7 @@ def _pop(node: CommentedMap, key: Any, *, within: tuple[CommentedMap, Any] | Non
         parent_keys = list(within[0])
         later = parent_keys[parent_keys.index(within[1]) + 1:]
         target, next_key = (within[0], later[0]) if later else (None, None)
-    if target is None or not lines.strip():
+    if target is None or not lines.strip():  # nothing follows: the lines after the file's last key go too
         return
     slot = target.ca.items.setdefault(next_key, [None, None, None, None])
     slot[1] = [CommentToken(lines, CommentMark(0), None), *(slot[1] or [])]
@@ -305,8 +305,9 @@ def save_helpdesk(directory: Path, store: Store, platform: str, triage: RouteEdi
     _set_route(data["triage"], triage)
     if any(fields.values()):
         node = data.get("fields")
-        if node is None:
-            node = data["fields"] = yaml.map()
+        if node is None:  # before the triage route, under the file's comments about fields, not at its end
+            node = yaml.map()
+            data.insert(list(data).index("triage") if "triage" in data else len(data), "fields", node)
         for key, value in fields.items():
             if value:
                 node[key] = _numeric_id(value)  # Zendesk's field ids are numbers, as group ids are

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 TRAIN_LOCK = "model.train"
 LEASE_SECONDS = 120.0  # renewed every third of it while training; a trainer that dies frees it this fast
-# A training still running after this is taken to hang: its lease is let go, so another process can train.
-MAX_TRAIN_SECONDS = 3 * 3600.0
+# A training still running after this may hang: its lease is no longer renewed, so another process can train
+# (if it was only slow, it still activates its model when done; the other finds the model fits, or trains again).
+MAX_TRAIN_SECONDS = 6 * 3600.0
 
 
 class Lease:
@@ -37,8 +38,10 @@ class Lease:
     def __init__(self, store: Store, owner: str):
         self.store = store
         self.owner = owner
-        self.lost = threading.Event()  # another process may hold it now: what was trained must not be activated
+        self.lost = threading.Event()  # another process took it over: what was trained must not be activated
         self._done = threading.Event()
+        self._lock = threading.Lock()  # a renewal and the release never cross: a late renewal would retake it
+        self._released = False
 
     @classmethod
     def take(cls, store: Store, owner: str) -> Lease | None:
@@ -54,26 +57,34 @@ class Lease:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self._done.set()
-        try:
-            self.store.auth.unlock(TRAIN_LOCK, self.owner)
-        except Exception as exc:  # noqa: BLE001 - it runs out on its own; the training's outcome matters more
-            log.warning("couldn't give the training lease up", extra={"error": type(exc).__name__})
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            try:
+                self.store.auth.unlock(TRAIN_LOCK, self.owner)
+            except Exception as exc:  # noqa: BLE001 - it runs out on its own; the training's outcome matters more
+                log.warning("couldn't give the training lease up", extra={"error": type(exc).__name__})
 
     def _renew(self) -> None:
         started = time.monotonic()
         while not self._done.wait(LEASE_SECONDS / 3):
             if time.monotonic() - started > MAX_TRAIN_SECONDS:
-                log.error("a training has run for hours; letting its lease go so another process can train")
+                log.error("a training has run for hours; no longer holding the lease, so another process can train")
+                return
+            with self._lock:
+                if self._released:
+                    return
+                try:
+                    taken = not self.store.auth.try_lock(TRAIN_LOCK, self.owner, until=time.time() + LEASE_SECONDS,
+                                                         now=time.time())
+                except Exception as exc:  # noqa: BLE001 - the next renewal tries again, within the lease
+                    log.warning("couldn't renew the training lease", extra={"error": type(exc).__name__})
+                    continue
+            if taken:
+                log.error("the training lease was taken by another process; this training won't be activated")
                 self.lost.set()
                 return
-            try:
-                if not self.store.auth.try_lock(TRAIN_LOCK, self.owner, until=time.time() + LEASE_SECONDS,
-                                                now=time.time()):
-                    log.error("the training lease was taken by another process; this training won't be activated")
-                    self.lost.set()
-                    return
-            except Exception as exc:  # noqa: BLE001 - the next renewal tries again, within the lease
-                log.warning("couldn't renew the training lease", extra={"error": type(exc).__name__})
 
 
 def start_thread(target: Callable[[], None]) -> None:

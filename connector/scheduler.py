@@ -130,6 +130,7 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
     """The scheduled retrain on the feedback dataset, behind the promotion gate; it promotes only if this
     process still leads once training is done (a training can outlast a lease), and the taxonomy it trained
     for is still the live one (an edit meanwhile has the model keeper train for the new one)."""
+    services.reload_config(force=True)  # the categories as they are now, whoever edited them
     taxonomy = services.taxonomy
     lease = Lease.take(services.store, f"retrain-{uuid.uuid4().hex[:12]}")
     if lease is None:
@@ -138,7 +139,7 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
     with lease:
         report = retrain(services.store, taxonomy, services.settings, now=services.clock(),
                          may_promote=lambda: still_leading() and not lease.lost.is_set()
-                         and set(services.taxonomy.categories) == set(taxonomy.categories))
+                         and set(services.live_categories()) == set(taxonomy.categories))
     log.info("scheduled retrain", extra={"promoted": report.promoted, "model_version": report.version,
                                          "candidate_f1": round(report.candidate_f1, 4), "reason": report.reason})
 

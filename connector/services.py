@@ -49,7 +49,7 @@ class Services:
         self._model_check_due = True  # a worker's first job looks whether the model fits (a deploy may change it)
         self._monotonic = time.monotonic
         self._model_checked = self._monotonic()
-        self.model_keeper = ModelKeeper(self.store, settings, lambda: self.taxonomy.categories)
+        self.model_keeper = ModelKeeper(self.store, settings, self.live_categories)
         # The live configuration's version in the database; None while the files in mappings_dir are live.
         self.config_version, self.taxonomy, mappings = load_config(self.store, self.mappings_dir)
         self._config_checked = self._monotonic()
@@ -133,6 +133,11 @@ class Services:
         self.router.reconfigure(taxonomy)
         log.info("configuration reloaded", extra={"taxonomy": taxonomy.fingerprint, "version": self.config_version})
         return True
+
+    def live_categories(self) -> list[str]:
+        """The categories of the configuration live in the database now (not only as this process last saw it)."""
+        self.reload_config(force=True)
+        return list(self.taxonomy.categories)
 
     def _reload_before_classifying(self) -> None:
         self.reload_config(force=True)

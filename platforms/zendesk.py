@@ -394,7 +394,7 @@ class ZendeskPlatform(Platform):
                 error = _platform_error(exc)
                 if status == 401:
                     raise self._auth_refused(error) from None
-                if self.tokens is None and status < 500:  # refused for another reason, but let in
+                if self.tokens is None and status < 500 and status != 429:  # refused for another reason, but let in
                     self._basic_auth.got_in()
                 raise error from None
             except requests.RequestException as exc:
@@ -410,12 +410,14 @@ class ZendeskPlatform(Platform):
     def _auth_refused(self, error: PlatformError) -> AuthFailed:
         if self.tokens is None:
             message = f"Zendesk refused the API token ({error}). {API_TOKEN_RETIRED}"
-            self._basic_auth.refused(message)
+            news = self._basic_auth.refused(message)
         else:
             message = (f"Zendesk refused a freshly renewed OAuth token ({error}): check that the user the OAuth client "
                        "acts as is still an active admin, and the client's scopes")
             self.tokens.failed(message)
-        log.error("zendesk refused our credentials", extra={"status": error.status})
+            news = True
+        if news:
+            log.error("zendesk refused our credentials", extra={"status": error.status})
         return AuthFailed(f"zendesk auth: {message}", retry_after=max(error.retry_after or 0.0, AUTH_RETRY_SECONDS))
 
     def _api(self, what: str, fn: Callable[[], Any], *, checkpoint: Callable[[], None] | None = None,

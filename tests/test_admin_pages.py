@@ -148,6 +148,8 @@ def test_an_admin_sets_the_triage_route_and_ticket_fields_and_the_router_uses_th
     mapping = admin_services.mappings["zendesk"]
     assert mapping.triage.group_id == "360000000106" and mapping.triage.tags == ["needs_routing", "deskroute"]
     assert mapping.fields.configured() == {"tier": "360003"}
+    text = admin_services.store.configs.latest().files["zendesk.yaml"]  # type: ignore[union-attr]
+    assert text.index("# fields:") < text.index("\nfields:\n  tier: 360003\n") < text.index("\ntriage:")
     unsure = Classification(category=None, confidence=0.3, tier="triage", reason="test")
     decision = admin_services.router.decide("zendesk", unsure)
     assert decision.group_id == "360000000106" and decision.fields == {"360003": "deskroute_tier_triage"}
