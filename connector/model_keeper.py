@@ -24,6 +24,10 @@ from connector.store import Store
 log = logging.getLogger(__name__)
 
 TRAIN_LOCK = "model.train"
+# An admin's "Retrain now", for a worker to run: a web request can't wait minutes for a training (gunicorn would
+# time it out), nor load scikit-learn. A request no worker takes up within a day lapses.
+RETRAIN_REQUEST = "model.retrain.request"
+REQUEST_SECONDS = 24 * 3600.0
 LEASE_SECONDS = 120.0  # renewed every third of it while training; a trainer that dies frees it this fast
 # A training still running after this may hang: its lease is no longer renewed, so another process can train
 # (if it was only slow, it still activates its model when done; the other finds the model fits, or trains again).
@@ -87,6 +91,23 @@ class Lease:
                 return
 
 
+def request_retrain(store: Store, *, by: str) -> bool:
+    """Ask the workers for the gated retrain (connector/feedback.py retrain); False if one is asked already."""
+    return store.auth.try_lock(RETRAIN_REQUEST, f"{by} {uuid.uuid4().hex[:8]}", until=time.time() + REQUEST_SECONDS,
+                               now=time.time())
+
+
+def training_status(store: Store) -> str | None:
+    """What the admin UI says of trainings: "training" (one runs now), "requested" (a retrain waits for a
+    worker), or None."""
+    now = time.time()
+    if store.auth.holder(TRAIN_LOCK, now=now):
+        return "training"
+    if store.auth.holder(RETRAIN_REQUEST, now=now):
+        return "requested"
+    return None
+
+
 def start_thread(target: Callable[[], None]) -> None:
     threading.Thread(target=target, name="model-trainer", daemon=True).start()
 
@@ -115,10 +136,14 @@ class ModelKeeper:
         return version is not None and fits_taxonomy(self.store.models.info(version).labels, taxonomy)
 
     def check(self, taxonomy: Taxonomy) -> bool:
-        """Start training in the background if the active model doesn't fit `taxonomy`, this process isn't at it
-        already and no other process is; True if it started."""
+        """Start training in the background if the active model doesn't fit `taxonomy`, or an admin asked for a
+        retrain, and neither this process nor another is training already; True if it started."""
         if self.fits(taxonomy):
-            return False
+            if not self.store.auth.holder(RETRAIN_REQUEST, now=time.time()):
+                return False
+            train: Callable[[Taxonomy, Lease], None] = self._retrain
+        else:
+            train = self._train
         with self._lock:
             if self._busy:
                 return False
@@ -128,7 +153,7 @@ class ModelKeeper:
                 return False
             self._busy = True
         try:
-            self._spawn(lambda: self._train(taxonomy, lease))
+            self._spawn(lambda: train(taxonomy, lease))
         except BaseException:
             self._finished()
             lease.__exit__(None, None, None)
@@ -148,6 +173,25 @@ class ModelKeeper:
                                                                  "seconds": round(time.monotonic() - started, 1)})
         except Exception:  # the next check (a minute on) tries again; routing goes on meanwhile
             log.exception("training a model for the edited taxonomy failed")
+        finally:
+            self._finished()
+
+    def _retrain(self, taxonomy: Taxonomy, lease: Lease) -> None:
+        """The retrain an admin asked for, behind its promotion gate, as the scheduled one."""
+        try:
+            with lease:
+                from connector.feedback import retrain  # scikit-learn: only processes that train load it
+
+                request = self.store.auth.holder(RETRAIN_REQUEST, now=time.time())
+                if request:  # taken up: a click from now on asks for another
+                    self.store.auth.unlock(RETRAIN_REQUEST, request["owner"])
+                wanted = set(taxonomy.categories)
+                report = retrain(self.store, taxonomy, self.settings, now=self.store.clock(),
+                                 may_promote=lambda: not lease.lost.is_set() and set(self._live()) == wanted)
+                log.info("requested retrain", extra={"promoted": report.promoted, "model_version": report.version,
+                                                     "reason": report.reason})
+        except Exception:
+            log.exception("the requested retrain failed")
         finally:
             self._finished()
 

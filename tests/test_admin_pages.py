@@ -257,8 +257,34 @@ def test_model_page_shows_versions_and_the_confusion_heatmap(admin: Any, admin_s
     assert "<svg" in html and "billing" in html  # the cross-validated confusion heatmap
     response = admin.post("/admin/model/rollback", data={"csrf_token": csrf(admin, "/admin/model")}, **HTTPS)
     assert response.status_code == 400  # nothing to roll back to, said plainly
-    response = admin.post("/admin/model/retrain", data={"csrf_token": csrf(admin, "/admin/model")}, **HTTPS)
-    assert response.status_code == 302 and "Retrain" in response.headers["Location"]
+
+
+def test_retrain_now_is_run_by_a_worker_not_the_web_request(admin: Any, admin_services: Services, clock: Any) -> None:
+    """A retrain on a real feedback dataset takes minutes: longer than gunicorn lets a request live."""
+    from test_learning import SSO_CONFIG, accept_corrections
+
+    spawned: list[Any] = []
+    admin_services.model_keeper._spawn = spawned.append
+    clock.advance(3600)
+    accept_corrections(admin_services, SSO_CONFIG, "integrations_api", clock)
+    versions = len(admin_services.store.models.all())
+    token = csrf(admin, "/admin/model")
+    response = admin.post("/admin/model/retrain", data={"csrf_token": token}, **HTTPS)
+    assert response.status_code == 302 and len(admin_services.store.models.all()) == versions  # nothing trained
+    assert "Retrain requested" in page(admin, response.headers["Location"])
+    again = admin.post("/admin/model/retrain", data={"csrf_token": token}, **HTTPS)
+    assert "already requested" in page(admin, again.headers["Location"])
+    assert 'id="training">A retrain is requested' in page(admin, "/admin/model")
+
+    admin_services._model_check_due = True
+    admin_services._before_job()  # a worker's next job: the request is taken up in the background
+    [train] = spawned
+    train()
+    assert len(admin_services.store.models.all()) == versions + 1  # the candidate, promoted or refused
+    assert 'id="training"' not in page(admin, "/admin/model")
+    admin_services._model_check_due = True
+    admin_services._before_job()
+    assert len(spawned) == 1  # done: nothing asked any more
 
 
 def test_every_page_needs_the_login(admin_services: Services) -> None:

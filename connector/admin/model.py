@@ -12,6 +12,8 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from connector.admin.auth import login_required, services
 from connector.admin.charts import heatmap
+from connector.model_keeper import request_retrain, training_status
+from connector.models import OUT_OF_SCOPE
 
 bp = Blueprint("model", __name__, url_prefix="/model")
 
@@ -19,23 +21,27 @@ bp = Blueprint("model", __name__, url_prefix="/model")
 @bp.get("")
 @login_required
 def index() -> Any:
-    models = services().store.models.all()
+    app = services()
+    models = app.store.models.all()
     active = next((m for m in models if m.active), None)
     confusion = active.metrics.get("cv_confusion") if active else None
     picture = heatmap(active.labels, confusion) if active and confusion else None
+    outdated = active is not None and set(active.labels) - {OUT_OF_SCOPE} != set(app.taxonomy.categories)
     return render_template("admin/model.html", models=models, active=active, picture=picture,
-                           message=request.args.get("message"))
+                           message=request.args.get("message"), training=training_status(app.store),
+                           outdated=outdated)
 
 
 @bp.post("/retrain")
 @login_required
 def retrain() -> Any:
-    from connector.feedback import retrain
-
-    app = services()
-    report = retrain(app.store, app.taxonomy, app.settings, now=app.clock())
-    verb = "promoted" if report.promoted else "not promoted"
-    return redirect(url_for("admin.model.index", message=f"Retrain: {verb} ({report.reason})."))
+    """Ask a worker for the retrain: it takes minutes on a large feedback dataset, longer than a web request."""
+    if request_retrain(services().store, by="admin"):
+        message = ("Retrain requested: a worker starts it within a minute. Its candidate appears in the history "
+                   "below, promoted or refused, when it is done.")
+    else:
+        message = "A retrain is already requested: a worker starts it within a minute."
+    return redirect(url_for("admin.model.index", message=message))
 
 
 @bp.post("/<int:version>/activate")

@@ -82,6 +82,12 @@ class Auth(Part):
         """Give a lease up early, if it is still ours."""
         self.execute("DELETE FROM locks WHERE name = :name AND owner = :owner", {"name": name, "owner": owner})
 
+    def holder(self, name: str, *, now: float) -> dict[str, Any] | None:
+        """Who holds a named lease ({"owner", "until"}), or None if nobody does now."""
+        rows = self.execute("SELECT owner, until FROM locks WHERE name = :name AND until >= :now",
+                            {"name": name, "now": now})
+        return dict(rows[0]) if rows else None
+
     # --- install secrets and the login throttle ------------------------------------------------
 
     def install_secret(self, name: str, make: Callable[[], str]) -> str:
