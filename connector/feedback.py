@@ -22,12 +22,10 @@ from connector.classify.evaluation import score
 from connector.classify.local import OUT_OF_SCOPE, LocalModel
 from connector.datasets import Dataset
 from connector.mappings import Taxonomy
+from connector.models import MIN_HOLDOUT
 from connector.store import Store
 
 log = logging.getLogger(__name__)
-
-# Below this many unseen examples there is nothing to judge a candidate on: the retrain waits.
-MIN_HOLDOUT = 5
 
 
 class LabelMismatch(ValueError):

@@ -25,6 +25,9 @@ EventKind = Literal["ticket.created", "ticket.group_changed", "correction.text_n
 ROUTED_TAG = "deskroute_routed"
 TRIAGE_TAG = "deskroute_needs_triage"
 OUT_OF_SCOPE = "out_of_scope"  # a label the local model learns like any other, meaning "not ours to route"
+# Below this many feedback examples the active model hasn't seen, there is nothing to judge a retrain's candidate
+# on: the retrain waits (connector/feedback.py).
+MIN_HOLDOUT = 5
 # A label for "one of these categories, all routed to the same group": `ambiguous:billing|refunds_cancellation`.
 # A group-level decision carries it (the destination is sure, the category isn't), and so does a
 # correction to a group several categories share; a team lead settles which one it is.

@@ -13,7 +13,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from connector.admin.auth import login_required, services
 from connector.admin.charts import heatmap
 from connector.model_keeper import request_retrain, training_status
-from connector.models import OUT_OF_SCOPE
+from connector.models import MIN_HOLDOUT, OUT_OF_SCOPE
 
 bp = Blueprint("model", __name__, url_prefix="/model")
 
@@ -38,7 +38,8 @@ def retrain() -> Any:
     """Ask a worker for the retrain: it takes minutes on a large feedback dataset, longer than a web request."""
     if request_retrain(services().store, by="admin"):
         message = ("Retrain requested: a worker starts it within a minute. Its candidate appears in the history "
-                   "below, promoted or refused, when it is done.")
+                   f"below, promoted or refused, when it is done; with fewer than {MIN_HOLDOUT} feedback examples "
+                   "the current model hasn't seen, there is nothing to judge one on and none is trained.")
     else:
         message = "A retrain is already requested: a worker starts it within a minute."
     return redirect(url_for("admin.model.index", message=message))
