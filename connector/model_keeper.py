@@ -120,12 +120,12 @@ class ModelKeeper:
     """
 
     def __init__(self, store: Store, settings: object, live_categories: Callable[[], Collection[str]], *,
-                 spawn: Callable[[Callable[[], None]], None] = start_thread):
+                 spawn: Callable[[Callable[[], None]], None] | None = None):
         self.store = store
         self.settings = settings
         self.owner = f"trainer-{uuid.uuid4().hex[:12]}"
         self._live = live_categories
-        self._spawn = spawn
+        self._spawn = spawn  # None: start_thread (looked up when used, so tests can run trainings inline)
         self._lock = threading.Lock()
         self._busy = False
 
@@ -153,7 +153,7 @@ class ModelKeeper:
                 return False
             self._busy = True
         try:
-            self._spawn(lambda: train(taxonomy, lease))
+            (self._spawn or start_thread)(lambda: train(taxonomy, lease))
         except BaseException:
             self._finished()
             lease.__exit__(None, None, None)

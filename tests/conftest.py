@@ -83,6 +83,13 @@ def _drop_test_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _trainings_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model keeper's training runs in the thread that asks for it, not in one that would outlive the test
+    (and its database); tests/test_model_keeper.py controls when its trainings run."""
+    monkeypatch.setattr("connector.model_keeper.start_thread", lambda target: target())
+
+
+@pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's helpdesk credentials or Deskroute settings."""
     for key in list(os.environ):
