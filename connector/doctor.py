@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from connector.feedback import fits_taxonomy
-from connector.mappings import field_problem
+from connector.mappings import field_problem, fits_taxonomy
 from connector.models import EventState, TicketField
 from platforms.base import AuthFailed, Platform, PlatformError
 from platforms.zendesk import API_TOKEN_RETIRED

@@ -21,7 +21,7 @@ from connector.classify import embeddings
 from connector.classify.evaluation import score
 from connector.classify.local import OUT_OF_SCOPE, LocalModel
 from connector.datasets import Dataset
-from connector.mappings import Taxonomy
+from connector.mappings import Taxonomy, fits_taxonomy
 from connector.models import MIN_HOLDOUT
 from connector.store import Store
 
@@ -92,11 +92,6 @@ def feedback_examples(store: Store, taxonomy: Taxonomy, settings: Any, *, now: f
 def feedback_dataset(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float) -> Dataset:
     """The feedback dataset as texts and labels."""
     return feedback_examples(store, taxonomy, settings, now=now).dataset()
-
-
-def fits_taxonomy(labels: list[str], taxonomy: Taxonomy) -> bool:
-    """True if a model with these labels can route every taxonomy category and nothing else."""
-    return set(labels) - {OUT_OF_SCOPE} == set(taxonomy.categories)
 
 
 def check_labels(dataset: Dataset, taxonomy: Taxonomy) -> None:

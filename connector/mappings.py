@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -28,6 +28,7 @@ from pydantic import (
 
 from connector.models import (
     GROUP_LEVEL_TAG,
+    OUT_OF_SCOPE,
     PRIORITIES,
     ROUTED_TAG,
     TRIAGE_TAG,
@@ -244,6 +245,11 @@ def field_values(*, category: str | None, confidence: float, tier: str) -> dict[
     return {"category": TRIAGE_TAG if category is None else f"deskroute_{category}",
             "confidence_band": f"deskroute_conf_{confidence_band(confidence)}",
             "tier": f"deskroute_tier_{tier}"}
+
+
+def fits_taxonomy(labels: Collection[str], taxonomy: Taxonomy) -> bool:
+    """True if a model with these labels can route every taxonomy category and nothing else."""
+    return set(labels) - {OUT_OF_SCOPE} == set(taxonomy.categories)
 
 
 def possible_field_values(key: str, taxonomy: Taxonomy) -> list[str]:

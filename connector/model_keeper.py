@@ -15,11 +15,16 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from connector.mappings import Taxonomy
+from connector.mappings import Taxonomy, fits_taxonomy
 from connector.store import Store
+
+if TYPE_CHECKING:
+    from connector.feedback import RetrainReport
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,25 @@ def training_status(store: Store) -> str | None:
     return None
 
 
+def still_current(lease: Lease, taxonomy: Taxonomy, live_categories: Callable[[], Collection[str]]
+                  ) -> Callable[[], bool]:
+    """Whether what was trained for `taxonomy` under `lease` may go live, asked once it is trained: the lease
+    held throughout, and the live categories are still the ones it was trained for."""
+    wanted = set(taxonomy.categories)
+    return lambda: not lease.lost.is_set() and set(live_categories()) == wanted
+
+
+def gated_retrain(store: Store, taxonomy: Taxonomy, settings: object, lease: Lease,
+                  live_categories: Callable[[], Collection[str]], *, now: float,
+                  may_promote: Callable[[], bool] = lambda: True) -> RetrainReport:
+    """The gated retrain (connector/feedback.py retrain), run while the caller holds `lease`: its model is promoted
+    only if `may_promote()` and still_current() say so once it is trained."""
+    from connector.feedback import retrain  # scikit-learn: only processes that train load it
+
+    current = still_current(lease, taxonomy, live_categories)
+    return retrain(store, taxonomy, settings, now=now, may_promote=lambda: may_promote() and current())
+
+
 def start_thread(target: Callable[[], None]) -> None:
     threading.Thread(target=target, name="model-trainer", daemon=True).start()
 
@@ -130,8 +154,6 @@ class ModelKeeper:
         self._busy = False
 
     def fits(self, taxonomy: Taxonomy) -> bool:
-        from connector.feedback import fits_taxonomy
-
         version = self.store.models.active_version()
         return version is not None and fits_taxonomy(self.store.models.info(version).labels, taxonomy)
 
@@ -161,37 +183,35 @@ class ModelKeeper:
         return True
 
     def _train(self, taxonomy: Taxonomy, lease: Lease) -> None:
-        wanted = set(taxonomy.categories)
-        try:
-            with lease:
-                from connector.feedback import ensure_model  # scikit-learn: only processes that train load it
+        """A model for the edited taxonomy (its categories changed)."""
+        with self._running(lease, "training a model for the edited taxonomy"):
+            from connector.feedback import ensure_model  # scikit-learn: only processes that train load it
 
-                started = time.monotonic()
-                version = ensure_model(self.store, taxonomy, self.settings,  # it looks again, under the lease
-                                       may_activate=lambda: not lease.lost.is_set() and set(self._live()) == wanted)
-                log.info("model for the edited taxonomy", extra={"model_version": version,
-                                                                 "seconds": round(time.monotonic() - started, 1)})
-        except Exception:  # the next check (a minute on) tries again; routing goes on meanwhile
-            log.exception("training a model for the edited taxonomy failed")
-        finally:
-            self._finished()
+            started = time.monotonic()
+            version = ensure_model(self.store, taxonomy, self.settings,  # it looks again, under the lease
+                                   may_activate=still_current(lease, taxonomy, self._live))
+            log.info("model for the edited taxonomy", extra={"model_version": version,
+                                                             "seconds": round(time.monotonic() - started, 1)})
 
     def _retrain(self, taxonomy: Taxonomy, lease: Lease) -> None:
         """The retrain an admin asked for, behind its promotion gate, as the scheduled one."""
+        with self._running(lease, "the requested retrain"):
+            request = self.store.auth.holder(RETRAIN_REQUEST, now=time.time())
+            if request:  # taken up: a click from now on asks for another
+                self.store.auth.unlock(RETRAIN_REQUEST, request["owner"])
+            report = gated_retrain(self.store, taxonomy, self.settings, lease, self._live, now=self.store.clock())
+            log.info("requested retrain", extra={"promoted": report.promoted, "model_version": report.version,
+                                                 "reason": report.reason})
+
+    @contextmanager
+    def _running(self, lease: Lease, what: str) -> Iterator[None]:
+        """Hold the lease while the block trains; a failure is logged (the next check, a minute on, tries again;
+        routing goes on meanwhile), and this process may start another training afterwards."""
         try:
             with lease:
-                from connector.feedback import retrain  # scikit-learn: only processes that train load it
-
-                request = self.store.auth.holder(RETRAIN_REQUEST, now=time.time())
-                if request:  # taken up: a click from now on asks for another
-                    self.store.auth.unlock(RETRAIN_REQUEST, request["owner"])
-                wanted = set(taxonomy.categories)
-                report = retrain(self.store, taxonomy, self.settings, now=self.store.clock(),
-                                 may_promote=lambda: not lease.lost.is_set() and set(self._live()) == wanted)
-                log.info("requested retrain", extra={"promoted": report.promoted, "model_version": report.version,
-                                                     "reason": report.reason})
+                yield
         except Exception:
-            log.exception("the requested retrain failed")
+            log.exception(f"{what} failed")
         finally:
             self._finished()
 

@@ -21,8 +21,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from connector.feedback import retrain
-from connector.model_keeper import Lease
+from connector.model_keeper import Lease, gated_retrain
 from connector.models import EventState
 from connector.services import Services
 from connector.store import QueueHealth, Store
@@ -137,9 +136,8 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
         log.info("scheduled retrain skipped: a model for an edited taxonomy is being trained")
         return
     with lease:
-        report = retrain(services.store, taxonomy, services.settings, now=services.clock(),
-                         may_promote=lambda: still_leading() and not lease.lost.is_set()
-                         and set(services.live_categories()) == set(taxonomy.categories))
+        report = gated_retrain(services.store, taxonomy, services.settings, lease, services.live_categories,
+                               now=services.clock(), may_promote=still_leading)
     log.info("scheduled retrain", extra={"promoted": report.promoted, "model_version": report.version,
                                          "candidate_f1": round(report.candidate_f1, 4), "reason": report.reason})
 

@@ -12,8 +12,9 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from connector.admin.auth import login_required, services
 from connector.admin.charts import heatmap
+from connector.mappings import fits_taxonomy
 from connector.model_keeper import request_retrain, training_status
-from connector.models import MIN_HOLDOUT, OUT_OF_SCOPE
+from connector.models import MIN_HOLDOUT
 
 bp = Blueprint("model", __name__, url_prefix="/model")
 
@@ -26,7 +27,7 @@ def index() -> Any:
     active = next((m for m in models if m.active), None)
     confusion = active.metrics.get("cv_confusion") if active else None
     picture = heatmap(active.labels, confusion) if active and confusion else None
-    outdated = active is not None and set(active.labels) - {OUT_OF_SCOPE} != set(app.taxonomy.categories)
+    outdated = active is not None and not fits_taxonomy(active.labels, app.taxonomy)
     return render_template("admin/model.html", models=models, active=active, picture=picture,
                            message=request.args.get("message"), training=training_status(app.store),
                            outdated=outdated)
