@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from connector import create_app
 from connector.cli import main
+from connector.model_keeper import training_status
 from connector.models import Classification
 from connector.services import Services
 from helpers import ADMIN_PASSWORD as PASSWORD
@@ -356,3 +357,18 @@ def test_the_corrections_page_gives_reviewers_the_ticket_the_comment_and_the_cho
     assert 'type="radio" name="label" value="billing" checked' in choice
     assert 'value="refunds_cancellation"' in choice and "<select" not in choice
     assert "<q>it is about the invoice</q>" in html and "(said in the sidebar)" in html
+
+
+def test_the_new_admin_writes_need_the_login_and_a_csrf_token(admin: Any, admin_services: Services) -> None:
+    """An attacker's form (no session, or a logged-in admin's browser without the page's token) can neither
+    rewrite a helpdesk's triage route and fields nor start a retrain."""
+    form = {"triage_group_id": "360000000106", "field_category": "", "field_confidence_band": "",
+            "field_tier": "360003"}
+    stranger = create_app(services=admin_services).test_client()
+    token = csrf(stranger)
+    for path, data in (("/admin/mappings/helpdesk/zendesk", form), ("/admin/model/retrain", {})):
+        refused = stranger.post(path, data={**data, "csrf_token": token}, **HTTPS)
+        assert refused.status_code == 302 and "/admin/login" in refused.headers["Location"], path
+        assert admin.post(path, data=data, **HTTPS).status_code == 400, path  # logged in, but no CSRF token
+    assert admin_services.store.configs.latest_version() is None
+    assert training_status(admin_services.store) is None

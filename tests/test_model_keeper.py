@@ -198,3 +198,15 @@ def test_a_retrain_for_categories_edited_while_it_trained_is_not_promoted(servic
     assert services.store.models.active_version() == before
     newest = services.store.models.all()[0]
     assert not newest.active and "categories edited" in newest.source
+
+
+def test_admins_clicking_retrain_at_once_ask_for_one(make_services: Callable[..., Services]) -> None:
+    """Two web processes, four clicks each at the same moment: one request, so one retrain."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from connector.model_keeper import request_retrain
+
+    webs = [make_services(), make_services()]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        asked = list(pool.map(lambda n: request_retrain(webs[n % 2].store, by="admin"), range(8)))
+    assert asked.count(True) == 1
