@@ -7,6 +7,7 @@ import signal
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -390,10 +391,16 @@ def model_rollback() -> None:
 @model.command(name="retrain")
 def model_retrain() -> None:
     """Retrain on the feedback dataset now, behind the promotion gate (as the nightly event does)."""
-    from connector.feedback import retrain
+    from connector.model_keeper import Lease, gated_retrain
 
     services = _services()
-    report = retrain(services.store, services.taxonomy, services.settings, now=time.time())
+    lease = Lease.take(services.store, f"cli-{uuid.uuid4().hex[:12]}")
+    if lease is None:  # two trainings would share a worker's cores and could promote in turn
+        raise click.ClickException("a model is being trained now (by a worker, or the nightly retrain); "
+                                   "run this again when it is done (`deskroute model list` shows it)")
+    with lease:
+        report = gated_retrain(services.store, services.taxonomy, services.settings, lease,
+                               services.live_categories, now=time.time())
     verb = "promoted" if report.promoted else "refused"
     current = f"{report.current_f1:.3f}" if report.current_f1 is not None else "-"
     click.echo(f"candidate v{report.version} {verb}: held-out macro-F1 {report.candidate_f1:.3f} vs current "

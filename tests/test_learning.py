@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from connector.classify.local import LocalModel
 from connector.cli import main
 from connector.datasets import Dataset
 from connector.feedback import consider, retrain, rollback
+from connector.model_keeper import TRAIN_LOCK
 from connector.services import Services
 from helpers import FakeClock, cli_environment
 
@@ -108,6 +110,11 @@ def test_model_cli_lists_promotes_and_rolls_back(services: Services, tmp_path: P
     first = services.store.models.active_version()
     clock.advance(3600)
     accept_corrections(services, SSO_CONFIG, "integrations_api", clock)
+    assert services.store.auth.try_lock(TRAIN_LOCK, "a-worker", until=time.time() + 60, now=time.time())
+    busy = CliRunner().invoke(main, ["model", "retrain"])
+    assert busy.exit_code == 1 and "being trained now" in busy.output  # not a second training at once
+    assert services.store.models.active_version() == first
+    services.store.auth.unlock(TRAIN_LOCK, "a-worker")
     result = run("model", "retrain")
     assert result.exit_code == 0 and "promoted" in result.output, result.output
     second = services.store.models.active_version()
