@@ -400,10 +400,12 @@ def model_retrain() -> None:
                                    "run this again when it is done (`deskroute model list` shows it)")
     with lease:
         report = gated_retrain(services.store, services.taxonomy, services.settings, lease,
-                               services.live_categories, now=time.time())
-    verb = "promoted" if report.promoted else "refused"
+                               services.live_categories, now=time.time(), trigger="cli")
+    if report.version is None:
+        click.echo(f"retrain {report.outcome}: {report.reason}")
+        return
     current = f"{report.current_f1:.3f}" if report.current_f1 is not None else "-"
-    click.echo(f"candidate v{report.version} {verb}: held-out macro-F1 {report.candidate_f1:.3f} vs current "
+    click.echo(f"candidate v{report.version} {report.outcome}: held-out macro-F1 {report.candidate_f1:.3f} vs current "
                f"{current} on {report.n_holdout} examples ({report.reason})")
 
 

@@ -167,13 +167,17 @@ def ensure_model(store: Store, taxonomy: Taxonomy, settings: Any = None,
 class RetrainReport:
     """What a retrain did."""
 
-    promoted: bool
+    outcome: str  # promoted | refused (below the current model) | kept inactive (may_promote said no) | skipped
     version: int | None
     candidate_f1: float
     current_f1: float | None
     n_train: int
     n_holdout: int
     reason: str
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome == "promoted"
 
 
 def _in_holdout(text: str) -> bool:
@@ -214,19 +218,19 @@ def consider(store: Store, candidate: LocalModel, holdout: Dataset, *, source: s
         reason = f"macro-F1 on the held-out slice {candidate_f1:.3f} is below the current model's {current_f1:.3f}"
         log.warning("candidate model refused", extra={"model_version": version, "candidate_f1": candidate_f1,
                                                       "current_f1": current_f1})
-        return RetrainReport(False, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
-                             reason)
+        return RetrainReport("refused", version, candidate_f1, current_f1, candidate.meta["n_examples"],
+                             len(holdout), reason)
     final = (LocalModel.train(retrain_on.texts, retrain_on.labels, private=private)
              if retrain_on is not None else candidate)
     if not may_promote():  # leadership lost while training (another process decides now), or categories edited
         version = save_model(store, final, source=f"{source} (not promoted: leadership lost or categories edited)",
                              activate=False, metrics=metrics)
-        return RetrainReport(False, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
-                             "while training, this process stopped leading the scheduler or the categories were "
-                             "edited")
+        return RetrainReport("kept inactive", version, candidate_f1, current_f1, candidate.meta["n_examples"],
+                             len(holdout), "while training, this process stopped leading the scheduler or the "
+                             "categories were edited")
     version = save_model(store, final, source=source, activate=True, metrics=metrics)
     log.info("model promoted", extra={"model_version": version, "candidate_f1": candidate_f1, "current_f1": current_f1})
-    return RetrainReport(True, version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
+    return RetrainReport("promoted", version, candidate_f1, current_f1, candidate.meta["n_examples"], len(holdout),
                          "no worse than the current model" if current_f1 is not None else "no model to compare with")
 
 
@@ -242,7 +246,7 @@ def retrain(store: Store, taxonomy: Taxonomy, settings: Any, *, now: float,
     if current is not None and len(holdout) < MIN_HOLDOUT:
         reason = f"only {len(holdout)} new feedback example(s) to judge a candidate on; waiting for {MIN_HOLDOUT}"
         log.info("retrain skipped", extra={"held_out": len(holdout)})
-        return RetrainReport(False, None, 0.0, None, len(train), len(holdout), reason)
+        return RetrainReport("skipped", None, 0.0, None, len(train), len(holdout), reason)
     with embeddings.reusing():  # the final fit and the held-out answers embed the same texts again
         candidate = LocalModel.train(train.texts, train.labels, private=tickets_among(train, taxonomy))
         everything = examples.dataset()

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from connector.mappings import Taxonomy, fits_taxonomy
-from connector.store import Store
+from connector.store import RetrainRecord, Store
 
 if TYPE_CHECKING:
     from connector.feedback import RetrainReport
@@ -122,14 +122,33 @@ def still_current(lease: Lease, taxonomy: Taxonomy, live_categories: Callable[[]
 
 
 def gated_retrain(store: Store, taxonomy: Taxonomy, settings: object, lease: Lease,
-                  live_categories: Callable[[], Collection[str]], *, now: float,
+                  live_categories: Callable[[], Collection[str]], *, now: float, trigger: str,
                   may_promote: Callable[[], bool] = lambda: True) -> RetrainReport:
     """The gated retrain (connector/feedback.py retrain), run while the caller holds `lease`: its model is promoted
-    only if `may_promote()` and still_current() say so once it is trained."""
+    only if `may_promote()` and still_current() say so once it is trained. What it did, failures included, is
+    recorded for the Model page under `trigger` (schedule, admin or cli)."""
     from connector.feedback import retrain  # scikit-learn: only processes that train load it
 
     current = still_current(lease, taxonomy, live_categories)
-    return retrain(store, taxonomy, settings, now=now, may_promote=lambda: may_promote() and current())
+    started = store.clock()
+    try:
+        report = retrain(store, taxonomy, settings, now=now, may_promote=lambda: may_promote() and current())
+    except Exception as exc:
+        record_retrain(store, RetrainRecord(started, store.clock(), trigger, "failed", None, None, None, None,
+                                            f"{type(exc).__name__} (the worker's log has the details)"))
+        raise
+    record_retrain(store, RetrainRecord(started, store.clock(), trigger, report.outcome, report.version,
+                                        report.candidate_f1 if report.version is not None else None,
+                                        report.current_f1, report.n_holdout, report.reason))
+    return report
+
+
+def record_retrain(store: Store, record: RetrainRecord) -> None:
+    """Keep what a retrain did for the Model page; a database hiccup here never fails the retrain."""
+    try:
+        store.retrains.record(record)
+    except Exception as exc:  # noqa: BLE001 - the model (if any) is saved; only the page's line is missing
+        log.warning("couldn't record the retrain's outcome", extra={"error": type(exc).__name__})
 
 
 def start_thread(target: Callable[[], None]) -> None:
@@ -199,7 +218,8 @@ class ModelKeeper:
             request = self.store.auth.holder(RETRAIN_REQUEST, now=time.time())
             if request:  # taken up: a click from now on asks for another
                 self.store.auth.unlock(RETRAIN_REQUEST, request["owner"])
-            report = gated_retrain(self.store, taxonomy, self.settings, lease, self._live, now=self.store.clock())
+            report = gated_retrain(self.store, taxonomy, self.settings, lease, self._live, now=self.store.clock(),
+                                   trigger="admin")
             log.info("requested retrain", extra={"promoted": report.promoted, "model_version": report.version,
                                                  "reason": report.reason})
 

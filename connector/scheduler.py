@@ -21,10 +21,10 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from connector.model_keeper import Lease, gated_retrain
+from connector.model_keeper import Lease, gated_retrain, record_retrain
 from connector.models import EventState
 from connector.services import Services
-from connector.store import QueueHealth, Store
+from connector.store import QueueHealth, RetrainRecord, Store
 from platforms.base import PlatformError
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,15 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
     taxonomy = services.taxonomy
     lease = Lease.take(services.store, f"retrain-{uuid.uuid4().hex[:12]}")
     if lease is None:
-        log.info("scheduled retrain skipped: a model for an edited taxonomy is being trained")
+        log.info("scheduled retrain skipped: a model is being trained")
+        now = services.clock()
+        record_retrain(services.store, RetrainRecord(now, now, "schedule", "skipped", None, None, None, None,
+                                                     "another training was running (a model for edited categories, "
+                                                     "or a retrain asked for by hand)"))
         return
     with lease:
         report = gated_retrain(services.store, taxonomy, services.settings, lease, services.live_categories,
-                               now=services.clock(), may_promote=still_leading)
+                               now=services.clock(), trigger="schedule", may_promote=still_leading)
     log.info("scheduled retrain", extra={"promoted": report.promoted, "model_version": report.version,
                                          "candidate_f1": round(report.candidate_f1, 4), "reason": report.reason})
 

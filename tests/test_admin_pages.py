@@ -282,10 +282,41 @@ def test_retrain_now_is_run_by_a_worker_not_the_web_request(admin: Any, admin_se
     [train] = spawned
     train()
     assert len(admin_services.store.models.all()) == versions + 1  # the candidate, promoted or refused
-    assert 'id="training"' not in page(admin, "/admin/model")
+    shown = page(admin, "/admin/model")
+    assert 'id="training"' not in shown
+    [done] = admin_services.store.retrains.recent()
+    assert done.trigger == "admin" and done.outcome == "promoted" and done.version == versions + 1
+    assert f"promoted (v{done.version})" in shown and "Retrain now" in shown.split('id="retrains"')[1]
     admin_services._model_check_due = True
     admin_services._before_job()
     assert len(spawned) == 1  # done: nothing asked any more
+
+
+def test_a_retrain_that_trains_nothing_says_why_on_the_model_page(admin: Any, admin_services: Services,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skipped (too little new feedback) or failed, a retrain leaves no model: before, only a worker's log said so."""
+    import connector.feedback
+
+    versions = len(admin_services.store.models.all())
+    token = csrf(admin, "/admin/model")
+    assert admin.post("/admin/model/retrain", data={"csrf_token": token}, **HTTPS).status_code == 302
+    admin_services._model_check_due = True
+    admin_services._before_job()  # trainings run inline in tests
+    assert len(admin_services.store.models.all()) == versions
+    retrains = page(admin, "/admin/model").split('id="retrains"')[1]
+    assert "skipped" in retrains and "new feedback example(s) to judge a candidate on" in retrains
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise MemoryError("ticket text must not show here")
+
+    monkeypatch.setattr(connector.feedback, "retrain", broken)
+    admin.post("/admin/model/retrain", data={"csrf_token": token}, **HTTPS)
+    admin_services._model_check_due = True
+    admin_services._before_job()  # the failure is logged; routing goes on
+    failed, skipped = admin_services.store.retrains.recent()
+    assert (failed.outcome, skipped.outcome) == ("failed", "skipped")
+    assert failed.reason.startswith("MemoryError") and "ticket text" not in failed.reason
+    assert "failed" in page(admin, "/admin/model").split('id="retrains"')[1]
 
 
 def test_every_page_needs_the_login(admin_services: Services) -> None:

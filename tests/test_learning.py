@@ -108,6 +108,9 @@ def test_model_cli_lists_promotes_and_rolls_back(services: Services, tmp_path: P
         return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
     first = services.store.models.active_version()
+    nothing_new = run("model", "retrain")
+    assert nothing_new.output.startswith("retrain skipped: only 0 new feedback example(s)"), nothing_new.output
+    assert [r.trigger for r in services.store.retrains.recent()] == ["cli"]
     clock.advance(3600)
     accept_corrections(services, SSO_CONFIG, "integrations_api", clock)
     assert services.store.auth.try_lock(TRAIN_LOCK, "a-worker", until=time.time() + 60, now=time.time())
@@ -160,3 +163,13 @@ def test_a_retrain_embeds_each_text_once_and_forgets_the_vectors(services: Servi
     before = len(embedded)
     embeddings.embedder().embed(["Our SSO login fails"] * 2)
     assert len(embedded) == before + 2  # outside a retrain, nothing is remembered
+
+
+def test_only_the_newest_retrains_are_kept(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.store import RetrainRecord
+    from connector.store.trained import Retrains
+
+    monkeypatch.setattr(Retrains, "KEEP", 3)
+    for n in range(5):
+        services.store.retrains.record(RetrainRecord(n, n + 1, "schedule", "skipped", None, None, None, 0, f"r{n}"))
+    assert [r.reason for r in services.store.retrains.recent(10)] == ["r4", "r3", "r2"]

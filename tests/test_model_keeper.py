@@ -172,6 +172,8 @@ def test_the_scheduled_retrain_leaves_the_cores_to_a_training_in_progress(servic
     assert services.store.auth.try_lock(TRAIN_LOCK, "keeper-elsewhere", until=time.time() + 60, now=time.time())
     retrain_job(services)
     assert "scheduled retrain skipped" in caplog.text and len(services.store.models.all()) == versions
+    [skipped] = services.store.retrains.recent()  # the Model page says why no model came of it
+    assert (skipped.trigger, skipped.outcome) == ("schedule", "skipped") and "another training" in skipped.reason
 
 
 def test_a_retrain_for_categories_edited_while_it_trained_is_not_promoted(services: Services,
@@ -198,6 +200,8 @@ def test_a_retrain_for_categories_edited_while_it_trained_is_not_promoted(servic
     assert services.store.models.active_version() == before
     newest = services.store.models.all()[0]
     assert not newest.active and "categories edited" in newest.source
+    [kept] = services.store.retrains.recent()
+    assert (kept.outcome, kept.version) == ("kept inactive", newest.version)
 
 
 def test_admins_clicking_retrain_at_once_ask_for_one(make_services: Callable[..., Services]) -> None:

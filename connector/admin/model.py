@@ -30,7 +30,7 @@ def index() -> Any:
     outdated = active is not None and not fits_taxonomy(active.labels, app.taxonomy)
     return render_template("admin/model.html", models=models, active=active, picture=picture,
                            message=request.args.get("message"), training=training_status(app.store),
-                           outdated=outdated)
+                           outdated=outdated, retrains=app.store.retrains.recent())
 
 
 @bp.post("/retrain")
@@ -38,9 +38,9 @@ def index() -> Any:
 def retrain() -> Any:
     """Ask a worker for the retrain: it takes minutes on a large feedback dataset, longer than a web request."""
     if request_retrain(services().store, by="admin"):
-        message = ("Retrain requested: a worker starts it within a minute. Its candidate appears in the history "
-                   f"below, promoted or refused, when it is done; with fewer than {MIN_HOLDOUT} feedback examples "
-                   "the current model hasn't seen, there is nothing to judge one on and none is trained.")
+        message = ("Retrain requested: a worker starts it within a minute. What it did appears under Retrains "
+                   f"below when it is done; with fewer than {MIN_HOLDOUT} feedback examples the current model "
+                   "hasn't seen, there is nothing to judge a candidate on, and it is skipped.")
     else:
         message = "A retrain is already requested: a worker starts it within a minute."
     return redirect(url_for("admin.model.index", message=message))

@@ -2,9 +2,9 @@
 
 `Store` is the door: one `Database` (an engine for DATABASE_URL) and one part per kind of record,
 each in its own module: `events` (the durable queue), `tickets` (decisions, group changes, Claude
-calls), `corrections` (re-routes and imported history), `models`, `configs`, `auth` (tokens, secrets,
-logins, leases), `suggestions` (tickets no category took, and the clusters found in them), `retention`
-and `stats`. Parts return plain dataclasses or dicts, and every
+calls), `corrections` (re-routes and imported history), `models` and `retrains` (trained.py), `configs`,
+`auth` (tokens, secrets, logins, leases), `suggestions` (tickets no category took, and the clusters found
+in them), `retention` and `stats`. Parts return plain dataclasses or dicts, and every
 "can't reach the database" error is a StoreUnavailable.
 """
 
@@ -25,10 +25,10 @@ from connector.store.retention import PURGED_NOTE, PURGED_TEXT, Retention
 from connector.store.stats import Stats
 from connector.store.suggestions import Suggestions
 from connector.store.tickets import TicketRecord, Tickets
-from connector.store.trained import ModelInfo, Models
+from connector.store.trained import ModelInfo, Models, RetrainRecord, Retrains
 
 __all__ = ["BUSY_MS", "PURGED_NOTE", "PURGED_TEXT", "WEBHOOK_BUSY_MS", "ClaimedEvent", "ConfigVersion", "ModelInfo",
-           "QueueHealth", "Store", "StoreUnavailable", "TicketRecord"]
+           "QueueHealth", "RetrainRecord", "Store", "StoreUnavailable", "TicketRecord"]
 
 
 class Store:
@@ -40,6 +40,7 @@ class Store:
         self.tickets = Tickets(self.db)
         self.corrections = Corrections(self.db)
         self.models = Models(self.db)
+        self.retrains = Retrains(self.db)
         self.configs = Configs(self.db)
         self.auth = Auth(self.db)
         self.suggestions = Suggestions(self.db)

@@ -170,6 +170,17 @@ suggestions = Table(
     Column("clusters", Text, nullable=False),
 )
 
+# What each retrain of the local model did (the newest are shown on the Model page): a skipped or failed
+# retrain leaves no model behind, so without this only the worker's log would say why nothing changed.
+retrains = Table(
+    "retrains", metadata, _pk(),
+    Column("started_at", Float, nullable=False), Column("finished_at", Float, nullable=False),
+    Column("trigger", Text, nullable=False),  # schedule | admin | cli
+    Column("outcome", Text, nullable=False),  # promoted | refused | kept inactive | skipped | failed
+    Column("version", Integer), Column("candidate_f1", Float), Column("current_f1", Float),
+    Column("n_holdout", Integer), Column("reason", Text, nullable=False),
+)
+
 # What `deskroute db copy` moves, parents first. Locks and login failures are moments, not records.
 DURABLE = (events, tickets, group_changes, llm_calls, corrections, history, models, config_versions,
-           config_changes, oauth_tokens, oauth_users, install_secrets, unrouted, suggestions)
+           config_changes, oauth_tokens, oauth_users, install_secrets, unrouted, suggestions, retrains)

@@ -102,3 +102,38 @@ def _model_info(row: Any) -> ModelInfo:
     return ModelInfo(version=row["version"], created_at=row["created_at"], labels=json.loads(row["labels"]),
                      n_examples=row["n_examples"], metrics=json.loads(row["metrics"]), source=row["source"],
                      sha256=row["sha256"], active=bool(row["active"]))
+
+
+@dataclass
+class RetrainRecord:
+    """What one retrain did (RetrainReport, as kept for the admin UI)."""
+
+    started_at: float
+    finished_at: float
+    trigger: str  # schedule | admin | cli
+    outcome: str  # promoted | refused | kept inactive | skipped | failed
+    version: int | None
+    candidate_f1: float | None
+    current_f1: float | None
+    n_holdout: int | None
+    reason: str
+
+
+class Retrains(Part):
+    """The `retrains` table: the newest KEEP retrains' outcomes."""
+
+    KEEP = 100
+
+    def record(self, record: RetrainRecord) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO retrains (started_at, finished_at, trigger, outcome, version, candidate_f1,"
+                       " current_f1, n_holdout, reason) VALUES (:started_at, :finished_at, :trigger, :outcome,"
+                       " :version, :candidate_f1, :current_f1, :n_holdout, :reason)", vars(record))
+            tx.execute("DELETE FROM retrains WHERE id NOT IN (SELECT id FROM retrains ORDER BY id DESC LIMIT :keep)",
+                       {"keep": self.KEEP})
+
+    def recent(self, limit: int = 10) -> list[RetrainRecord]:
+        """The newest retrains, newest first."""
+        rows = self.execute("SELECT started_at, finished_at, trigger, outcome, version, candidate_f1, current_f1,"
+                            " n_holdout, reason FROM retrains ORDER BY id DESC LIMIT :limit", {"limit": limit})
+        return [RetrainRecord(**dict(row)) for row in rows]
