@@ -7,13 +7,14 @@ import hmac
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from connector.models import EventState
 from connector.settings import Settings
 from connector.store import StoreUnavailable
 
@@ -41,6 +42,17 @@ def _platform_health(services: Services, name: str) -> dict[str, object]:
     if platform.rate_limit_remaining is not None:  # from the helpdesk's last answer
         health["rate_limit_remaining"] = platform.rate_limit_remaining
     return health
+
+
+def _attention(body: dict[str, Any]) -> list[str]:
+    """What needs a person, one line each (empty: nothing). /health stays 200 while the process can serve, so
+    that a load balancer doesn't restart it for something a restart can't fix; monitors alert on this list."""
+    lines = [f"{name}: the helpdesk refuses our credentials (the admin UI and `deskroute doctor` say why)"
+             for name, platform in body["platforms"].items() if platform.get("status") == "auth_failing"]
+    dead = body["queue"].counts.get(EventState.DEAD, 0)
+    if dead:
+        lines.append(f"queue: {dead} dead-lettered event(s): `deskroute tickets list --state dead` says why")
+    return lines
 
 
 def freeze_startup_objects() -> None:
@@ -91,8 +103,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             return True
         given = request.headers.get("Authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {metrics_token}".encode())
+
+    def auth_failing() -> dict[str, bool]:
+        """For /metrics: whether each helpdesk refuses our credentials (as any process of the install saw last)."""
+        return {name: adapter.auth_status()["status"] == "auth_failing"
+                for name, adapter in services.platforms.items()}
+
     registry, webhook_requests = make_registry(services.store, accuracy_hours=settings.deskroute_accuracy_hours,
-                                               clock=services.clock)
+                                               clock=services.clock, auth_failing=auth_failing)
     app.extensions["deskroute"] = services
     webhooks.register(app, services, webhook_requests)
     init_admin(app, services)
@@ -117,7 +135,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         except Exception as exc:  # any database failure is reported, not raised
             body.update(status="unavailable", database=type(exc).__name__)
             return jsonify(body), 503
-        body.update(status="ok", database="ok", shadow=settings.deskroute_shadow)
+        body.update(status="ok", database="ok", shadow=settings.deskroute_shadow, attention=_attention(body))
         return jsonify(body), 200
 
     @app.get("/metrics")

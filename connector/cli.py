@@ -270,6 +270,7 @@ def corrections() -> None:
 
 
 _STATUS = click.Choice(["pending", "accepted", "rejected"])
+_LIST_STATUS = click.Choice(["pending", "accepted", "rejected", "all"])
 
 
 @corrections.command(name="export")
@@ -296,12 +297,12 @@ def corrections_export(fmt: str, since: str | None, until: str | None, category:
 
 
 @corrections.command(name="list")
-@click.option("--status", type=_STATUS, default="pending", show_default=True)
+@click.option("--status", type=_LIST_STATUS, default="pending", show_default=True)
 @click.option("--limit", default=50, show_default=True)
 def corrections_list(status: str, limit: int) -> None:
-    """Show corrections awaiting (or past) review."""
+    """Show corrections awaiting (or past) review, as the admin UI's Corrections page does."""
     services = _services()
-    rows = services.store.corrections.find(status=status, limit=limit)
+    rows = services.store.corrections.find(status=None if status == "all" else status, limit=limit)
     for row in rows:
         final = "final" if row["is_final"] else f"then {row['final_category']}"
         click.echo(f"{row['id']:>6}  {row['platform']} #{row['ticket_id']} move {row['seq']}: "
@@ -312,14 +313,25 @@ def corrections_list(status: str, limit: int) -> None:
 
 
 def _review(ids: tuple[int, ...], status: str, reviewer: str, label: str | None) -> None:
+    from connector.corrections import why_not_learnable
+
     services = _services()
     if label is not None and label not in services.taxonomy.categories:
         raise click.BadParameter(f"{label!r} is not a category in taxonomy.yaml", param_hint="--label")
-    missing = [i for i in ids if not services.store.corrections.review(i, status=status, reviewer=reviewer,
-                                                                      now=time.time(), label=label)]
-    click.echo(f"{len(ids) - len(missing)} correction(s) {status}")
+    missing, problems, done = [], [], 0
+    for i in ids:
+        row = services.store.corrections.get(i)
+        if row is None:
+            missing.append(i)
+        elif status == "accepted" and (problem := why_not_learnable(row, label, services.taxonomy.categories)):
+            problems.append(f"{problem} (--label CATEGORY)")
+        else:
+            done += services.store.corrections.review(i, status=status, reviewer=reviewer, now=time.time(), label=label)
+    click.echo(f"{done} correction(s) {status}")
     if missing:
-        raise click.ClickException(f"no correction with id {', '.join(map(str, missing))}")
+        problems.append(f"no correction with id {', '.join(map(str, missing))}")
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 @corrections.command(name="accept")
@@ -661,13 +673,16 @@ def tickets() -> None:
 @click.option("--state", type=click.Choice(["done", "triage", "shadow", "dead", "pending"]), help="Only this state.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 def tickets_list(search: str, state: str | None, limit: int) -> None:
-    """One line per ticket: event, ticket, state, category, tier, confidence, re-routed."""
+    """One line per ticket: event, ticket, state, category, tier, confidence, re-routed, and why it failed."""
     rows = _services().store.stats.recent_tickets(search=search, state=state, limit=limit)
     for row in rows:
         confidence = f"{row['confidence']:.2f}" if row["confidence"] is not None else "-"
+        category = row["category"] or ("triage" if row["decision"] else "-")  # "-": never classified
+        error = row["event_error"] or row["last_error"]
+        failed = row["state"] == "dead" or row["event_state"] in ("dead", "pending")
         click.echo(f"event {row['event_id'] or '-':<6} {row['platform']} #{row['ticket_id']:<10} {row['state']:<8} "
-                   f"{row['category'] or 'triage':<22} {row['tier'] or '-':<7} {confidence}"
-                   f"{'  re-routed' if row['rerouted'] else ''}")
+                   f"{category:<22} {row['tier'] or '-':<7} {confidence}"
+                   f"{'  re-routed' if row['rerouted'] else ''}{f'  error: {error}' if failed and error else ''}")
     if not rows:
         click.echo("no tickets match", err=True)
 
@@ -803,4 +818,5 @@ def demo(keep_running: bool, port: int) -> None:
     """Route sample tickets through a simulated Zendesk on loopback; no account or key needed."""
     from connector.demo import run
 
+    _exit_on_sigterm()  # stopped by a process manager too, its temporary folder and database are removed
     sys.exit(run(keep_running=keep_running, port=port, echo=click.echo))

@@ -13,14 +13,14 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from connector.classify.clean import clean
 from connector.classify.redact import redact
 from connector.mappings import PlatformMapping
-from connector.models import GroupChange, TicketState, ambiguous
+from connector.models import OUT_OF_SCOPE, GroupChange, TicketState, ambiguous, candidates
 from connector.store import Store, TicketRecord
 from connector.store.corrections import FEEDBACK_PREFIX
 from platforms.base import Platform
@@ -35,6 +35,19 @@ COLUMNS = (
     "agent_id", "via", "status", "reviewed_by", "reviewed_at", "text", "comment",
 )
 STATUSES = ("pending", "accepted", "rejected")
+
+
+def why_not_learnable(row: dict[str, Any], label: str | None, categories: Collection[str]) -> str | None:
+    """Why accepting this correction (relabelled `label`, if given) would teach the local model nothing, or None.
+    The model learns categories: a group several categories share, the triage group or a group no category
+    maps to needs the reviewer to say which category the ticket was."""
+    learned = label or row["label"] or row["corrected_category"]
+    if learned in categories or learned == OUT_OF_SCOPE:
+        return None
+    if choices := candidates(learned):
+        return f"correction {row['id']}: its group serves {' and '.join(choices)}: say which category it was"
+    return (f"correction {row['id']}: it ends in {learned}, which is no category: choose the category the ticket "
+            "belonged to, or reject it")
 
 
 def is_move(correction: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from connector.mappings import field_problem, fits_taxonomy
+from connector.mappings import field_problem, fits_taxonomy, missing_groups
 from connector.models import EventState, TicketField
 from platforms.base import AuthFailed, Platform, PlatformError
 from platforms.zendesk import API_TOKEN_RETIRED
@@ -76,10 +76,14 @@ def diagnose(services: Services) -> list[Finding]:
         findings.append(Finding(False, line))
 
     settings = services.settings
-    ok(f"settings: database {services.store.describe()}, mappings in {services.mappings_dir}, "
-       f"{len(services.taxonomy.categories)} categories")
+    stored = services.store.configs.latest_version()
+    where = (f"configuration v{stored} stored in the database (the files in {services.mappings_dir} are ignored; "
+             "`deskroute config export` writes the live ones out)" if stored is not None
+             else f"mappings in {services.mappings_dir}")
+    ok(f"settings: database {services.store.describe()}, {where}, {len(services.taxonomy.categories)} categories")
     if not services.platforms:
-        problem("no helpdesk is configured: set the ZENDESK_* or FRESHDESK_* settings (README: Connect ...)")
+        problem("no helpdesk is configured: set the ZENDESK_* or FRESHDESK_* settings (README: \"Connect a Zendesk "
+                "account\", \"Connect a Freshdesk account\")")
     for name in services.mappings:
         platform = services.platforms.get(name)
         if platform is None:
@@ -103,14 +107,10 @@ def diagnose(services: Services) -> list[Finding]:
             ok(f"{name}: signed in with OAuth ({auth['auth'].removeprefix('oauth_').replace('_', ' ')})"
                f"{_acting_as(platform)}")
         ok(f"{name}: API reachable, {len(groups)} groups")
-        mapping = services.mappings[name]
-        routes = [("triage", mapping.triage.group_id)] + [(f"categories.{c}", r.group_id)
-                                                          for c, r in mapping.categories.items()]
-        for key, group_id in routes:
-            if group_id not in groups:
-                choices = ", ".join(f"{gid} ({n})" for gid, n in list(groups.items())[:8])
-                problem(f"{name}: {_where(services, name)} {key}.group_id {group_id} is not a "
-                        f"group in {name}; pick one of: {choices}")
+        for key, group_id in missing_groups(services.mappings[name], groups):
+            choices = ", ".join(f"{gid} ({n})" for gid, n in list(groups.items())[:8])
+            problem(f"{name}: {_where(services, name)} {key}.group_id {group_id} is not a "
+                    f"group in {name}; pick one of: {choices}")
         findings += _check_fields(services, name, platform)
         try:
             problems = platform.installation_problems()
@@ -124,7 +124,8 @@ def diagnose(services: Services) -> list[Finding]:
     counts = health.counts
     dead = counts.get(EventState.DEAD, 0)
     if dead:
-        problem(f"queue: {dead} dead-lettered event(s): see /admin/tickets (retry button) or the events table")
+        problem(f"queue: {dead} dead-lettered event(s): `deskroute tickets list --state dead` says why; once that is "
+                "fixed, `deskroute tickets retry --dead` (or Retry on /admin/tickets) sends them again")
     waiting = health.oldest_waiting_seconds
     if waiting is not None and waiting > STALE_QUEUE_SECONDS and counts.get(EventState.PENDING):
         problem(f"queue: the oldest event has waited {waiting / 60:.0f} min: is `deskroute worker` (or serve) running?")

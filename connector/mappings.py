@@ -263,6 +263,14 @@ def possible_field_values(key: str, taxonomy: Taxonomy) -> list[str]:
     raise KeyError(key)
 
 
+def missing_groups(mapping: PlatformMapping, groups: Collection[str]) -> list[tuple[str, str]]:
+    """(key, group id) of each route whose group isn't one of the helpdesk's `groups` (say, the default
+    placeholder ids left in place): a ticket routed there is refused, and falls back to triage."""
+    routes = [("triage", mapping.triage.group_id)] + [(f"categories.{c}", r.group_id)
+                                                      for c, r in mapping.categories.items()]
+    return [(key, group_id) for key, group_id in routes if group_id not in groups]
+
+
 def field_problem(platform: str, key: str, field_id: str, fields: Mapping[str, TicketField],
                   taxonomy: Taxonomy) -> str | None:
     """Why the helpdesk's ticket field `field_id` can't take the values of `fields:` key `key`, or None when it

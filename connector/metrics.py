@@ -27,8 +27,10 @@ class StoreCollector:
     """Counters and a histogram computed from the events and tickets tables."""
 
     def __init__(self, store: Store, *, accuracy_hours: float = 48.0, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic,
+                 auth_failing: Callable[[], dict[str, bool]] = dict):
         self.store = store
+        self.auth_failing = auth_failing  # per configured helpdesk: whether it refuses our credentials now
         self.accuracy_hours = accuracy_hours
         self.clock = clock
         self.monotonic = monotonic
@@ -47,15 +49,28 @@ class StoreCollector:
         finished = CounterMetricFamily("deskroute_events_finished", "Events that reached a final state.",
                                        labels=["platform", "kind", "state", "outcome"])
         waiting = GaugeMetricFamily("deskroute_queue_events", "Events not yet finished.", labels=["state"])
+        dead = GaugeMetricFamily("deskroute_events_dead", "Dead-lettered events now, waiting for a person "
+                                 "(`deskroute tickets list --state dead`); alert when above 0.", labels=["platform"])
         received_totals: dict[tuple[str, str], int] = {}
         waiting_totals: dict[str, int] = {"pending": 0, "running": 0}
+        dead_totals: dict[str, int] = {}
         for row in self.store.stats.event_counts():
             key = (row.platform, row.kind)
             received_totals[key] = received_totals.get(key, 0) + row.n
             if EventState(row.state).final:
                 finished.add_metric([row.platform, row.kind, row.state, row.outcome or ""], row.n)
+                if row.state == EventState.DEAD:
+                    dead_totals[row.platform] = dead_totals.get(row.platform, 0) + row.n
             else:
                 waiting_totals[row.state] = waiting_totals.get(row.state, 0) + row.n
+        auth = GaugeMetricFamily("deskroute_helpdesk_auth_failing", "1 while the helpdesk refuses our credentials "
+                                 "(any process of the install saw it last); alert when 1.", labels=["platform"])
+        for platform, failing in sorted(self.auth_failing().items()):
+            auth.add_metric([platform], int(failing))
+            dead_totals.setdefault(platform, 0)
+        for platform, n in sorted(dead_totals.items()):
+            dead.add_metric([platform], n)
+        yield from (dead, auth)
         for (platform, kind), n in sorted(received_totals.items()):
             received.add_metric([platform, kind], n)
         for state, n in sorted(waiting_totals.items()):
@@ -103,11 +118,11 @@ class StoreCollector:
         yield from (received, finished, waiting, decisions, latency)
 
 
-def make_registry(store: Store, *, accuracy_hours: float = 48.0,
-                  clock: Callable[[], float] = time.time) -> tuple[CollectorRegistry, Counter]:
+def make_registry(store: Store, *, accuracy_hours: float = 48.0, clock: Callable[[], float] = time.time,
+                  auth_failing: Callable[[], dict[str, bool]] = dict) -> tuple[CollectorRegistry, Counter]:
     """A registry for one app, and its per-process counter of webhook responses."""
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store, accuracy_hours=accuracy_hours, clock=clock))
+    registry.register(StoreCollector(store, accuracy_hours=accuracy_hours, clock=clock, auth_failing=auth_failing))
     requests = Counter("deskroute_webhook_requests", "Webhook requests answered by this process, by status.",
                        ["platform", "status"], registry=registry)
     return registry, requests

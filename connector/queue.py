@@ -67,20 +67,24 @@ class Queue:
         return finished
 
     def retry(self, event: ClaimedEvent, *, error: str, retry_after: float | None = None) -> EventState:
-        """Schedule another attempt, or dead-letter the event once attempts run out. Returns the new state."""
+        """Schedule another attempt, or dead-letter the event once attempts run out. Returns the new state.
+        `error` is stored, shown and logged: worker.describe_error's words, never ticket text."""
         if event.attempts >= self.policy.max_attempts:
             self.complete(event, state=EventState.DEAD, outcome="retries_exhausted", error=error)
-            log.error("event dead-lettered", extra={"event_id": event.id, "ticket_id": event.ticket_id,
-                                                  "attempts": event.attempts})
+            log.error("event dead-lettered", extra={"event_id": event.id, "platform": event.platform,
+                                                  "ticket_id": event.ticket_id, "attempts": event.attempts,
+                                                  "error": error})
             return EventState.DEAD
         delay = self.policy.delay(event.attempts, retry_after)
         self.store.events.reschedule(event, due_at=self.clock() + delay, error=error)
-        log.info("event retry scheduled", extra={"event_id": event.id, "ticket_id": event.ticket_id,
-                                               "attempts": event.attempts, "delay_s": round(delay, 2)})
+        log.info("event retry scheduled", extra={"event_id": event.id, "platform": event.platform,
+                                               "ticket_id": event.ticket_id, "attempts": event.attempts,
+                                               "delay_s": round(delay, 2), "error": error})
         return EventState.PENDING
 
     def dead_letter(self, event: ClaimedEvent, *, error: str) -> None:
         """Give up on an event now: it stays visible with its reason."""
         self.complete(event, state=EventState.DEAD, outcome="failed", error=error)
-        log.error("event dead-lettered", extra={"event_id": event.id, "ticket_id": event.ticket_id})
+        log.error("event dead-lettered", extra={"event_id": event.id, "platform": event.platform,
+                                              "ticket_id": event.ticket_id, "error": error})
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from connector.config import load_config
 from connector.corrections import Reconciler
-from connector.mappings import MappingError, PlatformMapping, resolve_dir
+from connector.mappings import MappingError, PlatformMapping, missing_groups, resolve_dir
 from connector.model_keeper import ModelKeeper
 from connector.queue import Queue, RetryPolicy
 from connector.router import Router
@@ -190,10 +191,25 @@ class Services:
         self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
                                poll_seconds=self.settings.deskroute_poll_seconds)
         self.pool.start()
+        threading.Thread(target=self.check_groups, name="group-check", daemon=True).start()
         self.store.start_checkpointer()
         # PostgreSQL: a new event anywhere wakes these threads at once; they still poll, in case.
         self.store.db.listen(CHANNEL, self.pool.wake, self.pool.stop_event)
         return self.pool
+
+    def check_groups(self) -> None:
+        """Log, at startup, each mapped group the helpdesk doesn't have (doctor's check, for whoever never runs
+        it): a ticket routed to one is refused and falls back to triage, or is dead-lettered if triage's is."""
+        for name, platform in self.platforms.items():
+            try:
+                groups = {group.id for group in platform.list_groups()}
+            except Exception as exc:  # noqa: BLE001 - a check at startup never stops the workers
+                log.warning("couldn't check the mapped groups", extra={"platform": name, "error": type(exc).__name__})
+                continue
+            for key, group_id in missing_groups(self.mappings[name], groups):
+                log.error("mapped group is not a group in the helpdesk: tickets routed there fall back to triage; "
+                          "`deskroute doctor` lists the groups to pick from",
+                          extra={"platform": name, "route": key, "group_id": group_id})
 
     def wake(self) -> None:
         """Tell this process's workers (if any) that an event was queued."""

@@ -169,6 +169,11 @@ class Worker:
         if record.state in (TicketState.DONE, TicketState.TRIAGE, TicketState.SHADOW):
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(event.ticket_id)  # just claimed: the lease is fresh until here
+        if record.decision is None and record.classification is not None:
+            # Retried by hand (deskroute tickets retry, the Tickets page): its one classification stands, and
+            # is mapped again with today's mappings, so a group an admin fixed since is the one written.
+            self.store.tickets.replace_decision(record, self.router.decide(event.platform, record.classification),
+                                                error=None)
         if record.decision is None:
             self.before_classify()
             self._still_ours(event)  # the fetch may have waited out rate limits

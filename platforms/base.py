@@ -78,6 +78,11 @@ class LeaseLost(Exception):
     """Another worker owns this event now (our lease ran out): stop without writing anything."""
 
 
+# An event that can't sign in waits at least this long before its next attempt: an admin has something to
+# fix, and ten attempts then span an hour or more instead of a quarter of one.
+AUTH_RETRY_SECONDS = 300.0
+
+
 class AuthFailed(PlatformError):
     """The helpdesk won't let us in (no token, a refused client): retried later, while an admin fixes it.
     The message says what to fix and never holds a secret."""

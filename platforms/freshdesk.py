@@ -33,6 +33,8 @@ from connector.models import (
     TicketField,
 )
 from platforms.base import (
+    AUTH_RETRY_SECONDS,
+    AuthFailed,
     AuthNote,
     AuthRecord,
     BadPayload,
@@ -306,22 +308,28 @@ class FreshdeskPlatform(Platform):
             if self.rate_limit_remaining <= LOW_RATE_LIMIT:
                 log.warning("Freshdesk rate limit nearly spent for this minute",
                             extra={"remaining": self.rate_limit_remaining})
-        self._note_auth(response)
+        refused = self._note_auth(response)
+        if refused is not None:  # not the usual backoff: ten attempts would be spent before anyone fixed the key
+            raise AuthFailed(f"freshdesk auth: {refused}", retry_after=max(
+                parse_retry_after(response.headers.get("Retry-After")) or 0.0, AUTH_RETRY_SECONDS))
         if not 200 <= response.status_code < 300:
             raise http_error(response.status_code, _error_summary(response),
                              retry_after=parse_retry_after(response.headers.get("Retry-After")),
                              refused_fields=_error_fields(response) if response.status_code == 400 else None)
         return response.json() if response.content else None
 
-    def _note_auth(self, response: requests.Response) -> None:
-        """Share whether Freshdesk lets us in (platforms/base.py AuthNote); a 5xx says nothing about it."""
+    def _note_auth(self, response: requests.Response) -> str | None:
+        """Share whether Freshdesk lets us in (platforms/base.py AuthNote); a 5xx says nothing about it. The
+        refusal's message (no secret in it), or None."""
         if response.status_code == 401:
             message = (f"Freshdesk refused the API key ({_error_summary(response)}): check FRESHDESK_API_KEY, the key "
                        "of an active agent (it changes when the agent resets it)")
             if self._auth.refused(message):
                 log.error("freshdesk refused our API key", extra={"status": response.status_code})
-        elif response.status_code < 500:
+            return message
+        if response.status_code < 500:
             self._auth.got_in()
+        return None
 
     def _request(self, what: str, method: str, path: str, payload: Any = None, *, ticket_id: str | None = None,
                  params: dict[str, Any] | None = None) -> Any:

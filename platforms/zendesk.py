@@ -35,6 +35,7 @@ from connector.models import (
     TicketField,
 )
 from platforms.base import (
+    AUTH_RETRY_SECONDS,
     AuthFailed,
     AuthNote,
     BadPayload,
@@ -87,9 +88,11 @@ _EPOCH_SECONDS = re.compile(r"^[0-9]{1,12}$")
 API_TOKEN_SHUTOFF = date(2027, 4, 30)
 API_TOKEN_RETIRED = (
     "Zendesk switches every API token off on 30 April 2027 (no account can create one since 27 October 2026): "
-    "create an OAuth client and set ZENDESK_OAUTH_CLIENT_ID and ZENDESK_OAUTH_CLIENT_SECRET instead of "
-    "ZENDESK_EMAIL and ZENDESK_API_TOKEN (README: Connect a Zendesk account)")
-OAUTH_SETTINGS = ["ZENDESK_OAUTH_CLIENT_ID", "ZENDESK_OAUTH_CLIENT_SECRET"]
+    "create an OAuth client and set ZENDESK_OAUTH_CLIENT_ID (with ZENDESK_OAUTH_CLIENT_SECRET for client "
+    "credentials, or without it to use Connect Zendesk in the admin UI) instead of ZENDESK_EMAIL and "
+    "ZENDESK_API_TOKEN (README: Connect a Zendesk account)")
+# What OAuth needs at least: Connect Zendesk works with a public client, no secret (client credentials need one).
+OAUTH_SETTINGS = ["ZENDESK_OAUTH_CLIENT_ID"]
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -163,11 +166,6 @@ def _platform_error(exc: Exception) -> PlatformError:
         return http_error(response.status_code, _error_summary(response),
                           retry_after=parse_retry_after(response.headers.get("Retry-After")))
     return network_error(exc)
-
-
-# An event that can't sign in waits at least this long before its next attempt: an admin has something to
-# fix, and ten attempts then span an hour or more instead of a quarter of one.
-AUTH_RETRY_SECONDS = 300.0
 
 
 def _auth_error(exc: OAuthError) -> AuthFailed:

@@ -208,6 +208,28 @@ def test_adding_a_category_reaches_the_router_and_a_bad_name_is_refused(admin: A
     assert "gift_cards:" not in (mappings_dir / "freshdesk.yaml").read_text()
 
 
+def test_a_helpdesk_that_is_not_connected_needs_no_group_invented(admin: Any, admin_services: Services) -> None:
+    """A Zendesk-only install (here) still has freshdesk.yaml, where every category needs a route: a new
+    category goes to Freshdesk's triage group there; an existing one keeps its route."""
+    assert "freshdesk" not in admin_services.platforms
+    form = page(admin, "/admin/mappings/new")
+    assert "freshdesk (not connected)" in form and 'name="freshdesk_group_id" list="freshdesk-groups"\n' in form
+    token = csrf(admin, "/admin/mappings/new")
+    blank = {"freshdesk_group_id": "", "zendesk_group_id": ""}
+    refused = admin.post("/admin/mappings/new", data={**form_for("gift_cards", "", **blank), "name": "gift_cards",
+                                                      "csrf_token": token}, **HTTPS)
+    assert refused.status_code == 400 and "zendesk: choose a group" in refused.get_data(as_text=True)  # connected
+    saved = admin.post("/admin/mappings/new", data={**form_for("gift_cards", "360000000106", freshdesk_group_id=""),
+                                                    "name": "gift_cards", "csrf_token": token}, **HTTPS)
+    assert saved.status_code == 302, saved.get_data(as_text=True)[:300]
+    freshdesk = admin_services.mappings["freshdesk"]
+    assert freshdesk.categories["gift_cards"].group_id == freshdesk.triage.group_id
+    before = freshdesk.categories["billing"].group_id
+    assert admin.post("/admin/mappings/billing", data={**form_for("billing", "360000000101", freshdesk_group_id=""),
+                                                       "csrf_token": token}, **HTTPS).status_code == 302
+    assert admin_services.mappings["freshdesk"].categories["billing"].group_id == before
+
+
 def test_shadow_mode_classifies_without_writing(admin: Any, admin_services: Services,
                                                 zendesk_api: responses.RequestsMock, clock: Any) -> None:
     token = csrf(admin, "/admin/mappings/billing")
@@ -343,6 +365,7 @@ def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Service
     cli_environment(monkeypatch, tmp_path, admin_services.settings.database_url)
     listing = CliRunner().invoke(main, ["tickets", "list", "--state", "dead"], catch_exceptions=False)
     assert listing.exit_code == 0 and f"event {event['id']}" in listing.output and "zendesk #9" in listing.output
+    assert "error: 404" in listing.output and "triage" not in listing.output  # never classified: "-", and why
     missing = CliRunner().invoke(main, ["tickets", "retry", "424242"], catch_exceptions=False)
     assert missing.exit_code == 1 and "not finished or unknown" in missing.output
     retried = CliRunner().invoke(main, ["tickets", "retry", str(event["id"])], catch_exceptions=False)
@@ -385,9 +408,42 @@ def test_the_corrections_page_gives_reviewers_the_ticket_the_comment_and_the_cho
     assert 'href="https://acme.zendesk.com/agent/tickets/71"' in html and "Charged twice" in html
     assert "Please refund" not in html  # the subject line only
     choice = html.split("/admin/corrections/1")[1].split("</form>")[0]
-    assert 'type="radio" name="label" value="billing" checked' in choice
+    assert 'type="radio" name="label" value="billing">' in choice and "checked" not in choice  # no nudge
     assert 'value="refunds_cancellation"' in choice and "<select" not in choice
     assert "<q>it is about the invoice</q>" in html and "(said in the sidebar)" in html
+
+
+def test_a_correction_that_names_no_category_is_not_accepted_until_the_reviewer_picks_one(
+        admin: Any, admin_services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accepted, it would have been dropped from the retrain without a word: the model learns categories."""
+    base = {"platform": "zendesk", "predicted_category": "bug_report", "predicted_group_id": "360000000103",
+            "predicted_tier": "local", "predicted_confidence": 0.7, "previous_group_id": "360000000103",
+            "routed_at": 1.0, "rerouted_at": 2.0, "status": "pending", "created_at": 2.0, "seq": 1}
+    admin_services.store.corrections.add({
+        **base, "ticket_id": "81", "change_id": "c1", "text": "Charged twice", "corrected_group_id": "360000000101",
+        "corrected_category": "ambiguous:billing|refunds_cancellation"})
+    admin_services.store.corrections.add({
+        **base, "ticket_id": "82", "change_id": "c2", "text": "Where is my parcel", "corrected_group_id": "999",
+        "corrected_category": "unmapped:999"})
+    shared, unmapped = (row["id"] for row in admin_services.store.corrections.find())
+    token = csrf(admin, "/admin/corrections")
+    refused = admin.post(f"/admin/corrections/{shared}", data={"csrf_token": token, "action": "accept"}, **HTTPS)
+    assert "Not accepted" in page(admin, refused.headers["Location"])
+    assert "say which category it was" in page(admin, refused.headers["Location"])
+    assert admin_services.store.corrections.get(shared)["status"] == "pending"  # type: ignore[index]
+    admin.post(f"/admin/corrections/{shared}", data={"csrf_token": token, "action": "accept",
+                                                      "label": "refunds_cancellation"}, **HTTPS)
+    settled = admin_services.store.corrections.get(shared)
+    assert settled is not None and (settled["status"], settled["label"]) == ("accepted", "refunds_cancellation")
+    admin.post(f"/admin/corrections/{unmapped}", data={"csrf_token": token, "action": "reject"}, **HTTPS)
+    assert admin_services.store.corrections.get(unmapped)["status"] == "rejected"  # type: ignore[index]
+
+    cli_environment(monkeypatch, tmp_path, admin_services.settings.database_url)
+    again = CliRunner().invoke(main, ["corrections", "accept", str(unmapped)])
+    assert again.exit_code == 1 and "unmapped:999, which is no category" in again.output, again.output
+    assert admin_services.store.corrections.get(unmapped)["status"] == "rejected"  # type: ignore[index]
+    listed = CliRunner().invoke(main, ["corrections", "list", "--status", "all"])
+    assert listed.exit_code == 0 and "rejected" in listed.output and "accepted" in listed.output
 
 
 def test_the_new_admin_writes_need_the_login_and_a_csrf_token(admin: Any, admin_services: Services) -> None:

@@ -35,7 +35,7 @@ def test_health_without_credentials_reports_zendesk_not_configured(tmp_path: Pat
     body = response.json
     assert body["status"] == "ok" and body["database"] == "ok"
     assert body["platforms"]["zendesk"] == {"configured": False, "missing": [
-        "ZENDESK_SUBDOMAIN", "ZENDESK_WEBHOOK_SECRET", "ZENDESK_OAUTH_CLIENT_ID", "ZENDESK_OAUTH_CLIENT_SECRET"]}
+        "ZENDESK_SUBDOMAIN", "ZENDESK_WEBHOOK_SECRET", "ZENDESK_OAUTH_CLIENT_ID"]}  # no secret: Connect needs none
 
 
 def test_health_names_only_what_is_missing(tmp_path: Path) -> None:
@@ -103,6 +103,27 @@ def test_queue_health_job_reports_dead_letters(services: Services, caplog: Any) 
     health = report_queue_health(services.store)
     assert health.counts == {"dead": 1}
     assert any(r.levelname == "WARNING" and "dead-lettered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_dead_letter_shows_in_healths_attention_and_in_a_gauge(client: Any, services: Services,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 3 a.m. a monitor needs something to alert on: /health stays 200 (a restart fixes nothing)."""
+    from connector.models import TicketEvent
+
+    assert client.get("/health").json["attention"] == []
+    assert value(metrics(client)["deskroute_events_dead"], "deskroute_events_dead", platform="zendesk") == 0
+    services.queue.enqueue(TicketEvent(platform="zendesk", kind="ticket.created", ticket_id="9", dedup_key="k"))
+    job = services.queue.claim("w")
+    assert job is not None
+    services.queue.dead_letter(job, error="422 RecordInvalid")
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json["status"] == "ok"
+    assert health.json["attention"] == [
+        "queue: 1 dead-lettered event(s): `deskroute tickets list --state dead` says why"]
+    monkeypatch.setattr("connector.metrics.CACHE_SECONDS", 0.0)  # the reading above is cached for 5 s
+    m = metrics(client)
+    assert value(m["deskroute_events_dead"], "deskroute_events_dead", platform="zendesk") == 1
+    assert value(m["deskroute_helpdesk_auth_failing"], "deskroute_helpdesk_auth_failing", platform="zendesk") == 0
 
 
 def test_scheduler_has_the_queue_health_job(services: Services) -> None:

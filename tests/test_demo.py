@@ -55,3 +55,28 @@ def test_the_demo_writes_to_the_simulator_and_the_admin_ui_shows_it(tmp_path: Pa
         assert all(f"zendesk #{i}" in page for i in ids)
     finally:
         demo.stop()
+
+
+def test_a_demo_kept_running_and_stopped_by_sigterm_removes_its_folder(tmp_path: Path) -> None:
+    """README says the demo's folder and database go when it exits: a process manager stops it with SIGTERM."""
+    import signal
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DESKROUTE_", "ZENDESK_", "ANTHROPIC_"))}
+    env.pop("DATABASE_URL", None)
+    env["TMPDIR"] = str(scratch)
+    with subprocess.Popen([sys.executable, "-m", "connector", "demo", "--keep-running"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as demo:
+        try:
+            assert demo.stdout is not None
+            for line in demo.stdout:
+                if "Press Ctrl+C to stop" in line:
+                    break
+            assert [p for p in scratch.iterdir() if p.name.startswith("deskroute-demo-")]
+            demo.send_signal(signal.SIGTERM)
+            assert demo.wait(timeout=60) == 0
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+    assert not [p for p in scratch.iterdir() if p.name.startswith("deskroute-demo-")]

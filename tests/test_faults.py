@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +100,9 @@ def test_503_three_times_then_success(services: Services, zendesk_api: responses
 
 
 def test_a_helpdesk_that_stays_down_ends_in_a_visible_dead_letter(
-        make_services: Callable[..., Services], clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+        make_services: Callable[..., Services], clock: FakeClock, zendesk_api: responses.RequestsMock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="connector.queue")
     services = make_services(deskroute_max_attempts=2)
     stub_get(zendesk_api)
     stub_put(zendesk_api, 503, body="<html>down</html>")
@@ -112,6 +115,11 @@ def test_a_helpdesk_that_stays_down_ends_in_a_visible_dead_letter(
     record = services.store.tickets.get("zendesk", str(TICKET))
     assert record is not None and record.state == "dead"  # classified once, never written, given up visibly
     assert [e["id"] for e in services.store.events.recent(state="dead")] == [event_id]
+    # At 3 a.m. the log says why, not only which event (the reason is the stored one: no ticket text in it)
+    retried, dead = [r for r in caplog.records if r.name == "connector.queue"]
+    assert retried.getMessage() == "event retry scheduled" and retried.error.startswith("503")  # type: ignore
+    assert dead.getMessage() == "event dead-lettered" and dead.error == row["last_error"]  # type: ignore
+    assert dead.platform == "zendesk"  # type: ignore[attr-defined]
 
 
 def test_422_invalid_group_falls_back_to_triage_with_the_reason(
@@ -147,6 +155,35 @@ def test_422_on_the_triage_group_too_is_dead_with_the_reason(
     assert row["state"] == "dead" and "422 RecordInvalid" in row["last_error"]
     record = services.store.tickets.get("zendesk", str(TICKET))
     assert record is not None and record.state == "dead"
+
+
+def test_a_dead_letter_retried_after_the_admin_fixed_the_group_is_written_to_the_fixed_group(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    """Retry once sent the refused group again and died again; the one classification is mapped anew."""
+    from test_config_store import billing_edit
+
+    from connector.config import save_category
+
+    stub_get(zendesk_api)
+    invalid = {"error": "RecordInvalid", "details": {"group": [{"description": "Group: is invalid"}]}}
+    stub_put(zendesk_api, 422, body=invalid)
+    event_id = queue_created(services)
+    drain(services)
+    assert event_row(services, event_id)["state"] == "dead"
+    before = services.store.tickets.get("zendesk", str(TICKET))
+    assert before is not None and before.classification is not None
+
+    save_category(services.mappings_dir, services.store, billing_edit(services, group="360000000105"), author="admin",
+                  now=clock())
+    services.reload_config(force=True)
+    zendesk_api.replace(responses.PUT, URL, json=UPDATED)
+    assert services.store.events.requeue(event_id, now=clock())
+    drain(services)
+    assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105
+    assert event_row(services, event_id)["state"] == "done"
+    after = services.store.tickets.get("zendesk", str(TICKET))
+    assert after is not None and after.state == "done" and after.decision is not None
+    assert after.decision.group_id == "360000000105" and after.classification == before.classification  # not again
 
 
 def test_409_rereads_the_ticket_and_keeps_the_agents_new_tag(

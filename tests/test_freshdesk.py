@@ -17,7 +17,7 @@ from connector.feedback import save_model
 from connector.models import ROUTED_TAG, Ignored, TicketEvent
 from connector.services import Services
 from helpers import FIXTURES, SECRET, FakeClock, drain, make_settings
-from platforms.base import BadPayload, PlatformError, Unauthorized
+from platforms.base import AUTH_RETRY_SECONDS, AuthFailed, BadPayload, PlatformError, Unauthorized
 from platforms.fakes.freshdesk import FakeFreshdesk
 from platforms.freshdesk import FreshdeskPlatform
 
@@ -210,9 +210,13 @@ def test_only_freshdesk_configured(tmp_path: Path) -> None:
 def test_a_refused_api_key_shows_in_health_until_a_call_gets_in(fake: tuple[FakeFreshdesk, str]) -> None:
     fake_api, address = fake
     wrong = FreshdeskPlatform(domain="acme", api_key="not-the-key", webhook_secret=SECRET, base_url=f"http://{address}")
-    with pytest.raises(PlatformError) as refused:
+    with pytest.raises(AuthFailed) as refused:
         wrong.list_groups()
-    assert refused.value.status == 401
+    assert refused.value.status == 401 and refused.value.retryable
+    # As Zendesk's: an event waits minutes, not the usual seconds, so a key reset at night doesn't
+    # spend its ten attempts in a quarter of an hour before anyone can fix it.
+    assert refused.value.retry_after == AUTH_RETRY_SECONDS and "FRESHDESK_API_KEY" in str(refused.value)
+    assert "not-the-key" not in str(refused.value)
     assert wrong.auth_status()["status"] == "auth_failing"
     right = FreshdeskPlatform(domain="acme", api_key="fd-key", webhook_secret=SECRET, base_url=f"http://{address}")
     right.list_groups()
@@ -273,7 +277,12 @@ def test_a_key_refused_in_the_worker_shows_in_the_webs_health(tmp_path: Path, cl
     with pytest.raises(PlatformError) as refused:
         worker.platforms["freshdesk"].list_groups()
     assert refused.value.status == 401
-    assert health.get("/health").json["platforms"]["freshdesk"]["status"] == "auth_failing"
+    seen = health.get("/health").json
+    assert seen["platforms"]["freshdesk"]["status"] == "auth_failing"
+    assert seen["attention"] == ["freshdesk: the helpdesk refuses our credentials (the admin UI and `deskroute "
+                                 "doctor` say why)"]
+    scraped = health.get("/metrics").get_data(as_text=True)
+    assert 'deskroute_helpdesk_auth_failing{platform="freshdesk"} 1.0' in scraped
     status = web.platforms["freshdesk"].auth_status()
     assert status["status"] == "auth_failing" and "FRESHDESK_API_KEY" in status["error"]
     assert "fd-key" not in str(status) and "the-new-key" not in str(status)

@@ -169,7 +169,9 @@ def test_doctor_reports_each_problem_on_one_line_and_fails(zendesk: ZendeskAdmin
     assert not any("group_id" in line for line in fixes)  # every mapped group exists (ids 100-107)
 
 
-def test_doctor_passes_after_install_and_a_first_model(zendesk: ZendeskAdmin) -> None:
+def test_doctor_passes_after_install_and_a_first_model(zendesk: ZendeskAdmin, tmp_path: Path) -> None:
+    import shutil
+
     from connector.feedback import ensure_model
     from connector.services import Services
     from connector.settings import Settings
@@ -180,6 +182,15 @@ def test_doctor_passes_after_install_and_a_first_model(zendesk: ZendeskAdmin) ->
     result = run("doctor")
     assert result.exit_code == 0, result.output
     assert "ok   zendesk: webhook and rules installed" in result.output
+    assert "mappings in " in result.output  # no stored version yet: the files are what runs
+
+    edited = tmp_path / "edited"
+    shutil.copytree(PROJECT / "mappings", edited)
+    (edited / "zendesk.yaml").write_text((edited / "zendesk.yaml").read_text() + "# reviewed\n")
+    imported = run("config", "import", str(edited))
+    assert imported.exit_code == 0, imported.output
+    after = run("doctor").output
+    assert "configuration v1 stored in the database" in after and "are ignored" in after
 
 
 def test_doctor_names_a_mapped_group_that_does_not_exist(zendesk: ZendeskAdmin, tmp_path: Path,
@@ -194,6 +205,28 @@ def test_doctor_names_a_mapped_group_that_does_not_exist(zendesk: ZendeskAdmin, 
     [line] = [line for line in result.output.splitlines() if "group_id" in line]
     assert line.startswith("FIX  zendesk:") and "categories.outage_performance.group_id 999 is not a group" in line
     assert "pick one of: 360000000100 (Group 360000000100)" in line
+
+
+def test_workers_starting_log_a_mapped_group_the_helpdesk_does_not_have(
+        zendesk: ZendeskAdmin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """For whoever never runs doctor: before, the first sign was every such ticket in triage or dead."""
+    import logging
+    import shutil
+
+    from connector.services import Services
+    from connector.settings import Settings
+
+    shutil.copytree(PROJECT / "mappings", tmp_path / "m")
+    path = tmp_path / "m" / "zendesk.yaml"
+    path.write_text(path.read_text().replace("360000000104", "999"))
+    monkeypatch.setenv("DESKROUTE_MAPPINGS_DIR", str(tmp_path / "m"))
+    caplog.set_level(logging.WARNING, logger="connector.services")
+    Services(Settings()).check_groups()
+    [record] = [r for r in caplog.records if "mapped group" in r.getMessage()]
+    assert record.levelname == "ERROR" and "deskroute doctor" in record.getMessage()
+    assert (record.platform, record.route, record.group_id) == (  # type: ignore[attr-defined]
+        "zendesk", "categories.outage_performance", "999")
 
 
 # --- Freshdesk ---------------------------------------------------------------------------------------

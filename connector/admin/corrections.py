@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 
 from connector.admin.auth import login_required, services
 from connector.apps_api import ticket_url
-from connector.corrections import STATUSES, to_csv
+from connector.corrections import STATUSES, to_csv, why_not_learnable
 from connector.models import candidates
 
 bp = Blueprint("corrections", __name__)
@@ -39,7 +39,7 @@ def index() -> Any:
         row["subject"] = (row["text"] or "").split("\n", 1)[0][:90]
         row["choices"] = candidates(row["final_category"])
     return render_template("admin/corrections.html", rows=rows, status=status, statuses=STATUSES,
-                           categories=list(app.taxonomy.categories))
+                           categories=list(app.taxonomy.categories), message=request.args.get("message"))
 
 
 @bp.post("/corrections/<int:correction_id>")
@@ -53,9 +53,14 @@ def review(correction_id: int) -> Any:
     if label is not None and label not in app.taxonomy.categories:
         abort(400, "label must be a category")
     status = "accepted" if action == "accept" else "rejected"
-    if not app.store.corrections.review(correction_id, status=status, reviewer="admin", now=app.clock(), label=label):
+    row = app.store.corrections.get(correction_id)
+    if row is None:
         abort(404)
-    return redirect(url_for("admin.corrections.index", status=request.args.get("status", "pending")))
+    back = request.args.get("status", "pending")
+    if status == "accepted" and (problem := why_not_learnable(row, label, app.taxonomy.categories)):
+        return redirect(url_for("admin.corrections.index", status=back, message=f"Not accepted: {problem}."))
+    app.store.corrections.review(correction_id, status=status, reviewer="admin", now=app.clock(), label=label)
+    return redirect(url_for("admin.corrections.index", status=back))
 
 
 @bp.get("/corrections.csv")

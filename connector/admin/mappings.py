@@ -99,6 +99,12 @@ def edit(name: str) -> Any:
     gone: str | None = None  # why a suggestion's link filled nothing in
     if request.method == "POST":
         form = request.form.to_dict()
+        for platform, mapping in app.mappings.items():
+            if platform not in app.platforms and not form.get(f"{platform}_group_id", "").strip():
+                # Not connected (a Freshdesk-only install still has zendesk.yaml): every category needs a route
+                # there, so it keeps the one it has, or a new one goes to that helpdesk's triage group.
+                route = mapping.categories.get(name)
+                form[f"{platform}_group_id"] = route.group_id if route else mapping.triage.group_id
         try:
             change = category_edit(form, name if exists else form.get("name", "").strip(), list(app.mappings))
             changed = save_category(app.mappings_dir, app.store, change, author="admin", now=app.clock(),
@@ -114,7 +120,7 @@ def edit(name: str) -> Any:
         suggested, gone = bool(form), None if form else GONE
     category = app.taxonomy.categories.get(name) if exists else None
     return render_template("admin/mapping.html", name=name if exists else "", category=category,
-                           mappings=app.mappings, groups=groups, error=error, form=form,
+                           mappings=app.mappings, connected=set(app.platforms), groups=groups, error=error, form=form,
                            priorities=PRIORITIES, suggested=suggested, gone=gone), \
         400 if error else 200
 

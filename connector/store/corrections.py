@@ -106,6 +106,10 @@ class Corrections(Part):
                                                                "ticket_id": ticket_id})
         return len(rows)
 
+    def get(self, correction_id: int) -> dict[str, Any] | None:
+        rows = self.execute("SELECT * FROM corrections WHERE id = :id", {"id": correction_id})
+        return dict(rows[0]) if rows else None
+
     def for_ticket(self, platform: str, ticket_id: str) -> list[dict[str, Any]]:
         """A ticket's re-routes, in order."""
         return [dict(r) for r in self.execute(

@@ -99,8 +99,9 @@ class Tickets(Part):
             {"min_confidence": min_confidence, "before": decided_before, "done": TicketState.DONE})
         return [(r["training_text"], r["category"], r["decided_at"]) for r in rows]
 
-    def replace_decision(self, record: TicketRecord, decision: RoutingDecision, *, error: str) -> None:
-        """Swap in a fallback decision (triage) after the helpdesk refused the first one."""
+    def replace_decision(self, record: TicketRecord, decision: RoutingDecision, *, error: str | None) -> None:
+        """Swap in another decision for the same classification: a fallback (triage, no ticket fields) after the
+        helpdesk refused the first one, or the classification mapped again when a person retries it."""
         self.execute(
             "UPDATE tickets SET decision = :decision, group_id = :group_id, priority = :priority, triage = :triage,"
             " last_error = :error WHERE platform = :platform AND ticket_id = :ticket_id",
