@@ -230,6 +230,23 @@ def test_a_helpdesk_that_is_not_connected_needs_no_group_invented(admin: Any, ad
     assert admin_services.mappings["freshdesk"].categories["billing"].group_id == before
 
 
+def test_a_new_keyword_that_other_categories_tickets_contain_needs_a_confirmation(admin: Any,
+                                                                                  admin_services: Services) -> None:
+    """A keyword decides a ticket alone: "help" on billing sent "can you help me set up a dashboard" there."""
+    billing = admin_services.taxonomy.categories["billing"]
+    keywords = ", ".join([*billing.keywords, "help"])
+    token = csrf(admin, "/admin/mappings/billing")
+    form = {**form_for("billing", "360000000101", keywords=keywords), "csrf_token": token}
+    refused = admin.post("/admin/mappings/billing", data=form, **HTTPS)
+    text = refused.get_data(as_text=True)
+    assert refused.status_code == 400 and "&#39;help&#39; is in example tickets of account_access." in text
+    assert 'id="keywords_checked"' in text and admin_services.store.configs.latest_version() is None
+    saved = admin.post("/admin/mappings/billing", data={**form, "keywords_checked": "1"}, **HTTPS)
+    assert saved.status_code == 302 and "help" in admin_services.taxonomy.categories["billing"].keywords
+    again = admin.post("/admin/mappings/billing", data=form, **HTTPS)  # not new any more: no question
+    assert again.status_code == 302
+
+
 def test_shadow_mode_classifies_without_writing(admin: Any, admin_services: Services,
                                                 zendesk_api: responses.RequestsMock, clock: Any) -> None:
     token = csrf(admin, "/admin/mappings/billing")

@@ -45,3 +45,17 @@ def test_procfile_matches_the_readme() -> None:
     assert procfile in README
     assert procfile.splitlines()[0].startswith("web: gunicorn") and "connector:create_app()" in procfile
     assert procfile.splitlines()[1] == "worker: deskroute worker"
+
+
+def test_the_runbook_names_only_metrics_commands_and_log_lines_that_exist() -> None:
+    """docs/operations.md is read at 3 a.m.: a renamed metric or log line there would send people astray."""
+    runbook = (PROJECT / "docs" / "operations.md").read_text()
+    sources = "\n".join(path.read_text() for path in (PROJECT / "connector").rglob("*.py"))
+    sources += "\n".join(path.read_text() for path in (PROJECT / "platforms").rglob("*.py"))
+    for metric in set(re.findall(r"`(deskroute_[a-z_]+)", runbook)):
+        assert f'"{metric.removesuffix("_total")}"' in sources, metric
+    for command in set(re.findall(r"`deskroute ([a-z]+)", runbook)):
+        assert command in main.commands, command
+    logs = runbook.split("## Logs", 1)[1]
+    for line in re.findall(r"`([a-z][a-z ,]+[a-z])`", logs):
+        assert f'"{line}' in sources, line  # a log call's message starts with it

@@ -74,6 +74,24 @@ def category_edit(form: dict[str, str], name: str, platforms: list[str]) -> Cate
                         priority=form.get("priority") or "normal", mode=form.get("mode") or "live", routes=routes)
 
 
+def check_keywords(app: Services, change: CategoryEdit, exists: bool) -> None:
+    """Refuse (until the admin confirms) a new keyword that other categories' example tickets contain: a keyword
+    decides a ticket alone, so a generic one ("help") would take their tickets."""
+    from connector.classify.rules import keyword_clashes
+
+    known = set(app.taxonomy.categories[change.name].keywords) if exists else set()
+    clashes = keyword_clashes(app.taxonomy, change.name, [k for k in change.keywords if k not in known])
+    if clashes:
+        found = "; ".join(f"'{keyword}' is in example tickets of {', '.join(others)}"
+                          for keyword, others in clashes.items())
+        raise KeywordClash(f"{found}. A keyword decides a ticket alone, so tickets like those would come to "
+                           f"{change.name}: remove it, or tick the box below to save anyway.")
+
+
+class KeywordClash(ConfigError):
+    """A new keyword other categories' examples contain; saved only once the admin confirms."""
+
+
 @bp.get("")
 @login_required
 def index() -> Any:
@@ -94,6 +112,7 @@ def edit(name: str) -> Any:
         abort(404)
     groups = {platform: live_groups(app, platform) for platform in app.mappings}
     error = None
+    clash = False  # the error is a keyword clash: the form offers to save anyway
     form: dict[str, Any] = {}
     suggested = False
     gone: str | None = None  # why a suggestion's link filled nothing in
@@ -107,6 +126,8 @@ def edit(name: str) -> Any:
                 form[f"{platform}_group_id"] = route.group_id if route else mapping.triage.group_id
         try:
             change = category_edit(form, name if exists else form.get("name", "").strip(), list(app.mappings))
+            if not form.get("keywords_checked"):
+                check_keywords(app, change, exists)
             changed = save_category(app.mappings_dir, app.store, change, author="admin", now=app.clock(),
                                     known_groups={p: g for p, g in groups.items() if g is not None})
             app.reload_config(force=True)
@@ -115,13 +136,14 @@ def edit(name: str) -> Any:
             return redirect(url_for("admin.mappings.index", saved=change.name))
         except ConfigError as exc:
             error = str(exc)
+            clash = isinstance(exc, KeywordClash)
     elif not exists and "suggestion" in request.args:  # "Add as category" on the Suggestions page
         form = from_suggestion(app, request.args["suggestion"]) or {}
         suggested, gone = bool(form), None if form else GONE
     category = app.taxonomy.categories.get(name) if exists else None
     return render_template("admin/mapping.html", name=name if exists else "", category=category,
                            mappings=app.mappings, connected=set(app.platforms), groups=groups, error=error, form=form,
-                           priorities=PRIORITIES, suggested=suggested, gone=gone), \
+                           clash=clash, priorities=PRIORITIES, suggested=suggested, gone=gone), \
         400 if error else 200
 
 

@@ -23,6 +23,19 @@ def _keyword_regex(keyword: str) -> str:
     return r"(?<![\w])" + r"\s+".join(words) + r"(?![\w])"
 
 
+def keyword_clashes(taxonomy: Taxonomy, category: str, keywords: list[str]) -> dict[str, list[str]]:
+    """For each of `keywords` (meant for `category`), the other categories with an example ticket it matches:
+    such a keyword would take those tickets from them (a keyword decides alone). Empty: none clashes."""
+    clashes: dict[str, list[str]] = {}
+    for keyword in keywords:
+        rx = re.compile(_keyword_regex(keyword), re.IGNORECASE)
+        others = [name for name, other in taxonomy.categories.items()
+                  if name != category and any(rx.search(example) for example in other.examples)]
+        if others:
+            clashes[keyword] = others
+    return clashes
+
+
 @dataclass(frozen=True)
 class GuardrailHit:
     """A guardrail that matched."""
