@@ -679,7 +679,7 @@ def tickets_list(search: str, state: str | None, limit: int) -> None:
         confidence = f"{row['confidence']:.2f}" if row["confidence"] is not None else "-"
         category = row["category"] or ("triage" if row["decision"] else "-")  # "-": never classified
         error = row["event_error"] or row["last_error"]
-        failed = row["state"] == "dead" or row["event_state"] in ("dead", "pending")
+        failed = row["state"] in ("dead", "triage") or row["event_state"] in ("dead", "pending")  # triage: refused?
         click.echo(f"event {row['event_id'] or '-':<6} {row['platform']} #{row['ticket_id']:<10} {row['state']:<8} "
                    f"{category:<22} {row['tier'] or '-':<7} {confidence}"
                    f"{'  re-routed' if row['rerouted'] else ''}{f'  error: {error}' if failed and error else ''}")

@@ -207,7 +207,8 @@ class Services:
                 log.warning("couldn't check the mapped groups", extra={"platform": name, "error": type(exc).__name__})
                 continue
             for key, group_id in missing_groups(self.mappings[name], groups):
-                log.error("mapped group is not a group in the helpdesk: tickets routed there fall back to triage; "
+                outcome = "are dead-lettered" if key == "triage" else "fall back to triage"
+                log.error(f"mapped group is not a group in the helpdesk: tickets routed there {outcome}; "
                           "`deskroute doctor` lists the groups to pick from",
                           extra={"platform": name, "route": key, "group_id": group_id})
 

@@ -5,8 +5,9 @@ ticket.group_changed: kept for the corrections feature.
 correction.text_needed: an agent's sidebar feedback, kept at once, gets the ticket's redacted text.
 
 Exactly-once write-back: the decision is stored before the write, every write carries ROUTED_TAG,
-and a retried event (crash, lost lease, ambiguous timeout) re-reads the ticket first; the adapter's
-apply() then skips whatever an earlier attempt already wrote.
+and a retried event (crash, lost lease, ambiguous timeout, a person's retry) re-reads the ticket first;
+the adapter's apply() then skips whatever an earlier attempt already wrote. A retried ticket that shows
+nothing of ours yet is mapped again with the live mappings (Worker._remap), so a fixed group is written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from connector.classify.clean import is_auto_reply
 from connector.classify.redact import redact
 from connector.corrections import FEEDBACK_PREFIX, Reconciler, unrouted_text
 from connector.mappings import triage_instead
-from connector.models import Classification, EventState, RoutingDecision, Ticket, TicketState
+from connector.models import ROUTED_TAG, Classification, EventState, RoutingDecision, Ticket, TicketState
 from connector.queue import Queue
 from connector.router import Router
 from connector.store import ClaimedEvent, Store, StoreUnavailable, TicketRecord
@@ -169,12 +170,9 @@ class Worker:
         if record.state in (TicketState.DONE, TicketState.TRIAGE, TicketState.SHADOW):
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(event.ticket_id)  # just claimed: the lease is fresh until here
-        if record.decision is None and record.classification is not None:
-            # Retried by hand (deskroute tickets retry, the Tickets page): its one classification stands, and
-            # is mapped again with today's mappings, so a group an admin fixed since is the one written.
-            self.store.tickets.replace_decision(record, self.router.decide(event.platform, record.classification),
-                                                error=None)
-        if record.decision is None:
+        if record.decision is not None:
+            self._remap(event, record, ticket)
+        else:
             self.before_classify()
             self._still_ours(event)  # the fetch may have waited out rate limits
             classification = self.router.classify(ticket.text, event.platform)
@@ -194,6 +192,27 @@ class Worker:
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"
         return self._write(event, platform, record, ticket)
+
+    def _remap(self, event: ClaimedEvent, record: TicketRecord, ticket: Ticket) -> None:
+        """A ticket decided before (its event retried by the queue, or by hand): map its one classification again
+        with the live mappings, so that a group an admin fixed since is the one written. Only while nothing of
+        ours is on the ticket (what landed stays: a retry never writes a ticket twice), or while it still sits
+        in the triage group that a refused route sent it to."""
+        stored = record.decision
+        if stored is None or record.classification is None:
+            return
+        self.before_classify()  # the mappings as saved now, by whichever process
+        self._still_ours(event)  # the fetch may have waited out rate limits
+        fresh = self.router.decide(event.platform, record.classification)
+        if fresh == stored:
+            return
+        parked = stored.triage and not fresh.triage and ticket.group_id == stored.group_id
+        if ROUTED_TAG in ticket.tags and not parked:
+            return
+        self.store.tickets.replace_decision(record, fresh, error=None)
+        log.info("decision mapped again with the live mappings", extra={
+            "event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id,
+            "group_id": fresh.group_id})
 
     def _training_text(self, ticket: Ticket, classification: Classification) -> str | None:
         """The redacted text of a confident Claude decision, kept to become a local training example."""

@@ -79,7 +79,7 @@ class LeaseLost(Exception):
 
 
 # An event that can't sign in waits at least this long before its next attempt: an admin has something to
-# fix, and ten attempts then span an hour or more instead of a quarter of one.
+# fix, and ten attempts then span about 45 minutes instead of a quarter of an hour.
 AUTH_RETRY_SECONDS = 300.0
 
 

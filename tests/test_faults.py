@@ -186,6 +186,59 @@ def test_a_dead_letter_retried_after_the_admin_fixed_the_group_is_written_to_the
     assert after.decision.group_id == "360000000105" and after.classification == before.classification  # not again
 
 
+def test_a_retry_after_a_mapping_edit_never_writes_a_ticket_twice(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    """What landed stays: the retried ticket already shows our routing, so nothing is written again."""
+    from test_config_store import billing_edit
+
+    from connector.config import save_category
+
+    stub_get(zendesk_api)
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 1 and event_row(services, event_id)["state"] == "done"
+    save_category(services.mappings_dir, services.store, billing_edit(services, group="360000000105"), author="admin",
+                  now=clock())
+    services.reload_config(force=True)
+    zendesk_api.replace(responses.GET, URL, json=zendesk_ticket(  # the ticket as our write left it
+        TICKET, subject="Invoice for October missing", description="Please resend it.", tags=ROUTED["tags"],
+        updated_at="2026-11-22T09:00:01Z", group_id=BILLING_GROUP))
+    assert services.store.events.requeue(event_id, now=clock())
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 1
+    record = services.store.tickets.get("zendesk", str(TICKET))
+    assert record is not None and record.decision is not None and record.decision.group_id == str(BILLING_GROUP)
+
+
+def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_fixed(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    """The usual end of a bad group is a triage fallback, not a dead letter: a retry moves it on once fixed."""
+    from test_config_store import billing_edit
+
+    from connector.config import save_category
+
+    stub_get(zendesk_api)
+    stub_put(zendesk_api, 422, body={"error": "RecordInvalid", "details": {"group": [{"description": "invalid"}]}})
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    drain(services)
+    assert event_row(services, event_id)["state"] == "triage"
+    [row] = services.store.stats.recent_tickets()  # what `deskroute tickets list` shows, with "error: ..."
+    assert row["state"] == "triage" and "422 RecordInvalid" in row["last_error"]
+    save_category(services.mappings_dir, services.store, billing_edit(services, group="360000000105"), author="admin",
+                  now=clock())
+    services.reload_config(force=True)
+    parked = put_bodies(zendesk_api, TICKET)[-1]
+    zendesk_api.replace(responses.GET, URL, json=zendesk_ticket(
+        TICKET, subject="Invoice for October missing", description="Please resend it.", tags=parked["tags"],
+        updated_at="2026-11-22T09:00:01Z", group_id=TRIAGE_GROUP))
+    assert services.store.events.requeue(event_id, now=clock())
+    drain(services)
+    assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105
+    assert event_row(services, event_id)["state"] == "done"
+
+
 def test_409_rereads_the_ticket_and_keeps_the_agents_new_tag(
         services: Services, zendesk_api: responses.RequestsMock) -> None:
     stub_get(zendesk_api, tags=["vip"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, get_flashed_messages, redirect, render_template, request, url_for
 
 from connector.admin.auth import login_required, services
 from connector.apps_api import ticket_url
@@ -39,7 +39,7 @@ def index() -> Any:
         row["subject"] = (row["text"] or "").split("\n", 1)[0][:90]
         row["choices"] = candidates(row["final_category"])
     return render_template("admin/corrections.html", rows=rows, status=status, statuses=STATUSES,
-                           categories=list(app.taxonomy.categories), message=request.args.get("message"))
+                           categories=list(app.taxonomy.categories), message=" ".join(map(str, get_flashed_messages())))
 
 
 @bp.post("/corrections/<int:correction_id>")
@@ -58,7 +58,8 @@ def review(correction_id: int) -> Any:
         abort(404)
     back = request.args.get("status", "pending")
     if status == "accepted" and (problem := why_not_learnable(row, label, app.taxonomy.categories)):
-        return redirect(url_for("admin.corrections.index", status=back, message=f"Not accepted: {problem}."))
+        flash(f"Not accepted: {problem}.")  # in the signed session: a crafted link can't put words on the page
+        return redirect(url_for("admin.corrections.index", status=back))
     app.store.corrections.review(correction_id, status=status, reviewer="admin", now=app.clock(), label=label)
     return redirect(url_for("admin.corrections.index", status=back))
 

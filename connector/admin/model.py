@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, get_flashed_messages, redirect, render_template, url_for
 
 from connector.admin.auth import login_required, services
 from connector.admin.charts import heatmap
@@ -29,7 +29,7 @@ def index() -> Any:
     picture = heatmap(active.labels, confusion) if active and confusion else None
     outdated = active is not None and not fits_taxonomy(active.labels, app.taxonomy)
     return render_template("admin/model.html", models=models, active=active, picture=picture,
-                           message=request.args.get("message"), training=training_status(app.store),
+                           message=" ".join(map(str, get_flashed_messages())), training=training_status(app.store),
                            outdated=outdated, retrains=app.store.retrains.recent())
 
 
@@ -43,7 +43,8 @@ def retrain() -> Any:
                    "hasn't seen, there is nothing to judge a candidate on, and it is skipped.")
     else:
         message = "A retrain is already requested: a worker starts it within a minute."
-    return redirect(url_for("admin.model.index", message=message))
+    flash(message)  # in the signed session: a crafted link can't put words on this page
+    return redirect(url_for("admin.model.index"))
 
 
 @bp.post("/<int:version>/activate")
@@ -56,7 +57,8 @@ def activate(version: int) -> Any:
         promote(app.store, app.taxonomy, version)
     except (KeyError, LabelMismatch) as exc:
         abort(400, str(exc))
-    return redirect(url_for("admin.model.index", message=f"Model v{version} is active."))
+    flash(f"Model v{version} is active.")
+    return redirect(url_for("admin.model.index"))
 
 
 @bp.post("/rollback")
@@ -69,4 +71,5 @@ def rollback() -> Any:
         version = rollback(app.store, app.taxonomy)
     except LookupError as exc:
         abort(400, str(exc))
-    return redirect(url_for("admin.model.index", message=f"Rolled back to model v{version}."))
+    flash(f"Rolled back to model v{version}.")
+    return redirect(url_for("admin.model.index"))

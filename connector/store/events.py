@@ -151,26 +151,28 @@ class Events(Part):
         return QueueHealth(counts, round(now - oldest, 3) if oldest is not None else None)
 
     def requeue(self, event_id: int, *, now: float, reclassify: bool = False) -> bool:
-        """Send a finished (dead, triage, done) event through the pipeline again. Its ticket's decision is
-        forgotten: the worker maps its classification again with the mappings of the day (a retry after an
-        admin fixed a refused group writes the fixed one); with reclassify, the classification goes too."""
+        """Send a finished (dead, triage, done) event through the pipeline again; with reclassify, forget its
+        ticket's classification and decision. One transaction: a worker must not take the event up between
+        the two updates (it would find the ticket finished, and leave it undecided for good)."""
         params = {"id": event_id, "now": now, "pending": EventState.PENDING, "dead": EventState.DEAD,
-                  "triage": EventState.TRIAGE, "done": EventState.DONE, "new": TicketState.NEW}
-        rows = self.execute(
-            "UPDATE events SET state = :pending, due_at = :now, attempts = 0, outcome = NULL, last_error = NULL,"
-            " finished_at = NULL, lease_owner = NULL WHERE id = :id AND state IN (:dead, :triage, :done)"
-            " RETURNING platform, ticket_id", params)
-        if not rows:
-            return False
-        params.update(rows[0])
-        if reclassify:
-            self.execute(
-                "UPDATE tickets SET state = :new, classification = NULL, decision = NULL, category = NULL,"
-                " confidence = NULL, tier = NULL, guardrail = NULL, decided_at = NULL"
-                " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
-        else:
-            self.execute("UPDATE tickets SET state = :new, decision = NULL"
-                         " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
+                  "triage": EventState.TRIAGE, "done": EventState.DONE, "new": TicketState.NEW,
+                  "decided": TicketState.DECIDED}
+        with self.db.transaction() as tx:
+            rows = tx.execute(
+                "UPDATE events SET state = :pending, due_at = :now, attempts = 0, outcome = NULL, last_error = NULL,"
+                " finished_at = NULL, lease_owner = NULL WHERE id = :id AND state IN (:dead, :triage, :done)"
+                " RETURNING platform, ticket_id", params)
+            if not rows:
+                return False
+            params.update(rows[0])
+            if reclassify:
+                tx.execute(
+                    "UPDATE tickets SET state = :new, classification = NULL, decision = NULL, category = NULL,"
+                    " confidence = NULL, tier = NULL, guardrail = NULL, decided_at = NULL"
+                    " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
+            else:
+                tx.execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN :new ELSE :decided END"
+                           " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
         self.db.notify(CHANNEL)  # an update, which the insert trigger doesn't see
         return True
 

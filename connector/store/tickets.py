@@ -104,10 +104,10 @@ class Tickets(Part):
         helpdesk refused the first one, or the classification mapped again when a person retries it."""
         self.execute(
             "UPDATE tickets SET decision = :decision, group_id = :group_id, priority = :priority, triage = :triage,"
-            " last_error = :error WHERE platform = :platform AND ticket_id = :ticket_id",
+            " last_error = :error WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :event_id",
             {"decision": decision.model_dump_json(), "group_id": decision.group_id, "priority": decision.priority,
              "triage": int(decision.triage), "error": error, "platform": record.platform,
-             "ticket_id": record.ticket_id})
+             "ticket_id": record.ticket_id, "event_id": record.event_id})
         record.decision = decision
 
     def finish(self, record: TicketRecord, *, state: TicketState, now: float, error: str | None = None) -> None:
