@@ -40,6 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
 NO_DATABASE = {"test_classify.py", "test_docs.py", "test_evaluation.py", "test_language.py", "test_mappings.py",
                "test_redact.py", "test_soak.py", "test_zendesk_parse.py", "test_zendesk_signature.py",
                "test_local_model.py", "test_llm.py", "test_app_packages.py",
+               "test_demo.py",  # the demo keeps a SQLite file of its own, whatever the pass
                # Pages in a real browser: what they check is the page; the store calls behind them run on
                # PostgreSQL in test_admin*.py and test_sidebar_api.py (CI's time is better spent there).
                "test_browser.py", "test_sidebar_browser.py"}
