@@ -45,6 +45,12 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}"
 
 
+def moved_by_people(decision: RoutingDecision, ticket: Ticket) -> bool:
+    """Our routing landed on the ticket (it carries ROUTED_TAG) and it is in another group now: people moved
+    it since, and a retry must not move it back."""
+    return ROUTED_TAG in ticket.tags and ticket.group_id != decision.group_id
+
+
 def fields_may_be_refused(exc: PlatformError, decision: RoutingDecision) -> bool:
     """Whether the helpdesk may have refused a write for its ticket fields: it named one of them, or it doesn't
     say which fields it refused."""
@@ -171,7 +177,8 @@ class Worker:
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(event.ticket_id)  # just claimed: the lease is fresh until here
         if record.decision is not None:
-            self._remap(event, record, ticket)
+            if not self._remap(event, record, ticket) and moved_by_people(record.decision, ticket):
+                return self._leave(record, event, "moved_by_people")
         else:
             self.before_classify()
             self._still_ours(event)  # the fetch may have waited out rate limits
@@ -193,26 +200,38 @@ class Worker:
             return EventState.DONE, "shadow"
         return self._write(event, platform, record, ticket)
 
-    def _remap(self, event: ClaimedEvent, record: TicketRecord, ticket: Ticket) -> None:
+    def _remap(self, event: ClaimedEvent, record: TicketRecord, ticket: Ticket) -> bool:
         """A ticket decided before (its event retried by the queue, or by hand): map its one classification again
-        with the live mappings, so that a group an admin fixed since is the one written. Only while nothing of
-        ours is on the ticket (what landed stays: a retry never writes a ticket twice), or while it still sits
-        in the triage group that a refused route sent it to."""
+        with the live mappings, so that a group an admin fixed since is the one written; True if it did. Only
+        while nothing of ours is on the ticket (what landed stays: a retry never writes a ticket twice), or
+        while it still sits, untouched by people, in the triage group that a refused route sent it to."""
         stored = record.decision
         if stored is None or record.classification is None:
-            return
+            return False
         self.before_classify()  # the mappings as saved now, by whichever process
         self._still_ours(event)  # the fetch may have waited out rate limits
         fresh = self.router.decide(event.platform, record.classification)
         if fresh == stored:
-            return
-        parked = stored.triage and not fresh.triage and ticket.group_id == stored.group_id
-        if ROUTED_TAG in ticket.tags and not parked:
-            return
+            return False
+        if ROUTED_TAG in ticket.tags:
+            parked = (stored.triage and not fresh.triage and ticket.group_id == stored.group_id
+                      and not self.store.corrections.for_ticket(record.platform, record.ticket_id))  # nobody moved it
+            if not parked:
+                return False
         self.store.tickets.replace_decision(record, fresh, error=None)
         log.info("decision mapped again with the live mappings", extra={
             "event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id,
             "group_id": fresh.group_id})
+        return True
+
+    def _leave(self, record: TicketRecord, event: ClaimedEvent, outcome: str) -> tuple[EventState, str]:
+        """Write nothing: people have moved the ticket since our routing landed, and theirs is the last word."""
+        assert record.decision is not None
+        log.info("ticket moved by people since our routing: left as it is", extra={
+            "event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id})
+        triage = record.decision.triage
+        self.store.tickets.finish(record, state=TicketState.TRIAGE if triage else TicketState.DONE, now=self.clock())
+        return (EventState.TRIAGE, outcome) if triage else (EventState.DONE, outcome)
 
     def _training_text(self, ticket: Ticket, classification: Classification) -> str | None:
         """The redacted text of a confident Claude decision, kept to become a local training example."""
@@ -248,6 +267,8 @@ class Worker:
             except PlatformError as exc:
                 if exc.conflict:
                     ticket = platform.fetch_ticket(event.ticket_id)
+                    if moved_by_people(record.decision, ticket):  # another attempt's write landed, then was moved
+                        return self._leave(record, event, "moved_by_people")
                     continue
                 if exc.retryable or exc.status in (None, 404):
                     raise

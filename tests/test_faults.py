@@ -211,9 +211,29 @@ def test_a_retry_after_a_mapping_edit_never_writes_a_ticket_twice(
     assert record is not None and record.decision is not None and record.decision.group_id == str(BILLING_GROUP)
 
 
-def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_fixed(
+def test_a_retry_leaves_a_ticket_people_moved_since_our_routing_landed(
         services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
-    """The usual end of a bad group is a triage fallback, not a dead letter: a retry moves it on once fixed."""
+    """An agent re-routed it after us: a retry (by hand, or after a 409) must not move it back."""
+    stub_get(zendesk_api)
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 1
+    zendesk_api.replace(responses.GET, URL, json=zendesk_ticket(
+        TICKET, subject="Invoice for October missing", description="Please resend it.", tags=ROUTED["tags"],
+        updated_at="2026-11-22T10:00:00Z", group_id=360000000103))  # an agent's move
+    assert services.store.events.requeue(event_id, now=clock())
+    drain(services)
+    assert len(put_bodies(zendesk_api, TICKET)) == 1  # nothing written again
+    row = event_row(services, event_id)
+    assert (row["state"], row["outcome"]) == ("done", "moved_by_people")
+
+
+@pytest.mark.parametrize("moved_meanwhile", [False, True])
+def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_fixed(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock, moved_meanwhile: bool) -> None:
+    """The usual end of a bad group is a triage fallback, not a dead letter: a retry moves it on once fixed,
+    unless people have moved it meanwhile (here: out of triage and back), whose say is the last."""
     from test_config_store import billing_edit
 
     from connector.config import save_category
@@ -233,10 +253,22 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
     zendesk_api.replace(responses.GET, URL, json=zendesk_ticket(
         TICKET, subject="Invoice for October missing", description="Please resend it.", tags=parked["tags"],
         updated_at="2026-11-22T09:00:01Z", group_id=TRIAGE_GROUP))
+    if moved_meanwhile:  # the reconciler recorded an agent's moves
+        services.store.corrections.add({
+            "platform": "zendesk", "ticket_id": str(TICKET), "change_id": "c1", "seq": 1, "text": "x",
+            "predicted_category": "billing", "predicted_group_id": str(TRIAGE_GROUP), "predicted_tier": "rules",
+            "predicted_confidence": 0.95, "previous_group_id": str(TRIAGE_GROUP), "corrected_group_id": "360000000103",
+            "corrected_category": "bug_report", "routed_at": clock(), "rerouted_at": clock(), "status": "pending",
+            "created_at": clock()})
+    writes = len(put_bodies(zendesk_api, TICKET))
     assert services.store.events.requeue(event_id, now=clock())
     drain(services)
-    assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105
-    assert event_row(services, event_id)["state"] == "done"
+    if moved_meanwhile:
+        assert len(put_bodies(zendesk_api, TICKET)) == writes and event_row(services, event_id)["state"] == "triage"
+    else:
+        assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105
+        assert event_row(services, event_id)["state"] == "done"
+
 
 
 def test_409_rereads_the_ticket_and_keeps_the_agents_new_tag(
