@@ -102,6 +102,8 @@ class Demo:
         self.services: Any = None
         self._moves = 0
         self._server: Any = None
+        self._web: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         import waitress.server
@@ -114,7 +116,15 @@ class Demo:
         self._server = waitress.server.create_server(create_app(services=self.services), host="127.0.0.1",
                                                      port=self.port, threads=4)
         self.url = f"http://127.0.0.1:{self._server.effective_port}"
-        threading.Thread(target=self._server.run, name="demo-web", daemon=True).start()
+        self._web = threading.Thread(target=self._serve, name="demo-web", daemon=True)
+        self._web.start()
+
+    def _serve(self) -> None:
+        """waitress's loop, one poll at a time until stop(): its run() can't be stopped from another thread, and
+        closing its sockets under it fails its poll (EBADF) and a request's last wake-up."""
+        server = self._server
+        while not self._stopping.is_set():
+            server.asyncore.loop(timeout=0.2, map=server._map, count=1)
 
     def deliver(self, body: dict[str, Any]) -> None:
         """POST a webhook body, signed as Zendesk signs it."""
@@ -177,7 +187,15 @@ class Demo:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            self._stopping.set()
+            if self._web is not None:
+                self._web.join(timeout=5)
+            server = self._server
+            server.task_dispatcher.shutdown(timeout=5)  # requests being answered finish first
+            for channel in list(server._map.values()):  # kept-alive connections
+                if channel is not server and channel is not server.trigger:
+                    channel.close()
+            server.close()
         if self.services is not None and self.services.pool is not None:
             self.services.pool.stop()
         self.fake.stop()
