@@ -56,7 +56,16 @@ def _id_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-GroupId = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=64)]
+def _group_id(value: Any) -> str:
+    # Both helpdesks number their groups. Held to the one way of writing a number, "0360..." or " 360" would be
+    # written as the number but never recognised as it on the ticket (a retry would see our routing as moved).
+    text = _id_text(value)
+    if not isinstance(text, str) or not re.fullmatch(r"[1-9][0-9]{0,19}", text):
+        raise ValueError(f"{value!r} is not a group id: give the helpdesk's group number (e.g. 360000123456)")
+    return text
+
+
+GroupId = Annotated[str, BeforeValidator(_group_id)]
 # Zendesk numbers its ticket fields (360001234567); Freshdesk writes its custom fields by name (cf_category).
 _FIELD_ID = re.compile(r"\A(?:[1-9][0-9]{0,19}|[A-Za-z][A-Za-z0-9_]{0,63})\Z")
 

@@ -64,6 +64,11 @@ def test_default_zendesk_mapping_routes_every_category() -> None:
      "field number (e.g. 360001234567) or Freshdesk's field name (e.g. cf_deskroute_category)"),
     ("\ntriage:", "\nfields:\n  priority: 360001234567\ntriage:",
      "zendesk.yaml: fields.priority: Extra inputs are not permitted"),
+    # A group id in one spelling only: "0360..." would be written as the number, never recognised as it.
+    ("group_id: 360000000101", 'group_id: "0360000000101"',
+     "zendesk.yaml: categories.billing.group_id: Value error, '0360000000101' is not a group id"),
+    ("group_id: 360000000101", "group_id: billing-team",
+     "zendesk.yaml: categories.billing.group_id: Value error, 'billing-team' is not a group id"),
     ("\ntriage:", "\nfields:\n  category: 360001234567\n  tier: 360001234567\ntriage:",
      "zendesk.yaml: fields: Value error, tier and category name the same field 360001234567"),
 ])
