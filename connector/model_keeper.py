@@ -134,12 +134,14 @@ def gated_retrain(store: Store, taxonomy: Taxonomy, settings: object, lease: Lea
     try:
         report = retrain(store, taxonomy, settings, now=now, may_promote=lambda: may_promote() and current())
     except Exception as exc:
-        record_retrain(store, RetrainRecord(started, store.clock(), trigger, "failed", None, None, None, None,
+        record_retrain(store, RetrainRecord(started, store.clock(), trigger, "failed",
                                             f"{type(exc).__name__} (the worker's log has the details)"))
         raise
-    record_retrain(store, RetrainRecord(started, store.clock(), trigger, report.outcome, report.version,
-                                        report.candidate_f1 if report.version is not None else None,
-                                        report.current_f1, report.n_holdout, report.reason))
+    trained = report.version is not None
+    record_retrain(store, RetrainRecord(started, store.clock(), trigger, report.outcome, report.reason,
+                                        version=report.version, n_holdout=report.n_holdout,
+                                        candidate_f1=report.candidate_f1 if trained else None,
+                                        current_f1=report.current_f1))
     return report
 
 

@@ -135,7 +135,7 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
     if lease is None:
         log.info("scheduled retrain skipped: a model is being trained")
         now = services.clock()
-        record_retrain(services.store, RetrainRecord(now, now, "schedule", "skipped", None, None, None, None,
+        record_retrain(services.store, RetrainRecord(now, now, "schedule", "skipped",
                                                      "another training was running (a model for edited categories, "
                                                      "or a retrain asked for by hand)"))
         return

@@ -157,13 +157,30 @@ def test_422_on_the_triage_group_too_is_dead_with_the_reason(
     assert record is not None and record.state == "dead"
 
 
-def test_a_dead_letter_retried_after_the_admin_fixed_the_group_is_written_to_the_fixed_group(
-        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
-    """Retry once sent the refused group again and died again; the one classification is mapped anew."""
+FIXED_GROUP = "360000000105"
+
+
+def move_billing(services: Services, clock: FakeClock, group: str) -> None:
+    """An admin moves billing to another Zendesk group (say, fixing a refused one)."""
     from test_config_store import billing_edit
 
     from connector.config import save_category
 
+    save_category(services.mappings_dir, services.store, billing_edit(services, group=group), author="admin",
+                  now=clock())
+    services.reload_config(force=True)
+
+
+def reads_as(api: responses.RequestsMock, *, tags: list[str], group_id: int) -> None:
+    """From now on the ticket reads with these tags, in this group (after our write, or people's)."""
+    api.replace(responses.GET, URL, json=zendesk_ticket(
+        TICKET, subject="Invoice for October missing", description="Please resend it.", tags=tags,
+        updated_at="2026-11-22T09:00:01Z", group_id=group_id))
+
+
+def test_a_dead_letter_retried_after_the_admin_fixed_the_group_is_written_to_the_fixed_group(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    """Retry once sent the refused group again and died again; the one classification is mapped anew."""
     stub_get(zendesk_api)
     invalid = {"error": "RecordInvalid", "details": {"group": [{"description": "Group: is invalid"}]}}
     stub_put(zendesk_api, 422, body=invalid)
@@ -173,9 +190,7 @@ def test_a_dead_letter_retried_after_the_admin_fixed_the_group_is_written_to_the
     before = services.store.tickets.get("zendesk", str(TICKET))
     assert before is not None and before.classification is not None
 
-    save_category(services.mappings_dir, services.store, billing_edit(services, group="360000000105"), author="admin",
-                  now=clock())
-    services.reload_config(force=True)
+    move_billing(services, clock, FIXED_GROUP)
     zendesk_api.replace(responses.PUT, URL, json=UPDATED)
     assert services.store.events.requeue(event_id, now=clock())
     drain(services)
@@ -189,21 +204,13 @@ def test_a_dead_letter_retried_after_the_admin_fixed_the_group_is_written_to_the
 def test_a_retry_after_a_mapping_edit_never_writes_a_ticket_twice(
         services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
     """What landed stays: the retried ticket already shows our routing, so nothing is written again."""
-    from test_config_store import billing_edit
-
-    from connector.config import save_category
-
     stub_get(zendesk_api)
     stub_put(zendesk_api)
     event_id = queue_created(services)
     drain(services)
     assert len(put_bodies(zendesk_api, TICKET)) == 1 and event_row(services, event_id)["state"] == "done"
-    save_category(services.mappings_dir, services.store, billing_edit(services, group="360000000105"), author="admin",
-                  now=clock())
-    services.reload_config(force=True)
-    zendesk_api.replace(responses.GET, URL, json=zendesk_ticket(  # the ticket as our write left it
-        TICKET, subject="Invoice for October missing", description="Please resend it.", tags=ROUTED["tags"],
-        updated_at="2026-11-22T09:00:01Z", group_id=BILLING_GROUP))
+    move_billing(services, clock, FIXED_GROUP)
+    reads_as(zendesk_api, tags=ROUTED["tags"], group_id=BILLING_GROUP)  # the ticket as our write left it
     assert services.store.events.requeue(event_id, now=clock())
     drain(services)
     assert len(put_bodies(zendesk_api, TICKET)) == 1
@@ -219,9 +226,7 @@ def test_a_retry_leaves_a_ticket_people_moved_since_our_routing_landed(
     event_id = queue_created(services)
     drain(services)
     assert len(put_bodies(zendesk_api, TICKET)) == 1
-    zendesk_api.replace(responses.GET, URL, json=zendesk_ticket(
-        TICKET, subject="Invoice for October missing", description="Please resend it.", tags=ROUTED["tags"],
-        updated_at="2026-11-22T10:00:00Z", group_id=360000000103))  # an agent's move
+    reads_as(zendesk_api, tags=ROUTED["tags"], group_id=360000000103)  # an agent's move
     assert services.store.events.requeue(event_id, now=clock())
     drain(services)
     assert len(put_bodies(zendesk_api, TICKET)) == 1  # nothing written again
@@ -234,10 +239,6 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
         services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock, moved_meanwhile: bool) -> None:
     """The usual end of a bad group is a triage fallback, not a dead letter: a retry moves it on once fixed,
     unless people have moved it meanwhile (here: out of triage and back), whose say is the last."""
-    from test_config_store import billing_edit
-
-    from connector.config import save_category
-
     stub_get(zendesk_api)
     stub_put(zendesk_api, 422, body={"error": "RecordInvalid", "details": {"group": [{"description": "invalid"}]}})
     stub_put(zendesk_api)
@@ -246,13 +247,9 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
     assert event_row(services, event_id)["state"] == "triage"
     [row] = services.store.stats.recent_tickets()  # what `deskroute tickets list` shows, with "error: ..."
     assert row["state"] == "triage" and "422 RecordInvalid" in row["last_error"]
-    save_category(services.mappings_dir, services.store, billing_edit(services, group="360000000105"), author="admin",
-                  now=clock())
-    services.reload_config(force=True)
+    move_billing(services, clock, FIXED_GROUP)
     parked = put_bodies(zendesk_api, TICKET)[-1]
-    zendesk_api.replace(responses.GET, URL, json=zendesk_ticket(
-        TICKET, subject="Invoice for October missing", description="Please resend it.", tags=parked["tags"],
-        updated_at="2026-11-22T09:00:01Z", group_id=TRIAGE_GROUP))
+    reads_as(zendesk_api, tags=parked["tags"], group_id=TRIAGE_GROUP)
     if moved_meanwhile:  # the reconciler recorded an agent's moves
         services.store.corrections.add({
             "platform": "zendesk", "ticket_id": str(TICKET), "change_id": "c1", "seq": 1, "text": "x",

@@ -171,5 +171,5 @@ def test_only_the_newest_retrains_are_kept(services: Services, monkeypatch: pyte
 
     monkeypatch.setattr(Retrains, "KEEP", 3)
     for n in range(5):
-        services.store.retrains.record(RetrainRecord(n, n + 1, "schedule", "skipped", None, None, None, 0, f"r{n}"))
+        services.store.retrains.record(RetrainRecord(n, n + 1, "schedule", "skipped", f"r{n}", n_holdout=0))
     assert [r.reason for r in services.store.retrains.recent(10)] == ["r4", "r3", "r2"]

@@ -112,11 +112,11 @@ class RetrainRecord:
     finished_at: float
     trigger: str  # schedule | admin | cli
     outcome: str  # promoted | refused | kept inactive | skipped | failed
-    version: int | None
-    candidate_f1: float | None
-    current_f1: float | None
-    n_holdout: int | None
     reason: str
+    version: int | None = None  # the candidate kept (none: skipped or failed)
+    candidate_f1: float | None = None
+    current_f1: float | None = None
+    n_holdout: int | None = None
 
 
 class Retrains(Part):
