@@ -774,6 +774,93 @@ def app_freshdesk(public_url: str, output: Path) -> None:
 
 
 @main.group()
+def users() -> None:
+    """People who sign in to the admin UI by name: their reviews and edits carry it, and one person's access
+    ends without changing everyone's password (DESKROUTE_ADMIN_PASSWORD still signs in, as "admin")."""
+
+
+def _user_store() -> Any:
+    from connector.store import Store
+
+    store = Store(_settings().database_url)
+    store.migrate()
+    return store
+
+
+def _user_arg(name: str) -> str:
+    from connector.admin.gate import user_name
+
+    try:
+        return user_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from exc
+
+
+def _new_password(from_stdin: bool) -> str:
+    from connector.admin.gate import hash_password, new_password_problem
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if problem := new_password_problem(password):
+        raise click.ClickException(problem)
+    return hash_password(password)
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
+_STDIN = click.option("--password-stdin", is_flag=True, help="Read the password from standard input (scripts).")
+
+
+@users.command(name="add")
+@click.argument("name")
+@_STDIN
+def users_add(name: str, password_stdin: bool) -> None:
+    """Let NAME sign in to the admin UI (it asks for the password twice)."""
+    user, store = _user_arg(name), _user_store()
+    if store.users.get(user):
+        raise click.ClickException(f"{user} exists; `deskroute users password {user}` sets a new password")
+    if not store.users.add(user, _new_password(password_stdin), now=time.time()):
+        raise click.ClickException(f"{user} exists")
+    click.echo(f"{user} can sign in to the admin UI")
+
+
+@users.command(name="password")
+@click.argument("name")
+@_STDIN
+def users_password(name: str, password_stdin: bool) -> None:
+    """Give NAME a new password; their open sessions end."""
+    user, store = _user_arg(name), _user_store()
+    if not store.users.get(user):
+        raise click.ClickException(f"no user {user}")
+    store.users.set_password(user, _new_password(password_stdin), now=time.time())
+    click.echo(f"{user} has a new password; their sessions have ended")
+
+
+@users.command(name="remove")
+@click.argument("name")
+def users_remove(name: str) -> None:
+    """Stop NAME signing in; their open sessions end at their next click."""
+    user = _user_arg(name)
+    if not _user_store().users.remove(user):
+        raise click.ClickException(f"no user {user}")
+    click.echo(f"{user} can no longer sign in")
+
+
+@users.command(name="list")
+def users_list() -> None:
+    """Who may sign in by name."""
+    people = _user_store().users.all()
+    for person in people:
+        click.echo(f"{person.name}\tadded {_iso(person.created_at)}\tpassword set {_iso(person.updated_at)}")
+    if not people:
+        click.echo("no named users: only DESKROUTE_ADMIN_PASSWORD signs in (`deskroute users add NAME`)")
+
+
+@main.group()
 def db() -> None:
     """The database: apply migrations, or move an install to another database (SQLite to PostgreSQL)."""
 

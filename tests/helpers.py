@@ -140,9 +140,10 @@ def csrf(client: Any, path: str = "/admin/login") -> str:
     return page.split('name="csrf_token" value="')[1].split('"')[0]
 
 
-def login(client: Any, password: str = ADMIN_PASSWORD, **environ: Any) -> Any:
-    """Log in to the admin UI through its form."""
-    return client.post("/admin/login", data={"password": password, "csrf_token": csrf(client)}, **HTTPS, **environ)
+def login(client: Any, password: str = ADMIN_PASSWORD, *, name: str = "", **environ: Any) -> Any:
+    """Log in to the admin UI through its form (with a name: as that named user)."""
+    return client.post("/admin/login", data={"name": name, "password": password, "csrf_token": csrf(client)},
+                       **HTTPS, **environ)
 
 # A ticket the local model can't place, so that Claude decides it.
 VAGUE_TICKET = "Following up on what we discussed on the phone with Maria last week"

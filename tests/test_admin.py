@@ -253,3 +253,83 @@ def test_after_login_only_a_path_on_this_ui_is_followed(client: Any, target: str
     response = client.post("/admin/login", query_string={"next": target},
                            data={"password": PASSWORD, "csrf_token": token}, **HTTPS)
     assert response.status_code == 302 and response.headers["Location"] == lands
+
+
+# --- named users -----------------------------------------------------------------------------------
+
+MARIA_PASSWORD = "maria's own long password"
+
+
+def add_maria(services: Services) -> None:
+    from connector.admin.gate import hash_password
+
+    assert services.store.users.add("maria@example.com", hash_password(MARIA_PASSWORD), now=services.clock())
+
+
+def test_a_named_user_signs_in_and_their_review_carries_their_name(client: Any, admin_services: Services) -> None:
+    add_maria(admin_services)
+    admin_services.store.corrections.add({
+        "platform": "zendesk", "ticket_id": "5", "change_id": "x", "seq": 1, "text": "t",
+        "predicted_category": "billing", "predicted_group_id": "1", "predicted_tier": "local",
+        "predicted_confidence": 0.8, "previous_group_id": "1", "corrected_group_id": "2",
+        "corrected_category": "unmapped:2", "routed_at": 1.0, "rerouted_at": 2.0, "status": "pending",
+        "created_at": 2.0})
+    assert login(client, MARIA_PASSWORD, name="  Maria@Example.COM ").status_code == 302  # case and spaces aside
+    [row] = admin_services.store.corrections.find()
+    client.post(f"/admin/corrections/{row['id']}", data={"action": "reject", "csrf_token": csrf(client, "/admin/")},
+                **HTTPS)
+    [row] = admin_services.store.corrections.find()
+    assert (row["status"], row["reviewed_by"]) == ("rejected", "maria@example.com")
+    page = client.get("/admin/corrections?status=all", **HTTPS).get_data(as_text=True)
+    assert "by maria@example.com" in page
+
+
+@pytest.mark.parametrize(("name", "password"), [
+    ("maria@example.com", PASSWORD),  # the shared password is not every name's
+    ("maria@example.com", "wrong guess"),
+    ("nobody", MARIA_PASSWORD),
+    ("admin", PASSWORD),  # the shared password's identity is not a name to sign in with
+    ("no spaces allowed", MARIA_PASSWORD),
+])
+def test_a_named_sign_in_needs_that_users_own_password(client: Any, admin_services: Services, name: str,
+                                                        password: str) -> None:
+    add_maria(admin_services)
+    response = login(client, password, name=name)
+    assert response.status_code == 401 and "Wrong name or password" in response.get_data(as_text=True)
+    assert client.get("/admin/", **HTTPS).status_code == 302
+
+
+def test_removing_a_user_or_changing_their_password_ends_their_session(client: Any,
+                                                                        admin_services: Services) -> None:
+    from connector.admin.gate import hash_password
+
+    add_maria(admin_services)
+    assert login(client, MARIA_PASSWORD, name="maria@example.com").status_code == 302
+    assert client.get("/admin/", **HTTPS).status_code == 200
+    admin_services.clock.advance(1)
+    admin_services.store.users.set_password("maria@example.com", hash_password("a new password of hers"),
+                                            now=admin_services.clock())
+    assert client.get("/admin/", **HTTPS).status_code == 302  # the stolen or old cookie is dead
+    assert login(client, "a new password of hers", name="maria@example.com").status_code == 302
+    assert client.get("/admin/", **HTTPS).status_code == 200
+    admin_services.store.users.remove("maria@example.com")
+    assert client.get("/admin/", **HTTPS).status_code == 302
+    assert login(client, "a new password of hers", name="maria@example.com").status_code == 401
+
+
+def test_the_shared_password_still_signs_in_as_admin_beside_named_users(client: Any,
+                                                                        admin_services: Services) -> None:
+    add_maria(admin_services)
+    assert login(client).status_code == 302
+    page = client.get("/admin/", **HTTPS).get_data(as_text=True)
+    assert ">admin</span>" in page
+
+
+def test_stored_passwords_are_salted_scrypt_hashes_that_check_only_their_password() -> None:
+    from connector.admin.gate import hash_password, verify_password
+
+    one, two = hash_password(MARIA_PASSWORD), hash_password(MARIA_PASSWORD)
+    assert one != two and MARIA_PASSWORD not in one and one.startswith("scrypt$16384$8$1$")
+    assert verify_password(MARIA_PASSWORD, one) and verify_password(MARIA_PASSWORD, two)
+    assert not verify_password("maria's own long passworD", one)
+    assert not verify_password(MARIA_PASSWORD, None) and not verify_password(MARIA_PASSWORD, "md5$abc")

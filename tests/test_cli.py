@@ -21,8 +21,8 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
     """Run `deskroute ...` with a fresh database and no .env (the cwd is a temp dir)."""
     cli_environment(monkeypatch, tmp_path, database_url(tmp_path, "cli.db"))
 
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    def invoke(*args: str, input: str | None = None) -> Result:  # noqa: A002 - click's name
+        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
     return invoke
 
@@ -128,3 +128,26 @@ def test_classify_shows_claude_model_tokens_and_cost(run, monkeypatch: pytest.Mo
     assert "tier:       llm" in result.output
     assert "claude:     claude-haiku-4-5 ok:" in result.output and "input" in result.output
     assert "llm cost:   $0.0" in result.output and "(prompt p-" in result.output
+
+
+def test_users_add_list_password_remove(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from connector.admin.gate import verify_password
+
+    added = run("users", "add", "Lead@Example.com", input="team lead password\nteam lead password\n")
+    assert added.exit_code == 0 and "lead@example.com can sign in" in added.output
+    assert "team lead password" not in added.output  # the prompt hides what is typed
+    store = Store(database_url(tmp_path, "cli.db"))
+    user = store.users.get("lead@example.com")
+    assert user is not None and verify_password("team lead password", user.password_hash)
+    assert "lead@example.com\tadded " in run("users", "list").output
+    assert run("users", "add", "lead@example.com", input="x" * 12 + "\n" + "x" * 12 + "\n").exit_code == 1
+    short = run("users", "password", "lead@example.com", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "12 characters" in short.output
+    changed = run("users", "password", "lead@example.com", "--password-stdin", input="a new long password\n")
+    assert changed.exit_code == 0
+    user = store.users.get("lead@example.com")
+    assert user is not None and verify_password("a new long password", user.password_hash)
+    assert run("users", "add", "admin", input="").exit_code == 2  # the shared password's name
+    assert run("users", "remove", "lead@example.com").exit_code == 0
+    assert run("users", "remove", "lead@example.com").exit_code == 1
+    assert "no named users" in run("users", "list").output

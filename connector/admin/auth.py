@@ -17,7 +17,7 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 from flask_wtf.csrf import validate_csrf
 from wtforms.validators import ValidationError
 
-from connector.admin.gate import LoginThrottle, PasswordCheck
+from connector.admin.gate import SHARED_USER, LoginThrottle, PasswordCheck, user_name, verify_password
 
 if TYPE_CHECKING:
     from connector.services import Services
@@ -46,13 +46,30 @@ def services() -> Services:
 
 
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Send a visitor who hasn't signed in to the login page, and back here afterwards."""
+    """Send a visitor who hasn't signed in to the login page, and back here afterwards. A named user's
+    session ends as soon as the user is removed or their password changed (one indexed read a request)."""
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not session.get("admin"):
             return redirect(url_for("admin.auth.login", next=request.path))
+        if not _still_valid():
+            session.clear()
+            return redirect(url_for("admin.auth.login", next=request.path))
         return view(*args, **kwargs)
     return wrapper
+
+
+def current_user() -> str:
+    """Who is signed in: a named user, or "admin" for the shared password. Reviews and edits carry it."""
+    return str(session.get("user") or SHARED_USER)
+
+
+def _still_valid() -> bool:
+    user = current_user()
+    if user == SHARED_USER:
+        return True  # a new DESKROUTE_ADMIN_PASSWORD changes the signing key, which ends these sessions
+    row = services().store.users.get(user)
+    return row is not None and row.updated_at == session.get("since")
 
 
 def guard() -> Any:
@@ -82,18 +99,35 @@ def login() -> Any:
             return render_template("admin/login.html", error=f"Too many attempts. Try again in {later}."), \
                 429, {"Retry-After": str(wait)}
         assert state.password is not None  # the guard answered 503 without one
-        if state.password.matches(request.form.get("password", "")):
+        user = _check(state.password, request.form.get("name", ""), request.form.get("password", ""))
+        if user:
             state.throttle.succeeded(who)
             session.clear()
             session["admin"] = True
+            session["user"], session["since"] = user
             session.permanent = True
+            log.info("admin signed in", extra={"user": user[0]})
             target = request.args.get("next", "")
             # Only a path on this UI: a "next" pointing at another site must not become an open redirect.
             safe = target.startswith("/admin") and target.isprintable()  # no CR/LF for a header to choke on
             return redirect(target if safe else url_for("admin.overview.index"))
         log.info("admin login failed", extra={"client": who})
-        error = "Wrong password."
+        error = "Wrong name or password." if request.form.get("name", "").strip() else "Wrong password."
     return render_template("admin/login.html", error=error), 401 if error else 200
+
+
+def _check(shared: PasswordCheck, name: str, password: str) -> tuple[str, float | None] | None:
+    """(who, their password's date) if the name and password match: no name is the shared password."""
+    if not name.strip():
+        return (SHARED_USER, None) if shared.matches(password) else None
+    try:
+        row = services().store.users.get(user_name(name))
+    except ValueError:
+        row = None
+    # A hash is derived even for an unknown name, so timing doesn't tell which names exist.
+    if verify_password(password, row.password_hash if row else None) and row is not None:
+        return row.name, row.updated_at
+    return None
 
 
 @bp.post("/logout")

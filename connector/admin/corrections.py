@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, flash, get_flashed_messages, redirect, render_template, request, url_for
 
-from connector.admin.auth import login_required, services
+from connector.admin.auth import current_user, login_required, services
 from connector.apps_api import ticket_url
 from connector.corrections import STATUSES, to_csv, why_not_learnable
 from connector.models import candidates
@@ -60,7 +60,7 @@ def review(correction_id: int) -> Any:
     if status == "accepted" and (problem := why_not_learnable(row, label, app.taxonomy.categories)):
         flash(f"Not accepted: {problem}.")  # in the signed session: a crafted link can't put words on the page
         return redirect(url_for("admin.corrections.index", status=back))
-    app.store.corrections.review(correction_id, status=status, reviewer="admin", now=app.clock(), label=label)
+    app.store.corrections.review(correction_id, status=status, reviewer=current_user(), now=app.clock(), label=label)
     return redirect(url_for("admin.corrections.index", status=back))
 
 

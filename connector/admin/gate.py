@@ -5,7 +5,8 @@ key that signs sessions and CSRF tokens.
   let anyone test password guesses offline. It comes from DESKROUTE_SECRET_KEY or, without it, a
   random key made once for the install and kept in the database, so every process (and machine) of
   the install agrees; the password is mixed in only so that changing it ends every session.
-- The password is held only as an scrypt hash and compared as one: a slow check for each guess.
+- Passwords (the shared one, and named users' in the database) are held only as scrypt hashes and
+  compared as such: a slow check for each guess.
 - Wrong passwords slow an address down, with delays that grow with each failure, counted in the
   database so that every process sees them, instead of one lock-out that locks the real admin out too.
 """
@@ -16,6 +17,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 12
+SHARED_USER = "admin"  # who a review or an edit is by when made after signing in with the shared password
+_NAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 # scrypt at n=2**14, r=8 (16 MiB, tens of milliseconds): the cost OWASP lists as a minimum.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
 # Failed logins an address may make freely; then each waits 2, 4, 8... seconds, up to 15 minutes.
@@ -47,6 +51,25 @@ def session_key(explicit: str, store: Store, password: str) -> str:
     return hmac.new(base.encode(), b"deskroute-session\0" + password.encode(), "sha256").hexdigest()
 
 
+def user_name(raw: str) -> str:
+    """A user's name as kept and compared (case-folded); ValueError if it can't be one."""
+    name = raw.strip().casefold()
+    if not _NAME.fullmatch(name):
+        raise ValueError("a name is 1 to 64 letters, digits and . _ @ + - (an email address will do)")
+    if name == SHARED_USER:
+        raise ValueError(f'"{SHARED_USER}" is whoever signs in with DESKROUTE_ADMIN_PASSWORD; choose another name')
+    return name
+
+
+def new_password_problem(password: str) -> str | None:
+    """Why a named user's new password is refused, or None."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password needs {MIN_PASSWORD_LENGTH} characters or more (a few words make a good one)"
+    if len(password) > 1024:
+        return "a password is at most 1024 characters"
+    return None
+
+
 def password_problem(password: str) -> str | None:
     """Why the admin UI stays off with this password, or None."""
     if not password:
@@ -57,18 +80,41 @@ def password_problem(password: str) -> str | None:
     return None
 
 
+def hash_password(password: str) -> str:
+    """A password as kept in the database: "scrypt$n$r$p$salt$hash", so the cost can rise later and
+    hashes made before still check."""
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, _SCRYPT["n"], _SCRYPT["r"], _SCRYPT["p"])
+    return "$".join(["scrypt", str(_SCRYPT["n"]), str(_SCRYPT["r"]), str(_SCRYPT["p"]), salt.hex(), digest.hex()])
+
+
+def verify_password(candidate: str, stored: str | None) -> bool:
+    """Whether `candidate` is the password `stored` was made from. Without a stored hash (no such user) a
+    hash is still derived, so a wrong name takes as long to refuse as a wrong password."""
+    try:
+        scheme, n, r, p, salt, digest = (stored or "").split("$")
+        if scheme != "scrypt":
+            raise ValueError(scheme)
+        expected, args = bytes.fromhex(digest), (bytes.fromhex(salt), int(n), int(r), int(p))
+    except ValueError:
+        expected, args = b"", (b"\0" * 16, _SCRYPT["n"], _SCRYPT["r"], _SCRYPT["p"])
+    return hmac.compare_digest(_scrypt(candidate, *args), expected)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    # At most 1 KiB of a candidate: a megabyte-long "password" must not buy a megabyte of hashing.
+    return hashlib.scrypt(password[:1024].encode(), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT["maxmem"],
+                          dklen=_SCRYPT["dklen"])
+
+
 class PasswordCheck:
-    """The admin password, kept as an scrypt hash with a random salt; compared in constant time."""
+    """The shared admin password, kept only as an scrypt hash with a random salt; compared in constant time."""
 
     def __init__(self, password: str):
-        self._salt = secrets.token_bytes(16)
-        self._hash = self._derive(password)
-
-    def _derive(self, candidate: str) -> bytes:
-        return hashlib.scrypt(candidate.encode(), salt=self._salt, **_SCRYPT)
+        self._hash = hash_password(password)
 
     def matches(self, candidate: str) -> bool:
-        return hmac.compare_digest(self._derive(candidate[:1024]), self._hash)
+        return verify_password(candidate, self._hash)
 
 
 def client_key(address: str | None) -> str:

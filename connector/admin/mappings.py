@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
-from connector.admin.auth import login_required, services
+from connector.admin.auth import current_user, login_required, services
 from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category, save_helpdesk
 from connector.mappings import TicketFields, field_problem
 from connector.models import PRIORITIES, TicketField
@@ -128,7 +128,7 @@ def edit(name: str) -> Any:
             change = category_edit(form, name if exists else form.get("name", "").strip(), list(app.mappings))
             if not form.get("keywords_checked"):
                 check_keywords(app, change, exists)
-            changed = save_category(app.mappings_dir, app.store, change, author="admin", now=app.clock(),
+            changed = save_category(app.mappings_dir, app.store, change, author=current_user(), now=app.clock(),
                                     known_groups={p: g for p, g in groups.items() if g is not None})
             app.reload_config(force=True)
             log.info("mappings edited", extra={"category": change.name, "files": ",".join(changed),
@@ -182,7 +182,7 @@ def helpdesk(platform: str) -> Any:
                 raise ConfigError(f"{platform}: " + "; ".join(problems))
             changed = save_helpdesk(app.mappings_dir, app.store, platform,
                                     RouteEdit(group_id=group_id, tags=_words(form.get("triage_tags", ""))), chosen,
-                                    author="admin", now=app.clock(), known_groups=groups)
+                                    author=current_user(), now=app.clock(), known_groups=groups)
             app.reload_config(force=True)
             log.info("mappings edited", extra={"platform": platform, "files": ",".join(changed),
                                                "version": app.config_version})

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, get_flashed_messages, redirect, render_template, url_for
 
-from connector.admin.auth import login_required, services
+from connector.admin.auth import current_user, login_required, services
 from connector.admin.charts import heatmap
 from connector.mappings import fits_taxonomy
 from connector.model_keeper import request_retrain, training_status
@@ -37,7 +37,7 @@ def index() -> Any:
 @login_required
 def retrain() -> Any:
     """Ask a worker for the retrain: it takes minutes on a large feedback dataset, longer than a web request."""
-    if request_retrain(services().store, by="admin"):
+    if request_retrain(services().store, by=current_user()):
         message = ("Retrain requested: a worker starts it within a minute. What it did appears under Retrains "
                    f"below when it is done; with fewer than {MIN_HOLDOUT} feedback examples the current model "
                    "hasn't seen, there is nothing to judge a candidate on, and it is skipped.")

@@ -3,9 +3,9 @@
 `Store` is the door: one `Database` (an engine for DATABASE_URL) and one part per kind of record,
 each in its own module: `events` (the durable queue), `tickets` (decisions, group changes, Claude
 calls), `corrections` (re-routes and imported history), `models` and `retrains` (trained.py), `configs`,
-`auth` (tokens, secrets, logins, leases), `suggestions` (tickets no category took, and the clusters found
-in them), `retention` and `stats`. Parts return plain dataclasses or dicts, and every
-"can't reach the database" error is a StoreUnavailable.
+`auth` (tokens, secrets, logins, leases), `users` (who signs in to the admin UI by name), `suggestions`
+(tickets no category took, and the clusters found in them), `retention` and `stats`. Parts return plain
+dataclasses or dicts, and every "can't reach the database" error is a StoreUnavailable.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from connector.store.stats import Stats
 from connector.store.suggestions import Suggestions
 from connector.store.tickets import TicketRecord, Tickets
 from connector.store.trained import ModelInfo, Models, RetrainRecord, Retrains
+from connector.store.users import AdminUser, Users
 
-__all__ = ["BUSY_MS", "PURGED_NOTE", "PURGED_TEXT", "WEBHOOK_BUSY_MS", "ClaimedEvent", "ConfigVersion", "ModelInfo",
-           "QueueHealth", "RetrainRecord", "Store", "StoreUnavailable", "TicketRecord"]
+__all__ = ["BUSY_MS", "PURGED_NOTE", "PURGED_TEXT", "WEBHOOK_BUSY_MS", "AdminUser", "ClaimedEvent", "ConfigVersion",
+           "ModelInfo", "QueueHealth", "RetrainRecord", "Store", "StoreUnavailable", "TicketRecord"]
 
 
 class Store:
@@ -43,6 +44,7 @@ class Store:
         self.retrains = Retrains(self.db)
         self.configs = Configs(self.db)
         self.auth = Auth(self.db)
+        self.users = Users(self.db)
         self.suggestions = Suggestions(self.db)
         self.retention = Retention(self.db)
         self.stats = Stats(self.db)

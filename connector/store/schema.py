@@ -148,6 +148,16 @@ login_failures = Table(
     Index("idx_login_failures_last_at", "last_at"),
 )
 
+# People who sign in to the admin UI by name (besides the shared DESKROUTE_ADMIN_PASSWORD), so that a
+# review or an edit names who made it, and one person's access can end without changing everyone's password.
+# The password is an scrypt hash with its own salt and parameters (connector/admin/gate.py).
+admin_users = Table(
+    "admin_users", metadata,
+    Column("name", Text, primary_key=True),  # case-folded
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", Float, nullable=False), Column("updated_at", Float, nullable=False),
+)
+
 # Tickets no category took: sent to triage (not by a guardrail, not an automatic reply), or moved by an
 # agent to a group no category maps to. Their redacted text, kept within the retention period, is what
 # taxonomy suggestions are clustered from (connector/suggest.py).
@@ -183,4 +193,5 @@ retrains = Table(
 
 # What `deskroute db copy` moves, parents first. Locks and login failures are moments, not records.
 DURABLE = (events, tickets, group_changes, llm_calls, corrections, history, models, config_versions,
-           config_changes, oauth_tokens, oauth_users, install_secrets, unrouted, suggestions, retrains)
+           config_changes, oauth_tokens, oauth_users, install_secrets, unrouted, suggestions, retrains,
+           admin_users)
