@@ -150,13 +150,17 @@ def test_a_post_without_the_csrf_token_is_refused(client: Any) -> None:
     assert client.post("/admin/logout", **HTTPS).status_code == 400  # logged in or not
 
 
-def test_review_in_the_ui(client: Any, admin_services: Services) -> None:
-    admin_services.store.corrections.add({
+def add_pending_correction(services: Services) -> None:
+    services.store.corrections.add({
         "platform": "zendesk", "ticket_id": "5", "change_id": "x", "seq": 1, "text": "t",
         "predicted_category": "billing", "predicted_group_id": "1", "predicted_tier": "local",
         "predicted_confidence": 0.8, "previous_group_id": "1", "corrected_group_id": "2",
         "corrected_category": "unmapped:2", "routed_at": 1.0, "rerouted_at": 2.0, "status": "pending",
         "created_at": 2.0})
+
+
+def test_review_in_the_ui(client: Any, admin_services: Services) -> None:
+    add_pending_correction(admin_services)
     login(client)
     page = client.get("/admin/corrections", **HTTPS).get_data(as_text=True)
     assert "zendesk #5" in page and "unmapped:2" in page
@@ -268,12 +272,7 @@ def add_maria(services: Services) -> None:
 
 def test_a_named_user_signs_in_and_their_review_carries_their_name(client: Any, admin_services: Services) -> None:
     add_maria(admin_services)
-    admin_services.store.corrections.add({
-        "platform": "zendesk", "ticket_id": "5", "change_id": "x", "seq": 1, "text": "t",
-        "predicted_category": "billing", "predicted_group_id": "1", "predicted_tier": "local",
-        "predicted_confidence": 0.8, "previous_group_id": "1", "corrected_group_id": "2",
-        "corrected_category": "unmapped:2", "routed_at": 1.0, "rerouted_at": 2.0, "status": "pending",
-        "created_at": 2.0})
+    add_pending_correction(admin_services)
     assert login(client, MARIA_PASSWORD, name="  Maria@Example.COM ").status_code == 302  # case and spaces aside
     [row] = admin_services.store.corrections.find()
     client.post(f"/admin/corrections/{row['id']}", data={"action": "reject", "csrf_token": csrf(client, "/admin/")},
