@@ -61,8 +61,9 @@ def serve(host: str, port: int, threads: int) -> None:
     services = _services(settings)
     services.report_platforms()
     app = create_app(services=services)
-    pool = services.start_workers()
-    services.router.cascade()  # load the model now, not on the first ticket
+    # On a fresh install the first model trains on a thread (about 15 s): webhooks are taken and queued meanwhile.
+    pool = services.start_workers(first_model_in_background=True)
+    services.router.cascade()  # load the model (if there is one yet) and the tiers now, not on the first ticket
     freeze_startup_objects()
     scheduler = init_scheduler(services) if settings.deskroute_scheduler else None
     if scheduler:

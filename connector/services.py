@@ -181,21 +181,38 @@ class Services:
                       before_classify=self._reload_before_classifying, keep_unrouted=self.keeps_unrouted,
                       distill_min_confidence=s.deskroute_distill_min_confidence if s.deskroute_distill else None)
 
-    def start_workers(self) -> WorkerPool:
+    def start_workers(self, *, first_model_in_background: bool = False) -> WorkerPool:
         """Train a first model if there is none (quick: the taxonomy's examples), then start the worker threads.
-        A model that no longer fits the taxonomy is replaced in the background (ModelKeeper)."""
-        if self.store.models.active_version() is None:
-            from connector.feedback import ensure_model  # scikit-learn: the web process never needs it
-
-            ensure_model(self.store, self.taxonomy, self.settings)
-        self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
-                               poll_seconds=self.settings.deskroute_poll_seconds)
-        self.pool.start()
+        With `first_model_in_background` (serve) this happens on a thread, so the web app answers webhooks
+        meanwhile: they wait in the queue, not at a closed port. A model that no longer fits the taxonomy is
+        replaced in the background (ModelKeeper)."""
+        pool = self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
+                                      poll_seconds=self.settings.deskroute_poll_seconds)
+        if self.store.models.active_version() is None and first_model_in_background:
+            threading.Thread(target=self._first_model_then, args=(pool.start,), name="first-model",
+                             daemon=True).start()
+        elif self.store.models.active_version() is None:
+            self._first_model_then(pool.start, quiet=False)
+        else:
+            pool.start()
         threading.Thread(target=self.check_groups, name="group-check", daemon=True).start()
         self.store.start_checkpointer()
         # PostgreSQL: a new event anywhere wakes these threads at once; they still poll, in case.
         self.store.db.listen(CHANNEL, self.pool.wake, self.pool.stop_event)
         return self.pool
+
+    def _first_model_then(self, start: Callable[[], None], *, quiet: bool = True) -> None:
+        from connector.feedback import ensure_model  # scikit-learn: the web process never needs it
+
+        try:
+            log.info("training the first local model")
+            ensure_model(self.store, self.taxonomy, self.settings)
+        except Exception:
+            if not quiet:
+                raise
+            # The rules, Claude and triage still route; the next retrain tries again.
+            log.exception("couldn't train the first local model; workers start without one")
+        start()
 
     def check_groups(self) -> None:
         """Log, at startup, each mapped group the helpdesk doesn't have (doctor's check, for whoever never runs

@@ -214,3 +214,41 @@ def test_admins_clicking_retrain_at_once_ask_for_one(make_services: Callable[...
     with ThreadPoolExecutor(max_workers=8) as pool:
         asked = list(pool.map(lambda n: request_retrain(webs[n % 2].store, by="admin"), range(8)))
     assert asked.count(True) == 1
+
+
+# --- the first model, on a fresh install ------------------------------------------------------------
+
+@pytest.mark.parametrize("training_fails", [False, True])
+def test_serve_answers_while_the_first_model_trains_and_workers_start_after(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, taxonomy_model: Any, training_fails: bool) -> None:
+    """A fresh install's first model takes seconds to train: serve's web app must answer meanwhile (a webhook
+    then waits in the queue, not at a closed port), and the workers start once it is done, or failed."""
+    import threading
+
+    from connector import create_app
+    from connector.feedback import save_model
+    from helpers import make_settings, wait_for
+
+    services = Services(make_settings(tmp_path))
+    assert services.store.models.active_version() is None
+    started, release = threading.Event(), threading.Event()
+
+    def slow_first_model(store: Any, *args: Any, **kwargs: Any) -> int:
+        started.set()
+        assert release.wait(30)
+        if training_fails:
+            raise MemoryError("killed")
+        return save_model(store, taxonomy_model, source="tests", activate=True)
+
+    monkeypatch.setattr("connector.feedback.ensure_model", slow_first_model)
+    pool = services.start_workers(first_model_in_background=True)
+    try:
+        assert started.wait(10)
+        assert create_app(services=services).test_client().get("/health").status_code == 200
+        assert not pool._threads  # no worker claims an event before there is a model to route it with
+        release.set()
+        wait_for(lambda: len(pool._threads) == services.settings.deskroute_worker_threads, what="workers started")
+        assert (services.store.models.active_version() is None) == training_fails
+    finally:
+        release.set()
+        pool.stop()
