@@ -55,7 +55,8 @@ class Lease:
     @classmethod
     def take(cls, store: Store, owner: str) -> Lease | None:
         """The lease, or None while another process holds it."""
-        if store.auth.try_lock(TRAIN_LOCK, owner, until=time.time() + LEASE_SECONDS, now=time.time()):
+        now = store.db.wall()
+        if store.auth.try_lock(TRAIN_LOCK, owner, until=now + LEASE_SECONDS, now=now):
             return cls(store, owner)
         return None
 
@@ -85,8 +86,8 @@ class Lease:
                 if self._released:
                     return
                 try:
-                    taken = not self.store.auth.try_lock(TRAIN_LOCK, self.owner, until=time.time() + LEASE_SECONDS,
-                                                         now=time.time())
+                    now = self.store.db.wall()
+                    taken = not self.store.auth.try_lock(TRAIN_LOCK, self.owner, until=now + LEASE_SECONDS, now=now)
                 except Exception as exc:  # noqa: BLE001 - the next renewal tries again, within the lease
                     log.warning("couldn't renew the training lease", extra={"error": type(exc).__name__})
                     continue
@@ -98,14 +99,14 @@ class Lease:
 
 def request_retrain(store: Store, *, by: str) -> bool:
     """Ask the workers for the gated retrain (connector/feedback.py retrain); False if one is asked already."""
-    return store.auth.try_lock(RETRAIN_REQUEST, f"{by} {uuid.uuid4().hex[:8]}", until=time.time() + REQUEST_SECONDS,
-                               now=time.time())
+    now = store.db.wall()
+    return store.auth.try_lock(RETRAIN_REQUEST, f"{by} {uuid.uuid4().hex[:8]}", until=now + REQUEST_SECONDS, now=now)
 
 
 def training_status(store: Store) -> str | None:
     """What the admin UI says of trainings: "training" (one runs now), "requested" (a retrain waits for a
     worker), or None."""
-    now = time.time()
+    now = store.db.wall()
     if store.auth.holder(TRAIN_LOCK, now=now):
         return "training"
     if store.auth.holder(RETRAIN_REQUEST, now=now):
@@ -182,7 +183,7 @@ class ModelKeeper:
         """Start training in the background if the active model doesn't fit `taxonomy`, or an admin asked for a
         retrain, and neither this process nor another is training already; True if it started."""
         if self.fits(taxonomy):
-            if not self.store.auth.holder(RETRAIN_REQUEST, now=time.time()):
+            if not self.store.auth.holder(RETRAIN_REQUEST, now=self.store.db.wall()):
                 return False
             train: Callable[[Taxonomy, Lease], None] = self._retrain
         else:
@@ -217,7 +218,7 @@ class ModelKeeper:
     def _retrain(self, taxonomy: Taxonomy, lease: Lease) -> None:
         """The retrain an admin asked for, behind its promotion gate, as the scheduled one."""
         with self._running(lease, "the requested retrain"):
-            request = self.store.auth.holder(RETRAIN_REQUEST, now=time.time())
+            request = self.store.auth.holder(RETRAIN_REQUEST, now=self.store.db.wall())
             if request:  # taken up: a click from now on asks for another
                 self.store.auth.unlock(RETRAIN_REQUEST, request["owner"])
             report = gated_retrain(self.store, taxonomy, self.settings, lease, self._live, now=self.store.clock(),

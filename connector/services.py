@@ -37,10 +37,10 @@ class Services:
     """
 
     def __init__(self, settings: Settings, *, platforms: dict[str, Platform] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] | None = None):
         self.settings = settings
-        self.clock = clock
         self.store = Store(settings.database_url, clock=clock)
+        self.clock = self.store.clock  # None: real time, as every machine of the install agrees on it
         self.store.migrate()
         self.queue = Queue(self.store, lease_seconds=settings.deskroute_lease_seconds, policy=RetryPolicy(
             max_attempts=settings.deskroute_max_attempts, base_seconds=settings.deskroute_retry_base_seconds,
@@ -72,7 +72,7 @@ class Services:
         self.router = Router(store=self.store, taxonomy=self.taxonomy, mappings=self.mappings,
                              threshold=settings.deskroute_confidence_threshold, llm=self._make_llm)
         self.reconciler = Reconciler(store=self.store, platforms=self.platforms, mappings=self.mappings,
-                                     keep_text=settings.deskroute_corrections_keep_text, clock=clock,
+                                     keep_text=settings.deskroute_corrections_keep_text, clock=self.clock,
                                      keep_unrouted=self.keeps_unrouted)
         self.pool: WorkerPool | None = None
 

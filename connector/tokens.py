@@ -10,7 +10,6 @@ reports auth_failing; with client credentials it signs in with a token of its ow
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from connector.crypto import MIN_SECRET_KEY_LENGTH, SecretBox, Undecryptable
@@ -80,7 +79,7 @@ class DbVault:
                            generation=row["generation"])
 
     def acquire(self, owner: str, seconds: float) -> bool:
-        now = time.time()  # wall time: the lease is about real processes, whatever clock the app runs on
+        now = self.store.db.wall()  # real time, as every machine agrees on it, whatever clock the app runs on
         return self.store.auth.try_lock(self.lock_name, owner, until=now + seconds, now=now)
 
     def save(self, token: StoredToken, *, owner: str, replaces: int | None, force: bool = False) -> bool:
@@ -94,7 +93,8 @@ class DbVault:
             "refresh_expires_at": token.refresh_expires_at, "connected_at": token.connected_at,
             "connected_as": token.connected_as}
         try:
-            return self.store.auth.save_token(self.platform, fields, replaces=replaces, now=time.time(), force=force)
+            return self.store.auth.save_token(self.platform, fields, replaces=replaces, now=self.store.db.wall(),
+                                              force=force)
         finally:
             if owner:
                 self.store.auth.unlock(self.lock_name, owner)
@@ -104,21 +104,21 @@ class DbVault:
         self.record_error(error)
 
     def record_error(self, error: str | None) -> None:
-        self.store.auth.record_error(self.platform, error, now=time.time())
+        self.store.auth.record_error(self.platform, error, now=self.store.db.wall())
 
     def error(self) -> str | None:
         row = self.store.auth.token(self.platform)
         return row["last_error"] if row else None
 
     def delete(self) -> None:
-        self.store.auth.clear_token(self.platform, now=time.time())
+        self.store.auth.clear_token(self.platform, now=self.store.db.wall())
 
     def connect(self, token: StoredToken) -> None:
         """Store a Connect-flow token in place of whatever was there: the admin just consented."""
         self.save(token, owner="", replaces=None, force=True)
 
     def remember_user(self, user_id: str) -> None:
-        self.store.auth.add_user(self.platform, user_id, now=time.time())
+        self.store.auth.add_user(self.platform, user_id, now=self.store.db.wall())
 
     def users(self) -> set[str]:
         return self.store.auth.users(self.platform)

@@ -179,3 +179,33 @@ def test_where_the_data_is_never_shows_a_password() -> None:
                 "postgresql://ada@db.example/deskroute?password=s3cret-pw&sslmode=require"):
         shown = Store(url).describe()
         assert "s3cret-pw" not in shown and "db.example" in shown
+
+
+def test_a_host_whose_clock_runs_fast_does_not_take_leases_early() -> None:
+    """Leases are compared across machines: a worker on a host 5 minutes fast must not see another worker's
+    2-minute lease as run out and route its ticket a second time. Every process reads the database's time."""
+    url = postgres_url()
+    honest, fast = Store(url), Store(url, host_time=lambda: time.time() + 300)  # a host 5 minutes fast
+    assert abs(fast.db.wall() - time.time()) < 5  # the server's time, not the host's
+    Queue(honest).enqueue(event(1))
+    job = Queue(honest, lease_seconds=120).claim("honest worker")
+    assert job is not None
+    assert Queue(fast, lease_seconds=120).claim("fast worker") is None  # the lease has 2 minutes to run
+
+
+def test_the_database_clock_keeps_its_last_offset_while_the_server_is_away() -> None:
+    from connector.store.clock import DatabaseClock
+
+    readings = iter([1000.0, StoreUnavailable("down")])
+    mono = [0.0]
+
+    def server() -> float:
+        reading = next(readings)
+        if isinstance(reading, Exception):
+            raise reading
+        return reading
+
+    clock = DatabaseClock(server, host_time=lambda: 400.0, monotonic=lambda: mono[0])
+    assert clock() == 1000.0  # offset +600
+    mono[0] = 601.0  # due for another measurement: the server is away
+    assert clock() == 1000.0  # no exception, the last offset

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
@@ -35,7 +34,7 @@ GONE = ("That suggestion is no longer stored (a newer computation or the retenti
 def live_groups(app: Services, platform: str) -> dict[str, str] | None:
     """The helpdesk's groups (id -> name), asked at most once a minute by the whole install (the list is
     shared in the database); None if it can't be asked."""
-    now = time.time()  # wall time: the rows are compared across machines
+    now = app.store.db.wall()  # real time: the rows are compared across machines
     found, cached = app.store.configs.groups(platform, fresher_than=now - 60)
     if found:
         return cached

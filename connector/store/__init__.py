@@ -35,8 +35,10 @@ __all__ = ["BUSY_MS", "PURGED_NOTE", "PURGED_TEXT", "WEBHOOK_BUSY_MS", "AdminUse
 class Store:
     """Deskroute's database, for `DATABASE_URL` (or a SQLite file's path)."""
 
-    def __init__(self, url: str | Path, *, clock: Callable[[], float] = time.time):
-        self.db = Database(url, clock=clock)
+    def __init__(self, url: str | Path, *, clock: Callable[[], float] | None = None,
+                 host_time: Callable[[], float] = time.time):
+        # clock None: real time, the database server's on PostgreSQL (host_time: this host's clock, for tests)
+        self.db = Database(url, clock=clock, host_time=host_time)
         self.events = Events(self.db)
         self.tickets = Tickets(self.db)
         self.corrections = Corrections(self.db)

@@ -26,6 +26,8 @@ from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.engine import URL, Connection, Engine, RowMapping, make_url
 from sqlalchemy.sql.elements import TextClause
 
+from connector.store.clock import DatabaseClock
+
 log = logging.getLogger(__name__)
 
 # How long a statement waits for another writer's lock. The webhook path waits less: Zendesk gives up
@@ -134,11 +136,15 @@ def unavailable_as_store_error() -> Iterator[None]:
 class Database:
     """An engine for one DATABASE_URL, with the few helpers the store's modules share."""
 
-    def __init__(self, url: str | Path, *, clock: Callable[[], float] = time.time):
+    def __init__(self, url: str | Path, *, clock: Callable[[], float] | None = None,
+                 host_time: Callable[[], float] = time.time):
         self.url = database_url(url)
-        self.clock = clock
         self.dialect = self.url.get_backend_name()
         self.sqlite = self.dialect == "sqlite"
+        # Real time, agreed by every machine of the install: the host's on SQLite, the server's on PostgreSQL.
+        self.wall: Callable[[], float] = host_time if self.sqlite else DatabaseClock(self._server_time,
+                                                                                     host_time=host_time)
+        self.clock = clock or self.wall  # tests and the demo run on a clock of their own
         self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
         if self.sqlite:
             self.engine = self._sqlite_engine()
@@ -247,6 +253,9 @@ class Database:
         """Wake processes listening on `channel` (PostgreSQL; on SQLite, workers poll)."""
         if not self.sqlite:
             self.execute("SELECT pg_notify(:channel, '')", {"channel": channel})
+
+    def _server_time(self) -> float:
+        return float(self.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now")[0]["now"])
 
     def ping(self) -> None:
         """Raise StoreUnavailable if the database can't be read."""
