@@ -347,7 +347,7 @@ class FreshdeskPlatform(Platform):
                       group_id=optional_id(data.get("group_id")),
                       priority=PRIORITY_NAMES.get(data.get("priority") or 0),
                       status=str(data.get("status")) if data.get("status") is not None else None,
-                      updated_at=data.get("updated_at"))
+                      updated_at=data.get("updated_at"), solved=data.get("status") in SOLVED_STATUSES)
 
     def apply(self, ticket: Ticket, decision: RoutingDecision, *,
               checkpoint: Callable[[], None] = lambda: None) -> None:
@@ -424,7 +424,7 @@ class FreshdeskPlatform(Platform):
             query = {**params, "page": page}
             batch = patient("export", functools.partial(self._request_once, "GET", "/tickets", params=query))
             for data in batch or []:
-                yield self._ticket(data).model_copy(update={"solved": data.get("status") in SOLVED_STATUSES})
+                yield self._ticket(data)
             if not batch or len(batch) < PER_PAGE:
                 return
             page += 1

@@ -432,7 +432,7 @@ class ZendeskPlatform(Platform):
         via = getattr(zt.via, "channel", None) if zt.via is not None else None
         return Ticket(platform=self.name, id=str(zt.id), subject=zt.subject or "", description=zt.description or "",
                       tags=list(zt.tags or []), group_id=optional_id(zt.group_id), priority=priority,
-                      status=zt.status, updated_at=zt.updated_at, via=via)
+                      status=zt.status, updated_at=zt.updated_at, via=via, solved=zt.status in ("solved", "closed"))
 
     def apply(self, ticket: Ticket, decision: RoutingDecision, *,
               checkpoint: Callable[[], None] = lambda: None) -> None:
@@ -475,8 +475,7 @@ class ZendeskPlatform(Platform):
             zt = call("export", lambda: next(pages, None))
             if zt is None:
                 return
-            ticket = self._ticket(zt)
-            yield ticket.model_copy(update={"solved": zt.status in ("solved", "closed")})
+            yield self._ticket(zt)
 
     def install(self, public_url: str, *, dry_run: bool = False) -> InstallReport:
         """Create (once) the Deskroute webhook, connected to triggers, and its two triggers."""
