@@ -189,10 +189,10 @@ class Services:
         pool = self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
                                       poll_seconds=self.settings.deskroute_poll_seconds)
         if self.store.models.active_version() is None and first_model_in_background:
-            threading.Thread(target=self._first_model_then, args=(pool.start,), name="first-model",
-                             daemon=True).start()
+            threading.Thread(target=self._first_model_then, args=(pool,), kwargs={"swallow_errors": True},
+                             name="first-model", daemon=True).start()
         elif self.store.models.active_version() is None:
-            self._first_model_then(pool.start, quiet=False)
+            self._first_model_then(pool, swallow_errors=False)
         else:
             pool.start()
         threading.Thread(target=self.check_groups, name="group-check", daemon=True).start()
@@ -201,18 +201,29 @@ class Services:
         self.store.db.listen(CHANNEL, self.pool.wake, self.pool.stop_event)
         return self.pool
 
-    def _first_model_then(self, start: Callable[[], None], *, quiet: bool = True) -> None:
+    def _first_model_then(self, pool: WorkerPool, *, swallow_errors: bool) -> None:
+        """Train the first model under the install's training lease (the admin UI says "training"; two processes
+        starting together train it once: the other waits for it), then start the workers."""
         from connector.feedback import ensure_model  # scikit-learn: the web process never needs it
+        from connector.model_keeper import Lease
 
         try:
-            log.info("training the first local model")
-            ensure_model(self.store, self.taxonomy, self.settings)
+            while self.store.models.active_version() is None:
+                lease = Lease.take(self.store, self.model_keeper.owner)
+                if lease is None:  # another process trains it; if it dies, its lease runs out and we take over
+                    if pool.stop_event.wait(2.0):
+                        return
+                    continue
+                with lease:
+                    log.info("training the first local model")
+                    lost = lease.lost  # another process took the lease over: what we trained must not activate
+                    ensure_model(self.store, self.taxonomy, self.settings, may_activate=lambda: not lost.is_set())  # noqa: B023
         except Exception:
-            if not quiet:
+            if not swallow_errors:
                 raise
-            # The rules, Claude and triage still route; the next retrain tries again.
+            # Rules, Claude and triage still route; a worker's model check tries again within a minute.
             log.exception("couldn't train the first local model; workers start without one")
-        start()
+        pool.start()
 
     def check_groups(self) -> None:
         """Log, at startup, each mapped group the helpdesk doesn't have (doctor's check, for whoever never runs

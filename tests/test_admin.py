@@ -332,3 +332,32 @@ def test_stored_passwords_are_salted_scrypt_hashes_that_check_only_their_passwor
     assert verify_password(MARIA_PASSWORD, one) and verify_password(MARIA_PASSWORD, two)
     assert not verify_password("maria's own long passworD", one)
     assert not verify_password(MARIA_PASSWORD, None) and not verify_password(MARIA_PASSWORD, "md5$abc")
+
+
+@pytest.mark.parametrize("name", ["", "bob@example.com"])  # the shared password, a colleague's
+def test_signing_in_by_name_does_not_wipe_the_count_of_guesses_at_other_passwords(
+        client: Any, admin_services: Services, clock: Any, name: str) -> None:
+    """A team lead guessing at the shared password (or a colleague's) can't sign in as themselves between
+    guesses to start the count again: a success clears the address's count and their own name's, not the
+    count of guesses at another password, whose delays go on growing."""
+    add_maria(admin_services)
+    for _ in range(3):
+        assert login(client, "guess", name=name).status_code == 401
+    clock.advance(2)  # the address's own delay
+    assert login(client, MARIA_PASSWORD, name="maria@example.com").status_code == 302
+    assert login(client, "guess", name=name).status_code == 401  # its delay had passed meanwhile
+    refused = login(client, "guess", name=name)  # not a third free guess: the count for this name stands
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "4"
+
+
+def test_without_a_shared_password_named_users_sign_in_by_name_only(make_services: Any) -> None:
+    services = make_services()  # no DESKROUTE_ADMIN_PASSWORD
+    client = create_app(services=services).test_client()
+    assert client.get("/admin/login", **HTTPS).status_code == 503  # nobody could sign in
+    add_maria(services)
+    page = client.get("/admin/login", **HTTPS).get_data(as_text=True)
+    assert "shared admin password" not in page
+    refused = login(client, "")
+    assert refused.status_code == 401 and "there is no shared password" in refused.get_data(as_text=True)
+    assert login(client, MARIA_PASSWORD, name="maria@example.com").status_code == 302
+    assert client.get("/admin/", **HTTPS).status_code == 200

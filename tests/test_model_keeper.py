@@ -252,3 +252,31 @@ def test_serve_answers_while_the_first_model_trains_and_workers_start_after(
     finally:
         release.set()
         pool.stop()
+
+
+def test_two_processes_starting_together_train_the_first_model_once(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, taxonomy_model: Any) -> None:
+    """The first model trains under the install's training lease: a process that finds another training it
+    waits for that model instead of training a second one on the same cores."""
+    from connector.feedback import save_model
+    from helpers import make_settings, wait_for
+
+    services = Services(make_settings(tmp_path))
+    other = Lease.take(services.store, "another process")
+    assert other is not None
+    tries: list[str] = []
+    take = Lease.take.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Lease, "take", classmethod(lambda cls, store, owner: tries.append(owner) or take(cls, store,
+                                                                                                         owner)))
+    trained: list[bool] = []
+    monkeypatch.setattr("connector.feedback.ensure_model", lambda *args, **kwargs: trained.append(True))
+    pool = services.start_workers(first_model_in_background=True)
+    try:
+        wait_for(lambda: len(tries) >= 2, what="the lease tried twice")  # and found taken
+        assert not pool._threads and not trained
+        save_model(services.store, taxonomy_model, source="the other process", activate=True)
+        other.__exit__(None, None, None)
+        wait_for(lambda: pool._threads, what="workers started")
+        assert not trained
+    finally:
+        pool.stop()

@@ -193,19 +193,25 @@ def test_a_host_whose_clock_runs_fast_does_not_take_leases_early() -> None:
     assert Queue(fast, lease_seconds=120).claim("fast worker") is None  # the lease has 2 minutes to run
 
 
-def test_the_database_clock_keeps_its_last_offset_while_the_server_is_away() -> None:
+def test_the_database_clock_goes_on_from_its_last_reading_unmoved_by_the_host_clock() -> None:
+    """Between readings the server's time is carried forward on the monotonic clock: a host clock stepped by
+    NTP or a VM resume doesn't move it, and a server that is away (or slow to answer) leaves the last reading."""
     from connector.store.clock import DatabaseClock
 
-    readings = iter([1000.0, StoreUnavailable("down")])
-    mono = [0.0]
+    readings: list[Any] = [1000.0, StoreUnavailable("down"), 2000.0]
+    mono, host = [0.0], [400.0]
 
     def server() -> float:
-        reading = next(readings)
+        reading = readings.pop(0)
         if isinstance(reading, Exception):
             raise reading
         return reading
 
-    clock = DatabaseClock(server, host_time=lambda: 400.0, monotonic=lambda: mono[0])
-    assert clock() == 1000.0  # offset +600
-    mono[0] = 601.0  # due for another measurement: the server is away
-    assert clock() == 1000.0  # no exception, the last offset
+    clock = DatabaseClock(server, host_time=lambda: host[0], monotonic=lambda: mono[0])
+    assert clock() == 1000.0 and clock.offset == 600.0
+    host[0], mono[0] = 9000.0, 5.0  # the host's clock jumps; 5 s pass
+    assert clock() == 1005.0
+    mono[0] = 605.0  # due for another reading: the server is away
+    assert clock() == 1605.0 and readings == [2000.0]
+    mono[0] = 640.0  # 30 s later it answers
+    assert clock() == 2000.0 and not readings

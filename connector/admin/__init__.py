@@ -54,7 +54,7 @@ def init_admin(app: Flask, services: Services) -> None:
     off = password_problem(given)
     if off and given:
         log.warning("admin UI off: the password is too short")
-    if not off:  # no sessions without the UI: no key to make or read at start-up
+    if not given or not off:  # without a shared password, named users may still sign in; too short: no sessions
         app.config["SECRET_KEY"] = session_key(settings.deskroute_secret_key.get_secret_value(), services.store,
                                                given)
     app.config.update(
@@ -65,6 +65,6 @@ def init_admin(app: Flask, services: Services) -> None:
         PERMANENT_SESSION_LIFETIME=8 * 3600,
     )
     app.extensions[auth.EXTENSION] = auth.AdminState(
-        off=off, password=None if off else PasswordCheck(given), throttle=LoginThrottle(services.store,
-                                                                                        clock=services.clock))
+        off=off, password=None if off else PasswordCheck(given), named_only=not given,
+        throttle=LoginThrottle(services.store, clock=services.clock))
     app.register_blueprint(bp)

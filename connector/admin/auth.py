@@ -34,6 +34,7 @@ class AdminState:
     off: str | None
     password: PasswordCheck | None
     throttle: LoginThrottle
+    named_only: bool = False  # no shared password: on while named users exist (`deskroute users add`)
     cache: dict[str, Any] = field(default_factory=dict)  # short-lived answers from the helpdesk
 
 
@@ -74,9 +75,9 @@ def _still_valid() -> bool:
 
 def guard() -> Any:
     """Runs before every admin request: the UI is on, and a form was sent by this site (its CSRF token)."""
-    off = admin_state().off
-    if off:
-        return Response(off + "\n", status=503, mimetype="text/plain")
+    state = admin_state()
+    if state.off and not (state.named_only and services().store.users.exist()):
+        return Response(state.off + "\n", status=503, mimetype="text/plain")
     if request.method == "POST":
         try:
             validate_csrf(request.form.get("csrf_token"))
@@ -92,34 +93,38 @@ def login() -> Any:
     who = request.remote_addr or "unknown"
     error = None
     if request.method == "POST":
-        wait = state.throttle.attempt(who)  # counted before the check: parallel guesses can't all slip through
+        name = request.form.get("name", "")
+        wait = state.throttle.attempt(who, name)  # counted before the check: parallel guesses can't all slip through
         if wait:
             log.warning("admin login throttled", extra={"client": who})
             later = f"{wait} seconds" if wait < 120 else f"{wait // 60 + 1} minutes"
-            return render_template("admin/login.html", error=f"Too many attempts. Try again in {later}."), \
+            return render_template("admin/login.html", error=f"Too many attempts. Try again in {later}.",
+                                   shared=state.password is not None), \
                 429, {"Retry-After": str(wait)}
-        assert state.password is not None  # the guard answered 503 without one
-        user = _check(state.password, request.form.get("name", ""), request.form.get("password", ""))
+        user = _check(state.password, name, request.form.get("password", ""))
         if user:
-            state.throttle.succeeded(who)
+            state.throttle.succeeded(who, name)
             session.clear()
             session["admin"] = True
             session["user"], session["since"] = user
             session.permanent = True
-            log.info("admin signed in", extra={"user": user[0]})
+            log.info("admin signed in", extra={"user": user[0], "client": who})
             target = request.args.get("next", "")
             # Only a path on this UI: a "next" pointing at another site must not become an open redirect.
             safe = target.startswith("/admin") and target.isprintable()  # no CR/LF for a header to choke on
             return redirect(target if safe else url_for("admin.overview.index"))
         log.info("admin login failed", extra={"client": who})
-        error = "Wrong name or password." if request.form.get("name", "").strip() else "Wrong password."
-    return render_template("admin/login.html", error=error), 401 if error else 200
+        if name.strip():
+            error = "Wrong name or password."
+        else:
+            error = "Wrong password." if state.password else "Sign in with your name: there is no shared password."
+    return render_template("admin/login.html", error=error, shared=state.password is not None), 401 if error else 200
 
 
-def _check(shared: PasswordCheck, name: str, password: str) -> tuple[str, float | None] | None:
+def _check(shared: PasswordCheck | None, name: str, password: str) -> tuple[str, float | None] | None:
     """(who, their password's date) if the name and password match: no name is the shared password."""
     if not name.strip():
-        return (SHARED_USER, None) if shared.matches(password) else None
+        return (SHARED_USER, None) if shared is not None and shared.matches(password) else None
     try:
         row = services().store.users.get(user_name(name))
     except ValueError:

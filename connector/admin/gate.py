@@ -73,7 +73,8 @@ def new_password_problem(password: str) -> str | None:
 def password_problem(password: str) -> str | None:
     """Why the admin UI stays off with this password, or None."""
     if not password:
-        return "The admin UI is off: set DESKROUTE_ADMIN_PASSWORD to turn it on."
+        return ("The admin UI is off: set DESKROUTE_ADMIN_PASSWORD to turn it on, or add a named user "
+                "(deskroute users add NAME) to sign in by name only.")
     if len(password) < MIN_PASSWORD_LENGTH:
         return (f"The admin UI is off: DESKROUTE_ADMIN_PASSWORD is shorter than {MIN_PASSWORD_LENGTH} characters. "
                 "Choose a longer one (a few words make a good one) and restart.")
@@ -136,28 +137,42 @@ def client_key(address: str | None) -> str:
 
 
 class LoginThrottle:
-    """Login attempts per client, in the database: every process of the install counts them."""
+    """Login attempts per client, in the database: every process of the install counts them.
+
+    Each attempt is counted twice: for the client, and for the client signing in as that name (no name: the
+    shared password). A success clears both, but not the count for another name: otherwise a team lead could
+    guess at the shared password or a colleague's, sign in as themselves to wipe the count, and go on."""
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.time):
         self.store = store
         self.clock = clock
 
-    def attempt(self, address: str | None) -> int:
+    @staticmethod
+    def _keys(address: str | None, name: str) -> tuple[str, str]:
+        client = client_key(address)
+        return client, f"{client} as {name.strip().casefold()[:64] or SHARED_USER}"
+
+    def attempt(self, address: str | None, name: str = "") -> int:
         """Count an attempt (as failed until succeeded() says otherwise); 0 if it may go ahead, else the
         seconds to wait."""
-        who = client_key(address)
-        if self.store.auth.login_attempt(who, now=self.clock(), free=FREE_FAILURES, max_delay=MAX_DELAY_SECONDS,
-                                    window=WINDOW_SECONDS, keep=REMEMBERED_ADDRESSES):
-            return 0
-        return max(1, self.retry_after(address))
+        for key in self._keys(address, name):
+            if not self.store.auth.login_attempt(key, now=self.clock(), free=FREE_FAILURES,
+                                                 max_delay=MAX_DELAY_SECONDS, window=WINDOW_SECONDS,
+                                                 keep=REMEMBERED_ADDRESSES):
+                return max(1, self.retry_after(address, name))
+        return 0
 
-    def retry_after(self, address: str | None) -> int:
-        """Seconds until this client may try again (0: now)."""
-        failures, last = self.store.auth.login_failures(client_key(address), since=self.clock() - WINDOW_SECONDS)
+    def retry_after(self, address: str | None, name: str = "") -> int:
+        """Seconds until this client may try again, as this name (0: now)."""
+        return max(self._wait(key) for key in self._keys(address, name))
+
+    def _wait(self, key: str) -> int:
+        failures, last = self.store.auth.login_failures(key, since=self.clock() - WINDOW_SECONDS)
         if failures < FREE_FAILURES:
             return 0
         delay = min(MAX_DELAY_SECONDS, 2 ** (failures - FREE_FAILURES + 1))
         return max(0, int(last + delay - self.clock() + 0.999))
 
-    def succeeded(self, address: str | None) -> None:
-        self.store.auth.login_succeeded(client_key(address))
+    def succeeded(self, address: str | None, name: str = "") -> None:
+        for key in self._keys(address, name):
+            self.store.auth.login_succeeded(key)

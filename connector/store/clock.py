@@ -2,9 +2,10 @@
 
 Leases (a claimed event's, the token refresh's, the trainer's) and due times are compared across machines:
 a host whose clock runs a few minutes fast would take every other worker's events before their leases ran
-out, and write the tickets twice. On PostgreSQL every process therefore reads the time from its host's
-clock plus the offset to the database server's clock, measured once and again every 10 minutes (a query
-for each reading would cost a round trip on every claim). SQLite runs on one machine: its clock is the host's.
+out, and write the tickets twice. On PostgreSQL every process therefore reads the server's time: measured
+at start and every 10 minutes (a query for each reading would cost a round trip on every claim), and
+carried forward in between on the host's monotonic clock, which no NTP step or VM resume moves. SQLite
+runs on one machine: its clock is the host's.
 """
 
 from __future__ import annotations
@@ -17,44 +18,58 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 REMEASURE_SECONDS = 600.0
-RETRY_SECONDS = 30.0  # after a failed measurement (the database is down): the last offset meanwhile
+RETRY_SECONDS = 30.0  # after a failed or slow measurement (the database is down or busy)
+SLOW_SECONDS = 1.0  # a round trip longer than this says little about when the server read its clock
 WARN_SECONDS = 2.0  # a host this far off the database is worth a line in the log
 
 
 class DatabaseClock:
-    """A callable returning the database server's time (epoch seconds), from the host's clock and an offset."""
+    """A callable returning the database server's time (epoch seconds)."""
 
     def __init__(self, server_time: Callable[[], float], *, host_time: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic):
         self._server_time = server_time
         self._host_time = host_time
         self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self.offset = 0.0
-        self._next: float | None = None  # monotonic time of the next measurement
+        self._measuring = threading.Lock()
+        self._base: tuple[float, float] | None = None  # (server time, monotonic time) of the last measurement
+        self._next = 0.0  # monotonic time of the next measurement
         self._warned = False
 
+    @property
+    def offset(self) -> float:
+        """How far the server's clock is ahead of this host's (seconds)."""
+        return self() - self._host_time()
+
     def __call__(self) -> float:
-        if self._next is None or self._monotonic() >= self._next:
-            self._measure()
-        return self._host_time() + self.offset
+        if self._monotonic() >= self._next and self._measuring.acquire(blocking=False):
+            try:  # one thread measures; the others read the last measurement meanwhile, never wait
+                self._measure()
+            finally:
+                self._measuring.release()
+        base = self._base
+        if base is None:
+            return self._host_time()  # the server was never read: the host's clock is the best there is
+        server, at = base
+        return server + (self._monotonic() - at)
 
     def _measure(self) -> None:
-        with self._lock:
-            if self._next is not None and self._monotonic() < self._next:
-                return  # another thread measured meanwhile
-            try:
-                before = self._host_time()
-                server = self._server_time()
-                after = self._host_time()
-            except Exception as exc:  # noqa: BLE001 - a reading must not fail because the database is away
-                log.warning("couldn't read the database server's clock; using the last offset",
-                            extra={"error": type(exc).__name__, "offset_s": round(self.offset, 3)})
-                self._next = self._monotonic() + RETRY_SECONDS
-                return
-            self.offset = server - (before + after) / 2  # the server read its clock about halfway
-            self._next = self._monotonic() + REMEASURE_SECONDS
-            if abs(self.offset) >= WARN_SECONDS and not self._warned:
-                self._warned = True
-                log.warning("this host's clock is off the database server's; Deskroute uses the server's time",
-                            extra={"offset_s": round(self.offset, 3)})
+        try:
+            before = self._monotonic()
+            server = self._server_time()
+            after = self._monotonic()
+        except Exception as exc:  # noqa: BLE001 - a reading must not fail because the database is away
+            log.warning("couldn't read the database server's clock; going on from the last reading",
+                        extra={"error": type(exc).__name__})
+            self._next = self._monotonic() + RETRY_SECONDS
+            return
+        if after - before > SLOW_SECONDS and self._base is not None:
+            self._next = after + RETRY_SECONDS  # waited for a connection, or a busy server: keep the last one
+            return
+        self._base = (server, (before + after) / 2)  # the server read its clock about halfway
+        self._next = after + REMEASURE_SECONDS
+        offset = server - self._host_time() + (after - before) / 2
+        if abs(offset) >= WARN_SECONDS and not self._warned:
+            self._warned = True
+            log.warning("this host's clock is off the database server's; Deskroute uses the server's time",
+                        extra={"offset_s": round(offset, 3)})

@@ -16,7 +16,7 @@ class AdminUser:
 
 
 class Users(Part):
-    """The `admin_users` table. Names are case-folded by the caller (connector.admin.users)."""
+    """The `admin_users` table. Names are case-folded by the caller (connector.admin.gate.user_name)."""
 
     def get(self, name: str) -> AdminUser | None:
         rows = self.execute("SELECT * FROM admin_users WHERE name = :name", {"name": name})
@@ -38,6 +38,9 @@ class Users(Part):
     def remove(self, name: str) -> bool:
         rows = self.execute("DELETE FROM admin_users WHERE name = :name RETURNING name", {"name": name})
         return bool(rows)
+
+    def exist(self) -> bool:
+        return bool(self.execute("SELECT 1 AS one FROM admin_users LIMIT 1"))
 
     def all(self) -> list[AdminUser]:
         return [AdminUser(**row) for row in self.execute("SELECT * FROM admin_users ORDER BY name")]
