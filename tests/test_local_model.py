@@ -66,6 +66,23 @@ def test_thresholds_are_per_class_and_recorded(small_model: LocalModel) -> None:
     assert small_model.uses_embeddings == (small_model.meta["embedding_model"] is not None)
 
 
+def test_a_large_training_set_calibrates_on_one_held_out_third(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past HOLDOUT_FROM examples one fit on two thirds stands in for three folds: the held-out third alone
+    sets the thresholds (as three folds would, the confusable classes' rise) and fills the report."""
+    from connector.classify import local
+
+    monkeypatch.setattr(local, "HOLDOUT_FROM", 180)
+    texts = [f"order {i} question" for i in range(60)] * 2 + [f"password {i} reset login" for i in range(60)]
+    labels = ["billing"] * 60 + ["shipping"] * 60 + ["account"] * 60
+    model = LocalModel.train(texts, labels, use_embeddings=False)
+    assert model.meta["cv_folds"] == 1
+    assert np.asarray(model.meta["cv_confusion"]).sum() == 60  # the held-out third, not every example
+    by_class = dict(zip(model.classes, model.thresholds, strict=True))
+    assert by_class["account"] == pytest.approx(1.5 / 3)
+    assert model.predict("order 3 question").label is None
+    assert model.predict("password 7 reset login").label == "account"
+
+
 def test_thresholds_come_from_out_of_fold_mistakes() -> None:
     # Two classes the words can't tell apart: out of fold the model is wrong half the time at middling
     # confidence, so their thresholds rise; the clearly separable class keeps the floor.
