@@ -837,7 +837,8 @@ def users_password(name: str, password_stdin: bool) -> None:
     user, store = _user_arg(name), _user_store()
     if not store.users.get(user):
         raise click.ClickException(f"no user {user}")
-    store.users.set_password(user, _new_password(password_stdin), now=time.time())
+    if not store.users.set_password(user, _new_password(password_stdin), now=time.time()):
+        raise click.ClickException(f"no user {user} (removed meanwhile)")
     click.echo(f"{user} has a new password; their sessions have ended")
 
 

@@ -117,6 +117,15 @@ def ticket_json(ticket_id: int, tags: list[str]) -> dict[str, Any]:
     return ticket
 
 
+@pytest.mark.parametrize(("status", "solved"), [(2, False), (3, False), (4, True), (5, True)])
+def test_a_fetched_ticket_says_whether_it_is_resolved_or_closed(api: responses.RequestsMock, status: int,
+                                                                solved: bool) -> None:
+    """A retry leaves a ticket that people resolved in triage where it is (connector/worker.py)."""
+    api.get(f"{API}/tickets/7", json={**ticket_json(7, []), "status": status})
+    fd = FreshdeskPlatform(domain="acme", api_key="k", webhook_secret=SECRET, sleep=lambda s: None)
+    assert fd.fetch_ticket("7").solved is solved
+
+
 def test_created_webhook_gives_one_flat_put_and_one_private_note(
         services: Services, api: responses.RequestsMock) -> None:
     note = json.loads((FIXTURES / "freshdesk" / "note_1.json").read_text())
