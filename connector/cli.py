@@ -308,7 +308,8 @@ def corrections_list(status: str, limit: int) -> None:
         final = "final" if row["is_final"] else f"then {row['final_category']}"
         click.echo(f"{row['id']:>6}  {row['platform']} #{row['ticket_id']} move {row['seq']}: "
                    f"{row['predicted_category'] or 'triage'} ({row['predicted_tier']}) -> {row['corrected_category']}"
-                   f" [{final}]  agent {row['agent_id'] or '?'}  {row['status']}")
+                   f" [{final}]  agent {row['agent_id'] or '?'}  {row['status']}"
+                   + (f" by {row['reviewed_by']}" if row["reviewed_by"] else ""))
     if not rows:
         click.echo(f"no {status} corrections")
 

@@ -103,6 +103,12 @@ def request_retrain(store: Store, *, by: str) -> bool:
     return store.auth.try_lock(RETRAIN_REQUEST, f"{by} {uuid.uuid4().hex[:8]}", until=now + REQUEST_SECONDS, now=now)
 
 
+def requested_by(owner: str | None) -> str:
+    """A retrain's trigger for the Retrains table: "admin" (the shared password), or "admin:NAME"."""
+    who = (owner or "").split(" ")[0]
+    return "admin" if who in ("", "admin") else f"admin:{who}"
+
+
 def training_status(store: Store) -> str | None:
     """What the admin UI says of trainings: "training" (one runs now), "requested" (a retrain waits for a
     worker), or None."""
@@ -222,7 +228,7 @@ class ModelKeeper:
             if request:  # taken up: a click from now on asks for another
                 self.store.auth.unlock(RETRAIN_REQUEST, request["owner"])
             report = gated_retrain(self.store, taxonomy, self.settings, lease, self._live, now=self.store.clock(),
-                                   trigger="admin")
+                                   trigger=requested_by(request["owner"] if request else None))
             log.info("requested retrain", extra={"promoted": report.promoted, "model_version": report.version,
                                                  "reason": report.reason})
 

@@ -294,14 +294,23 @@ def test_tickets_page_finds_a_ticket_and_retries_a_dead_job(admin: Any, admin_se
 def test_model_page_shows_versions_and_the_confusion_heatmap(admin: Any, admin_services: Services) -> None:
     html = page(admin, "/admin/model")
     assert "v1" in html and "active" in html
-    assert "<svg" in html and "billing" in html  # the cross-validated confusion heatmap
+    assert "<svg" in html and "billing" in html  # the held-out confusion heatmap
     response = admin.post("/admin/model/rollback", data={"csrf_token": csrf(admin, "/admin/model")}, **HTTPS)
     assert response.status_code == 400  # nothing to roll back to, said plainly
 
 
-def test_retrain_now_is_run_by_a_worker_not_the_web_request(admin: Any, admin_services: Services, clock: Any) -> None:
-    """A retrain on a real feedback dataset takes minutes: longer than gunicorn lets a request live."""
+@pytest.mark.parametrize("named", [False, True])
+def test_retrain_now_is_run_by_a_worker_not_the_web_request(admin: Any, admin_services: Services, clock: Any,
+                                                            named: bool) -> None:
+    """A retrain on a real feedback dataset takes minutes: longer than gunicorn lets a request live. The
+    Retrains table says who asked for it."""
     from test_learning import SSO_CONFIG, accept_corrections
+
+    from connector.admin.gate import hash_password
+
+    if named:
+        admin_services.store.users.add("maria", hash_password("maria's long password"), now=clock())
+        assert login(admin, "maria's long password", name="maria").status_code == 302
 
     spawned: list[Any] = []
     admin_services.model_keeper._spawn = spawned.append
@@ -324,8 +333,10 @@ def test_retrain_now_is_run_by_a_worker_not_the_web_request(admin: Any, admin_se
     shown = page(admin, "/admin/model")
     assert 'id="training"' not in shown
     [done] = admin_services.store.retrains.recent()
-    assert done.trigger == "admin" and done.outcome == "promoted" and done.version == versions + 1
-    assert f"promoted (v{done.version})" in shown and "Retrain now" in shown.split('id="retrains"')[1]
+    assert done.trigger == ("admin:maria" if named else "admin")
+    assert done.outcome == "promoted" and done.version == versions + 1
+    asked = "Retrain now, by maria" if named else "Retrain now"
+    assert f"promoted (v{done.version})" in shown and asked in shown.split('id="retrains"')[1]
     admin_services._model_check_due = True
     admin_services._before_job()
     assert len(spawned) == 1  # done: nothing asked any more

@@ -110,7 +110,7 @@ class RetrainRecord:
 
     started_at: float
     finished_at: float
-    trigger: str  # schedule | admin | cli
+    trigger: str  # schedule | admin | admin:NAME (a named user's Retrain now) | cli
     outcome: str  # promoted | refused | kept inactive | skipped | failed
     reason: str
     version: int | None = None  # the candidate kept (none: skipped or failed)
