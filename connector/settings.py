@@ -170,8 +170,9 @@ class Settings(BaseSettings):
     deskroute_http_timeout: float = Field(10.0, gt=0, description="Timeout in seconds for each helpdesk API request.")
     deskroute_scheduler: bool = Field(True, description="Run the scheduled jobs in `serve` and `worker`.")
     # --- admin UI --------------------------------------------------------------------------
-    deskroute_admin_password: SecretStr = Field(SecretStr(""), description="Password of the admin UI at /admin "
-                                                "(12 characters or more); without it the UI is off.")
+    deskroute_admin_password: SecretStr = Field(SecretStr(""), description="Shared password of the admin UI at "
+                                                "/admin (12 characters or more); without it only named users "
+                                                "(`deskroute users`) sign in, and with neither the UI is off.")
     deskroute_secret_key: SecretStr = Field(SecretStr(""), description="Signs admin sessions and CSRF tokens, and "
                                             "encrypts stored OAuth tokens (at least 32 random characters; required "
                                             "for Connect Zendesk). Default for signing: a random key made once per "
