@@ -334,20 +334,39 @@ def test_stored_passwords_are_salted_scrypt_hashes_that_check_only_their_passwor
     assert not verify_password(MARIA_PASSWORD, None) and not verify_password(MARIA_PASSWORD, "md5$abc")
 
 
-@pytest.mark.parametrize("name", ["", "bob@example.com"])  # the shared password, a colleague's
+@pytest.mark.parametrize("name", ["", "bob@example.com", "nobody"])  # the shared password, a colleague's, no one's
 def test_signing_in_by_name_does_not_wipe_the_count_of_guesses_at_other_passwords(
         client: Any, admin_services: Services, clock: Any, name: str) -> None:
-    """A team lead guessing at the shared password (or a colleague's) can't sign in as themselves between
-    guesses to start the count again: a success clears the address's count and their own name's, not the
-    count of guesses at another password, whose delays go on growing."""
+    """A team lead guessing at the shared password (or colleagues') can't sign in as themselves between
+    guesses to start the count again: a success forgets only the signer's own attempts."""
+    from connector.admin.gate import hash_password
+
     add_maria(admin_services)
+    admin_services.store.users.add("bob@example.com", hash_password("bob's own long password"), now=clock())
     for _ in range(3):
         assert login(client, "guess", name=name).status_code == 401
-    clock.advance(2)  # the address's own delay
+    clock.advance(2)  # the address's delay
     assert login(client, MARIA_PASSWORD, name="maria@example.com").status_code == 302
-    assert login(client, "guess", name=name).status_code == 401  # its delay had passed meanwhile
-    refused = login(client, "guess", name=name)  # not a third free guess: the count for this name stands
-    assert refused.status_code == 429 and refused.headers["Retry-After"] == "4"
+    refused = login(client, "guess", name=name)  # the guesses still count: no fresh free ones
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "2"
+
+
+def test_a_users_own_typos_are_forgiven_when_they_sign_in(client: Any, admin_services: Services, clock: Any) -> None:
+    add_maria(admin_services)
+    for _ in range(3):
+        assert login(client, "typo", name="maria@example.com").status_code == 401
+    clock.advance(2)
+    assert login(client, MARIA_PASSWORD, name="maria@example.com").status_code == 302
+    for _ in range(3):  # three free tries again, for anyone at this address
+        assert login(client, "guess").status_code == 401
+
+
+def test_names_that_are_no_users_share_one_count(client: Any, admin_services: Services) -> None:
+    """Trying a new name each time neither escapes the count nor fills the table with rows."""
+    for n in range(3):
+        assert login(client, "guess", name=f"nobody{n}", environ_base={"REMOTE_ADDR": f"10.0.0.{n}"}).status_code == 401
+    rows = admin_services.store.db.execute("SELECT client FROM login_failures ORDER BY client")
+    assert [r["client"] for r in rows if " as " in r["client"]] == [f"10.0.0.{n} as ?" for n in range(3)]
 
 
 def test_without_a_shared_password_named_users_sign_in_by_name_only(make_services: Any) -> None:

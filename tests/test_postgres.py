@@ -193,12 +193,13 @@ def test_a_host_whose_clock_runs_fast_does_not_take_leases_early() -> None:
     assert Queue(fast, lease_seconds=120).claim("fast worker") is None  # the lease has 2 minutes to run
 
 
-def test_the_database_clock_goes_on_from_its_last_reading_unmoved_by_the_host_clock() -> None:
-    """Between readings the server's time is carried forward on the monotonic clock: a host clock stepped by
-    NTP or a VM resume doesn't move it, and a server that is away (or slow to answer) leaves the last reading."""
+def test_the_database_clock_goes_on_from_its_last_reading_and_reads_again_when_the_host_clock_jumps() -> None:
+    """Between readings the server's time is carried forward on the monotonic clock. A host clock that parts
+    from it (an NTP step, a suspend) has the server read again at once; a server that is away keeps the last
+    reading, and until a first reading the host's time is all there is."""
     from connector.store.clock import DatabaseClock
 
-    readings: list[Any] = [1000.0, StoreUnavailable("down"), 2000.0]
+    readings: list[Any] = [StoreUnavailable("down"), 1000.0, 2000.0, StoreUnavailable("down"), 3000.0]
     mono, host = [0.0], [400.0]
 
     def server() -> float:
@@ -208,10 +209,14 @@ def test_the_database_clock_goes_on_from_its_last_reading_unmoved_by_the_host_cl
         return reading
 
     clock = DatabaseClock(server, host_time=lambda: host[0], monotonic=lambda: mono[0])
-    assert clock() == 1000.0 and clock.offset == 600.0
-    host[0], mono[0] = 9000.0, 5.0  # the host's clock jumps; 5 s pass
-    assert clock() == 1005.0
-    mono[0] = 605.0  # due for another reading: the server is away
-    assert clock() == 1605.0 and readings == [2000.0]
-    mono[0] = 640.0  # 30 s later it answers
-    assert clock() == 2000.0 and not readings
+    assert clock() == 400.0  # never read yet: the host's clock
+    assert clock() == 1000.0 and clock.offset == 600.0  # read at the next call, not 30 s on
+    host[0], mono[0] = 410.0, 10.0  # 10 s pass on both clocks
+    assert clock() == 1010.0 and readings[0] == 2000.0  # carried forward, no reading
+    host[0] = 9000.0  # the host's clock is stepped
+    assert clock() == 2000.0  # read again at once
+    mono[0] = 610.0  # due for another reading: the server is away
+    host[0] = 9600.0
+    assert clock() == 2600.0  # the last reading, carried forward
+    mono[0], host[0] = 645.0, 9635.0  # 35 s later it answers
+    assert clock() == 3000.0 and not readings

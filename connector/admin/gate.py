@@ -140,26 +140,34 @@ class LoginThrottle:
     """Login attempts per client, in the database: every process of the install counts them.
 
     Each attempt is counted twice: for the client, and for the client signing in as that name (no name: the
-    shared password). A success clears both, but not the count for another name: otherwise a team lead could
-    guess at the shared password or a colleague's, sign in as themselves to wipe the count, and go on."""
+    shared password; every name that is no user's: one count). A success forgets the signer's own count and
+    takes its failures (their typos) off the client's, but no other: otherwise a team lead could guess at
+    the shared password or colleagues' passwords, sign in as themselves to wipe the count, and go on."""
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.time):
         self.store = store
         self.clock = clock
 
-    @staticmethod
-    def _keys(address: str | None, name: str) -> tuple[str, str]:
+    def _keys(self, address: str | None, name: str) -> tuple[str, str]:
         client = client_key(address)
-        return client, f"{client} as {name.strip().casefold()[:64] or SHARED_USER}"
+        if not name.strip():
+            return client, f"{client} as {SHARED_USER}"
+        try:
+            user = user_name(name)
+        except ValueError:
+            user = ""
+        # One count for all names that are no user's: trying new names must not fill the table with rows.
+        return client, f"{client} as {user if user and self.store.users.get(user) else '?'}"
 
     def attempt(self, address: str | None, name: str = "") -> int:
         """Count an attempt (as failed until succeeded() says otherwise); 0 if it may go ahead, else the
         seconds to wait."""
-        for key in self._keys(address, name):
+        keys = self._keys(address, name)
+        for key in keys:
             if not self.store.auth.login_attempt(key, now=self.clock(), free=FREE_FAILURES,
                                                  max_delay=MAX_DELAY_SECONDS, window=WINDOW_SECONDS,
                                                  keep=REMEMBERED_ADDRESSES):
-                return max(1, self.retry_after(address, name))
+                return max(1, max(self._wait(k) for k in keys))
         return 0
 
     def retry_after(self, address: str | None, name: str = "") -> int:
@@ -174,5 +182,7 @@ class LoginThrottle:
         return max(0, int(last + delay - self.clock() + 0.999))
 
     def succeeded(self, address: str | None, name: str = "") -> None:
-        for key in self._keys(address, name):
-            self.store.auth.login_succeeded(key)
+        client, own = self._keys(address, name)
+        failures, _ = self.store.auth.login_failures(own, since=self.clock() - WINDOW_SECONDS)
+        self.store.auth.login_succeeded(own)
+        self.store.auth.login_forgive(client, failures)  # this attempt and the signer's own typos

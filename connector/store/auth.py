@@ -127,3 +127,9 @@ class Auth(Part):
 
     def login_succeeded(self, client: str) -> None:
         self.execute("DELETE FROM login_failures WHERE client = :client", {"client": client})
+
+    def login_forgive(self, client: str, failures: int) -> None:
+        """Take `failures` off a client's count (forgetting it at zero)."""
+        self.execute("UPDATE login_failures SET failures = failures - :n WHERE client = :client",
+                     {"client": client, "n": failures})
+        self.execute("DELETE FROM login_failures WHERE client = :client AND failures <= 0", {"client": client})
