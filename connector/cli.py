@@ -817,17 +817,33 @@ def _iso(at: float) -> str:
 _STDIN = click.option("--password-stdin", is_flag=True, help="Read the password from standard input (scripts).")
 
 
+_ROLE = click.Choice(["lead", "admin"])
+
+
 @users.command(name="add")
 @click.argument("name")
+@click.option("--role", type=_ROLE, default="lead", show_default=True,
+              help="lead: reviews corrections, reads every page; admin: also changes routing, connection, models.")
 @_STDIN
-def users_add(name: str, password_stdin: bool) -> None:
+def users_add(name: str, role: str, password_stdin: bool) -> None:
     """Let NAME sign in to the admin UI (it asks for the password twice)."""
     user, store = _user_arg(name), _user_store()
     if store.users.get(user):
         raise click.ClickException(f"{user} exists; `deskroute users password {user}` sets a new password")
-    if not store.users.add(user, _new_password(password_stdin), now=time.time()):
+    if not store.users.add(user, _new_password(password_stdin), now=time.time(), role=role):
         raise click.ClickException(f"{user} exists")
-    click.echo(f"{user} can sign in to the admin UI")
+    click.echo(f"{user} can sign in to the admin UI as {'an admin' if role == 'admin' else 'a team lead'}")
+
+
+@users.command(name="role")
+@click.argument("name")
+@click.argument("role", type=_ROLE)
+def users_role(name: str, role: str) -> None:
+    """Make NAME a team lead or an admin, from their next click."""
+    user = _user_arg(name)
+    if not _user_store().users.set_role(user, role):
+        raise click.ClickException(f"no user {user}")
+    click.echo(f"{user} is {'an admin' if role == 'admin' else 'a team lead'}")
 
 
 @users.command(name="password")
@@ -858,7 +874,8 @@ def users_list() -> None:
     """Who may sign in by name."""
     people = _user_store().users.all()
     for person in people:
-        click.echo(f"{person.name}\tadded {_iso(person.created_at)}\tpassword set {_iso(person.updated_at)}")
+        click.echo(f"{person.name}\t{person.role}\tadded {_iso(person.created_at)}"
+                   f"\tpassword set {_iso(person.updated_at)}")
     if not people:
         click.echo("no named users: only DESKROUTE_ADMIN_PASSWORD signs in (`deskroute users add NAME`)")
 

@@ -380,3 +380,36 @@ def test_without_a_shared_password_named_users_sign_in_by_name_only(make_service
     assert refused.status_code == 401 and "there is no shared password" in refused.get_data(as_text=True)
     assert login(client, MARIA_PASSWORD, name="maria@example.com").status_code == 302
     assert client.get("/admin/", **HTTPS).status_code == 200
+
+
+def test_a_team_lead_reviews_corrections_but_changes_nothing_else(admin_services: Services, clock: Any) -> None:
+    """Every admin route that changes something, found from the app's URL map (a page added later is covered
+    too): a team lead's POST is refused, but for reviewing a correction; a named admin's is not."""
+    from connector.admin.auth import ADMIN_READS, LEAD_WRITES
+
+    app = create_app(services=admin_services)
+    client = app.test_client()
+    add_maria(admin_services)  # a team lead, the default
+    add_pending_correction(admin_services)
+    assert login(client, MARIA_PASSWORD, name="maria@example.com").status_code == 302
+    page = client.get("/admin/model", **HTTPS).get_data(as_text=True)
+    assert '<body class="lead">' in page and "(team lead)" in page  # the buttons she can't use are hidden
+    token = csrf(client, "/admin/")
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("admin.") or rule.endpoint in {"admin.auth.login", "admin.auth.logout",
+                                                                        *LEAD_WRITES}:
+            continue
+        path = rule.build({arg: "1" for arg in rule.arguments})[1]
+        if "POST" in rule.methods or rule.endpoint in ADMIN_READS:
+            method = "POST" if "POST" in rule.methods else "GET"
+            response = client.open(path, method=method, data={"csrf_token": token}, **HTTPS)
+            assert response.status_code == 403, (rule.endpoint, response.status_code)
+            checked += 1
+    assert checked >= 8
+    [row] = admin_services.store.corrections.find()
+    client.post(f"/admin/corrections/{row['id']}", data={"action": "reject", "csrf_token": token}, **HTTPS)
+    assert admin_services.store.corrections.find()[0]["reviewed_by"] == "maria@example.com"
+    admin_services.store.users.set_role("maria@example.com", "admin")  # from her next click
+    assert client.post("/admin/model/rollback", data={"csrf_token": token}, **HTTPS).status_code == 400  # let in
+    assert '<body class="lead">' not in client.get("/admin/model", **HTTPS).get_data(as_text=True)

@@ -309,7 +309,7 @@ def test_retrain_now_is_run_by_a_worker_not_the_web_request(admin: Any, admin_se
     from connector.admin.gate import hash_password
 
     if named:
-        admin_services.store.users.add("maria", hash_password("maria's long password"), now=clock())
+        admin_services.store.users.add("maria", hash_password("maria's long password"), now=clock(), role="admin")
         assert login(admin, "maria's long password", name="maria").status_code == 302
 
     spawned: list[Any] = []

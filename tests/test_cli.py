@@ -134,12 +134,16 @@ def test_users_add_list_password_remove(run, tmp_path: Path) -> None:  # type: i
     from connector.admin.gate import verify_password
 
     added = run("users", "add", "Lead@Example.com", input="team lead password\nteam lead password\n")
-    assert added.exit_code == 0 and "lead@example.com can sign in" in added.output
+    assert added.exit_code == 0 and "lead@example.com can sign in to the admin UI as a team lead" in added.output
     assert "team lead password" not in added.output  # the prompt hides what is typed
     store = Store(database_url(tmp_path, "cli.db"))
     user = store.users.get("lead@example.com")
     assert user is not None and verify_password("team lead password", user.password_hash)
-    assert "lead@example.com\tadded " in run("users", "list").output
+    assert "lead@example.com\tlead\tadded " in run("users", "list").output
+    assert run("users", "role", "lead@example.com", "admin").exit_code == 0
+    assert "lead@example.com\tadmin\tadded " in run("users", "list").output
+    assert run("users", "role", "nobody", "admin").exit_code == 1
+    assert run("users", "role", "lead@example.com", "owner").exit_code == 2
     assert run("users", "add", "lead@example.com", input="x" * 12 + "\n" + "x" * 12 + "\n").exit_code == 1
     short = run("users", "password", "lead@example.com", "--password-stdin", input="short\n")
     assert short.exit_code == 1 and "12 characters" in short.output

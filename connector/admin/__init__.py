@@ -40,7 +40,7 @@ def _when(stamp: float | None) -> str:
 
 @bp.context_processor
 def _csrf() -> dict[str, Any]:
-    return {"csrf_token": generate_csrf}
+    return {"csrf_token": generate_csrf, "role": auth.current_role}
 
 
 bp.add_app_template_filter(json.loads, "fromjson")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import wraps
 from typing import TYPE_CHECKING, Any, cast
 
-from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import validate_csrf
 from wtforms.validators import ValidationError
 
@@ -46,9 +46,16 @@ def services() -> Services:
     return cast("Services", current_app.extensions["deskroute"])
 
 
+# What a team lead may change: they read every page, and review corrections. Everything else that changes
+# something (the routing, the helpdesk connection, models, retries) is an admin's.
+LEAD_WRITES = frozenset({"admin.corrections.review"})
+ADMIN_READS = frozenset({"admin.zendesk.callback"})  # a GET that finishes connecting Zendesk
+
+
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     """Send a visitor who hasn't signed in to the login page, and back here afterwards. A named user's
-    session ends as soon as the user is removed or their password changed (one indexed read a request)."""
+    session ends as soon as the user is removed or their password changed, and their role is the stored one
+    (one indexed read a request). A team lead's change other than a review is refused."""
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not session.get("admin"):
@@ -56,6 +63,11 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
         if not _still_valid():
             session.clear()
             return redirect(url_for("admin.auth.login", next=request.path))
+        writes = request.method == "POST" and request.endpoint not in LEAD_WRITES
+        if current_role() != "admin" and (writes or request.endpoint in ADMIN_READS):
+            log.info("admin action refused to a team lead", extra={"user": current_user(), "path": request.path})
+            abort(403, "Team leads review corrections and read every page; ask an admin to change this "
+                       "(`deskroute users role NAME admin`).")
         return view(*args, **kwargs)
     return wrapper
 
@@ -65,11 +77,19 @@ def current_user() -> str:
     return str(session.get("user") or SHARED_USER)
 
 
+def current_role() -> str:
+    """"admin" (the shared password, or a named admin) or "lead", as stored now; "" before a sign-in."""
+    if not session.get("admin"):
+        return ""
+    return "admin" if current_user() == SHARED_USER else str(g.get("role", ""))
+
+
 def _still_valid() -> bool:
     user = current_user()
     if user == SHARED_USER:
         return True  # a new DESKROUTE_ADMIN_PASSWORD changes the signing key, which ends these sessions
     row = services().store.users.get(user)
+    g.role = row.role if row else ""
     return row is not None and row.updated_at == session.get("since")
 
 

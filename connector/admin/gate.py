@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 12
 SHARED_USER = "admin"  # who a review or an edit is by when made after signing in with the shared password
+ROLES = ("lead", "admin")  # a team lead reviews corrections and reads every page; an admin also changes things
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 # scrypt at n=2**14, r=8 (16 MiB, tens of milliseconds): the cost OWASP lists as a minimum.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}

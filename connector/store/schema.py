@@ -149,12 +149,14 @@ login_failures = Table(
 )
 
 # People who sign in to the admin UI by name (besides the shared DESKROUTE_ADMIN_PASSWORD), so that a
-# review or an edit names who made it, and one person's access can end without changing everyone's password.
+# review or an edit names who made it, one person's access can end without changing everyone's password,
+# and a team lead can review corrections without being able to change the routing.
 # The password is an scrypt hash with its own salt and parameters (connector/admin/gate.py).
 admin_users = Table(
     "admin_users", metadata,
     Column("name", Text, primary_key=True),  # case-folded
     Column("password_hash", Text, nullable=False),
+    Column("role", Text, nullable=False, server_default="lead"),  # lead | admin (connector/admin/gate.py ROLES)
     Column("created_at", Float, nullable=False), Column("updated_at", Float, nullable=False),
 )
 

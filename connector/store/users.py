@@ -11,6 +11,7 @@ from connector.store.db import Part
 class AdminUser:
     name: str
     password_hash: str
+    role: str  # lead | admin
     created_at: float
     updated_at: float
 
@@ -22,12 +23,17 @@ class Users(Part):
         rows = self.execute("SELECT * FROM admin_users WHERE name = :name", {"name": name})
         return AdminUser(**rows[0]) if rows else None
 
-    def add(self, name: str, password_hash: str, *, now: float) -> bool:
+    def add(self, name: str, password_hash: str, *, now: float, role: str = "lead") -> bool:
         """Add a user; False if the name is taken."""
-        rows = self.execute("INSERT INTO admin_users (name, password_hash, created_at, updated_at)"
-                            " VALUES (:name, :hash, :now, :now) ON CONFLICT (name) DO NOTHING RETURNING name",
-                            {"name": name, "hash": password_hash, "now": now})
+        rows = self.execute("INSERT INTO admin_users (name, password_hash, role, created_at, updated_at)"
+                            " VALUES (:name, :hash, :role, :now, :now) ON CONFLICT (name) DO NOTHING RETURNING name",
+                            {"name": name, "hash": password_hash, "role": role, "now": now})
         return bool(rows)
+
+    def set_role(self, name: str, role: str) -> bool:
+        """Make a user a team lead or an admin (from their next click); False if there is no such user."""
+        return bool(self.execute("UPDATE admin_users SET role = :role WHERE name = :name RETURNING name",
+                                 {"name": name, "role": role}))
 
     def set_password(self, name: str, password_hash: str, *, now: float) -> bool:
         """Replace a user's password (which ends their sessions); False if there is no such user."""

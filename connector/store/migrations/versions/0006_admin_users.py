@@ -1,4 +1,5 @@
-"""Admin users: people who sign in to the admin UI by name, so reviews and edits say who made them.
+"""Admin users: people who sign in to the admin UI by name, so reviews and edits say who made them; a
+team lead reviews corrections, an admin also changes the routing.
 
 Revision ID: 0006
 Revises: 0005
@@ -21,6 +22,7 @@ def upgrade() -> None:
         "admin_users",
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("password_hash", sa.Text(), nullable=False),
+        sa.Column("role", sa.Text(), nullable=False, server_default="lead"),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
