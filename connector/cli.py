@@ -817,7 +817,13 @@ def _iso(at: float) -> str:
 _STDIN = click.option("--password-stdin", is_flag=True, help="Read the password from standard input (scripts).")
 
 
-_ROLE = click.Choice(["lead", "admin"])
+def _role_choice() -> click.Choice:
+    from connector.admin.gate import ROLES
+
+    return click.Choice(ROLES)
+
+
+_ROLE = _role_choice()
 
 
 @users.command(name="add")
@@ -878,6 +884,9 @@ def users_list() -> None:
                    f"\tpassword set {_iso(person.updated_at)}")
     if not people:
         click.echo("no named users: only DESKROUTE_ADMIN_PASSWORD signs in (`deskroute users add NAME`)")
+    elif not any(person.role == "admin" for person in people):
+        click.echo("no named admin: without DESKROUTE_ADMIN_PASSWORD nobody could change the routing "
+                   "(`deskroute users role NAME admin`)", err=True)
 
 
 @main.group()

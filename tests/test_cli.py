@@ -139,9 +139,11 @@ def test_users_add_list_password_remove(run, tmp_path: Path) -> None:  # type: i
     store = Store(database_url(tmp_path, "cli.db"))
     user = store.users.get("lead@example.com")
     assert user is not None and verify_password("team lead password", user.password_hash)
-    assert "lead@example.com\tlead\tadded " in run("users", "list").output
+    listed = run("users", "list").output
+    assert "lead@example.com\tlead\tadded " in listed and "no named admin" in listed
     assert run("users", "role", "lead@example.com", "admin").exit_code == 0
-    assert "lead@example.com\tadmin\tadded " in run("users", "list").output
+    listed = run("users", "list").output
+    assert "lead@example.com\tadmin\tadded " in listed and "no named admin" not in listed
     assert run("users", "role", "nobody", "admin").exit_code == 1
     assert run("users", "role", "lead@example.com", "owner").exit_code == 2
     assert run("users", "add", "lead@example.com", input="x" * 12 + "\n" + "x" * 12 + "\n").exit_code == 1

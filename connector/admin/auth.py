@@ -63,7 +63,7 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
         if not _still_valid():
             session.clear()
             return redirect(url_for("admin.auth.login", next=request.path))
-        writes = request.method == "POST" and request.endpoint not in LEAD_WRITES
+        writes = request.method not in ("GET", "HEAD", "OPTIONS") and request.endpoint not in LEAD_WRITES
         if current_role() != "admin" and (writes or request.endpoint in ADMIN_READS):
             log.info("admin action refused to a team lead", extra={"user": current_user(), "path": request.path})
             abort(403, "Team leads review corrections and read every page; ask an admin to change this "

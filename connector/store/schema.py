@@ -7,7 +7,7 @@ Index names are those the pre-Alembic SQLite schema used, so an old install's fi
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, Table, Text
+from sqlalchemy import BigInteger, CheckConstraint, Column, Float, Index, Integer, LargeBinary, MetaData, Table, Text
 
 metadata = MetaData()
 # A 64-bit id on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the rowid (and 64-bit anyway).
@@ -158,6 +158,7 @@ admin_users = Table(
     Column("password_hash", Text, nullable=False),
     Column("role", Text, nullable=False, server_default="lead"),  # lead | admin (connector/admin/gate.py ROLES)
     Column("created_at", Float, nullable=False), Column("updated_at", Float, nullable=False),
+    CheckConstraint("role IN ('lead', 'admin')", name="admin_users_role"),
 )
 
 # Tickets no category took: sent to triage (not by a guardrail, not an automatic reply), or moved by an

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
+        sa.CheckConstraint("role IN ('lead', 'admin')", name="admin_users_role"),
     )
 
 
