@@ -88,6 +88,7 @@ class Ticket(BaseModel):
     updated_at: str | None = None
     via: str | None = None
     solved: bool = False  # solved or closed: its group is final, so it can teach the local model
+    taken_up: bool = False  # pending, on hold, solved or closed: an agent has answered or settled it
 
     @property
     def text(self) -> str:

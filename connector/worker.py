@@ -204,7 +204,8 @@ class Worker:
         """A ticket decided before (its event retried by the queue, or by hand): map its one classification again
         with the live mappings, so that a group an admin fixed since is the one written; True if it did. Only
         while nothing of ours is on the ticket (what landed stays: a retry never writes a ticket twice), or
-        while it still sits, untouched by people and unsolved, in the triage group that a refused route sent it to."""
+        while it still sits, untouched by people (not moved, answered or settled), in the triage group that a refused
+        route sent it to."""
         stored = record.decision
         if stored is None or record.classification is None:
             return False
@@ -214,7 +215,7 @@ class Worker:
         if fresh == stored:
             return False
         if ROUTED_TAG in ticket.tags:
-            parked = (stored.triage and not fresh.triage and ticket.group_id == stored.group_id and not ticket.solved
+            parked = (stored.triage and not fresh.triage and ticket.group_id == stored.group_id and not ticket.taken_up
                       and not self.store.corrections.for_ticket(record.platform, record.ticket_id))  # nobody moved it
             if not parked:
                 return False

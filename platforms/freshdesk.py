@@ -67,6 +67,7 @@ UPDATED_EVENTS = frozenset({"ticket.group_changed", "group_changed", "ticket.upd
 NOTE_PREFIX = "Deskroute "
 PER_PAGE = 100
 SOLVED_STATUSES = (4, 5)  # Resolved, Closed
+PENDING_STATUS = 3  # an agent answered and waits for the customer
 BACKFILL_MAX_WAIT = 600.0  # a history import may wait this long in total on one page's rate limit
 # Warn when a minute's API budget is this close to spent (the 429s that follow are handled, but slow routing).
 LOW_RATE_LIMIT = 5
@@ -347,7 +348,8 @@ class FreshdeskPlatform(Platform):
                       group_id=optional_id(data.get("group_id")),
                       priority=PRIORITY_NAMES.get(data.get("priority") or 0),
                       status=str(data.get("status")) if data.get("status") is not None else None,
-                      updated_at=data.get("updated_at"), solved=data.get("status") in SOLVED_STATUSES)
+                      updated_at=data.get("updated_at"), solved=data.get("status") in SOLVED_STATUSES,
+                      taken_up=data.get("status") in (PENDING_STATUS, *SOLVED_STATUSES))
 
     def apply(self, ticket: Ticket, decision: RoutingDecision, *,
               checkpoint: Callable[[], None] = lambda: None) -> None:

@@ -432,7 +432,8 @@ class ZendeskPlatform(Platform):
         via = getattr(zt.via, "channel", None) if zt.via is not None else None
         return Ticket(platform=self.name, id=str(zt.id), subject=zt.subject or "", description=zt.description or "",
                       tags=list(zt.tags or []), group_id=optional_id(zt.group_id), priority=priority,
-                      status=zt.status, updated_at=zt.updated_at, via=via, solved=zt.status in ("solved", "closed"))
+                      status=zt.status, updated_at=zt.updated_at, via=via, solved=zt.status in ("solved", "closed"),
+                      taken_up=zt.status in ("pending", "hold", "solved", "closed"))
 
     def apply(self, ticket: Ticket, decision: RoutingDecision, *,
               checkpoint: Callable[[], None] = lambda: None) -> None:

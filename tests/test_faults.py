@@ -234,13 +234,14 @@ def test_a_retry_leaves_a_ticket_people_moved_since_our_routing_landed(
     assert (row["state"], row["outcome"]) == ("done", "moved_by_people")
 
 
-@pytest.mark.parametrize(("moved_meanwhile", "solved_meanwhile"), [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize(("moved_meanwhile", "status"), [(False, "open"), (True, "open"), (False, "solved"),
+                                                         (False, "pending"), (False, "hold")])
 def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_fixed(
         services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock, moved_meanwhile: bool,
-        solved_meanwhile: bool) -> None:
+        status: str) -> None:
     """The usual end of a bad group is a triage fallback, not a dead letter: a retry moves it on once fixed,
-    unless people have moved it meanwhile (here: out of triage and back), or answered and solved it where it
-    was: their say is the last."""
+    unless people have moved it meanwhile (here: out of triage and back), or answered it (pending, on hold)
+    or solved it where it was: their say is the last."""
     stub_get(zendesk_api)
     stub_put(zendesk_api, 422, body={"error": "RecordInvalid", "details": {"group": [{"description": "invalid"}]}})
     stub_put(zendesk_api)
@@ -251,7 +252,7 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
     assert row["state"] == "triage" and "422 RecordInvalid" in row["last_error"]
     move_billing(services, clock, FIXED_GROUP)
     parked = put_bodies(zendesk_api, TICKET)[-1]
-    reads_as(zendesk_api, tags=parked["tags"], group_id=TRIAGE_GROUP, status="solved" if solved_meanwhile else "open")
+    reads_as(zendesk_api, tags=parked["tags"], group_id=TRIAGE_GROUP, status=status)
     if moved_meanwhile:  # the reconciler recorded an agent's moves
         services.store.corrections.add({
             "platform": "zendesk", "ticket_id": str(TICKET), "change_id": "c1", "seq": 1, "text": "x",
@@ -262,7 +263,7 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
     writes = len(put_bodies(zendesk_api, TICKET))
     assert services.store.events.requeue(event_id, now=clock())
     drain(services)
-    if moved_meanwhile or solved_meanwhile:
+    if moved_meanwhile or status != "open":
         assert len(put_bodies(zendesk_api, TICKET)) == writes and event_row(services, event_id)["state"] == "triage"
     else:
         assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105

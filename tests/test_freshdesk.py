@@ -117,13 +117,15 @@ def ticket_json(ticket_id: int, tags: list[str]) -> dict[str, Any]:
     return ticket
 
 
-@pytest.mark.parametrize(("status", "solved"), [(2, False), (3, False), (4, True), (5, True)])
-def test_a_fetched_ticket_says_whether_it_is_resolved_or_closed(api: responses.RequestsMock, status: int,
-                                                                solved: bool) -> None:
-    """A retry leaves a ticket that people resolved in triage where it is (connector/worker.py)."""
+@pytest.mark.parametrize(("status", "solved", "taken_up"), [(2, False, False), (3, False, True), (4, True, True),
+                                                          (5, True, True)])
+def test_a_fetched_ticket_says_whether_it_is_answered_resolved_or_closed(
+        api: responses.RequestsMock, status: int, solved: bool, taken_up: bool) -> None:
+    """A retry leaves a ticket that people answered or resolved in triage where it is (connector/worker.py)."""
     api.get(f"{API}/tickets/7", json={**ticket_json(7, []), "status": status})
     fd = FreshdeskPlatform(domain="acme", api_key="k", webhook_secret=SECRET, sleep=lambda s: None)
-    assert fd.fetch_ticket("7").solved is solved
+    ticket = fd.fetch_ticket("7")
+    assert (ticket.solved, ticket.taken_up) == (solved, taken_up)
 
 
 def test_created_webhook_gives_one_flat_put_and_one_private_note(
