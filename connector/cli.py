@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from connector.settings import Settings
+from connector.store.users import ROLES
 
 
 def _settings() -> Settings:
@@ -817,13 +818,7 @@ def _iso(at: float) -> str:
 _STDIN = click.option("--password-stdin", is_flag=True, help="Read the password from standard input (scripts).")
 
 
-def _role_choice() -> click.Choice:
-    from connector.admin.gate import ROLES
-
-    return click.Choice(ROLES)
-
-
-_ROLE = _role_choice()
+_ROLE = click.Choice(ROLES)
 
 
 @users.command(name="add")

@@ -188,13 +188,13 @@ class Services:
         replaced in the background (ModelKeeper)."""
         pool = self.pool = WorkerPool(self.make_worker, threads=self.settings.deskroute_worker_threads,
                                       poll_seconds=self.settings.deskroute_poll_seconds)
-        if self.store.models.active_version() is None and first_model_in_background:
+        if self.store.models.active_version() is not None:
+            pool.start()
+        elif first_model_in_background:
             threading.Thread(target=self._first_model_then, args=(pool,), kwargs={"swallow_errors": True},
                              name="first-model", daemon=True).start()
-        elif self.store.models.active_version() is None:
-            self._first_model_then(pool, swallow_errors=False)
         else:
-            pool.start()
+            self._first_model_then(pool, swallow_errors=False)
         threading.Thread(target=self.check_groups, name="group-check", daemon=True).start()
         self.store.start_checkpointer()
         # PostgreSQL: a new event anywhere wakes these threads at once; they still poll, in case.

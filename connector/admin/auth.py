@@ -114,7 +114,8 @@ def login() -> Any:
     error = None
     if request.method == "POST":
         name = request.form.get("name", "")
-        wait = state.throttle.attempt(who, name)  # counted before the check: parallel guesses can't all slip through
+        keys = state.throttle.keys(who, name)
+        wait = state.throttle.attempt(keys)  # counted before the check: parallel guesses can't all slip through
         if wait:
             log.warning("admin login throttled", extra={"client": who})
             later = f"{wait} seconds" if wait < 120 else f"{wait // 60 + 1} minutes"
@@ -123,7 +124,7 @@ def login() -> Any:
                 429, {"Retry-After": str(wait)}
         user = _check(state.password, name, request.form.get("password", ""))
         if user:
-            state.throttle.succeeded(who, name)
+            state.throttle.succeeded(keys)
             session.clear()
             session["admin"] = True
             session["user"], session["since"] = user

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 12
 SHARED_USER = "admin"  # who a review or an edit is by when made after signing in with the shared password
-ROLES = ("lead", "admin")  # a team lead reviews corrections and reads every page; an admin also changes things
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 # scrypt at n=2**14, r=8 (16 MiB, tens of milliseconds): the cost OWASP lists as a minimum.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
@@ -149,7 +148,8 @@ class LoginThrottle:
         self.store = store
         self.clock = clock
 
-    def _keys(self, address: str | None, name: str) -> tuple[str, str]:
+    def keys(self, address: str | None, name: str) -> tuple[str, str]:
+        """(the client's count, the client-as-this-name count): an attempt's keys, worked out once per sign-in."""
         client = client_key(address)
         if not name.strip():
             return client, f"{client} as {SHARED_USER}"
@@ -160,20 +160,15 @@ class LoginThrottle:
         # One count for all names that are no user's: trying new names must not fill the table with rows.
         return client, f"{client} as {user if user and self.store.users.get(user) else '?'}"
 
-    def attempt(self, address: str | None, name: str = "") -> int:
+    def attempt(self, keys: tuple[str, str]) -> int:
         """Count an attempt (as failed until succeeded() says otherwise); 0 if it may go ahead, else the
         seconds to wait."""
-        keys = self._keys(address, name)
         for key in keys:
             if not self.store.auth.login_attempt(key, now=self.clock(), free=FREE_FAILURES,
                                                  max_delay=MAX_DELAY_SECONDS, window=WINDOW_SECONDS,
                                                  keep=REMEMBERED_ADDRESSES):
                 return max(1, max(self._wait(k) for k in keys))
         return 0
-
-    def retry_after(self, address: str | None, name: str = "") -> int:
-        """Seconds until this client may try again, as this name (0: now)."""
-        return max(self._wait(key) for key in self._keys(address, name))
 
     def _wait(self, key: str) -> int:
         failures, last = self.store.auth.login_failures(key, since=self.clock() - WINDOW_SECONDS)
@@ -182,8 +177,8 @@ class LoginThrottle:
         delay = min(MAX_DELAY_SECONDS, 2 ** (failures - FREE_FAILURES + 1))
         return max(0, int(last + delay - self.clock() + 0.999))
 
-    def succeeded(self, address: str | None, name: str = "") -> None:
-        client, own = self._keys(address, name)
+    def succeeded(self, keys: tuple[str, str]) -> None:
+        client, own = keys
         failures, _ = self.store.auth.login_failures(own, since=self.clock() - WINDOW_SECONDS)
         self.store.auth.login_succeeded(own)
         self.store.auth.login_forgive(client, failures)  # this attempt and the signer's own typos

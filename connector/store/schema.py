@@ -156,7 +156,7 @@ admin_users = Table(
     "admin_users", metadata,
     Column("name", Text, primary_key=True),  # case-folded
     Column("password_hash", Text, nullable=False),
-    Column("role", Text, nullable=False, server_default="lead"),  # lead | admin (connector/admin/gate.py ROLES)
+    Column("role", Text, nullable=False, server_default="lead"),  # connector/store/users.py ROLES
     Column("created_at", Float, nullable=False), Column("updated_at", Float, nullable=False),
     CheckConstraint("role IN ('lead', 'admin')", name="admin_users_role"),
 )

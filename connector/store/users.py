@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from connector.store.db import Part
 
+ROLES = ("lead", "admin")  # a team lead reviews corrections and reads every page; an admin also changes things
+
 
 @dataclass
 class AdminUser:
