@@ -413,3 +413,32 @@ def test_a_team_lead_reviews_corrections_but_changes_nothing_else(admin_services
     admin_services.store.users.set_role("maria@example.com", "admin")  # from her next click
     assert client.post("/admin/model/rollback", data={"csrf_token": token}, **HTTPS).status_code == 400  # let in
     assert '<body class="lead">' not in client.get("/admin/model", **HTTPS).get_data(as_text=True)
+
+
+def test_an_unknown_name_costs_the_same_hashing_as_a_wrong_password(client: Any, admin_services: Services,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timing must not tell which names exist: a name that is no user's still derives one scrypt hash."""
+    from connector.admin import gate
+
+    add_maria(admin_services)
+    derived: list[int] = []
+    real = gate._scrypt
+    monkeypatch.setattr(gate, "_scrypt", lambda *args: derived.append(1) or real(*args))
+    for name in ("maria@example.com", "nobody@example.com", "not a name!"):
+        derived.clear()
+        assert login(client, "wrong guess", name=name).status_code == 401
+        assert len(derived) == 1, name
+
+
+def test_a_sign_in_logs_who_and_from_where_never_the_password(client: Any, admin_services: Services,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    add_maria(admin_services)
+    caplog.set_level("DEBUG")
+    login(client, "a wrong password of hers", name="maria@example.com")
+    login(client, MARIA_PASSWORD, name="maria@example.com")
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "admin signed in" in logged and "maria@example.com" in logged
+    stored = admin_services.store.users.get("maria@example.com")
+    assert stored is not None
+    for secret in (MARIA_PASSWORD, "a wrong password of hers", stored.password_hash):
+        assert secret not in logged
