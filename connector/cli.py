@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import statistics
 import sys
@@ -37,6 +39,20 @@ def _services(settings: Settings | None = None) -> Any:
 def _exit_on_sigterm() -> None:
     # Turn SIGTERM (Heroku, systemd, docker stop) into a normal exit so `finally:` blocks run.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
+def _exit_now_if_training() -> None:
+    """The last step of a shutdown. A training on a thread of ours (the first model, a retrain) can't be stopped,
+    and the interpreter's exit tears down the native threads inside it (ONNX Runtime, BLAS), which aborts the
+    process. So give its lease up (another process, or this one restarted, trains at once) and exit now."""
+    from connector.model_keeper import give_up_leases
+
+    if give_up_leases():
+        click.echo("stopped during a training; it starts again with the next process that needs it", err=True)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @click.group()
@@ -83,6 +99,7 @@ def serve(host: str, port: int, threads: int) -> None:
         pool.stop()
         if scheduler:
             stop_scheduler(scheduler)
+        _exit_now_if_training()
 
 
 @main.command()
@@ -109,6 +126,7 @@ def worker() -> None:
         pool.stop()
         if scheduler:
             stop_scheduler(scheduler)
+        _exit_now_if_training()
 
 
 @main.command()

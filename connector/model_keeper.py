@@ -39,6 +39,21 @@ LEASE_SECONDS = 120.0  # renewed every third of it while training; a trainer tha
 MAX_TRAIN_SECONDS = 6 * 3600.0
 
 
+_held: set[Lease] = set()  # this process's trainings under way
+_held_lock = threading.Lock()
+
+
+def give_up_leases() -> bool:
+    """At shutdown: give up the training leases this process holds, so that another process (or this one,
+    restarted) trains at once rather than after the lease runs out; True if a training was under way."""
+    with _held_lock:
+        held = list(_held)
+    for lease in held:
+        lease.lost.set()  # whatever it trains must not be activated now
+        lease.__exit__(None, None, None)
+    return bool(held)
+
+
 class Lease:
     """The install's training lease, held by one process at a time (the keeper's trainings and the scheduled
     retrain both take it, so that two trainings never share a worker's cores, nor activate models for two
@@ -61,12 +76,16 @@ class Lease:
         return None
 
     def __enter__(self) -> Lease:
+        with _held_lock:
+            _held.add(self)
         threading.Thread(target=self._renew, name="training-lease", daemon=True).start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self._done.set()
+        with _held_lock:
+            _held.discard(self)
         with self._lock:
             if self._released:
                 return

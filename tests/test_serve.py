@@ -57,6 +57,34 @@ def stop(process: subprocess.Popen[str]) -> str:
     return output
 
 
+def test_serve_stopped_while_its_first_model_trains_exits_cleanly_and_frees_the_training(tmp_path: Path) -> None:
+    """SIGTERM in the first seconds of a fresh install lands mid-training: the interpreter's exit used to tear
+    down the training's native threads and abort the process (seen in CI as exit -6). It exits 0, and gives
+    the training lease up, so the next start trains at once instead of waiting 2 minutes for it to run out."""
+    import shutil
+
+    import yaml
+
+    from connector.model_keeper import TRAIN_LOCK
+    from connector.store import Store
+
+    # A taxonomy with 20 times the examples: its first model takes long enough to be stopped in the middle.
+    mappings = tmp_path / "mappings"
+    shutil.copytree(PROJECT / "mappings", mappings)
+    taxonomy = yaml.safe_load((mappings / "taxonomy.yaml").read_text())
+    for category in taxonomy["categories"].values():
+        category["examples"] = [f"{text} (case {n})" for n in range(20) for text in category["examples"]]
+    (mappings / "taxonomy.yaml").write_text(yaml.safe_dump(taxonomy))
+    process, _ = start_serve(tmp_path, {"DESKROUTE_MAPPINGS_DIR": str(mappings)})
+    store = Store(f"sqlite:///{tmp_path / 'deskroute.db'}")  # serve's embedded default, made and migrated by now
+    try:
+        wait_for(lambda: store.auth.holder(TRAIN_LOCK, now=time.time()), what="the first model training")
+    finally:
+        output = stop(process)
+    assert "stopped during a training" in output
+    assert not store.auth.holder(TRAIN_LOCK, now=time.time())
+
+
 @pytest.fixture
 def fake_zendesk() -> Iterator[tuple[FakeZendesk, str]]:
     fake = FakeZendesk(groups=GROUPS, refuse_basic=True)
