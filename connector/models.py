@@ -88,7 +88,8 @@ class Ticket(BaseModel):
     updated_at: str | None = None
     via: str | None = None
     solved: bool = False  # solved or closed: its group is final, so it can teach the local model
-    taken_up: bool = False  # pending, on hold, solved or closed: an agent has answered or settled it
+    # pending, on hold, solved or closed, or assigned to an agent: a person has taken it on
+    taken_up: bool = False
 
     @property
     def text(self) -> str:

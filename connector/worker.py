@@ -204,8 +204,8 @@ class Worker:
         """A ticket decided before (its event retried by the queue, or by hand): map its one classification again
         with the live mappings, so that a group an admin fixed since is the one written; True if it did. Only
         while nothing of ours is on the ticket (what landed stays: a retry never writes a ticket twice), or
-        while it still sits, untouched by people (not moved, answered or settled), in the triage group that a refused
-        route sent it to."""
+        while it still sits, untouched by people (not moved, assigned, answered or settled), in the triage group
+        that a refused route sent it to."""
         stored = record.decision
         if stored is None or record.classification is None:
             return False

@@ -171,11 +171,12 @@ def move_billing(services: Services, clock: FakeClock, group: str) -> None:
     services.reload_config(force=True)
 
 
-def reads_as(api: responses.RequestsMock, *, tags: list[str], group_id: int, status: str = "open") -> None:
+def reads_as(api: responses.RequestsMock, *, tags: list[str], group_id: int, status: str = "open",
+             assignee_id: int | None = None) -> None:
     """From now on the ticket reads with these tags, in this group (after our write, or people's)."""
     api.replace(responses.GET, URL, json=zendesk_ticket(
         TICKET, subject="Invoice for October missing", description="Please resend it.", tags=tags,
-        updated_at="2026-11-22T09:00:01Z", group_id=group_id, status=status))
+        updated_at="2026-11-22T09:00:01Z", group_id=group_id, status=status, assignee_id=assignee_id))
 
 
 def test_a_dead_letter_retried_after_the_admin_fixed_the_group_is_written_to_the_fixed_group(
@@ -234,14 +235,15 @@ def test_a_retry_leaves_a_ticket_people_moved_since_our_routing_landed(
     assert (row["state"], row["outcome"]) == ("done", "moved_by_people")
 
 
-@pytest.mark.parametrize(("moved_meanwhile", "status"), [(False, "open"), (True, "open"), (False, "solved"),
-                                                         (False, "pending"), (False, "hold")])
+@pytest.mark.parametrize(("moved_meanwhile", "status", "assignee"), [
+    (False, "open", None), (True, "open", None), (False, "solved", None), (False, "pending", None),
+    (False, "hold", None), (False, "open", 235323)])
 def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_fixed(
         services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock, moved_meanwhile: bool,
-        status: str) -> None:
+        status: str, assignee: int | None) -> None:
     """The usual end of a bad group is a triage fallback, not a dead letter: a retry moves it on once fixed,
-    unless people have moved it meanwhile (here: out of triage and back), or answered it (pending, on hold)
-    or solved it where it was: their say is the last."""
+    unless people have moved it meanwhile (here: out of triage and back), taken it on (assigned it to an
+    agent), answered it (pending, on hold) or solved it where it was: their say is the last."""
     stub_get(zendesk_api)
     stub_put(zendesk_api, 422, body={"error": "RecordInvalid", "details": {"group": [{"description": "invalid"}]}})
     stub_put(zendesk_api)
@@ -252,7 +254,7 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
     assert row["state"] == "triage" and "422 RecordInvalid" in row["last_error"]
     move_billing(services, clock, FIXED_GROUP)
     parked = put_bodies(zendesk_api, TICKET)[-1]
-    reads_as(zendesk_api, tags=parked["tags"], group_id=TRIAGE_GROUP, status=status)
+    reads_as(zendesk_api, tags=parked["tags"], group_id=TRIAGE_GROUP, status=status, assignee_id=assignee)
     if moved_meanwhile:  # the reconciler recorded an agent's moves
         services.store.corrections.add({
             "platform": "zendesk", "ticket_id": str(TICKET), "change_id": "c1", "seq": 1, "text": "x",
@@ -263,7 +265,7 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
     writes = len(put_bodies(zendesk_api, TICKET))
     assert services.store.events.requeue(event_id, now=clock())
     drain(services)
-    if moved_meanwhile or status != "open":
+    if moved_meanwhile or status != "open" or assignee:
         assert len(put_bodies(zendesk_api, TICKET)) == writes and event_row(services, event_id)["state"] == "triage"
     else:
         assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105

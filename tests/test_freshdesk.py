@@ -112,17 +112,19 @@ def api() -> Iterator[responses.RequestsMock]:
 
 def ticket_json(ticket_id: int, tags: list[str]) -> dict[str, Any]:
     ticket = json.loads((FIXTURES / "freshdesk" / "ticket_1.json").read_text())
-    ticket.update(id=ticket_id, subject="Charged twice this month", tags=tags,
+    ticket.update(id=ticket_id, subject="Charged twice this month", tags=tags, responder_id=None,
                   description_text="My card shows two charges of $49 on the 3rd.")
     return ticket
 
 
-@pytest.mark.parametrize(("status", "solved", "taken_up"), [(2, False, False), (3, False, True), (4, True, True),
-                                                          (5, True, True)])
-def test_a_fetched_ticket_says_whether_it_is_answered_resolved_or_closed(
-        api: responses.RequestsMock, status: int, solved: bool, taken_up: bool) -> None:
-    """A retry leaves a ticket that people answered or resolved in triage where it is (connector/worker.py)."""
-    api.get(f"{API}/tickets/7", json={**ticket_json(7, []), "status": status})
+@pytest.mark.parametrize(("status", "responder", "solved", "taken_up"), [
+    (2, None, False, False), (2, 6010396333, False, True), (3, None, False, True), (4, None, True, True),
+    (5, None, True, True)])
+def test_a_fetched_ticket_says_whether_it_is_assigned_answered_resolved_or_closed(
+        api: responses.RequestsMock, status: int, responder: int | None, solved: bool, taken_up: bool) -> None:
+    """A retry leaves a ticket that people took on, answered or resolved in triage where it is
+    (connector/worker.py)."""
+    api.get(f"{API}/tickets/7", json={**ticket_json(7, []), "status": status, "responder_id": responder})
     fd = FreshdeskPlatform(domain="acme", api_key="k", webhook_secret=SECRET, sleep=lambda s: None)
     ticket = fd.fetch_ticket("7")
     assert (ticket.solved, ticket.taken_up) == (solved, taken_up)
