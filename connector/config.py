@@ -117,10 +117,36 @@ def _pop(node: CommentedMap, key: Any, *, within: tuple[CommentedMap, Any] | Non
         parent_keys = list(within[0])
         later = parent_keys[parent_keys.index(within[1]) + 1:]
         target, next_key = (within[0], later[0]) if later else (None, None)
-    if target is None or not lines.strip():  # nothing follows: the lines after the file's last key go too
+    if not lines.strip():
+        return
+    if target is None:  # nothing follows: the lines go after what is now the file's last value
+        root = within[0] if within is not None else node
+        if root:
+            _append_following(root, list(root)[-1], lines)
         return
     slot = target.ca.items.setdefault(next_key, [None, None, None, None])
     slot[1] = [CommentToken(lines, CommentMark(0), None), *(slot[1] or [])]
+
+
+def _append_following(node: CommentedMap, key: Any, lines: str) -> None:
+    """Add comment lines after node[key]'s value, where ruamel keeps them: with its deepest last key or item."""
+    from ruamel.yaml.comments import CommentedSeq
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    value = node[key]
+    if isinstance(value, dict) and value:
+        _append_following(value, list(value)[-1], lines)  # type: ignore[arg-type]
+        return
+    if isinstance(value, CommentedSeq) and value and not value.fa.flow_style():
+        slot, index = value.ca.items.setdefault(len(value) - 1, [None, None, None, None]), 0
+    else:
+        slot, index = node.ca.items.setdefault(key, [None, None, None, None]), 2
+    token = slot[index]
+    if token is None:
+        slot[index] = CommentToken("\n" + lines, CommentMark(0), None)
+    else:
+        token.value = token.value + lines if token.value.endswith("\n") else f"{token.value}\n{lines}"
 
 
 def _dump(yaml: YAML, data: Any) -> str:

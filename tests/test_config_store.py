@@ -268,3 +268,17 @@ def test_clearing_ticket_fields_keeps_the_comments_around_them(make_services: Ca
     with pytest.raises(ConfigError):  # not a number: refused by validation, not a crash
         save_helpdesk(mappings_dir, services.store, "zendesk", triage, {**unset, "tier": "²"}, author="a",
                       now=clock())
+
+
+def test_clearing_ticket_fields_at_the_end_of_a_file_keeps_the_comments_after_them(
+        make_services: Callable[..., Services], mappings_dir: Path, clock: Any) -> None:
+    """A hand-edited file may end with its fields block and a note after it: the note stays."""
+    path = mappings_dir / "zendesk.yaml"
+    path.write_text(path.read_text() + "fields:\n  tier: 360001234569\n\n# Ask Sam before changing the field ids\n")
+    services = make_services(deskroute_mappings_dir=mappings_dir)
+    triage = RouteEdit(group_id=services.mappings["zendesk"].triage.group_id, tags=["needs_routing"])
+
+    save_helpdesk(mappings_dir, services.store, "zendesk", triage, {"tier": None}, author="a", now=clock())
+    text = services.store.configs.latest().files["zendesk.yaml"]  # type: ignore[union-attr]
+    assert "\nfields:" not in text and text.endswith("    tags: [admin]\n\n# Ask Sam before changing the field ids\n")
+    assert services.reload_config(force=True) and services.mappings["zendesk"].fields.configured() == {}
