@@ -52,6 +52,9 @@ class DbVault:
         raise ConnectUnavailable(f"set DESKROUTE_SECRET_KEY (at least {MIN_SECRET_KEY_LENGTH} random characters) "
                                  "so that Deskroute can encrypt the Zendesk connection's tokens")
 
+    def now(self) -> float:
+        return self.store.db.wall()  # the database server's clock on PostgreSQL, as the queue's leases
+
     def load(self) -> StoredToken | None:
         row = self.store.auth.token(self.platform)
         if row is None or row["access_token"] is None:

@@ -252,8 +252,9 @@ class ZendeskPlatform(Platform):
         if client_id:
             client = ZendeskOAuth(subdomain=settings.zendesk_subdomain, client_id=client_id,
                                   client_secret=settings.zendesk_oauth_client_secret.get_secret_value(),
-                                  base_url=settings.zendesk_base_url, timeout=settings.deskroute_http_timeout)
-            tokens = TokenProvider(client, vault)
+                                  base_url=settings.zendesk_base_url, timeout=settings.deskroute_http_timeout,
+                                  clock=vault.now)
+            tokens = TokenProvider(client, vault, clock=vault.now)
             if api_token:
                 log.warning("ZENDESK_API_TOKEN is ignored: OAuth (ZENDESK_OAUTH_CLIENT_ID) is configured; remove it")
         platform = cls(

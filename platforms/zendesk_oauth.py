@@ -109,6 +109,10 @@ class TokenVault(Protocol):
     def load(self) -> StoredToken | None:
         """The stored token, or None (none yet, or it can't be decrypted with today's key)."""
 
+    def now(self) -> float:
+        """The time every process sharing this vault reads, for the token's lifetime (one host's clock may be
+        minutes off another's)."""
+
     def acquire(self, owner: str, seconds: float) -> bool:
         """Take the renewal lock for `seconds`; False if someone else holds it."""
 
@@ -151,6 +155,9 @@ class MemoryVault:
 
     def load(self) -> StoredToken | None:
         return self._token
+
+    def now(self) -> float:
+        return time.time()
 
     def acquire(self, owner: str, seconds: float) -> bool:
         with self._lock:

@@ -334,6 +334,26 @@ def test_oauth_wins_over_an_api_token_when_both_are_set(fake: FakeZendesk, tmp_p
     assert zendesk.auth_status()["auth"] == "oauth_client_credentials" and fake.basic_calls == 0
 
 
+def test_the_shared_tokens_lifetime_is_on_the_vaults_clock(fake: FakeZendesk, tmp_path: Path) -> None:
+    """The token is shared by every process of the install, on any machine: its lifetime is reckoned on the
+    vault's clock (the database server's, on PostgreSQL), not on the clock of the host that minted it, or a
+    token minted on a slow host would look expired to the others, and be minted again, all day."""
+    server = [1_000_000.0]
+
+    class ServerClockVault(MemoryVault):
+        def now(self) -> float:
+            return server[0]
+
+    vault = ServerClockVault()
+    zendesk = ZendeskPlatform.from_settings(make_settings(tmp_path), vault=vault)
+    zendesk.tokens.token()  # type: ignore[union-attr]
+    token = vault.load()
+    assert token is not None and (token.issued_at, token.expires_at) == (server[0], server[0] + 1800)
+    server[0] += 1800 - 59  # renewed a minute early, by the vault's clock
+    zendesk.tokens.token()  # type: ignore[union-attr]
+    assert fake.oauth.grants_issued == ["client_credentials"] * 2
+
+
 def api_token_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cli_environment(monkeypatch, tmp_path, database_url(tmp_path, "d.db"), ZENDESK_SUBDOMAIN="acme",
                     ZENDESK_EMAIL="bot@example.com", ZENDESK_API_TOKEN="legacy-token", ZENDESK_WEBHOOK_SECRET="s")
