@@ -17,6 +17,7 @@ Priority = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 Tier = Literal["rules", "local", "llm", "triage"]
 # correction.text_needed: an agent's sidebar feedback was kept without the ticket's text; a worker fetches it.
+# (Older versions queued that job as a ticket.group_changed keyed "feedback:...": the worker still takes those.)
 EventKind = Literal["ticket.created", "ticket.group_changed", "correction.text_needed"]
 
 # The tag every write-back carries. It tells our own earlier write apart from an agent's (the loop

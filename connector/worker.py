@@ -22,7 +22,7 @@ from pathlib import Path
 
 from connector.classify.clean import is_auto_reply
 from connector.classify.redact import redact
-from connector.corrections import Reconciler, unrouted_text
+from connector.corrections import FEEDBACK_PREFIX, Reconciler, unrouted_text
 from connector.mappings import triage_instead
 from connector.models import ROUTED_TAG, Classification, EventState, RoutingDecision, Ticket, TicketState
 from connector.queue import Queue
@@ -128,7 +128,9 @@ class Worker:
         try:
             if event.kind == "ticket.created":
                 state, outcome = self._route(event, platform)
-            elif event.kind == "correction.text_needed":
+            elif event.kind == "correction.text_needed" or event.dedup_key.startswith(FEEDBACK_PREFIX):
+                # Older versions queued this job as a ticket.group_changed keyed by the correction (migration 0007
+                # renames those; an older web process in a rolling upgrade still may): not a move.
                 filled = 0 if self.reconciler is None else self.reconciler.fill_text(event.platform, event.ticket_id)
                 state, outcome = EventState.DONE, f"text for {filled} correction(s)"
             elif event.kind == "ticket.group_changed":

@@ -1,6 +1,6 @@
 """Sidebar-feedback jobs that older versions queued as `ticket.group_changed` (keyed "feedback:...") get their
-own kind, `correction.text_needed`, so that the Tickets page and `tickets list` name them for what they are
-and the worker needs no special case for them.
+own kind, `correction.text_needed`, so that the Tickets page and `tickets list` name them for what they are.
+(The worker still takes the old kind: an older web process may queue one during a rolling upgrade.)
 
 Revision ID: 0007
 Revises: 0006
