@@ -39,6 +39,9 @@ def _platform_health(services: Services, name: str) -> dict[str, object]:
         health.update(auth=status["auth"], status=status["status"])
     except Exception as exc:  # the database can't be read: /health's own check reports it
         health.update(status="unknown", error=type(exc).__name__)
+    webhooks = platform.webhook_problem()
+    if webhooks:
+        health["webhooks"] = webhooks
     if platform.rate_limit_remaining is not None:  # from the helpdesk's last answer
         health["rate_limit_remaining"] = platform.rate_limit_remaining
     return health
@@ -49,6 +52,8 @@ def _attention(body: dict[str, Any]) -> list[str]:
     that a load balancer doesn't restart it for something a restart can't fix; monitors alert on this list."""
     lines = [f"{name}: the helpdesk refuses our credentials (the admin UI and `deskroute doctor` say why)"
              for name, platform in body["platforms"].items() if platform.get("status") == "auth_failing"]
+    lines += [f"{name}: {platform['webhooks']}" for name, platform in body["platforms"].items()
+              if platform.get("webhooks")]
     dead = body["queue"].counts.get(EventState.DEAD, 0)
     if dead:
         lines.append(f"queue: {dead} dead-lettered event(s): `deskroute tickets list --state dead` says why")

@@ -7,7 +7,9 @@ Each finding is one line; a problem says what to do about it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from connector.mappings import field_problem, fits_taxonomy, missing_groups
 from connector.models import EventState, TicketField
@@ -25,6 +27,13 @@ STALE_QUEUE_SECONDS = 300
 class Finding:
     ok: bool
     line: str
+
+
+
+def _partly_set(settings: Any, platform: str) -> bool:
+    """Whether any of a helpdesk's settings is given: then what is missing is a mistake, not a choice."""
+    values = (getattr(settings, field) for field in type(settings).model_fields if field.startswith(f"{platform}_"))
+    return any(v.get_secret_value() if isinstance(v, SecretStr) else v for v in values)
 
 
 def _acting_as(platform: Platform) -> str:
@@ -89,9 +98,13 @@ def diagnose(services: Services) -> list[Finding]:
         if platform is None:
             if name in services.refused:
                 problem(f"{name}: {services.refused[name]}")  # set, but refused (an API token after 30 April 2027)
+            elif _partly_set(services.settings, name):
+                problem(f"{name}: partly configured: set {', '.join(services.unconfigured.get(name, []))} too")
             else:
                 ok(f"{name}: not configured (set {', '.join(services.unconfigured.get(name, []))} to use it)")
             continue
+        if platform.webhook_problem():
+            problem(f"{name}: {platform.webhook_problem()}")
         auth = platform.auth_status()
         if auth.get("auth") == "api_token":
             problem(f"{name}: uses an API token (ZENDESK_EMAIL + ZENDESK_API_TOKEN). {API_TOKEN_RETIRED}")

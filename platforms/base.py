@@ -248,6 +248,10 @@ class Platform(Protocol):
         """What is missing from install's setup, one line each (empty when all is in place)."""
         ...
 
+    def webhook_problem(self) -> str | None:
+        """Why every webhook is refused, when a setting they need is missing (None: they can be checked)."""
+        return None
+
     def auth_status(self) -> dict[str, Any]:
         """How we sign in and whether it works: {"auth": ..., "status": ...}, never a secret."""
         ...

@@ -76,6 +76,7 @@ logging.getLogger("zenpy").setLevel(logging.WARNING)
 SIGNATURE_HEADER = "x-zendesk-webhook-signature"
 TIMESTAMP_HEADER = "x-zendesk-webhook-signature-timestamp"
 INVOCATION_HEADER = "x-zendesk-webhook-invocation-id"
+WEBHOOK_SECRET_SETTING = "ZENDESK_WEBHOOK_SECRET"
 # A history import may wait this long in total on one page's rate limit (a worker event waits far less).
 BACKFILL_MAX_WAIT = 600.0
 # Event-subscription envelopes carry this prefix in "type".
@@ -213,8 +214,8 @@ class ZendeskPlatform(Platform):
                  timeout: float = 10.0, max_wait: float = 30.0,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] | None = None, today: date | None = None):
-        missing = [env for env, value in (("ZENDESK_SUBDOMAIN", subdomain), ("ZENDESK_WEBHOOK_SECRET", webhook_secret))
-                   if not value]
+        # No webhook secret yet is fine: `install` fetches it, and webhooks are refused until it is set.
+        missing = ["ZENDESK_SUBDOMAIN"] if not subdomain else []
         if tokens is None and not (email and api_token):
             missing += OAUTH_SETTINGS
         if missing:
@@ -272,6 +273,9 @@ class ZendeskPlatform(Platform):
         )
         if tokens is None:
             log.warning("zendesk uses a legacy API token", extra={"advice": API_TOKEN_RETIRED})
+        if not platform._secret:
+            log.warning("zendesk webhooks are refused until ZENDESK_WEBHOOK_SECRET is set",
+                        extra={"advice": "deskroute install zendesk --url PUBLIC_URL --env-file .env"})
         return platform
 
     def auth_status(self) -> dict[str, Any]:
@@ -286,6 +290,8 @@ class ZendeskPlatform(Platform):
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Check the HMAC signature and that the timestamp is within the tolerance window."""
+        if not self._secret:
+            raise Unauthorized(f"{WEBHOOK_SECRET_SETTING} is not set")
         signature = headers.get(SIGNATURE_HEADER, "")
         timestamp = headers.get(TIMESTAMP_HEADER, "")
         if not signature or not timestamp:
@@ -483,7 +489,7 @@ class ZendeskPlatform(Platform):
         """Create (once) the Deskroute webhook, connected to triggers, and its two triggers."""
         from zenpy.lib.api_objects import Trigger, Webhook
 
-        report = InstallReport(platform=self.name, secret_setting="ZENDESK_WEBHOOK_SECRET")
+        report = InstallReport(platform=self.name, secret_setting=WEBHOOK_SECRET_SETTING)
         endpoint = public_url.rstrip("/") + "/webhooks/zendesk"
         hooks = [h for h in self._api("webhooks", lambda: list(self.client.webhooks.list())) if h.name == WEBHOOK_NAME]
         hook = hooks[0] if hooks else None
@@ -540,6 +546,12 @@ class ZendeskPlatform(Platform):
                 if not dry_run:
                     self._api("webhook", functools.partial(self.client.webhooks.delete, hook))
         return report
+
+    def webhook_problem(self) -> str | None:
+        if self._secret:
+            return None
+        return (f"{WEBHOOK_SECRET_SETTING} is not set, so every webhook is refused: `deskroute install zendesk --url "
+                "PUBLIC_URL --env-file .env` stores it (or copy it from the webhook's Reveal secret), then restart")
 
     def installation_problems(self) -> list[str]:
         """What's missing from install's setup (for `deskroute doctor`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,29 @@ def test_health_without_credentials_reports_zendesk_not_configured(tmp_path: Pat
     body = response.json
     assert body["status"] == "ok" and body["database"] == "ok"
     assert body["platforms"]["zendesk"] == {"configured": False, "missing": [
-        "ZENDESK_SUBDOMAIN", "ZENDESK_WEBHOOK_SECRET", "ZENDESK_OAUTH_CLIENT_ID"]}  # no secret: Connect needs none
+        "ZENDESK_SUBDOMAIN", "ZENDESK_OAUTH_CLIENT_ID"]}  # no client secret: Connect needs none
 
 
 def test_health_names_only_what_is_missing(tmp_path: Path) -> None:
+    client = create_app(make_settings(tmp_path, zendesk_subdomain="")).test_client()
+    assert client.get("/health").json["platforms"]["zendesk"]["missing"] == ["ZENDESK_SUBDOMAIN"]
+
+
+def test_without_its_webhook_secret_zendesk_is_set_up_but_refuses_webhooks_and_says_so(tmp_path: Path) -> None:
+    """The sign-in alone makes Zendesk usable (install and Connect need no more, and install fetches the
+    secret); until the secret is set, every webhook is refused and /health asks for it."""
     client = create_app(make_settings(tmp_path, zendesk_webhook_secret="")).test_client()
-    assert client.get("/health").json["platforms"]["zendesk"]["missing"] == ["ZENDESK_WEBHOOK_SECRET"]
+    zendesk = client.get("/health").json
+    assert zendesk["platforms"]["zendesk"]["configured"] is True
+    assert "ZENDESK_WEBHOOK_SECRET is not set" in zendesk["platforms"]["zendesk"]["webhooks"]
+    assert any(line.startswith("zendesk: ZENDESK_WEBHOOK_SECRET is not set") for line in zendesk["attention"])
+    body, now = trigger_body(7), FakeClock(time.time())
+    for secret in ("", "anything"):  # an empty key signs too: it must not be accepted
+        response = client.post("/webhooks/zendesk", data=body, headers=signed_headers(body, now, secret=secret))
+        assert response.status_code == 401
+    configured = create_app(make_settings(tmp_path, zendesk_webhook_secret="s")).test_client()
+    response = configured.post("/webhooks/zendesk", data=body, headers=signed_headers(body, now, secret="s"))
+    assert response.status_code == 202  # the same request, once the secret is set
 
 
 def test_health_is_503_when_the_database_is_gone(client: Any, services: Services, monkeypatch: Any) -> None:

@@ -100,8 +100,8 @@ class ZendeskAdmin:
 @pytest.fixture
 def zendesk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ZendeskAdmin]:
     cli_environment(monkeypatch, tmp_path, database_url(tmp_path, "i.db"), ZENDESK_SUBDOMAIN="acme",
-                    ZENDESK_OAUTH_CLIENT_ID="deskroute", ZENDESK_OAUTH_CLIENT_SECRET="client-secret",
-                    ZENDESK_WEBHOOK_SECRET="old")
+                    ZENDESK_OAUTH_CLIENT_ID="deskroute", ZENDESK_OAUTH_CLIENT_SECRET="client-secret")
+    # No ZENDESK_WEBHOOK_SECRET: README's short way sets only the sign-in, and install fetches the secret.
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.post("https://acme.zendesk.com/oauth/tokens", json=token_answer(), status=201)
         yield ZendeskAdmin(mock)
@@ -176,9 +176,12 @@ def test_doctor_passes_after_install_and_a_first_model(zendesk: ZendeskAdmin, tm
     from connector.services import Services
     from connector.settings import Settings
 
-    run("install", "zendesk", "--url", PUBLIC)
     services = Services(Settings())
     ensure_model(services.store, services.taxonomy, services.settings)
+    before = run("doctor")  # README's short way: the sign-in set, the webhook secret not yet
+    assert before.exit_code == 1
+    assert "zendesk: ZENDESK_WEBHOOK_SECRET is not set, so every webhook is refused" in before.output
+    run("install", "zendesk", "--url", PUBLIC, "--env-file", ".env")  # fetches it into .env
     result = run("doctor")
     assert result.exit_code == 0, result.output
     assert "ok   zendesk: webhook and rules installed" in result.output
@@ -294,3 +297,13 @@ def test_install_keeps_the_secret_private(zendesk: ZendeskAdmin, tmp_path: Path)
     copied.chmod(0o644)
     run("install", "zendesk", "--url", PUBLIC, "--env-file", str(copied))
     assert copied.stat().st_mode & 0o777 == 0o600 and "ZENDESK_SUBDOMAIN=acme" in copied.read_text()
+
+
+def test_doctor_calls_a_half_configured_helpdesk_a_problem(zendesk: ZendeskAdmin, monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """A helpdesk with none of its settings is a choice; with some of them, a mistake to fix."""
+    assert "ok   freshdesk: not configured" in run("doctor").output
+    monkeypatch.setenv("FRESHDESK_DOMAIN", "acme")
+    result = run("doctor")
+    assert result.exit_code == 1
+    assert "freshdesk: partly configured: set FRESHDESK_API_KEY, FRESHDESK_WEBHOOK_SECRET too" in result.output

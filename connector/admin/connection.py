@@ -60,7 +60,7 @@ def acting_as(platform: Any) -> dict[str, str] | None:
 def why_no_connect() -> str | None:
     settings = services().settings
     if not settings.zendesk_oauth_client_id:
-        return "set ZENDESK_OAUTH_CLIENT_ID (and ZENDESK_SUBDOMAIN, ZENDESK_WEBHOOK_SECRET) first"
+        return "set ZENDESK_OAUTH_CLIENT_ID (and ZENDESK_SUBDOMAIN) first"
     tokens = provider()
     if tokens is None:
         return "Zendesk is not configured: see the settings it still needs above"
