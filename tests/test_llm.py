@@ -63,6 +63,24 @@ def test_the_request_forces_one_tool_with_the_taxonomy_as_enums(claude: FakeClau
     assert "[EMAIL]" in sent and "[CARD]" in sent
 
 
+def test_claude_reads_the_newest_message_cut_short_not_the_thread(claude: FakeClaude,
+                                                                  make_tier: Callable[..., LLMTier]) -> None:
+    """A long email costs per token: Claude gets the customer's newest words (no markup, quoted thread or
+    signature), at most TEXT_CHARS of them."""
+    from connector.classify.llm import TEXT_CHARS
+
+    thread = ("<p>My invoice shows the wrong VAT number.</p><p>Thanks,<br>Jo</p>"
+              "<blockquote>On Mon, Support wrote:<br>Your earlier question about a crash report...</blockquote>")
+    claude.answer_next(**claude_answer())
+    make_tier().classify(f"Wrong VAT\n{thread}")
+    content = claude.messages()[0]["messages"][0]["content"]
+    assert "wrong VAT number" in content and "crash report" not in content and "<p>" not in content
+    claude.answer_next(**claude_answer())
+    make_tier().classify("Invoice question\n" + "Please look at the attached log line. " * 3_000)  # 111 KB
+    content = claude.messages()[1]["messages"][0]["content"]
+    assert "Invoice question" in content and len(content) <= TEXT_CHARS + len("<ticket>\n\n</ticket>")
+
+
 def test_a_confident_fast_answer_is_final(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:
     claude.answer_next(**claude_answer(confidence=0.93))
     outcome = make_tier().classify(TICKET)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import anthropic
 from pydantic import BaseModel, Field, ValidationError, create_model
 
+from connector.classify.clean import clean
 from connector.classify.language import outside
 from connector.classify.redact import redact
 from connector.mappings import Taxonomy
@@ -43,6 +44,9 @@ BACKOFF_BASE, BACKOFF_CAP = 0.5, 8.0
 EXAMPLES_IN_PROMPT = 20
 # What of Claude's free text reaches the internal note agents read: one plain line, this long at most.
 NOTE_TEXT_CHARS = 200
+# What Claude reads of a ticket: its newest message (no quoted thread, signature or markup), cut here. A
+# customer's 50 KB email would otherwise cost the strong model's price per ticket, for nothing.
+TEXT_CHARS = 6_000
 _TICKET_TAG = re.compile(r"<\s*/?\s*ticket\b[^>]*>", re.IGNORECASE)
 _LINK = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+", re.IGNORECASE)
 _NOT_PLAIN = re.compile(r"[\x00-\x1f\x7f<>`*_#\[\]|]+")
@@ -207,7 +211,7 @@ class LLMTier:
 
     def _classify(self, text: str, calls: list[LLMCall], groups: Mapping[str, str]) -> LLMOutcome:
         deadline = self.clock() + self.budget_seconds
-        safe_text = redact(text)
+        safe_text = redact(clean(text) or text[:TEXT_CHARS])[:TEXT_CHARS]
         answer: dict[str, Any] | None = None
         model = self.fast_model
         why_strong = None
