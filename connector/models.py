@@ -90,6 +90,15 @@ class Ticket(BaseModel):
     solved: bool = False  # solved or closed: its group is final, so it can teach the local model
     # pending, on hold, solved or closed, or assigned to an agent: a person has taken it on
     taken_up: bool = False
+    created_at: str | None = None  # ISO 8601, as the helpdesk gives it
+
+    def age_at(self, when: float) -> float | None:
+        """Seconds from the ticket's creation to `when` (None if the helpdesk gave no readable date)."""
+        try:
+            created = datetime.fromisoformat(self.created_at) if self.created_at else None
+        except ValueError:
+            return None
+        return None if created is None or created.tzinfo is None else when - created.timestamp()
 
     @property
     def text(self) -> str:

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # A safe update that keeps hitting 409 (an agent editing the ticket right now) is retried this often.
 MAX_CONFLICTS = 3
+# A ticket.created event this long after the ticket was created is not its arrival: helpdesks deliver within
+# minutes (and a backlog waits in our queue from its receipt, not from now).
+NEW_TICKET_SECONDS = 24 * 3600
 
 
 def describe_error(exc: BaseException) -> str:
@@ -181,6 +184,12 @@ class Worker:
             if not self._remap(event, record, ticket) and moved_by_people(record.decision, ticket):
                 return self._leave(record, event, "moved_by_people")
         else:
+            not_new = self._not_new(event, ticket)
+            if not_new:
+                self.store.tickets.release(record)
+                log.warning("ticket.created for a ticket that is not new: left alone", extra={
+                    "event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id, "why": not_new})
+                return EventState.DONE, "not_new"
             self.before_classify()
             self._still_ours(event)  # the fetch may have waited out rate limits
             classification = self.router.classify(ticket.text, event.platform)
@@ -200,6 +209,18 @@ class Worker:
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"
         return self._write(event, platform, record, ticket)
+
+    @staticmethod
+    def _not_new(event: ClaimedEvent, ticket: Ticket) -> str | None:
+        """Why a ticket.created event is not the ticket's first submission, if it isn't. Deskroute classifies a
+        ticket once, when it arrives: an event about an old ticket is a misfired rule, or a forged or replayed
+        one (Freshdesk's header token doesn't expire), and routing it would move a ticket people settled."""
+        if ticket.solved:
+            return "already solved"
+        age = ticket.age_at(event.received_at)
+        if age is not None and age > NEW_TICKET_SECONDS:
+            return f"created {age / 3600:.0f} h before the event"
+        return None
 
     def _remap(self, event: ClaimedEvent, record: TicketRecord, ticket: Ticket) -> bool:
         """A ticket decided before (its event retried by the queue, or by hand): map its one classification again

@@ -350,7 +350,8 @@ class FreshdeskPlatform(Platform):
                       status=str(data.get("status")) if data.get("status") is not None else None,
                       updated_at=data.get("updated_at"), solved=data.get("status") in SOLVED_STATUSES,
                       taken_up=(data.get("status") in (PENDING_STATUS, *SOLVED_STATUSES)
-                                or data.get("responder_id") is not None))
+                                or data.get("responder_id") is not None),
+                      created_at=data.get("created_at"))
 
     def apply(self, ticket: Ticket, decision: RoutingDecision, *,
               checkpoint: Callable[[], None] = lambda: None) -> None:

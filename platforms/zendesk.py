@@ -440,7 +440,8 @@ class ZendeskPlatform(Platform):
         return Ticket(platform=self.name, id=str(zt.id), subject=zt.subject or "", description=zt.description or "",
                       tags=list(zt.tags or []), group_id=optional_id(zt.group_id), priority=priority,
                       status=zt.status, updated_at=zt.updated_at, via=via, solved=zt.status in ("solved", "closed"),
-                      taken_up=zt.status in ("pending", "hold", "solved", "closed") or zt.assignee_id is not None)
+                      taken_up=zt.status in ("pending", "hold", "solved", "closed") or zt.assignee_id is not None,
+                      created_at=zt.created_at)
 
     def apply(self, ticket: Ticket, decision: RoutingDecision, *,
               checkpoint: Callable[[], None] = lambda: None) -> None:

@@ -95,10 +95,17 @@ class Helpdesk(ABC):
         """A person (or, with by="trigger", a trigger) moves the ticket to another group."""
         self.fake.move(ticket_id, group_id, by=by)
 
+    solved_status: Any = None
+
+    def solve(self, ticket_id: int) -> None:
+        """An agent solves the ticket where it is."""
+        self.fake.tickets[ticket_id]["status"] = self.solved_status
+
 
 class ZendeskHelpdesk(Helpdesk):
     name = "zendesk"
     platform_class = ZendeskPlatform
+    solved_status = "solved"
 
     def make_fake(self) -> FakeZendesk:
         # Refuses API tokens, as every Zendesk does from 30 April 2027: the suite runs on OAuth.
@@ -143,6 +150,7 @@ class ZendeskHelpdesk(Helpdesk):
 class FreshdeskHelpdesk(Helpdesk):
     name = "freshdesk"
     platform_class = FreshdeskPlatform
+    solved_status = 4  # resolved
     api_key = "fd-api-key"
 
     def make_fake(self) -> FakeFreshdesk:

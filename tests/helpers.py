@@ -77,12 +77,14 @@ def trigger_body(ticket_id: int | str, event: str = "ticket.created", **fields: 
 
 def zendesk_ticket(ticket_id: int, *, subject: str, description: str, tags: list[str] | None = None,
                    updated_at: str = "2026-11-22T09:00:00Z", group_id: int | None = None,
-                   status: str = "new", assignee_id: int | None = None) -> dict[str, Any]:
-    """A `GET /api/v2/tickets/{id}.json` answer, shaped like Zendesk's own example."""
+                   status: str = "new", assignee_id: int | None = None,
+                   created_at: str | None = None) -> dict[str, Any]:
+    """A `GET /api/v2/tickets/{id}.json` answer, shaped like Zendesk's own example. No `created_at` unless
+    given: these tests' clocks are not the example's, and the worker skips its age check without one."""
     ticket = json.loads((FIXTURES / "zendesk" / "oas_ticket_show_example.json").read_text())["ticket"]
     ticket.update(id=ticket_id, subject=subject, raw_subject=subject, description=description,
                   tags=list(tags or []), updated_at=updated_at, group_id=group_id, priority=None, status=status,
-                  assignee_id=assignee_id, url=f"{ZENDESK}/tickets/{ticket_id}.json")
+                  assignee_id=assignee_id, created_at=created_at, url=f"{ZENDESK}/tickets/{ticket_id}.json")
     return {"ticket": ticket}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from connector.models import ROUTED_TAG, TRIAGE_TAG
-from helpdesks import EXISTING_TAGS, Env, Helpdesk, mapped_route
+from helpdesks import DESCRIPTION, EXISTING_TAGS, SUBJECT, Env, Helpdesk, mapped_route
 from helpers import drain
 from platforms.base import merge_tags
 
@@ -78,6 +78,26 @@ def test_bad_input_is_never_a_5xx_and_never_queued(env: Env, body: bytes, expect
     response = env.post(body, headers)
     assert response.status_code == expected and response.is_json
     assert env.events() == []
+
+
+def test_an_event_about_an_old_or_solved_ticket_routes_nothing(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """Deskroute classifies a ticket when it arrives. A ticket.created about a ticket created days ago (a
+    misfired rule, a forged or replayed delivery) or already solved is left alone, and nothing is kept."""
+    env.helpdesk.add_ticket(21, subject=SUBJECT, description=DESCRIPTION, tags=[])
+    env.clock.advance(3 * 24 * 3600)
+    env.helpdesk.add_ticket(22, subject=SUBJECT, description=DESCRIPTION, tags=[])
+    env.helpdesk.solve(22)
+    env.helpdesk.add_ticket(23, subject=SUBJECT, description=DESCRIPTION, tags=[])  # new: routed as usual
+    for ticket_id in (21, 22, 23):
+        assert env.post(*env.helpdesk.created_webhook(ticket_id, env.clock)).status_code == 202
+    drain(env.services)
+    assert [len(env.helpdesk.writes(n)) for n in (21, 22, 23)] == [0, 0, 1]
+    assert not env.helpdesk.notes(21) and not env.helpdesk.notes(22)
+    outcomes = {e["ticket_id"]: (e["state"], e["outcome"]) for e in env.events()}
+    assert outcomes["21"] == outcomes["22"] == ("done", "not_new")
+    assert env.services.store.tickets.get(env.name, "21") is None and len(env.classified) == 1
+    whys = [r.why for r in caplog.records if r.getMessage().startswith("ticket.created for a ticket that is not new")]
+    assert whys == ["created 72 h before the event", "already solved"]
 
 
 def test_429_with_retry_after_then_success(env: Env) -> None:

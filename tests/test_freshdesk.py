@@ -112,7 +112,7 @@ def api() -> Iterator[responses.RequestsMock]:
 
 def ticket_json(ticket_id: int, tags: list[str]) -> dict[str, Any]:
     ticket = json.loads((FIXTURES / "freshdesk" / "ticket_1.json").read_text())
-    ticket.update(id=ticket_id, subject="Charged twice this month", tags=tags, responder_id=None,
+    ticket.update(id=ticket_id, subject="Charged twice this month", tags=tags, responder_id=None, created_at=None,
                   description_text="My card shows two charges of $49 on the 3rd.")
     return ticket
 
@@ -182,9 +182,9 @@ def test_validation_errors_are_summarised_without_request_data(services: Service
 # --- rate limits, against the loopback fake ---------------------------------------------------------
 
 @pytest.fixture
-def fake() -> Iterator[tuple[FakeFreshdesk, str]]:
+def fake(clock: FakeClock) -> Iterator[tuple[FakeFreshdesk, str]]:
     fake = FakeFreshdesk(api_key="fd-key", groups={103000000100: "Triage", 103000000101: "Billing"},
-                         rate_limit_per_minute=4)
+                         rate_limit_per_minute=4, clock=clock)
     yield fake, fake.start()
     fake.stop()
 

@@ -37,6 +37,12 @@ class Tickets(Part):
         assert record is not None
         return record
 
+    def release(self, record: TicketRecord) -> None:
+        """Forget a claim that led to no decision (the event was not the ticket's first submission)."""
+        self.execute("DELETE FROM tickets WHERE platform = :platform AND ticket_id = :ticket_id"
+                     " AND event_id = :event_id AND decision IS NULL",
+                     {"platform": record.platform, "ticket_id": record.ticket_id, "event_id": record.event_id})
+
     def get(self, platform: str, ticket_id: str) -> TicketRecord | None:
         """The ticket's record, if we've seen it."""
         rows = self.execute("SELECT * FROM tickets WHERE platform = :platform AND ticket_id = :ticket_id",
