@@ -205,6 +205,10 @@ class Worker:
                 "classify_ms": classification.latency_ms})
             if self.keep_unrouted and decision.triage:
                 self._keep_unrouted(record, ticket, classification, decision)
+            if ROUTED_TAG in ticket.tags and (ticket.taken_up or self.store.corrections.for_ticket(
+                    record.platform, record.ticket_id)):
+                # Classified again by hand (Route again): people have taken the ticket on since our routing.
+                return self._leave(record, event, "moved_by_people")
         if self.shadow or not self.router.live(record.decision.category if record.decision else None):
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"

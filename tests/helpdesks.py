@@ -101,11 +101,18 @@ class Helpdesk(ABC):
         """An agent solves the ticket where it is."""
         self.fake.tickets[ticket_id]["status"] = self.solved_status
 
+    assignee_field = ""
+
+    def assign(self, ticket_id: int, agent_id: int = 9) -> None:
+        """An agent takes the ticket on, where it is."""
+        self.fake.tickets[ticket_id][self.assignee_field] = agent_id
+
 
 class ZendeskHelpdesk(Helpdesk):
     name = "zendesk"
     platform_class = ZendeskPlatform
     solved_status = "solved"
+    assignee_field = "assignee_id"
 
     def make_fake(self) -> FakeZendesk:
         # Refuses API tokens, as every Zendesk does from 30 April 2027: the suite runs on OAuth.
@@ -151,6 +158,7 @@ class FreshdeskHelpdesk(Helpdesk):
     name = "freshdesk"
     platform_class = FreshdeskPlatform
     solved_status = 4  # resolved
+    assignee_field = "responder_id"
     api_key = "fd-api-key"
 
     def make_fake(self) -> FakeFreshdesk:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from connector.models import ROUTED_TAG, TRIAGE_TAG
+from connector.models import ROUTED_TAG, TRIAGE_TAG, Classification
 from helpdesks import DESCRIPTION, EXISTING_TAGS, SUBJECT, Env, Helpdesk, mapped_route
 from helpers import drain
 from platforms.base import merge_tags
@@ -98,6 +98,27 @@ def test_an_event_about_an_old_or_solved_ticket_routes_nothing(env: Env, caplog:
     assert env.services.store.tickets.get(env.name, "21") is None and len(env.classified) == 1
     whys = [r.why for r in caplog.records if r.getMessage().startswith("ticket.created for a ticket that is not new")]
     assert whys == ["created 72 h before the event", "already solved"]
+
+
+def test_route_again_leaves_a_triage_ticket_that_people_took_on(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """*Route again* (`tickets retry --reclassify`) classifies a triaged ticket afresh; if an agent has taken
+    it on meanwhile, theirs is the last word: the new decision is recorded, nothing is written."""
+    env.helpdesk.add_ticket(24, subject="Hello", description="Quick question", tags=[])
+    env.post(*env.helpdesk.created_webhook(24, env.clock))
+    drain(env.services)
+    [event] = env.events()
+    [write] = env.helpdesk.writes(24)
+    assert event["state"] == "triage" and write.group_id == env.services.mappings[env.name].triage.group_id
+    env.helpdesk.assign(24)
+    sure = Classification(category="billing", confidence=0.99, tier="local", reason="a category added since")
+    monkeypatch.setattr(env.services.router, "classify", lambda text, *more: env.classified.append(text) or sure)
+    assert env.services.store.events.requeue(event["id"], now=env.clock(), reclassify=True)
+    drain(env.services)
+    assert len(env.helpdesk.writes(24)) == 1 and len(env.helpdesk.notes(24)) == 1 and len(env.classified) == 2
+    [event] = env.events()
+    assert (event["state"], event["outcome"]) == ("done", "moved_by_people")
+    record = env.services.store.tickets.get(env.name, "24")
+    assert record is not None and record.decision is not None and record.decision.category == "billing"
 
 
 def test_429_with_retry_after_then_success(env: Env) -> None:
