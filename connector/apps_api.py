@@ -221,6 +221,8 @@ def register(app: Flask, services: Services) -> None:
             body = Feedback.model_validate(request.get_json(force=True, silent=False))
         except (ValidationError, ValueError) as exc:
             return error(400, f"bad feedback: {str(exc).splitlines()[0]}")
+        except RecursionError:
+            return error(400, "bad feedback: nested too deeply")
         predicted = found.decision.category if found.decision else None
         chain = services.store.corrections.for_ticket(platform, ticket_id)
         if body.verdict == "wrong":

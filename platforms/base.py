@@ -285,6 +285,8 @@ def load_json(body: bytes) -> Any:
         return json.loads(body)
     except ValueError as exc:  # includes UnicodeDecodeError
         raise BadPayload("body is not valid JSON") from exc
+    except RecursionError as exc:  # [[[[... nested deeper than the parser goes
+        raise BadPayload("body is nested too deeply") from exc
 
 
 def ticket_id_from(value: Any) -> str:

@@ -44,3 +44,16 @@ def test_a_full_run_logs_no_secret_and_no_ticket_text(env: Env, caplog: pytest.L
             assert secret not in line, f"a secret in the logs: {line[:200]}"
         for words in TICKET_WORDS:
             assert words not in line, f"ticket text in the logs: {line[:200]}"
+
+
+def test_a_text_log_line_cannot_be_forged_by_a_value_it_carries() -> None:
+    """DESKROUTE_LOG_FORMAT=text: a value with a line break or spaces (a request path, a helpdesk's error)
+    stays one quoted field on one line."""
+    from connector.logs import TextFormatter
+
+    record = logging.LogRecord("connector.admin", logging.INFO, "", 0, "admin refused", (), None)
+    record.path = "/admin/x\n2026-12-01T00:00:00 INFO connector.admin admin signed in user=eve"
+    record.user = "ada"
+    line = TextFormatter().format(record)
+    assert "\n" not in line and line.endswith(" user=ada")
+    assert 'path="/admin/x\\n2026-12-01T00:00:00 INFO connector.admin admin signed in user=eve"' in line

@@ -308,6 +308,13 @@ def wrong(client: Any, env: Env, ticket_id: int, agent_id: str | None = None) ->
     return client.post(f"/apps/api/tickets/{env.name}/{ticket_id}/feedback", json=body, headers=auth(env.name))
 
 
+def test_a_feedback_body_nested_past_the_parser_is_a_400(env: Env) -> None:
+    client = routed(env, 28)
+    response = client.post(f"/apps/api/tickets/{env.name}/28/feedback", data=b"[" * 100_000 + b"]" * 100_000,
+                           headers={**auth(env.name), "Content-Type": "application/json"})
+    assert response.status_code == 400 and env.services.store.corrections.find() == []
+
+
 def test_feedback_that_names_no_agent_is_one_verdict_too(env: Env) -> None:
     client = routed(env, 26)
     assert wrong(client, env, 26).status_code == 201
