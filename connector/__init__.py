@@ -52,6 +52,8 @@ def _attention(body: dict[str, Any]) -> list[str]:
     that a load balancer doesn't restart it for something a restart can't fix; monitors alert on this list."""
     lines = [f"{name}: the helpdesk refuses our credentials (the admin UI and `deskroute doctor` say why)"
              for name, platform in body["platforms"].items() if platform.get("status") == "auth_failing"]
+    lines += [f"{name}: not connected: an admin connects it in the admin UI (/admin/{name}); events wait meanwhile"
+              for name, platform in body["platforms"].items() if platform.get("status") == "not_connected"]
     lines += [f"{name}: {platform['webhooks']}" for name, platform in body["platforms"].items()
               if platform.get("webhooks")]
     dead = body["queue"].counts.get(EventState.DEAD, 0)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 # An event waiting longer than this means no worker is running, or it is stuck.
 STALE_QUEUE_SECONDS = 300
+# Groups named in a "not a group" line; past that, the line points to the Mappings page.
+GROUPS_SHOWN = 20
 
 
 @dataclass
@@ -121,7 +123,9 @@ def diagnose(services: Services) -> list[Finding]:
                f"{_acting_as(platform)}")
         ok(f"{name}: API reachable, {len(groups)} groups")
         for key, group_id in missing_groups(services.mappings[name], groups):
-            choices = ", ".join(f"{gid} ({n})" for gid, n in list(groups.items())[:8])
+            choices = ", ".join(f"{gid} ({n})" for gid, n in list(groups.items())[:GROUPS_SHOWN])
+            if len(groups) > GROUPS_SHOWN:
+                choices += f" and {len(groups) - GROUPS_SHOWN} more (the admin UI's Mappings page lists them all)"
             problem(f"{name}: {_where(services, name)} {key}.group_id {group_id} is not a "
                     f"group in {name}; pick one of: {choices}")
         findings += _check_fields(services, name, platform)

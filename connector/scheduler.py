@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -168,6 +169,18 @@ def suggest_job(services: Services) -> int:
                        now=services.clock()))
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def crontab(expression: str) -> CronTrigger:
+    """A crontab line as cron reads it, in UTC. APScheduler counts weekdays from 0 = Monday, where cron
+    has 0 (and 7) = Sunday, so `0 3 * * 0` would run on Mondays: numbered weekdays become their names."""
+    fields = expression.split()
+    if len(fields) == 5:
+        fields[4] = re.sub(r"(?<![/\d])\d+", lambda m: _WEEKDAYS[int(m.group()) % 7], fields[4])
+    return CronTrigger.from_crontab(" ".join(fields), timezone="UTC")
+
+
 def init_scheduler(services: Services, leadership: Leadership | None = None) -> BackgroundScheduler:
     """A scheduler with Deskroute's jobs, not yet started; each job runs only in the elected process.
     Stop it with stop_scheduler(), which hands the lease over."""
@@ -183,14 +196,14 @@ def init_scheduler(services: Services, leadership: Leadership | None = None) -> 
                           args=[services], id="poll_reroutes")
     if settings.deskroute_retrain_cron.strip():
         scheduler.add_job(leader.only(retrain_job),
-                          CronTrigger.from_crontab(settings.deskroute_retrain_cron, timezone="UTC"),
+                          crontab(settings.deskroute_retrain_cron),
                           args=[services, leader.hold], id="retrain")
     if settings.deskroute_retention_days > 0 or not services.keeps_unrouted:
         scheduler.add_job(leader.only(purge_job), CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services],
                           id="purge_text")
     if services.keeps_unrouted and settings.deskroute_suggest_cron.strip():
         scheduler.add_job(leader.only(suggest_job),
-                          CronTrigger.from_crontab(settings.deskroute_suggest_cron, timezone="UTC"), args=[services],
+                          crontab(settings.deskroute_suggest_cron), args=[services],
                           id="suggest")
     return scheduler
 

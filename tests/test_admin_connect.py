@@ -148,9 +148,12 @@ def test_a_public_client_connects_with_pkce_alone(tmp_path: Path, fake: FakeZend
     client, services = admin_client(tmp_path, zendesk_oauth_client_id="deskroute-public",
                                      zendesk_oauth_client_secret="")
     assert services.platforms["zendesk"].auth_status() == {"auth": "oauth", "status": "not_connected"}
+    attention = ["zendesk: not connected: an admin connects it in the admin UI (/admin/zendesk); events wait meanwhile"]
+    assert client.get("/health").json["attention"] == attention  # monitors alert on it
     page = callback(client, consent(fake, start_connect(client)))
     assert "Connected to Zendesk as Ada Admin" in page
     assert services.platforms["zendesk"].auth_status()["status"] == "ok"
+    assert client.get("/health").json["attention"] == []
 
 
 def test_the_connection_page_needs_a_login(tmp_path: Path, fake: FakeZendesk) -> None:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from connector.classify.local import LocalModel
 from connector.scheduler import Leadership
 from connector.services import Services
@@ -22,6 +24,8 @@ from helpers import PROJECT, FakeClock
 PROCESS = """
 import sys, time, os
 from pathlib import Path
+
+import pytest
 from connector.scheduler import Leadership, init_scheduler
 from connector.services import Services
 from connector.settings import Settings
@@ -117,3 +121,16 @@ def test_on_postgresql_the_leader_is_whoever_holds_the_advisory_lock_and_its_dea
         time.sleep(0.05)
     assert first.hold()
     first.release()
+
+
+@pytest.mark.parametrize(("line", "weekday"), [("0 3 * * 0", 6), ("0 3 * * 7", 6), ("0 3 * * 1", 0),
+                                               ("0 3 * * sun", 6), ("0 3 * * 1-5", 0)])
+def test_cron_weekdays_count_as_crontab_counts_them(line: str, weekday: int) -> None:
+    """0 and 7 are Sunday in crontab; APScheduler alone would read 0 as Monday."""
+    from datetime import UTC, datetime
+
+    from connector.scheduler import crontab
+
+    saturday = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    fire = crontab(line).get_next_fire_time(None, saturday)
+    assert fire is not None and fire.weekday() == weekday and fire.hour == 3
