@@ -695,7 +695,8 @@ def tickets() -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 def tickets_list(search: str, state: str | None, limit: int) -> None:
     """One line per ticket: event, ticket, state, category, tier, confidence, re-routed, and why it failed."""
-    rows = _services().store.stats.recent_tickets(search=search, state=state, limit=limit)
+    store = _services().store
+    rows = store.stats.recent_tickets(search=search, state=state, limit=limit)
     for row in rows:
         confidence = f"{row['confidence']:.2f}" if row["confidence"] is not None else "-"
         category = row["category"] or ("triage" if row["decision"] else "-")  # "-": never classified
@@ -704,7 +705,15 @@ def tickets_list(search: str, state: str | None, limit: int) -> None:
         click.echo(f"event {row['event_id'] or '-':<6} {row['platform']} #{row['ticket_id']:<10} {row['state']:<8} "
                    f"{category:<22} {row['tier'] or '-':<7} {confidence}"
                    f"{'  re-routed' if row['rerouted'] else ''}{f'  error: {error}' if failed and error else ''}")
-    if not rows:
+    others = []
+    if state in (None, "dead"):  # dead events no ticket row shows: re-route and text jobs, unconfigured helpdesks
+        shown = {row["event_id"] for row in rows}
+        others = [e for e in store.events.recent(state="dead", limit=limit)
+                  if e["id"] not in shown and (not search or search.lstrip("#") == e["ticket_id"])]
+    for event in others:
+        click.echo(f"event {event['id']:<6} {event['platform']} #{event['ticket_id']:<10} dead     "
+                   f"({event['kind']})  error: {event['last_error']}")
+    if not rows and not others:
         click.echo("no tickets match", err=True)
 
 

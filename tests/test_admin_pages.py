@@ -394,6 +394,12 @@ def test_the_cli_lists_and_retries_like_the_tickets_page(admin_services: Service
     listing = CliRunner().invoke(main, ["tickets", "list", "--state", "dead"], catch_exceptions=False)
     assert listing.exit_code == 0 and f"event {event['id']}" in listing.output and "zendesk #9" in listing.output
     assert "error: 404" in listing.output and "triage" not in listing.output  # never classified: "-", and why
+    # A dead event that no ticket row shows (here: a re-route event for a ticket the helpdesk deleted).
+    moved = trigger_body(9, "ticket.group_changed")
+    client.post("/webhooks/zendesk", data=moved, headers=signed_headers(moved, clock))
+    admin_services.queue.dead_letter(admin_services.queue.claim("w"), error="404 RecordNotFound")  # type: ignore[arg-type]
+    listing = CliRunner().invoke(main, ["tickets", "list", "--state", "dead"], catch_exceptions=False).output
+    assert "(ticket.group_changed)  error: 404 RecordNotFound" in listing and listing.count("zendesk #9") == 2
     missing = CliRunner().invoke(main, ["tickets", "retry", "424242"], catch_exceptions=False)
     assert missing.exit_code == 1 and "not finished or unknown" in missing.output
     retried = CliRunner().invoke(main, ["tickets", "retry", str(event["id"])], catch_exceptions=False)
