@@ -307,3 +307,13 @@ def test_doctor_calls_a_half_configured_helpdesk_a_problem(zendesk: ZendeskAdmin
     result = run("doctor")
     assert result.exit_code == 1
     assert "freshdesk: partly configured: set FRESHDESK_API_KEY, FRESHDESK_WEBHOOK_SECRET too" in result.output
+
+
+def test_doctor_takes_a_webhook_set_up_by_hand_with_event_subscriptions(zendesk: ZendeskAdmin) -> None:
+    """README step 4: a webhook subscribed to the two ticket events needs no triggers."""
+    zendesk.webhooks[WEBHOOK["id"]] = {**WEBHOOK, "name": "Deskroute", "status": "active", "subscriptions": [
+        "zen:event-type:ticket.created", "zen:event-type:ticket.group_assignment_changed"]}
+    output = run("doctor").output
+    assert "ok   zendesk: webhook and rules installed" in output and "trigger" not in output
+    zendesk.webhooks[WEBHOOK["id"]]["subscriptions"] = ["conditional_ticket_events"]  # install's: triggers needed
+    assert "trigger 'Deskroute: route new tickets' is missing" in run("doctor").output
