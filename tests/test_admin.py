@@ -41,6 +41,30 @@ def test_login_sets_a_hardened_session_cookie(client: Any) -> None:
     assert client.get("/admin/", **HTTPS).status_code == 200
 
 
+def test_over_plain_http_the_login_says_why_it_cannot_work(client: Any) -> None:
+    """The session cookie is HTTPS-only: over http:// the browser never sends it back, so the form's token
+    can't match, and "reload and retry" would never help. The page says what to do instead."""
+    token = csrf(client, "/admin/login")  # the page, served over http://
+    browser = client.application.test_client()  # which drops the Secure cookie, as a browser does over http
+    response = browser.post("/admin/login", data={"csrf_token": token, "password": PASSWORD})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400 and "opened over http://" in page and "DESKROUTE_SECURE_COOKIES" in page
+    over_https = client.post("/admin/login", data={"csrf_token": "forged", "password": PASSWORD}, **HTTPS)
+    assert over_https.status_code == 400 and "Reload and retry" in over_https.get_data(as_text=True)
+
+
+def test_a_session_ends_twelve_hours_after_sign_in_even_in_use(client: Any, clock: Any) -> None:
+    """Use renews the cookie's 8 idle hours; a captured cookie must not be kept alive for ever that way."""
+    login(client)
+    for _ in range(11):
+        clock.advance(3600)
+        assert client.get("/admin/", **HTTPS).status_code == 200
+    clock.advance(3601)
+    assert client.get("/admin/", **HTTPS).status_code == 302  # to the login page
+    login(client)
+    assert client.get("/admin/", **HTTPS).status_code == 200
+
+
 def test_a_wrong_password_is_refused(client: Any) -> None:
     response = login(client, "guess")
     assert response.status_code == 401 and "Wrong password" in response.get_data(as_text=True)

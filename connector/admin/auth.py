@@ -49,6 +49,8 @@ def services() -> Services:
 # What a team lead may change: they read every page, and review corrections. Everything else that changes
 # something (the routing, the helpdesk connection, models, retries) is an admin's.
 LEAD_WRITES = frozenset({"admin.corrections.review"})
+# A session lapses after 8 idle hours (the cookie's lifetime, renewed by use) and 12 hours after sign-in.
+SESSION_MAX_SECONDS = 12 * 3600
 ADMIN_READS = frozenset({"admin.zendesk.callback"})  # a GET that finishes connecting Zendesk
 
 
@@ -85,6 +87,9 @@ def current_role() -> str:
 
 
 def _still_valid() -> bool:
+    signed_in_at = session.get("at")
+    if not isinstance(signed_in_at, int | float) or services().clock() - signed_in_at > SESSION_MAX_SECONDS:
+        return False  # in use all day or not, a session ends: a captured cookie can't be kept alive for ever
     user = current_user()
     if user == SHARED_USER:
         return True  # a new DESKROUTE_ADMIN_PASSWORD changes the signing key, which ends these sessions
@@ -103,6 +108,11 @@ def guard() -> Any:
             validate_csrf(request.form.get("csrf_token"))
         except ValidationError as exc:
             log.info("admin form refused", extra={"why": "csrf", "path": request.path})
+            if not request.is_secure and current_app.config.get("SESSION_COOKIE_SECURE"):
+                # The browser never sent the HTTPS-only session cookie back: reloading can't help.
+                abort(400, "This page was opened over http://, but the admin session cookie is HTTPS-only, so the "
+                           "browser doesn't send it back. Open the admin UI over https://, or, on a trusted network "
+                           "only, set DESKROUTE_SECURE_COOKIES=false and restart Deskroute.")
             abort(400, f"The form has expired or was not sent by this site ({exc}). Reload and retry.")
     return None
 
@@ -128,6 +138,7 @@ def login() -> Any:
             session.clear()
             session["admin"] = True
             session["user"], session["since"] = user
+            session["at"] = services().clock()
             session.permanent = True
             log.info("admin signed in", extra={"user": user[0], "client": who})
             target = request.args.get("next", "")
