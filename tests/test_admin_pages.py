@@ -426,6 +426,24 @@ def test_the_group_list_is_asked_once_a_minute_for_the_whole_install(
     assert asked() == 1  # it used the list the first process stored
 
 
+def test_the_helpdesk_page_asks_for_the_ticket_fields_once_a_minute(
+        admin: Any, zendesk_api: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reloading the page (anyone signed in may) must not spend the helpdesk's API rate."""
+    def asked() -> int:
+        return sum("/ticket_fields" in call.request.url for call in zendesk_api.calls)
+
+    zendesk_api.get(re.compile(rf"{API}/ticket_fields\.json.*"), json={"ticket_fields": TICKET_FIELDS,
+                                                                        "next_page": None, "count": 3})
+    now = [1000.0]
+    monkeypatch.setattr("connector.admin.mappings.time.monotonic", lambda: now[0])
+    for _ in range(5):
+        page(admin, "/admin/mappings/helpdesk/zendesk")
+    assert asked() == 1
+    now[0] += 61
+    page(admin, "/admin/mappings/helpdesk/zendesk")
+    assert asked() == 2
+
+
 def test_the_corrections_page_gives_reviewers_the_ticket_the_comment_and_the_choice(
         admin: Any, admin_services: Services) -> None:
     base = {"platform": "zendesk", "predicted_category": "bug_report", "predicted_group_id": "360000000103",

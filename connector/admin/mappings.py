@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
-from connector.admin.auth import current_user, login_required, services
+from connector.admin.auth import admin_state, current_user, login_required, services
 from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category, save_helpdesk
 from connector.mappings import TicketFields, field_problem
 from connector.models import PRIORITIES, TicketField
@@ -195,15 +196,22 @@ def helpdesk(platform: str) -> Any:
 
 
 def live_fields(app: Services, platform: str) -> dict[str, TicketField] | None:
-    """The helpdesk's ticket fields by id, or None if it can't be asked (the form then takes ids unchecked)."""
+    """The helpdesk's ticket fields by id, or None if it can't be asked (the form then takes ids unchecked).
+    Asked at most once a minute by this process: reloading the page must not spend the helpdesk's API rate."""
     adapter = app.platforms.get(platform)
     if adapter is None:
         return None
+    cache = admin_state().cache.setdefault("fields", {})
+    asked_at, fields = cache.get(platform, (float("-inf"), None))
+    if time.monotonic() - asked_at < 60:
+        return fields  # type: ignore[no-any-return]
     try:
-        return {f.id: f for f in adapter.list_fields()}
+        fields = {f.id: f for f in adapter.list_fields()}
     except PlatformError as exc:
         log.warning("ticket field list unavailable", extra={"platform": platform, "error": str(exc)})
-        return None
+        fields = None
+    cache[platform] = (time.monotonic(), fields)
+    return fields
 
 
 def from_suggestion(app: Services, reference: str) -> dict[str, str] | None:
