@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from connector.crypto import MIN_SECRET_KEY_LENGTH
 from connector.mappings import field_problem, fits_taxonomy, missing_groups
 from connector.models import EventState, TicketField
 from platforms.base import AuthFailed, Platform, PlatformError
@@ -92,6 +93,11 @@ def diagnose(services: Services) -> list[Finding]:
              "`deskroute config export` writes the live ones out)" if stored is not None
              else f"mappings in {services.mappings_dir}")
     ok(f"settings: database {services.store.describe()}, {where}, {len(services.taxonomy.categories)} categories")
+    if (not settings.deskroute_admin_password.get_secret_value() and services.store.users.exist()
+            and len(settings.deskroute_secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH):
+        problem("admin UI: named users sign in, but sessions are signed with a key kept in the database alone "
+                "(no DESKROUTE_SECRET_KEY, no shared password): whoever reads a backup can sign in as an admin. "
+                "Set DESKROUTE_SECRET_KEY (32 random characters or more) on every machine")
     if not services.platforms:
         problem("no helpdesk is configured: set the ZENDESK_* or FRESHDESK_* settings (README: \"Connect a Zendesk "
                 "account\", \"Connect a Freshdesk account\")")

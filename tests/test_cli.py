@@ -157,3 +157,14 @@ def test_users_add_list_password_remove(run, tmp_path: Path) -> None:  # type: i
     assert run("users", "remove", "lead@example.com").exit_code == 0
     assert run("users", "remove", "lead@example.com").exit_code == 1
     assert "no named users" in run("users", "list").output
+
+
+def test_doctor_asks_for_a_secret_key_when_named_users_sign_in_without_one(
+        run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """With no shared password and no DESKROUTE_SECRET_KEY, the session key is in the database alone."""
+    key_line = "admin UI: named users sign in, but sessions are signed with a key kept in the database alone"
+    assert key_line not in run("doctor").output  # no named user: the UI is off
+    run("users", "add", "ada", "--role", "admin", "--password-stdin", input="a long enough password\n")
+    assert key_line in run("doctor").output
+    monkeypatch.setenv("DESKROUTE_SECRET_KEY", "k" * 40)
+    assert key_line not in run("doctor").output
