@@ -19,7 +19,6 @@ import ipaddress
 import logging
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -36,7 +35,6 @@ SHARED_USER = "admin"  # who a review or an edit is by when made after signing i
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 # scrypt at n=2**14, r=8 (16 MiB, tens of milliseconds): the cost OWASP lists as a minimum.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
-_HASHING = threading.Lock()
 # Failed logins an address may make freely; then each waits 2, 4, 8... seconds, up to 15 minutes.
 FREE_FAILURES, MAX_DELAY_SECONDS, WINDOW_SECONDS = 3, 900, 24 * 3600
 REMEMBERED_ADDRESSES = 10_000
@@ -105,12 +103,9 @@ def verify_password(candidate: str, stored: str | None) -> bool:
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    # At most 1 KiB of a candidate: a megabyte-long "password" must not buy a megabyte of hashing. One hash
-    # at a time per process: a flood of sign-ins from many addresses queues here instead of taking every core
-    # from the webhooks.
-    with _HASHING:
-        return hashlib.scrypt(password[:1024].encode(), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT["maxmem"],
-                              dklen=_SCRYPT["dklen"])
+    # At most 1 KiB of a candidate: a megabyte-long "password" must not buy a megabyte of hashing.
+    return hashlib.scrypt(password[:1024].encode(), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT["maxmem"],
+                          dklen=_SCRYPT["dklen"])
 
 
 class PasswordCheck:

@@ -114,11 +114,9 @@ class Auth(Part):
             f"             CAST(1 AS BIGINT) << CAST({least}(login_failures.failures - :free + 1, 30) AS INTEGER))"
             " <= excluded.last_at"
             " RETURNING failures", params)
-        # Bounded: an attacker with many addresses can't grow the table without limit. The counts that still
-        # hold someone back go last: cycling through fresh addresses must not evict one's own delays.
+        # Bounded: an attacker with many addresses can't grow the table without limit.
         self.execute("DELETE FROM login_failures WHERE client IN (SELECT client FROM login_failures"
-                     " ORDER BY CASE WHEN failures >= :free THEN 1 ELSE 0 END DESC, last_at DESC"
-                     " LIMIT 1000000000 OFFSET :keep)", params)
+                     " ORDER BY last_at DESC LIMIT 1000000000 OFFSET :keep)", params)
         return bool(rows)
 
     def login_failures(self, client: str, *, since: float) -> tuple[int, float]:
