@@ -148,16 +148,11 @@ def retrain_job(services: Services, still_leading: Callable[[], bool] = lambda: 
 
 
 def purge_job(services: Services) -> dict[str, int]:
-    """Forget ticket text older than the retention period, and the queue's finished events; with suggestions
-    off, every ticket kept for them, and with correction text off, the text corrections kept, whatever its
-    age (off means none kept, not only no new one)."""
+    """Forget ticket text older than the retention period; and, with suggestions off, every ticket kept for
+    them, whatever its age (off means none kept, not only no new one)."""
     days = services.settings.deskroute_retention_days
-    before = services.clock() - days * 86_400
-    purged = (services.store.retention.purge_text(before) if days > 0
+    purged = (services.store.retention.purge_text(services.clock() - days * 86_400) if days > 0
               else {"tickets": 0, "history": 0, "unrouted": 0})
-    purged["events"] = services.store.retention.prune_events(before) if days > 0 else 0
-    purged["corrections"] = (0 if services.settings.deskroute_corrections_keep_text
-                             else services.store.retention.forget_correction_text())
     if not services.keeps_unrouted:
         purged["unrouted"] += services.store.suggestions.forget()
     if any(purged.values()):
@@ -203,7 +198,7 @@ def init_scheduler(services: Services, leadership: Leadership | None = None) -> 
         scheduler.add_job(leader.only(retrain_job),
                           crontab(settings.deskroute_retrain_cron),
                           args=[services, leader.hold], id="retrain")
-    if settings.deskroute_retention_days > 0 or not services.keeps_unrouted:  # (keep-text off turns that off)
+    if settings.deskroute_retention_days > 0 or not services.keeps_unrouted:
         scheduler.add_job(leader.only(purge_job), CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services],
                           id="purge_text")
     if services.keeps_unrouted and settings.deskroute_suggest_cron.strip():

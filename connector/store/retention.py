@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from connector.models import EventState
 from connector.store.db import Part
 from connector.store.suggestions import Suggestions
 
@@ -49,18 +48,3 @@ class Retention(Part):
                                " RETURNING ticket_id", {"before": before})
         unrouted = Suggestions(self.db).purge(before)
         return {"tickets": len(rows), "history": len(history), "unrouted": unrouted}
-
-    def prune_events(self, before: float) -> int:
-        """Delete queue events that finished (done, triage) before `before`, and the group changes received
-        then: the queue and its /health count stay small. Dead letters stay until someone retries them; the
-        tickets' own records (decision, state) stay, and a late duplicate delivery still finds the ticket's."""
-        events = self.execute("DELETE FROM events WHERE state IN (:done, :triage) AND finished_at < :before"
-                              " RETURNING id", {"done": EventState.DONE, "triage": EventState.TRIAGE,
-                                                "before": before})
-        changes = self.execute("DELETE FROM group_changes WHERE received_at < :before RETURNING id",
-                               {"before": before})
-        return len(events) + len(changes)
-
-    def forget_correction_text(self) -> int:
-        """With DESKROUTE_CORRECTIONS_KEEP_TEXT switched off: the text corrections kept before goes too."""
-        return len(self.execute("UPDATE corrections SET text = NULL WHERE text IS NOT NULL RETURNING id"))
