@@ -132,8 +132,7 @@ class Worker:
             if event.kind == "ticket.created":
                 state, outcome = self._route(event, platform)
             elif event.kind == "correction.text_needed" or event.dedup_key.startswith(FEEDBACK_PREFIX):
-                # Older versions queued this job as a ticket.group_changed keyed by the correction (migration 0007
-                # renames those; an older web process in a rolling upgrade still may): not a move.
+                # Older versions queued this job as a ticket.group_changed keyed by the correction: not a move.
                 filled = 0 if self.reconciler is None else self.reconciler.fill_text(event.platform, event.ticket_id)
                 state, outcome = EventState.DONE, f"text for {filled} correction(s)"
             elif event.kind == "ticket.group_changed":

@@ -120,7 +120,7 @@ def test_db_upgrade_migrates_and_says_where(monkeypatch: Any) -> None:
     monkeypatch.setenv("DATABASE_URL", url)
     result = CliRunner().invoke(main, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "applied 0001, 0002, 0003, 0004, 0005, 0006, 0007" in result.output and "at revision 0007" in result.output
+    assert "applied 0001, 0002, 0003, 0004, 0005, 0006" in result.output and "at revision 0006" in result.output
     assert "postgres@127.0.0.1" in result.output
 
 

@@ -295,7 +295,7 @@ def test_a_text_job_queued_by_an_older_version_is_still_done(env: Env) -> None:
                                            dedup_key=change_id, via="agent_feedback"))
     drain(env.services)
     [job] = [e for e in env.events() if e["dedup_key"] == change_id]
-    assert job["state"] == "done"
+    assert job["state"] == "done" and job["kind"] == "correction.text_needed"  # as the Tickets page names it
     assert env.services.store.tickets.group_changes(env.name, "25") == []  # not taken for a move
     [correction] = env.services.store.corrections.find()
     assert "invoice" in correction["text"].lower()

@@ -140,8 +140,12 @@ class Events(Part):
     def recent(self, *, state: EventState | str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Most recent events first, optionally in one state."""
         where = "WHERE state = :state" if state else ""
-        return [dict(r) for r in self.execute(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT :limit",
+        rows = [dict(r) for r in self.execute(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT :limit",
                                               {"state": state, "limit": limit})]
+        for row in rows:  # older versions queued the sidebar's text job as a group change: name it as it is
+            if row["kind"] == "ticket.group_changed" and row["dedup_key"].startswith("feedback:"):
+                row["kind"] = "correction.text_needed"
+        return rows
 
     def health(self, *, now: float) -> QueueHealth:
         """Counts by state and the age of the oldest event still waiting."""
