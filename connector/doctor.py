@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from connector.crypto import MIN_SECRET_KEY_LENGTH
 from connector.mappings import field_problem, fits_taxonomy, missing_groups
 from connector.models import EventState, TicketField
+from connector.scheduler import crontab
 from platforms.base import AuthFailed, Platform, PlatformError
 from platforms.zendesk import API_TOKEN_RETIRED
 
@@ -93,6 +94,13 @@ def diagnose(services: Services) -> list[Finding]:
              "`deskroute config export` writes the live ones out)" if stored is not None
              else f"mappings in {services.mappings_dir}")
     ok(f"settings: database {services.store.describe()}, {where}, {len(services.taxonomy.categories)} categories")
+    for setting, line in (("DESKROUTE_RETRAIN_CRON", settings.deskroute_retrain_cron),
+                          ("DESKROUTE_SUGGEST_CRON", settings.deskroute_suggest_cron)):
+        try:
+            if line.strip():
+                crontab(line)
+        except ValueError as exc:
+            problem(f"settings: {setting} is not a crontab line ({exc}): its job is off until it is fixed")
     if (not settings.deskroute_admin_password.get_secret_value() and services.store.users.exist()
             and len(settings.deskroute_secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH):
         problem("admin UI: named users sign in, but sessions are signed with a key kept in the database alone "

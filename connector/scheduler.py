@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -174,11 +173,54 @@ _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 def crontab(expression: str) -> CronTrigger:
     """A crontab line as cron reads it, in UTC. APScheduler counts weekdays from 0 = Monday, where cron
-    has 0 (and 7) = Sunday, so `0 3 * * 0` would run on Mondays: numbered weekdays become their names."""
+    has 0 (and 7) = Sunday, so `0 3 * * 0` would run on Mondays: the weekday field is spelled out as the
+    days cron means (`1-5` -> mon,tue,wed,thu,fri). ValueError if it isn't a crontab line."""
     fields = expression.split()
-    if len(fields) == 5:
-        fields[4] = re.sub(r"(?<![/\d])\d+", lambda m: _WEEKDAYS[int(m.group()) % 7], fields[4])
+    if len(fields) == 5 and fields[4] not in ("*", "?"):
+        days = sorted({day for part in fields[4].split(",") for day in _cron_days(part)})
+        fields[4] = ",".join(_WEEKDAYS[day] for day in days)
     return CronTrigger.from_crontab(" ".join(fields), timezone="UTC")
+
+
+def _cron_days(part: str) -> set[int]:
+    """One comma-separated part of cron's weekday field (`3`, `1-5`, `*/2`, `mon-fri`, `0-6/2`) as day
+    numbers, 0 = Sunday."""
+    def day(word: str) -> int:
+        word = word.lower()
+        if word in _WEEKDAYS:
+            return _WEEKDAYS.index(word)
+        if word.isdigit() and int(word) <= 7:
+            return int(word) % 7
+        raise ValueError(f"not a weekday: {word!r}")
+
+    span, _, step = part.partition("/")
+    if span == "*":
+        first, last = 0, 6
+    elif "-" in span:
+        low, high = span.split("-", 1)
+        first, last = day(low), day(high)
+        if high.strip() == "7":
+            last = 7  # 5-7: Friday to Sunday
+    else:
+        first = last = day(span)
+        if step:
+            last = 6
+    if last < first:
+        raise ValueError(f"backwards weekday range: {part!r}")
+    return {d % 7 for d in range(first, last + 1, int(step) if step else 1)}
+
+
+def _trigger(setting: str, line: str) -> CronTrigger | None:
+    """The trigger of a cron setting; None when it is empty, or not a crontab line (then the job is off and
+    the log and `deskroute doctor` say why: a typo must not stop the workers)."""
+    if not line.strip():
+        return None
+    try:
+        return crontab(line)
+    except ValueError as exc:
+        log.error("schedule setting is not a crontab line: its job is off", extra={"setting": setting,
+                                                                                  "error": str(exc)})
+        return None
 
 
 def init_scheduler(services: Services, leadership: Leadership | None = None) -> BackgroundScheduler:
@@ -194,17 +236,15 @@ def init_scheduler(services: Services, leadership: Leadership | None = None) -> 
     if settings.deskroute_reroute_poll_minutes > 0:
         scheduler.add_job(leader.only(poll_reroutes), "interval", minutes=settings.deskroute_reroute_poll_minutes,
                           args=[services], id="poll_reroutes")
-    if settings.deskroute_retrain_cron.strip():
-        scheduler.add_job(leader.only(retrain_job),
-                          crontab(settings.deskroute_retrain_cron),
-                          args=[services, leader.hold], id="retrain")
+    retrain_at = _trigger("DESKROUTE_RETRAIN_CRON", settings.deskroute_retrain_cron)
+    if retrain_at is not None:
+        scheduler.add_job(leader.only(retrain_job), retrain_at, args=[services, leader.hold], id="retrain")
     if settings.deskroute_retention_days > 0 or not services.keeps_unrouted:
         scheduler.add_job(leader.only(purge_job), CronTrigger(hour=4, minute=15, timezone="UTC"), args=[services],
                           id="purge_text")
-    if services.keeps_unrouted and settings.deskroute_suggest_cron.strip():
-        scheduler.add_job(leader.only(suggest_job),
-                          crontab(settings.deskroute_suggest_cron), args=[services],
-                          id="suggest")
+    suggest_at = _trigger("DESKROUTE_SUGGEST_CRON", settings.deskroute_suggest_cron)
+    if services.keeps_unrouted and suggest_at is not None:
+        scheduler.add_job(leader.only(suggest_job), suggest_at, args=[services], id="suggest")
     return scheduler
 
 

@@ -136,8 +136,8 @@ class Settings(BaseSettings):
         "kept before."
     )
     deskroute_suggest_cron: str = Field(
-        "0 5 * * mon", description="When taxonomy suggestions are computed (crontab, UTC; name the weekday, as "
-        "APScheduler counts them from 0 = Monday; empty: only by `deskroute suggest`)."
+        "0 5 * * mon", description="When taxonomy suggestions are computed (crontab, UTC, weekdays as crontab "
+        "counts them: 0 or 7 is Sunday; empty: only by `deskroute suggest`)."
     )
     # --- webhook intake --------------------------------------------------------------------
     deskroute_max_body_bytes: int = Field(

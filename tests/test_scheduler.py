@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,9 @@ def test_on_postgresql_the_leader_is_whoever_holds_the_advisory_lock_and_its_dea
 
 
 @pytest.mark.parametrize(("line", "weekday"), [("0 3 * * 0", 6), ("0 3 * * 7", 6), ("0 3 * * 1", 0),
-                                               ("0 3 * * sun", 6), ("0 3 * * 1-5", 0)])
+                                               ("0 3 * * sun", 6), ("0 3 * * 1-5", 0), ("0 3 * * 0-4", 6),
+                                               ("0 3 * * 0-6", 6), ("0 3 * * 5-7", 6), ("0 3 * * */2", 6),
+                                               ("0 3 * * 2,4", 1)])
 def test_cron_weekdays_count_as_crontab_counts_them(line: str, weekday: int) -> None:
     """0 and 7 are Sunday in crontab; APScheduler alone would read 0 as Monday."""
     from datetime import UTC, datetime
@@ -134,3 +137,13 @@ def test_cron_weekdays_count_as_crontab_counts_them(line: str, weekday: int) -> 
     saturday = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     fire = crontab(line).get_next_fire_time(None, saturday)
     assert fire is not None and fire.weekday() == weekday and fire.hour == 3
+
+
+def test_a_cron_setting_that_is_not_a_crontab_line_turns_its_job_off_not_the_worker(
+        make_services: Callable[..., Services], caplog: pytest.LogCaptureFixture) -> None:
+    from connector.scheduler import init_scheduler
+
+    services = make_services(deskroute_retrain_cron="0 3 * * fri-mon")  # backwards
+    jobs = {job.id for job in init_scheduler(services).get_jobs()}
+    assert "retrain" not in jobs and "queue_health" in jobs
+    assert any(r.getMessage().startswith("schedule setting is not a crontab line") for r in caplog.records)
