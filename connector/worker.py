@@ -28,6 +28,7 @@ from connector.models import ROUTED_TAG, Classification, EventState, RoutingDeci
 from connector.queue import Queue
 from connector.router import Router
 from connector.store import ClaimedEvent, Store, StoreUnavailable, TicketRecord
+from connector.store.events import RECLASSIFY
 from platforms.base import LeaseLost, Platform, PlatformError
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,11 @@ class Worker:
         if record.state in (TicketState.DONE, TicketState.TRIAGE, TicketState.SHADOW):
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(event.ticket_id)  # just claimed: the lease is fresh until here
+        if event.data.get(RECLASSIFY) and record.decision is not None:  # Route again, by a person
+            if ticket.taken_up or moved_by_people(record.decision, ticket) or self.store.corrections.for_ticket(
+                    record.platform, record.ticket_id):
+                return self._leave(record, event, "moved_by_people")  # the decision that was applied stays
+            record.decision = None  # classified afresh below; the new decision replaces the stored one
         if record.decision is not None:
             if not self._remap(event, record, ticket) and moved_by_people(record.decision, ticket):
                 return self._leave(record, event, "moved_by_people")
@@ -204,10 +210,6 @@ class Worker:
                 "classify_ms": classification.latency_ms})
             if self.keep_unrouted and decision.triage:
                 self._keep_unrouted(record, ticket, classification, decision)
-            if ROUTED_TAG in ticket.tags and (ticket.taken_up or self.store.corrections.for_ticket(
-                    record.platform, record.ticket_id)):
-                # Classified again by hand (Route again): people have taken the ticket on since our routing.
-                return self._leave(record, event, "moved_by_people")
         if self.shadow or not self.router.live(record.decision.category if record.decision else None):
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"

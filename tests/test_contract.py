@@ -102,24 +102,38 @@ def test_an_event_about_an_old_or_solved_ticket_routes_nothing(env: Env, caplog:
 
 
 def test_route_again_leaves_a_triage_ticket_that_people_took_on(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """*Route again* (`tickets retry --reclassify`) classifies a triaged ticket afresh; if an agent has taken
-    it on meanwhile, theirs is the last word: the new decision is recorded, nothing is written."""
-    env.helpdesk.add_ticket(24, subject="Hello", description="Quick question", tags=[])
-    env.post(*env.helpdesk.created_webhook(24, env.clock))
-    drain(env.services)
-    [event] = env.events()
-    [write] = env.helpdesk.writes(24)
-    assert event["state"] == "triage" and write.group_id == env.services.mappings[env.name].triage.group_id
-    env.helpdesk.assign(24)
+    """*Route again* (`tickets retry --reclassify`) classifies a triaged ticket afresh and routes it; if an
+    agent has taken it on meanwhile, theirs is the last word: nothing is written, and the decision that was
+    applied stays (the reconciler reads later moves against it)."""
+    events = {}
+    for ticket_id in (24, 25):
+        env.helpdesk.add_ticket(ticket_id, subject="Hello", description="Quick question", tags=[])
+        env.post(*env.helpdesk.created_webhook(ticket_id, env.clock))
+        drain(env.services)
+        [events[ticket_id]] = [e for e in env.events() if e["ticket_id"] == str(ticket_id)]
+        [write] = env.helpdesk.writes(ticket_id)
+        assert write.group_id == env.services.mappings[env.name].triage.group_id
+    env.helpdesk.assign(24)  # 25 stays untouched
     sure = Classification(category="billing", confidence=0.99, tier="local", reason="a category added since")
     monkeypatch.setattr(env.services.router, "classify", lambda text, *more: env.classified.append(text) or sure)
-    assert env.services.store.events.requeue(event["id"], now=env.clock(), reclassify=True)
+    for event in events.values():
+        assert env.services.store.events.requeue(event["id"], now=env.clock(), reclassify=True)
     drain(env.services)
-    assert len(env.helpdesk.writes(24)) == 1 and len(env.helpdesk.notes(24)) == 1 and len(env.classified) == 2
-    [event] = env.events()
-    assert (event["state"], event["outcome"]) == ("done", "moved_by_people")
-    record = env.services.store.tickets.get(env.name, "24")
-    assert record is not None and record.decision is not None and record.decision.category == "billing"
+
+    assert len(env.helpdesk.writes(24)) == 1 and len(env.helpdesk.notes(24)) == 1
+    outcomes = {e["ticket_id"]: (e["state"], e["outcome"]) for e in env.events()}
+    assert outcomes["24"] == ("triage", "moved_by_people")
+    taken = env.services.store.tickets.get(env.name, "24")
+    assert taken is not None and taken.decision is not None and taken.decision.triage and taken.state == "triage"
+
+    billing = str(mapped_route(env.name, "billing")["group_id"])
+    assert [w.group_id for w in env.helpdesk.writes(25)] == [env.services.mappings[env.name].triage.group_id, billing]
+    moved = env.services.store.tickets.get(env.name, "25")
+    assert moved is not None and moved.decision is not None and moved.decision.category == "billing"
+    assert outcomes["25"][0] == "done" and moved.state == "done" and len(env.classified) == 3
+    # A retry after that is a plain one: the flag went with the Route again it came with.
+    assert env.services.store.events.requeue(events[25]["id"], now=env.clock())
+    assert "reclassify" not in (env.services.store.events.get(events[25]["id"])["data"] or "")
 
 
 def test_429_with_retry_after_then_success(env: Env) -> None:

@@ -18,6 +18,8 @@ from connector.store.db import BUSY_MS, Part
 
 log = logging.getLogger(__name__)
 CHANNEL = "deskroute_events"
+# Set in an event's data by a retry that asks for the ticket to be classified afresh (Route again).
+RECLASSIFY = "reclassify"
 # TicketEvent fields with columns of their own; the rest go into events.data as JSON.
 _COLUMNS = {"platform", "kind", "ticket_id", "dedup_key", "source_id"}
 _RETURNED = "id, platform, kind, ticket_id, dedup_key, attempts, received_at, data"
@@ -155,9 +157,9 @@ class Events(Part):
         return QueueHealth(counts, round(now - oldest, 3) if oldest is not None else None)
 
     def requeue(self, event_id: int, *, now: float, reclassify: bool = False) -> bool:
-        """Send a finished (dead, triage, done) event through the pipeline again; with reclassify, forget its
-        ticket's classification and decision. One transaction: a worker must not take the event up between
-        the two updates (it would find the ticket finished, and leave it undecided for good)."""
+        """Send a finished (dead, triage, done) event through the pipeline again; with reclassify, ask the
+        worker to classify its ticket afresh (unless people have taken it on since). One transaction: a worker
+        must not take the event up between the updates (it would find the ticket finished)."""
         params = {"id": event_id, "now": now, "pending": EventState.PENDING, "dead": EventState.DEAD,
                   "triage": EventState.TRIAGE, "done": EventState.DONE, "new": TicketState.NEW,
                   "decided": TicketState.DECIDED}
@@ -165,18 +167,18 @@ class Events(Part):
             rows = tx.execute(
                 "UPDATE events SET state = :pending, due_at = :now, attempts = 0, outcome = NULL, last_error = NULL,"
                 " finished_at = NULL, lease_owner = NULL WHERE id = :id AND state IN (:dead, :triage, :done)"
-                " RETURNING platform, ticket_id", params)
+                " RETURNING platform, ticket_id, data", params)
             if not rows:
                 return False
-            params.update(rows[0])
-            if reclassify:
-                tx.execute(
-                    "UPDATE tickets SET state = :new, classification = NULL, decision = NULL, category = NULL,"
-                    " confidence = NULL, tier = NULL, guardrail = NULL, decided_at = NULL"
-                    " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
-            else:
-                tx.execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN :new ELSE :decided END"
-                           " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
+            params.update(platform=rows[0]["platform"], ticket_id=rows[0]["ticket_id"])
+            # The decision stays until the worker has looked at the ticket: if people have taken it on since,
+            # theirs is the last word, and the decision that was applied is the one to keep.
+            data = {k: v for k, v in json.loads(rows[0]["data"] or "{}").items() if k != RECLASSIFY}
+            params["data"] = json.dumps({**data, RECLASSIFY: True} if reclassify else data) \
+                if data or reclassify else None
+            tx.execute("UPDATE events SET data = :data WHERE id = :id", params)
+            tx.execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN :new ELSE :decided END"
+                       " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
         self.db.notify(CHANNEL)  # an update, which the insert trigger doesn't see
         return True
 
