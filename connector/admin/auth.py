@@ -87,7 +87,7 @@ def current_role() -> str:
 
 
 def _still_valid() -> bool:
-    signed_in_at = session.get("at")
+    signed_in_at = session.setdefault("at", services().clock())  # signed in by an older release: from now
     if not isinstance(signed_in_at, int | float) or services().clock() - signed_in_at > SESSION_MAX_SECONDS:
         return False  # in use all day or not, a session ends: a captured cookie can't be kept alive for ever
     user = current_user()
@@ -108,7 +108,8 @@ def guard() -> Any:
             validate_csrf(request.form.get("csrf_token"))
         except ValidationError as exc:
             log.info("admin form refused", extra={"why": "csrf", "path": request.path})
-            if not request.is_secure and current_app.config.get("SESSION_COOKIE_SECURE"):
+            if (current_app.config.get("SESSION_COOKIE_SECURE") and not request.is_secure
+                    and current_app.config["SESSION_COOKIE_NAME"] not in request.cookies):
                 # The browser never sent the HTTPS-only session cookie back: reloading can't help.
                 abort(400, "This page was opened over http://, but the admin session cookie is HTTPS-only, so the "
                            "browser doesn't send it back. Open the admin UI over https://, or, on a trusted network "
