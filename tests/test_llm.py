@@ -66,10 +66,12 @@ def test_the_request_forces_one_tool_with_the_taxonomy_as_enums(claude: FakeClau
 def test_claude_reads_the_newest_message_cut_short_not_the_thread(claude: FakeClaude,
                                                                   make_tier: Callable[..., LLMTier]) -> None:
     """A long email costs per token: Claude gets the customer's newest words (no markup, quoted thread or
-    signature), at most TEXT_CHARS of them."""
+    signature), at most TEXT_CHARS of them; when those say little ("see below"), what they forward or quote
+    follows them."""
     from connector.classify.llm import TEXT_CHARS
 
-    thread = ("<p>My invoice shows the wrong VAT number.</p><p>Thanks,<br>Jo</p>"
+    newest = "<p>My invoice shows the wrong VAT number. " + "It should be the one on our account page. " * 10
+    thread = (f"{newest}</p><p>Thanks,<br>Jo</p>"
               "<blockquote>On Mon, Support wrote:<br>Your earlier question about a crash report...</blockquote>")
     claude.answer_next(**claude_answer())
     make_tier().classify(f"Wrong VAT\n{thread}")
@@ -79,6 +81,12 @@ def test_claude_reads_the_newest_message_cut_short_not_the_thread(claude: FakeCl
     make_tier().classify("Invoice question\n" + "Please look at the attached log line. " * 3_000)  # 111 KB
     content = claude.messages()[1]["messages"][0]["content"]
     assert "Invoice question" in content and len(content) <= TEXT_CHARS + len("<ticket>\n\n</ticket>")
+    forwarded = ("FW: payment\nFYI, see below.\n\n---------- Forwarded message ---------\nFrom: Bank\n"
+                 "Subject: chargeback\n\nWe received a chargeback of 49 USD on your card for order 1234.\n")
+    claude.answer_next(**claude_answer())
+    make_tier().classify(forwarded)
+    content = claude.messages()[2]["messages"][0]["content"]
+    assert "chargeback of 49 USD" in content and content.count("FYI, see below.") == 2
 
 
 def test_a_confident_fast_answer_is_final(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:

@@ -98,11 +98,22 @@ def is_auto_reply(text: str) -> bool:
 
 def clean(text: str) -> str:
     """The customer's own words from a ticket's subject and body."""
-    text = text[:MAX_CHARS].replace("\r\n", "\n").replace("\r", "\n")
-    if _TAG.search(text):
-        text = html_to_text(text)
+    text = _unmarked(text)
     if "\n" in text:  # one-line texts have no thread or signature to strip
         text = latest_reply(text)
         text = _QUOTED_LINE.sub("", text)
-    text = _SPACES.sub(" ", text)
-    return _BLANK_LINES.sub("\n", text).strip()
+    return _tidy(text)
+
+
+def without_markup(text: str) -> str:
+    """A ticket's whole text without markup: its quoted thread and forwarded parts included."""
+    return _tidy(_unmarked(text))
+
+
+def _unmarked(text: str) -> str:
+    text = text[:MAX_CHARS].replace("\r\n", "\n").replace("\r", "\n")
+    return html_to_text(text) if _TAG.search(text) else text
+
+
+def _tidy(text: str) -> str:
+    return _BLANK_LINES.sub("\n", _SPACES.sub(" ", text)).strip()

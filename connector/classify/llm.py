@@ -25,7 +25,7 @@ from typing import Any, Literal
 import anthropic
 from pydantic import BaseModel, Field, ValidationError, create_model
 
-from connector.classify.clean import clean
+from connector.classify.clean import clean, without_markup
 from connector.classify.language import outside
 from connector.classify.redact import redact
 from connector.mappings import Taxonomy
@@ -44,9 +44,11 @@ BACKOFF_BASE, BACKOFF_CAP = 0.5, 8.0
 EXAMPLES_IN_PROMPT = 20
 # What of Claude's free text reaches the internal note agents read: one plain line, this long at most.
 NOTE_TEXT_CHARS = 200
-# What Claude reads of a ticket: its newest message (no quoted thread, signature or markup), cut here. A
-# customer's 50 KB email would otherwise cost the strong model's price per ticket, for nothing.
+# What Claude reads of a ticket is cut here: a customer's 50 KB email would otherwise cost the strong
+# model's price per ticket, for nothing.
 TEXT_CHARS = 6_000
+# A newest message shorter than this ("FW: payment, see below") is followed by what it forwards or quotes.
+SHORT_MESSAGE_CHARS = 400
 _TICKET_TAG = re.compile(r"<\s*/?\s*ticket\b[^>]*>", re.IGNORECASE)
 _LINK = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+", re.IGNORECASE)
 _NOT_PLAIN = re.compile(r"[\x00-\x1f\x7f<>`*_#\[\]|]+")
@@ -147,7 +149,17 @@ def _answer_model(taxonomy: Taxonomy) -> type[BaseModel]:
     )
 
 
+def for_claude(text: str) -> str:
+    """What Claude reads of a ticket (before redaction and the TEXT_CHARS cut): the newest message, without
+    markup, quoted thread or signature; when that says little ("see below"), followed by the rest."""
+    newest, whole = clean(text), without_markup(text)
+    if len(newest) < SHORT_MESSAGE_CHARS and len(whole) > len(newest) + 40:  # more than a signature
+        return f"{newest}\n\n(earlier in the thread, or forwarded:)\n{whole}"
+    return newest or whole
+
+
 @dataclass
+
 class LLMOutcome:
     """What the LLM tier concluded, and every call it made to get there."""
 
@@ -211,7 +223,7 @@ class LLMTier:
 
     def _classify(self, text: str, calls: list[LLMCall], groups: Mapping[str, str]) -> LLMOutcome:
         deadline = self.clock() + self.budget_seconds
-        safe_text = redact(clean(text) or text[:TEXT_CHARS])[:TEXT_CHARS]
+        safe_text = redact(for_claude(text))[:TEXT_CHARS]
         answer: dict[str, Any] | None = None
         model = self.fast_model
         why_strong = None
