@@ -372,6 +372,24 @@ def corrections_reject(ids: tuple[int, ...], reviewer: str) -> None:
     _review(ids, "rejected", reviewer, None)
 
 
+@corrections.command(name="forget-text")
+@click.option("--yes", is_flag=True, help="Don't ask first.")
+def corrections_forget_text(yes: bool) -> None:
+    """Forget the ticket text every correction keeps (its category, groups and review stay). The model can't
+    learn from a correction without its text, and the text can't be brought back: for an install that
+    turned DESKROUTE_CORRECTIONS_KEEP_TEXT off, or must forget what it kept."""
+    store = _services().store
+    kept = store.corrections.text_count()
+    if not kept:
+        click.echo("no correction keeps text")
+        return
+    if not yes:
+        click.confirm(f"forget the text of {kept} correction(s)? This can't be undone", abort=True)
+    forgotten = store.corrections.forget_text()
+    logging.getLogger(__name__).warning("correction text forgotten", extra={"corrections": forgotten})
+    click.echo(f"forgot the text of {forgotten} correction(s)")
+
+
 @main.group()
 def model() -> None:
     """The local model's versions: list, promote, roll back, retrain."""

@@ -168,3 +168,20 @@ def test_doctor_asks_for_a_secret_key_when_named_users_sign_in_without_one(
     assert key_line in run("doctor").output
     monkeypatch.setenv("DESKROUTE_SECRET_KEY", "k" * 40)
     assert key_line not in run("doctor").output
+
+
+def test_corrections_forget_text_keeps_the_correction_and_forgets_its_words(
+        run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store = Store(database_url(tmp_path, "cli.db"))
+    store.migrate()
+    store.corrections.add({"platform": "zendesk", "ticket_id": "5", "change_id": "c1", "seq": 1,
+                           "text": "My invoice for [EMAIL] is wrong", "comment": "see the invoice",
+                           "corrected_category": "billing", "status": "accepted", "created_at": 1.0})
+    assert run("corrections", "forget-text", input="n\n").exit_code == 1  # asked first; no: nothing changes
+    assert store.corrections.text_count() == 1
+    forgot = run("corrections", "forget-text", "--yes")
+    assert forgot.exit_code == 0 and "forgot the text of 1 correction(s)" in forgot.output
+    [row] = store.db.execute("SELECT text, comment, corrected_category, status FROM corrections")
+    assert (row["text"], row["comment"], row["corrected_category"], row["status"]) == (None, None, "billing",
+                                                                                         "accepted")
+    assert "no correction keeps text" in run("corrections", "forget-text").output

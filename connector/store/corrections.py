@@ -175,3 +175,12 @@ class Corrections(Part):
         """(text, category, imported at) of every imported ticket, in import order."""
         rows = self.execute("SELECT text, category, imported_at FROM history ORDER BY imported_at, platform, ticket_id")
         return [(r["text"], r["category"], r["imported_at"]) for r in rows]
+
+    def text_count(self) -> int:
+        """How many corrections keep their ticket's text."""
+        return int(self.execute("SELECT count(*) AS n FROM corrections WHERE text IS NOT NULL")[0]["n"])
+
+    def forget_text(self) -> int:
+        """Forget every correction's ticket text (and an agent's comment, which may quote it); how many."""
+        return len(self.execute("UPDATE corrections SET text = NULL, comment = NULL"
+                                " WHERE text IS NOT NULL OR comment IS NOT NULL RETURNING id"))
