@@ -86,7 +86,18 @@ def test_claude_reads_the_newest_message_cut_short_not_the_thread(claude: FakeCl
     claude.answer_next(**claude_answer())
     make_tier().classify(forwarded)
     content = claude.messages()[2]["messages"][0]["content"]
-    assert "chargeback of 49 USD" in content and content.count("FYI, see below.") == 2
+    assert "chargeback of 49 USD" in content and content.count("FYI, see below.") == 1
+    claude.answer_next(**claude_answer())
+    make_tier().classify("I can't log in since this morning.\n\nBest regards,\nJo Bloggs\nHead of Ops, Acme Ltd\n"
+                         "12 Harbour Street, Leith")
+    content = claude.messages()[3]["messages"][0]["content"]
+    assert "can't log in" in content and "Harbour Street" not in content  # a signature is no earlier message
+    html = ("<div>See below, please.</div><div class=\"gmail_quote\"><div>---------- Forwarded message ---------"
+            "<br>From: Bank<br>Subject: chargeback<br><br>A chargeback of 49 USD for order 1234.</div></div>")
+    claude.answer_next(**claude_answer())
+    make_tier().classify(f"Fwd: chargeback\n{html}")
+    content = claude.messages()[4]["messages"][0]["content"]
+    assert "A chargeback of 49 USD for order 1234." in content and "<div>" not in content
 
 
 def test_a_confident_fast_answer_is_final(claude: FakeClaude, make_tier: Callable[..., LLMTier]) -> None:

@@ -38,14 +38,20 @@ MAX_CHARS = 20_000  # a ticket's opening is what says what it is about; the rest
 class _TextExtractor(HTMLParser):
     """HTML to text, keeping line breaks at block elements and dropping quoted and hidden parts."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_quotes: bool = False) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self._skipping: list[str] = []  # tags we are inside of whose content is dropped
+        self._keep_quotes = keep_quotes
+
+    def _skips(self, tag: str, classes: str) -> bool:
+        if self._keep_quotes:
+            return tag in _SKIP - {"blockquote"}
+        return tag in _SKIP or any(c in classes for c in _QUOTE_CLASSES)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         classes = " ".join(value or "" for name, value in attrs if name in ("class", "id")).lower()
-        if self._skipping or tag in _SKIP or any(c in classes for c in _QUOTE_CLASSES):
+        if self._skipping or self._skips(tag, classes):
             if tag not in ("br", "img", "hr", "meta", "link", "input"):  # void elements never close
                 self._skipping.append(tag)
             return
@@ -65,9 +71,9 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
-def html_to_text(markup: str) -> str:
-    """Visible text of an HTML body, without quoted replies, scripts or styles."""
-    extractor = _TextExtractor()
+def html_to_text(markup: str, *, keep_quotes: bool = False) -> str:
+    """Visible text of an HTML body, without scripts or styles, and without quoted replies unless asked."""
+    extractor = _TextExtractor(keep_quotes=keep_quotes)
     extractor.feed(markup)
     extractor.close()
     return html.unescape("".join(extractor.parts))
@@ -105,14 +111,20 @@ def clean(text: str) -> str:
     return _tidy(text)
 
 
-def without_markup(text: str) -> str:
-    """A ticket's whole text without markup: its quoted thread and forwarded parts included."""
-    return _tidy(_unmarked(text))
+def earlier_messages(text: str) -> list[str]:
+    """The messages a ticket quotes or forwards below its newest one, oldest last, each without its
+    headers and signature (empty when there are none)."""
+    text = _unmarked(text, keep_quotes=True)
+    try:
+        replies = _parser().read(text).replies[1:] if "\n" in text else []
+    except Exception:  # a parser bug must not lose the ticket: then there is only the newest message
+        return []
+    return [body for body in (_tidy(_QUOTED_LINE.sub("", r.body)) for r in replies) if body]
 
 
-def _unmarked(text: str) -> str:
+def _unmarked(text: str, *, keep_quotes: bool = False) -> str:
     text = text[:MAX_CHARS].replace("\r\n", "\n").replace("\r", "\n")
-    return html_to_text(text) if _TAG.search(text) else text
+    return html_to_text(text, keep_quotes=keep_quotes) if _TAG.search(text) else text
 
 
 def _tidy(text: str) -> str:

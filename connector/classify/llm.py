@@ -25,7 +25,7 @@ from typing import Any, Literal
 import anthropic
 from pydantic import BaseModel, Field, ValidationError, create_model
 
-from connector.classify.clean import clean, without_markup
+from connector.classify.clean import clean, earlier_messages
 from connector.classify.language import outside
 from connector.classify.redact import redact
 from connector.mappings import Taxonomy
@@ -151,11 +151,13 @@ def _answer_model(taxonomy: Taxonomy) -> type[BaseModel]:
 
 def for_claude(text: str) -> str:
     """What Claude reads of a ticket (before redaction and the TEXT_CHARS cut): the newest message, without
-    markup, quoted thread or signature; when that says little ("see below"), followed by the rest."""
-    newest, whole = clean(text), without_markup(text)
-    if len(newest) < SHORT_MESSAGE_CHARS and len(whole) > len(newest) + 40:  # more than a signature
-        return f"{newest}\n\n(earlier in the thread, or forwarded:)\n{whole}"
-    return newest or whole
+    markup, quoted thread or signature; when that says little ("see below"), followed by the messages it
+    quotes or forwards, without their headers and signatures."""
+    newest = clean(text)
+    earlier = earlier_messages(text) if len(newest) < SHORT_MESSAGE_CHARS else []
+    if earlier:
+        return "\n\n".join([newest, "(earlier in the thread, or forwarded:)", *earlier])
+    return newest or text[:TEXT_CHARS]
 
 
 @dataclass
