@@ -172,9 +172,10 @@ _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
 def crontab(expression: str) -> CronTrigger:
-    """A crontab line as cron reads it, in UTC. APScheduler counts weekdays from 0 = Monday, where cron
-    has 0 (and 7) = Sunday, so `0 3 * * 0` would run on Mondays: the weekday field is spelled out as the
-    days cron means (`1-5` -> mon,tue,wed,thu,fri). ValueError if it isn't a crontab line."""
+    """A crontab line, in UTC, its weekdays numbered as cron numbers them. APScheduler counts weekdays from
+    0 = Monday, where cron has 0 (and 7) = Sunday, so `0 3 * * 0` would run on Mondays: the weekday field is
+    spelled out as the days cron means (`1-5` -> mon,tue,wed,thu,fri). (Unlike cron, a line that restricts
+    both the day of the month and the weekday runs when both match.) ValueError if it isn't a crontab line."""
     fields = expression.split()
     if len(fields) == 5 and fields[4] not in ("*", "?"):
         days = sorted({day for part in fields[4].split(",") for day in _cron_days(part)})
@@ -183,14 +184,14 @@ def crontab(expression: str) -> CronTrigger:
 
 
 def _cron_days(part: str) -> set[int]:
-    """One comma-separated part of cron's weekday field (`3`, `1-5`, `*/2`, `mon-fri`, `0-6/2`) as day
-    numbers, 0 = Sunday."""
-    def day(word: str) -> int:
-        word = word.lower()
+    """One comma-separated part of cron's weekday field (`3`, `1-5`, `*/2`, `mon-fri`, `fri-sun`, `0-6/2`)
+    as day numbers, 0 = Sunday."""
+    def day(word: str) -> int:  # 0-7, Sunday being 0 and 7
+        word = word.strip().lower()
         if word in _WEEKDAYS:
             return _WEEKDAYS.index(word)
         if word.isdigit() and int(word) <= 7:
-            return int(word) % 7
+            return int(word)
         raise ValueError(f"not a weekday: {word!r}")
 
     span, _, step = part.partition("/")
@@ -199,12 +200,11 @@ def _cron_days(part: str) -> set[int]:
     elif "-" in span:
         low, high = span.split("-", 1)
         first, last = day(low), day(high)
-        if high.strip() == "7":
-            last = 7  # 5-7: Friday to Sunday
+        if last == 0 and first > 0:
+            last = 7  # fri-sun, 5-0: up to the Sunday that ends the week
     else:
-        first = last = day(span)
-        if step:
-            last = 6
+        first = day(span)
+        last = 7 if step else first
     if last < first:
         raise ValueError(f"backwards weekday range: {part!r}")
     return {d % 7 for d in range(first, last + 1, int(step) if step else 1)}

@@ -127,7 +127,8 @@ def test_on_postgresql_the_leader_is_whoever_holds_the_advisory_lock_and_its_dea
 @pytest.mark.parametrize(("line", "weekday"), [("0 3 * * 0", 6), ("0 3 * * 7", 6), ("0 3 * * 1", 0),
                                                ("0 3 * * sun", 6), ("0 3 * * 1-5", 0), ("0 3 * * 0-4", 6),
                                                ("0 3 * * 0-6", 6), ("0 3 * * 5-7", 6), ("0 3 * * */2", 6),
-                                               ("0 3 * * 2,4", 1)])
+                                               ("0 3 * * 2,4", 1), ("0 3 * * mon-sun", 6),
+                                               ("0 3 * * fri-sun", 6), ("0 3 * * 1-5/2", 0)])
 def test_cron_weekdays_count_as_crontab_counts_them(line: str, weekday: int) -> None:
     """0 and 7 are Sunday in crontab; APScheduler alone would read 0 as Monday."""
     from datetime import UTC, datetime
