@@ -739,7 +739,8 @@ def tickets_list(search: str, state: str | None, limit: int) -> None:
 @click.argument("event_ids", nargs=-1, type=int)
 @click.option("--dead", "all_dead", is_flag=True,
               help="Every dead-lettered event (say, after fixing the helpdesk's credentials).")
-@click.option("--reclassify", is_flag=True, help="Forget the decision and classify again (for triaged tickets).")
+@click.option("--reclassify", is_flag=True,
+              help="Classify afresh and route (for triaged tickets; one people have taken on since is left).")
 def tickets_retry(event_ids: tuple[int, ...], all_dead: bool, reclassify: bool) -> None:
     """Send finished events (dead letters, triage) through the pipeline again; a running worker picks them up."""
     services = _services()

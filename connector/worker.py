@@ -19,6 +19,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from connector.classify.clean import is_auto_reply
 from connector.classify.redact import redact
@@ -49,10 +50,18 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}"
 
 
-def moved_by_people(decision: RoutingDecision, ticket: Ticket) -> bool:
-    """Our routing landed on the ticket (it carries ROUTED_TAG) and it is in another group now: people moved
-    it since, and a retry must not move it back."""
-    return ROUTED_TAG in ticket.tags and ticket.group_id != decision.group_id
+def moved_by_people(decision: RoutingDecision, ticket: Ticket, *, also_ours: frozenset[str | None] = frozenset()
+                    ) -> bool:
+    """Our routing landed on the ticket (it carries ROUTED_TAG) and it is in another group now (than the
+    decision's, or `also_ours`: where an earlier routing of ours put it): people moved it since, and a retry
+    must not move it back."""
+    return ROUTED_TAG in ticket.tags and ticket.group_id != decision.group_id and ticket.group_id not in also_ours
+
+
+def _applied(route_again: Any) -> RoutingDecision | None:
+    """The decision a Route again found on the ticket (None: none, or a flag from before it was kept)."""
+    applied = route_again.get("applied") if isinstance(route_again, dict) else None
+    return RoutingDecision.model_validate(applied) if applied else None
 
 
 def fields_may_be_refused(exc: PlatformError, decision: RoutingDecision) -> bool:
@@ -180,16 +189,24 @@ class Worker:
         if record.state in (TicketState.DONE, TicketState.TRIAGE, TicketState.SHADOW):
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(event.ticket_id)  # just claimed: the lease is fresh until here
-        if event.data.get(RECLASSIFY) and record.decision is not None:  # Route again, by a person
-            if ticket.taken_up or moved_by_people(record.decision, ticket) or self.store.corrections.for_ticket(
-                    record.platform, record.ticket_id):
-                return self._leave(record, event, "moved_by_people")  # the decision that was applied stays
-            record.decision = None  # classified afresh below; the new decision replaces the stored one
+        route_again = event.data.get(RECLASSIFY)  # a person asked for it to be classified afresh
+        applied = _applied(route_again)  # the decision on the ticket when they asked
+        also_ours = frozenset({applied.group_id}) if applied else frozenset()
+        taken_on = bool(route_again or ROUTED_TAG in ticket.tags) and (ticket.taken_up or bool(
+            self.store.corrections.for_ticket(record.platform, record.ticket_id)))
+        if route_again and record.decision is not None and ROUTED_TAG in ticket.tags:
+            if taken_on or moved_by_people(record.decision, ticket, also_ours=also_ours):
+                return self._leave(record, event, "moved_by_people")  # the decision on the ticket stays
+            if record.decision == applied:  # not yet classified afresh (an earlier attempt may have)
+                record.decision = None
+        elif route_again:
+            record.decision = None  # nothing of ours landed (dead, shadow): classified afresh, routed as new
         if record.decision is not None:
-            if not self._remap(event, record, ticket) and moved_by_people(record.decision, ticket):
+            if not self._remap(event, record, ticket) and moved_by_people(record.decision, ticket,
+                                                                          also_ours=also_ours):
                 return self._leave(record, event, "moved_by_people")
         else:
-            not_new = self._not_new(event, ticket)
+            not_new = None if route_again else self._not_new(event, ticket)
             if not_new:
                 self.store.tickets.release(record)
                 log.warning("ticket.created for a ticket that is not new: left alone", extra={
@@ -210,10 +227,13 @@ class Worker:
                 "classify_ms": classification.latency_ms})
             if self.keep_unrouted and decision.triage:
                 self._keep_unrouted(record, ticket, classification, decision)
+            if not route_again and ROUTED_TAG in ticket.tags and taken_on:
+                # Routed before, its decision wiped by an older release's Route again: people have it now.
+                return self._leave(record, event, "moved_by_people")
         if self.shadow or not self.router.live(record.decision.category if record.decision else None):
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"
-        return self._write(event, platform, record, ticket)
+        return self._write(event, platform, record, ticket, also_ours=also_ours)
 
     @staticmethod
     def _not_new(event: ClaimedEvent, ticket: Ticket) -> str | None:
@@ -286,7 +306,7 @@ class Worker:
                 "platform": record.platform, "ticket_id": record.ticket_id, "error": describe_error(exc)})
 
     def _write(self, event: ClaimedEvent, platform: Platform, record: TicketRecord,
-               ticket: Ticket) -> tuple[EventState, str]:
+               ticket: Ticket, *, also_ours: frozenset[str | None] = frozenset()) -> tuple[EventState, str]:
         assert record.decision is not None
         for _ in range(MAX_CONFLICTS + 1):
             try:
@@ -295,7 +315,7 @@ class Worker:
             except PlatformError as exc:
                 if exc.conflict:
                     ticket = platform.fetch_ticket(event.ticket_id)
-                    if moved_by_people(record.decision, ticket):  # another attempt's write landed, then was moved
+                    if moved_by_people(record.decision, ticket, also_ours=also_ours):  # landed, then moved
                         return self._leave(record, event, "moved_by_people")
                     continue
                 if exc.retryable or exc.status in (None, 404):

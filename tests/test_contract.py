@@ -106,18 +106,22 @@ def test_route_again_leaves_a_triage_ticket_that_people_took_on(env: Env, monkey
     agent has taken it on meanwhile, theirs is the last word: nothing is written, and the decision that was
     applied stays (the reconciler reads later moves against it)."""
     events = {}
-    for ticket_id in (24, 25):
+    for ticket_id in (24, 25, 26):
         env.helpdesk.add_ticket(ticket_id, subject="Hello", description="Quick question", tags=[])
         env.post(*env.helpdesk.created_webhook(ticket_id, env.clock))
         drain(env.services)
         [events[ticket_id]] = [e for e in env.events() if e["ticket_id"] == str(ticket_id)]
         [write] = env.helpdesk.writes(ticket_id)
         assert write.group_id == env.services.mappings[env.name].triage.group_id
-    env.helpdesk.assign(24)  # 25 stays untouched
+    env.helpdesk.assign(24)  # 25 and 26 stay untouched
     sure = Classification(category="billing", confidence=0.99, tier="local", reason="a category added since")
     monkeypatch.setattr(env.services.router, "classify", lambda text, *more: env.classified.append(text) or sure)
+    method, path = env.helpdesk.write_calls(26)[0]
+    env.helpdesk.fake.fail_next(429, method=method, path=path, retry_after=600)  # 26's new routing must wait
     for event in events.values():
         assert env.services.store.events.requeue(event["id"], now=env.clock(), reclassify=True)
+    drain(env.services)
+    env.clock.advance(601)
     drain(env.services)
 
     assert len(env.helpdesk.writes(24)) == 1 and len(env.helpdesk.notes(24)) == 1
@@ -130,7 +134,10 @@ def test_route_again_leaves_a_triage_ticket_that_people_took_on(env: Env, monkey
     assert [w.group_id for w in env.helpdesk.writes(25)] == [env.services.mappings[env.name].triage.group_id, billing]
     moved = env.services.store.tickets.get(env.name, "25")
     assert moved is not None and moved.decision is not None and moved.decision.category == "billing"
-    assert outcomes["25"][0] == "done" and moved.state == "done" and len(env.classified) == 3
+    assert outcomes["25"][0] == "done" and moved.state == "done"
+    # 26's retry writes the decision its first attempt made: not classified again, not taken for people's move.
+    assert [w.group_id for w in env.helpdesk.writes(26)][-1] == billing and outcomes["26"] == ("done", "routed")
+    assert len(env.classified) == 3 + 2  # three first routings, and one Route again each for 25 and 26
     # A retry after that is a plain one: the flag went with the Route again it came with.
     assert env.services.store.events.requeue(events[25]["id"], now=env.clock())
     assert "reclassify" not in (env.services.store.events.get(events[25]["id"])["data"] or "")

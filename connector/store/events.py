@@ -173,9 +173,15 @@ class Events(Part):
             params.update(platform=rows[0]["platform"], ticket_id=rows[0]["ticket_id"])
             # The decision stays until the worker has looked at the ticket: if people have taken it on since,
             # theirs is the last word, and the decision that was applied is the one to keep.
+            # The flag carries the decision on the ticket now, so that every attempt, the first or a retry,
+            # tells our own writes (that one, or the new one) from people's moves.
             data = {k: v for k, v in json.loads(rows[0]["data"] or "{}").items() if k != RECLASSIFY}
-            params["data"] = json.dumps({**data, RECLASSIFY: True} if reclassify else data) \
-                if data or reclassify else None
+            if reclassify:
+                applied = tx.execute("SELECT decision FROM tickets WHERE platform = :platform"
+                                     " AND ticket_id = :ticket_id AND event_id = :id", params)
+                data[RECLASSIFY] = {"applied": json.loads(applied[0]["decision"])
+                                    if applied and applied[0]["decision"] else None}
+            params["data"] = json.dumps(data) if data else None
             tx.execute("UPDATE events SET data = :data WHERE id = :id", params)
             tx.execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN :new ELSE :decided END"
                        " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :id", params)
