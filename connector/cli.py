@@ -375,9 +375,10 @@ def corrections_reject(ids: tuple[int, ...], reviewer: str) -> None:
 @corrections.command(name="forget-text")
 @click.option("--yes", is_flag=True, help="Don't ask first.")
 def corrections_forget_text(yes: bool) -> None:
-    """Forget the ticket text every correction keeps (its category, groups and review stay). The model can't
-    learn from a correction without its text, and the text can't be brought back: for an install that
-    turned DESKROUTE_CORRECTIONS_KEEP_TEXT off, or must forget what it kept."""
+    """Forget the ticket text and agents' comments every correction keeps (its category, groups and review
+    stay). The model can't learn from a correction without its text, and the text can't be brought back: for
+    an install that turned DESKROUTE_CORRECTIONS_KEEP_TEXT off (with it on, new corrections keep text
+    again), or must forget what it kept."""
     store = _services().store
     kept = store.corrections.text_count()
     if not kept:

@@ -55,6 +55,9 @@ def test_over_plain_http_the_login_says_why_it_cannot_work(client: Any) -> None:
     # a stale form is just that, and the advice to weaken cookies would be wrong.
     proxied = client.post("/admin/login", data={"csrf_token": "stale", "password": PASSWORD})
     assert "Reload and retry" in proxied.get_data(as_text=True) and "http://" not in proxied.get_data(as_text=True)
+    expired = browser.post("/admin/login", data={"csrf_token": "stale", "password": PASSWORD},  # no cookie left
+                           headers={"Origin": "https://deskroute.example.com"})
+    assert "Reload and retry" in expired.get_data(as_text=True) and "http://" not in expired.get_data(as_text=True)
 
 
 def test_a_session_ends_twelve_hours_after_sign_in_even_in_use(client: Any, clock: Any) -> None:

@@ -185,3 +185,6 @@ def test_corrections_forget_text_keeps_the_correction_and_forgets_its_words(
     assert (row["text"], row["comment"], row["corrected_category"], row["status"]) == (None, None, "billing",
                                                                                          "accepted")
     assert "no correction keeps text" in run("corrections", "forget-text").output
+    store.corrections.add({"platform": "zendesk", "ticket_id": "6", "change_id": "c2", "seq": 1, "text": None,
+                           "comment": "wrong: see invoice 88", "status": "pending", "created_at": 2.0})
+    assert "forgot the text of 1 correction(s)" in run("corrections", "forget-text", "--yes").output

@@ -108,7 +108,9 @@ def guard() -> Any:
             validate_csrf(request.form.get("csrf_token"))
         except ValidationError as exc:
             log.info("admin form refused", extra={"why": "csrf", "path": request.path})
+            page = request.headers.get("Origin") or request.headers.get("Referer") or ""
             if (current_app.config.get("SESSION_COOKIE_SECURE") and not request.is_secure
+                    and not page.startswith("https://")  # behind an HTTPS proxy Deskroute isn't told of
                     and current_app.config["SESSION_COOKIE_NAME"] not in request.cookies):
                 # The browser never sent the HTTPS-only session cookie back: reloading can't help.
                 abort(400, "This page was opened over http://, but the admin session cookie is HTTPS-only, so the "

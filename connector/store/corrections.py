@@ -177,8 +177,9 @@ class Corrections(Part):
         return [(r["text"], r["category"], r["imported_at"]) for r in rows]
 
     def text_count(self) -> int:
-        """How many corrections keep their ticket's text."""
-        return int(self.execute("SELECT count(*) AS n FROM corrections WHERE text IS NOT NULL")[0]["n"])
+        """How many corrections keep their ticket's text, or an agent's comment."""
+        return int(self.execute("SELECT count(*) AS n FROM corrections WHERE text IS NOT NULL"
+                                " OR comment IS NOT NULL")[0]["n"])
 
     def forget_text(self) -> int:
         """Forget every correction's ticket text (and an agent's comment, which may quote it); how many."""
