@@ -202,8 +202,10 @@ class Worker:
         elif route_again:
             record.decision = None  # nothing of ours landed (dead, shadow): classified afresh, routed as new
         if record.decision is not None:
-            if not self._remap(event, record, ticket) and moved_by_people(record.decision, ticket,
-                                                                          also_ours=also_ours):
+            before = record.decision.group_id
+            if self._remap(event, record, ticket):
+                also_ours |= {before}  # where the refused route's triage fallback put it: ours too
+            elif moved_by_people(record.decision, ticket, also_ours=also_ours):
                 return self._leave(record, event, "moved_by_people")
         else:
             not_new = None if route_again else self._not_new(event, ticket)

@@ -273,6 +273,26 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
 
 
 
+def test_a_retry_that_moves_a_parked_ticket_on_survives_a_409(
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+    """The retry's write meets an agent's edit (409): re-read, the ticket is still in the triage group our
+    fallback put it in, which is no move by people: the write goes again, to the fixed group."""
+    stub_get(zendesk_api)
+    stub_put(zendesk_api, 422, body={"error": "RecordInvalid", "details": {"group": [{"description": "invalid"}]}})
+    stub_put(zendesk_api)
+    event_id = queue_created(services)
+    drain(services)
+    move_billing(services, clock, FIXED_GROUP)
+    parked = put_bodies(zendesk_api, TICKET)[-1]
+    reads_as(zendesk_api, tags=parked["tags"], group_id=TRIAGE_GROUP)
+    stub_put(zendesk_api, 409, body={"error": "UpdateConflict"})
+    stub_put(zendesk_api)
+    assert services.store.events.requeue(event_id, now=clock())
+    drain(services)
+    assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105
+    assert (event_row(services, event_id)["state"], event_row(services, event_id)["outcome"]) == ("done", "routed")
+
+
 def test_409_rereads_the_ticket_and_keeps_the_agents_new_tag(
         services: Services, zendesk_api: responses.RequestsMock) -> None:
     stub_get(zendesk_api, tags=["vip"])
