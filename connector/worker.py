@@ -58,6 +58,25 @@ def moved_by_people(decision: RoutingDecision, ticket: Ticket, *, also_ours: fro
     return ROUTED_TAG in ticket.tags and ticket.group_id != decision.group_id and ticket.group_id not in also_ours
 
 
+def _landed(decision: RoutingDecision, ticket: Ticket) -> bool:
+    """Whether this decision of ours was written to the ticket at some point: its tags are on it (tags only
+    accumulate: we never remove one)."""
+    return ROUTED_TAG in ticket.tags and set(decision.tags) <= set(ticket.tags)
+
+
+def _also_ours(decision: RoutingDecision | None, on_ticket: RoutingDecision | None,
+               ticket: Ticket) -> frozenset[str | None]:
+    """Groups besides `decision`'s that a write of ours put the ticket in: the group of the decision a Route
+    again found on it, until the new decision has landed (after that, a move back there is people's)."""
+    if on_ticket is None:
+        return frozenset()
+    if decision is not None and decision != on_ticket:
+        own = set(decision.tags) - set(on_ticket.tags)
+        if own and own <= set(ticket.tags):
+            return frozenset()
+    return frozenset({on_ticket.group_id})
+
+
 def _applied(route_again: Any) -> RoutingDecision | None:
     """The decision a Route again found on the ticket (None: none, or a flag from before it was kept)."""
     applied = route_again.get("applied") if isinstance(route_again, dict) else None
@@ -189,26 +208,29 @@ class Worker:
         if record.state in (TicketState.DONE, TicketState.TRIAGE, TicketState.SHADOW):
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(event.ticket_id)  # just claimed: the lease is fresh until here
-        route_again = event.data.get(RECLASSIFY)  # a person asked for it to be classified afresh
+        route_again = event.data.get(RECLASSIFY)  # a person asked for it to be classified afresh (Route again)
         applied = _applied(route_again)  # the decision on the ticket when they asked
-        also_ours = frozenset({applied.group_id}) if applied else frozenset()
+        on_ticket = applied if applied is not None and _landed(applied, ticket) else None
+        also_ours = _also_ours(record.decision, on_ticket, ticket)
         taken_on = bool(route_again or ROUTED_TAG in ticket.tags) and (ticket.taken_up or bool(
             self.store.corrections.for_ticket(record.platform, record.ticket_id)))
-        if route_again and record.decision is not None and ROUTED_TAG in ticket.tags:
-            if taken_on or moved_by_people(record.decision, ticket, also_ours=also_ours):
-                return self._leave(record, event, "moved_by_people")  # the decision on the ticket stays
-            if record.decision == applied:  # not yet classified afresh (an earlier attempt may have)
+        if route_again:
+            if taken_on or (record.decision is not None
+                            and moved_by_people(record.decision, ticket, also_ours=also_ours)):
+                return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket,
+                                   prior_state=route_again.get("state") if isinstance(route_again, dict) else None)
+            if record.decision is None or record.decision == applied:  # not yet classified afresh
                 record.decision = None
-        elif route_again:
-            record.decision = None  # nothing of ours landed (dead, shadow): classified afresh, routed as new
         if record.decision is not None:
-            before = record.decision.group_id
+            before = record.decision
             if self._remap(event, record, ticket):
-                also_ours |= {before}  # where the refused route's triage fallback put it: ours too
+                also_ours |= {before.group_id}  # where the refused route's triage fallback put it: ours too
+                on_ticket = before
             elif moved_by_people(record.decision, ticket, also_ours=also_ours):
-                return self._leave(record, event, "moved_by_people")
+                return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket)
         else:
-            not_new = None if route_again else self._not_new(event, ticket)
+            # A ticket that carries our routing is no new arrival: it is being routed again.
+            not_new = None if route_again or ROUTED_TAG in ticket.tags else self._not_new(event, ticket)
             if not_new:
                 self.store.tickets.release(record)
                 log.warning("ticket.created for a ticket that is not new: left alone", extra={
@@ -235,7 +257,7 @@ class Worker:
         if self.shadow or not self.router.live(record.decision.category if record.decision else None):
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"
-        return self._write(event, platform, record, ticket, also_ours=also_ours)
+        return self._write(event, platform, record, ticket, also_ours=also_ours, on_ticket=on_ticket)
 
     @staticmethod
     def _not_new(event: ClaimedEvent, ticket: Ticket) -> str | None:
@@ -274,11 +296,21 @@ class Worker:
             "group_id": fresh.group_id})
         return True
 
-    def _leave(self, record: TicketRecord, event: ClaimedEvent, outcome: str) -> tuple[EventState, str]:
-        """Write nothing: people have moved the ticket since our routing landed, and theirs is the last word."""
+    def _leave(self, record: TicketRecord, event: ClaimedEvent, outcome: str, *, ticket: Ticket | None = None,
+               on_ticket: RoutingDecision | None = None, prior_state: str | None = None) -> tuple[EventState, str]:
+        """Write nothing: people have moved the ticket since our routing landed, and theirs is the last word.
+        The record keeps the decision that is on the ticket (`on_ticket`, an earlier one of ours, when the one
+        decided since never landed), or, when nothing of ours is on it, the state it had (`prior_state`)."""
         assert record.decision is not None
         log.info("ticket moved by people since our routing: left as it is", extra={
             "event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id})
+        if ticket is not None and on_ticket is not None and record.decision != on_ticket \
+                and not _landed(record.decision, ticket):
+            self.store.tickets.replace_decision(record, on_ticket, error=None)
+        if ticket is not None and ROUTED_TAG not in ticket.tags and prior_state in (TicketState.DEAD,
+                                                                                    TicketState.SHADOW):
+            self.store.tickets.finish(record, state=TicketState(prior_state), now=self.clock())
+            return EventState.DONE, outcome
         triage = record.decision.triage
         self.store.tickets.finish(record, state=TicketState.TRIAGE if triage else TicketState.DONE, now=self.clock())
         return (EventState.TRIAGE, outcome) if triage else (EventState.DONE, outcome)
@@ -307,8 +339,9 @@ class Worker:
             log.warning("couldn't keep a triaged ticket for suggestions", extra={
                 "platform": record.platform, "ticket_id": record.ticket_id, "error": describe_error(exc)})
 
-    def _write(self, event: ClaimedEvent, platform: Platform, record: TicketRecord,
-               ticket: Ticket, *, also_ours: frozenset[str | None] = frozenset()) -> tuple[EventState, str]:
+    def _write(self, event: ClaimedEvent, platform: Platform, record: TicketRecord, ticket: Ticket, *,
+               also_ours: frozenset[str | None] = frozenset(),
+               on_ticket: RoutingDecision | None = None) -> tuple[EventState, str]:
         assert record.decision is not None
         for _ in range(MAX_CONFLICTS + 1):
             try:
@@ -317,8 +350,11 @@ class Worker:
             except PlatformError as exc:
                 if exc.conflict:
                     ticket = platform.fetch_ticket(event.ticket_id)
-                    if moved_by_people(record.decision, ticket, also_ours=also_ours):  # landed, then moved
-                        return self._leave(record, event, "moved_by_people")
+                    # Landed, then moved; or, still where an earlier routing of ours put it, taken on meanwhile.
+                    if moved_by_people(record.decision, ticket, also_ours=also_ours) or (
+                            ticket.group_id in also_ours and (ticket.taken_up or self.store.corrections.for_ticket(
+                                record.platform, record.ticket_id))):
+                        return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket)
                     continue
                 if exc.retryable or exc.status in (None, 404):
                     raise

@@ -143,6 +143,74 @@ def test_route_again_leaves_a_triage_ticket_that_people_took_on(env: Env, monkey
     assert "reclassify" not in (env.services.store.events.get(events[25]["id"])["data"] or "")
 
 
+def test_a_route_again_that_died_or_was_overtaken_leaves_the_record_true_to_the_ticket(
+        make_env: Callable[..., Env], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one attempt allowed, writes die at once. A Route again that died is finished by a plain Retry;
+    one overtaken by an agent leaves the record with the decision on the ticket; and a ticket whose first
+    routing never landed, taken on since, is left, and its record stays dead."""
+    env = make_env(deskroute_max_attempts=1)
+    triage_group = env.services.mappings[env.name].triage.group_id
+    billing = str(mapped_route(env.name, "billing")["group_id"])
+    events = {}
+    for ticket_id in (31, 32):
+        env.helpdesk.add_ticket(ticket_id, subject="Hello", description="Quick question", tags=[])
+        env.post(*env.helpdesk.created_webhook(ticket_id, env.clock))
+        drain(env.services)
+        [events[ticket_id]] = [e for e in env.events() if e["ticket_id"] == str(ticket_id)]
+    env.helpdesk.add_ticket(33, subject="Hello", description="Quick question", tags=[])
+    method, path = env.helpdesk.write_calls(33)[0]
+    env.helpdesk.fake.fail_next(429, method=method, path=path, retry_after=600)
+    env.post(*env.helpdesk.created_webhook(33, env.clock))
+    drain(env.services)
+    [events[33]] = [e for e in env.events() if e["ticket_id"] == "33"]
+    assert events[33]["state"] == "dead" and env.helpdesk.writes(33) == []
+
+    sure = Classification(category="billing", confidence=0.99, tier="local", reason="a category added since")
+    monkeypatch.setattr(env.services.router, "classify", lambda text, *more: env.classified.append(text) or sure)
+    for ticket_id in (31, 32):
+        method, path = env.helpdesk.write_calls(ticket_id)[0]
+        env.helpdesk.fake.fail_next(429, method=method, path=path, retry_after=600)
+    env.helpdesk.assign(33)
+    for event in events.values():
+        assert env.services.store.events.requeue(event["id"], now=env.clock(), reclassify=True)
+    drain(env.services)
+    state = {e["ticket_id"]: (e["state"], e["outcome"]) for e in env.events()}
+    assert state["31"][0] == state["32"][0] == "dead"  # the new routing's write died
+    assert state["33"] == ("done", "moved_by_people") and env.helpdesk.writes(33) == []
+    left = env.services.store.tickets.get(env.name, "33")
+    assert left is not None and left.state == "dead"  # nothing of ours is on it, as before
+
+    env.helpdesk.assign(32)  # an agent takes 32 on meanwhile; 31 stays untouched
+    for ticket_id in (31, 32):
+        assert env.services.store.events.requeue(events[ticket_id]["id"], now=env.clock())  # plain Retry
+    drain(env.services)
+    assert [w.group_id for w in env.helpdesk.writes(31)] == [triage_group, billing]
+    finished = env.services.store.tickets.get(env.name, "31")
+    assert finished is not None and finished.decision is not None and finished.decision.category == "billing"
+    assert [w.group_id for w in env.helpdesk.writes(32)] == [triage_group]
+    overtaken = env.services.store.tickets.get(env.name, "32")  # the decision on the ticket, not the new one
+    assert overtaken is not None and overtaken.decision is not None and overtaken.decision.triage
+    assert overtaken.state == "triage"
+    assert len(env.classified) == 3 + 2  # 31 and 32 were classified afresh once each; 33 not at all
+
+
+def test_a_route_again_from_the_previous_release_leaves_a_solved_ticket_and_its_record(env: Env) -> None:
+    """Mid-deploy, an older web process's Route again wiped the decision and set no flag. The ticket carries
+    our routing, so it is no new arrival: solved since, it is left, and its record kept (not forgotten)."""
+    env.helpdesk.add_ticket(41, subject="Hello", description="Quick question", tags=[])
+    env.post(*env.helpdesk.created_webhook(41, env.clock))
+    drain(env.services)
+    [event] = env.events()
+    env.helpdesk.solve(41)
+    assert env.services.store.events.requeue(event["id"], now=env.clock())
+    env.services.store.db.execute("UPDATE tickets SET state = 'new', classification = NULL, decision = NULL"
+                                  " WHERE ticket_id = '41'")  # what the older release's requeue did
+    drain(env.services)
+    assert len(env.helpdesk.writes(41)) == 1
+    assert env.services.store.tickets.get(env.name, "41") is not None
+    assert env.events()[0]["outcome"] == "moved_by_people"
+
+
 def test_429_with_retry_after_then_success(env: Env) -> None:
     method, path = env.helpdesk.write_calls(14)[0]
     env.helpdesk.fake.fail_next(429, method=method, path=path, retry_after=2)

@@ -273,10 +273,12 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
 
 
 
+@pytest.mark.parametrize("taken_on", [False, True])
 def test_a_retry_that_moves_a_parked_ticket_on_survives_a_409(
-        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock) -> None:
+        services: Services, clock: FakeClock, zendesk_api: responses.RequestsMock, taken_on: bool) -> None:
     """The retry's write meets an agent's edit (409): re-read, the ticket is still in the triage group our
-    fallback put it in, which is no move by people: the write goes again, to the fixed group."""
+    fallback put it in, which is no move by people: the write goes again, to the fixed group. Unless the
+    edit was an agent taking it on: then it stays, with the decision that is on it."""
     stub_get(zendesk_api)
     stub_put(zendesk_api, 422, body={"error": "RecordInvalid", "details": {"group": [{"description": "invalid"}]}})
     stub_put(zendesk_api)
@@ -287,10 +289,28 @@ def test_a_retry_that_moves_a_parked_ticket_on_survives_a_409(
     reads_as(zendesk_api, tags=parked["tags"], group_id=TRIAGE_GROUP)
     stub_put(zendesk_api, 409, body={"error": "UpdateConflict"})
     stub_put(zendesk_api)
+    writes = len(put_bodies(zendesk_api, TICKET))
+    original_get = services.platforms["zendesk"].fetch_ticket
+    reads: list[int] = []
+
+    def fetch(ticket_id: str) -> Any:  # the re-read after the 409 sees what the agent did
+        reads.append(1)
+        if taken_on and len(reads) > 1:
+            reads_as(zendesk_api, tags=parked["tags"], group_id=TRIAGE_GROUP, assignee_id=235323)
+        return original_get(ticket_id)
+
+    services.platforms["zendesk"].fetch_ticket = fetch  # type: ignore[method-assign]
     assert services.store.events.requeue(event_id, now=clock())
     drain(services)
-    assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105
-    assert (event_row(services, event_id)["state"], event_row(services, event_id)["outcome"]) == ("done", "routed")
+    row = event_row(services, event_id)
+    if taken_on:
+        assert len(put_bodies(zendesk_api, TICKET)) == writes + 1  # the one refused with 409, nothing after
+        assert (row["state"], row["outcome"]) == ("triage", "moved_by_people")
+        record = services.store.tickets.get("zendesk", str(TICKET))
+        assert record is not None and record.decision is not None and record.decision.triage
+    else:
+        assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105
+        assert (row["state"], row["outcome"]) == ("done", "routed")
 
 
 def test_409_rereads_the_ticket_and_keeps_the_agents_new_tag(

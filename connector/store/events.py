@@ -164,6 +164,7 @@ class Events(Part):
                   "triage": EventState.TRIAGE, "done": EventState.DONE, "new": TicketState.NEW,
                   "decided": TicketState.DECIDED}
         with self.db.transaction() as tx:
+            before = tx.execute("SELECT state FROM events WHERE id = :id", params)
             rows = tx.execute(
                 "UPDATE events SET state = :pending, due_at = :now, attempts = 0, outcome = NULL, last_error = NULL,"
                 " finished_at = NULL, lease_owner = NULL WHERE id = :id AND state IN (:dead, :triage, :done)"
@@ -175,12 +176,16 @@ class Events(Part):
             # theirs is the last word, and the decision that was applied is the one to keep.
             # The flag carries the decision on the ticket now, so that every attempt, the first or a retry,
             # tells our own writes (that one, or the new one) from people's moves.
-            data = {k: v for k, v in json.loads(rows[0]["data"] or "{}").items() if k != RECLASSIFY}
-            if reclassify:
-                applied = tx.execute("SELECT decision FROM tickets WHERE platform = :platform"
-                                     " AND ticket_id = :ticket_id AND event_id = :id", params)
-                data[RECLASSIFY] = {"applied": json.loads(applied[0]["decision"])
-                                    if applied and applied[0]["decision"] else None}
+            data = json.loads(rows[0]["data"] or "{}")
+            unfinished = data.get(RECLASSIFY) if before[0]["state"] == EventState.DEAD else None
+            data.pop(RECLASSIFY, None)
+            if unfinished or reclassify:
+                # A Route again that died is finished by any retry, with what it found on the ticket.
+                found = tx.execute("SELECT decision, state FROM tickets WHERE platform = :platform"
+                                   " AND ticket_id = :ticket_id AND event_id = :id", params)
+                data[RECLASSIFY] = unfinished or {
+                    "applied": json.loads(found[0]["decision"]) if found and found[0]["decision"] else None,
+                    "state": found[0]["state"] if found else None}
             params["data"] = json.dumps(data) if data else None
             tx.execute("UPDATE events SET data = :data WHERE id = :id", params)
             tx.execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN :new ELSE :decided END"
