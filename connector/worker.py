@@ -77,10 +77,13 @@ def _also_ours(decision: RoutingDecision | None, on_ticket: RoutingDecision | No
     return frozenset({on_ticket.group_id})
 
 
-def _applied(route_again: Any) -> RoutingDecision | None:
-    """The decision a Route again found on the ticket (None: none, or a flag from before it was kept)."""
-    applied = route_again.get("applied") if isinstance(route_again, dict) else None
-    return RoutingDecision.model_validate(applied) if applied else None
+def _applied(route_again: Any) -> tuple[RoutingDecision | None, Classification | None, str | None]:
+    """What a Route again found: the ticket's decision and classification (None: none) and its state."""
+    if not isinstance(route_again, dict):
+        return None, None, None
+    decision, classification = route_again.get("applied"), route_again.get("classification")
+    return (RoutingDecision.model_validate(decision) if decision else None,
+            Classification.model_validate(classification) if classification else None, route_again.get("state"))
 
 
 def fields_may_be_refused(exc: PlatformError, decision: RoutingDecision) -> bool:
@@ -209,8 +212,9 @@ class Worker:
             return (EventState.TRIAGE if record.state == TicketState.TRIAGE else EventState.DONE), "already_applied"
         ticket = platform.fetch_ticket(event.ticket_id)  # just claimed: the lease is fresh until here
         route_again = event.data.get(RECLASSIFY)  # a person asked for it to be classified afresh (Route again)
-        applied = _applied(route_again)  # the decision on the ticket when they asked
-        on_ticket = applied if applied is not None and _landed(applied, ticket) else None
+        applied, applied_as, prior_state = _applied(route_again)  # the decision on the ticket when they asked
+        written = prior_state in (TicketState.DONE, TicketState.TRIAGE)  # (its tags may have gone since)
+        on_ticket = applied if applied is not None and (written or _landed(applied, ticket)) else None
         also_ours = _also_ours(record.decision, on_ticket, ticket)
         taken_on = bool(route_again or ROUTED_TAG in ticket.tags) and (ticket.taken_up or bool(
             self.store.corrections.for_ticket(record.platform, record.ticket_id)))
@@ -218,16 +222,17 @@ class Worker:
             if taken_on or (record.decision is not None
                             and moved_by_people(record.decision, ticket, also_ours=also_ours)):
                 return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket,
-                                   prior_state=route_again.get("state") if isinstance(route_again, dict) else None)
+                                   on_ticket_as=applied_as, prior_state=prior_state)
             if record.decision is None or record.decision == applied:  # not yet classified afresh
                 record.decision = None
         if record.decision is not None:
             before = record.decision
-            if self._remap(event, record, ticket):
+            if self._remap(event, record, ticket) and _landed(before, ticket):
                 also_ours |= {before.group_id}  # where the refused route's triage fallback put it: ours too
                 on_ticket = before
-            elif moved_by_people(record.decision, ticket, also_ours=also_ours):
-                return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket)
+            elif record.decision == before and moved_by_people(record.decision, ticket, also_ours=also_ours):
+                return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket,
+                                   on_ticket_as=applied_as)
         else:
             # A ticket that carries our routing is no new arrival: it is being routed again.
             not_new = None if route_again or ROUTED_TAG in ticket.tags else self._not_new(event, ticket)
@@ -257,7 +262,8 @@ class Worker:
         if self.shadow or not self.router.live(record.decision.category if record.decision else None):
             self.store.tickets.finish(record, state=TicketState.SHADOW, now=self.clock())
             return EventState.DONE, "shadow"
-        return self._write(event, platform, record, ticket, also_ours=also_ours, on_ticket=on_ticket)
+        return self._write(event, platform, record, ticket, also_ours=also_ours, on_ticket=on_ticket,
+                           on_ticket_as=applied_as if on_ticket is applied else None)
 
     @staticmethod
     def _not_new(event: ClaimedEvent, ticket: Ticket) -> str | None:
@@ -297,19 +303,25 @@ class Worker:
         return True
 
     def _leave(self, record: TicketRecord, event: ClaimedEvent, outcome: str, *, ticket: Ticket | None = None,
-               on_ticket: RoutingDecision | None = None, prior_state: str | None = None) -> tuple[EventState, str]:
+               on_ticket: RoutingDecision | None = None, on_ticket_as: Classification | None = None,
+               prior_state: str | None = None) -> tuple[EventState, str]:
         """Write nothing: people have moved the ticket since our routing landed, and theirs is the last word.
-        The record keeps the decision that is on the ticket (`on_ticket`, an earlier one of ours, when the one
-        decided since never landed), or, when nothing of ours is on it, the state it had (`prior_state`)."""
-        assert record.decision is not None
+        The record keeps the decision that is on the ticket (`on_ticket`, classified as `on_ticket_as`: an
+        earlier one of ours, when the one decided since never landed), or, when nothing of ours is on it, the
+        state it had (`prior_state`)."""
         log.info("ticket moved by people since our routing: left as it is", extra={
             "event_id": event.id, "platform": event.platform, "ticket_id": event.ticket_id})
         if ticket is not None and on_ticket is not None and record.decision != on_ticket \
-                and not _landed(record.decision, ticket):
-            self.store.tickets.replace_decision(record, on_ticket, error=None)
-        if ticket is not None and ROUTED_TAG not in ticket.tags and prior_state in (TicketState.DEAD,
-                                                                                    TicketState.SHADOW):
-            self.store.tickets.finish(record, state=TicketState(prior_state), now=self.clock())
+                and not (record.decision is not None and _landed(record.decision, ticket)):
+            if on_ticket_as is not None:
+                self.store.tickets.restore(record, classification=on_ticket_as, decision=on_ticket)
+            else:
+                self.store.tickets.replace_decision(record, on_ticket, error=None)
+        if record.decision is None or (ticket is not None and ROUTED_TAG not in ticket.tags
+                                       and prior_state in (TicketState.DEAD, TicketState.SHADOW)):
+            state = TicketState(prior_state) if prior_state in (TicketState.DEAD, TicketState.SHADOW) \
+                else TicketState.DEAD
+            self.store.tickets.finish(record, state=state, now=self.clock())
             return EventState.DONE, outcome
         triage = record.decision.triage
         self.store.tickets.finish(record, state=TicketState.TRIAGE if triage else TicketState.DONE, now=self.clock())
@@ -341,7 +353,8 @@ class Worker:
 
     def _write(self, event: ClaimedEvent, platform: Platform, record: TicketRecord, ticket: Ticket, *,
                also_ours: frozenset[str | None] = frozenset(),
-               on_ticket: RoutingDecision | None = None) -> tuple[EventState, str]:
+               on_ticket: RoutingDecision | None = None,
+               on_ticket_as: Classification | None = None) -> tuple[EventState, str]:
         assert record.decision is not None
         for _ in range(MAX_CONFLICTS + 1):
             try:
@@ -352,9 +365,11 @@ class Worker:
                     ticket = platform.fetch_ticket(event.ticket_id)
                     # Landed, then moved; or, still where an earlier routing of ours put it, taken on meanwhile.
                     if moved_by_people(record.decision, ticket, also_ours=also_ours) or (
-                            ticket.group_id in also_ours and (ticket.taken_up or self.store.corrections.for_ticket(
-                                record.platform, record.ticket_id))):
-                        return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket)
+                            ROUTED_TAG in ticket.tags and ticket.group_id in also_ours and (
+                                ticket.taken_up or self.store.corrections.for_ticket(record.platform,
+                                                                                     record.ticket_id))):
+                        return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket,
+                                           on_ticket_as=on_ticket_as)
                     continue
                 if exc.retryable or exc.status in (None, 404):
                     raise

@@ -190,8 +190,28 @@ def test_a_route_again_that_died_or_was_overtaken_leaves_the_record_true_to_the_
     assert [w.group_id for w in env.helpdesk.writes(32)] == [triage_group]
     overtaken = env.services.store.tickets.get(env.name, "32")  # the decision on the ticket, not the new one
     assert overtaken is not None and overtaken.decision is not None and overtaken.decision.triage
-    assert overtaken.state == "triage"
+    assert overtaken.state == "triage" and overtaken.classification is not None
+    assert overtaken.classification.category != "billing"  # the classification that went with it, too
     assert len(env.classified) == 3 + 2  # 31 and 32 were classified afresh once each; 33 not at all
+
+
+def test_route_again_on_a_ticket_that_never_got_a_decision_and_was_taken_on_finishes(env: Env) -> None:
+    """Its first event died before any decision (the helpdesk refused us); fixed, `retry --dead --reclassify`
+    finds it assigned to an agent: left alone, the event finishes, the record stays dead."""
+    env.helpdesk.add_ticket(42, subject="Hello", description="Quick question", tags=[])
+    env.post(*env.helpdesk.created_webhook(42, env.clock))
+    [event] = env.events()
+    claimed = env.services.queue.claim("w")
+    assert claimed is not None
+    env.services.store.tickets.claim(platform=env.name, ticket_id="42", event_id=claimed.id, now=env.clock())
+    env.services.queue.dead_letter(claimed, error="401 refused")
+    env.helpdesk.assign(42)
+    assert env.services.store.events.requeue(event["id"], now=env.clock(), reclassify=True)
+    drain(env.services)
+    [event] = env.events()
+    assert (event["state"], event["outcome"]) == ("done", "moved_by_people") and env.helpdesk.writes(42) == []
+    record = env.services.store.tickets.get(env.name, "42")
+    assert record is not None and record.state == "dead" and record.decision is None
 
 
 def test_a_route_again_from_the_previous_release_leaves_a_solved_ticket_and_its_record(env: Env) -> None:

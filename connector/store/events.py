@@ -164,7 +164,8 @@ class Events(Part):
                   "triage": EventState.TRIAGE, "done": EventState.DONE, "new": TicketState.NEW,
                   "decided": TicketState.DECIDED}
         with self.db.transaction() as tx:
-            before = tx.execute("SELECT state FROM events WHERE id = :id", params)
+            lock = "" if self.db.sqlite else " FOR UPDATE"  # SQLite's write transaction already excludes others
+            before = tx.execute(f"SELECT state FROM events WHERE id = :id{lock}", params)
             rows = tx.execute(
                 "UPDATE events SET state = :pending, due_at = :now, attempts = 0, outcome = NULL, last_error = NULL,"
                 " finished_at = NULL, lease_owner = NULL WHERE id = :id AND state IN (:dead, :triage, :done)"
@@ -181,11 +182,13 @@ class Events(Part):
             data.pop(RECLASSIFY, None)
             if unfinished or reclassify:
                 # A Route again that died is finished by any retry, with what it found on the ticket.
-                found = tx.execute("SELECT decision, state FROM tickets WHERE platform = :platform"
+                found = tx.execute("SELECT classification, decision, state FROM tickets WHERE platform = :platform"
                                    " AND ticket_id = :ticket_id AND event_id = :id", params)
+                row = found[0] if found else {}
                 data[RECLASSIFY] = unfinished or {
-                    "applied": json.loads(found[0]["decision"]) if found and found[0]["decision"] else None,
-                    "state": found[0]["state"] if found else None}
+                    "applied": json.loads(row["decision"]) if row and row["decision"] else None,
+                    "classification": json.loads(row["classification"]) if row and row["classification"] else None,
+                    "state": row["state"] if row else None}
             params["data"] = json.dumps(data) if data else None
             tx.execute("UPDATE events SET data = :data WHERE id = :id", params)
             tx.execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN :new ELSE :decided END"

@@ -105,6 +105,21 @@ class Tickets(Part):
             {"min_confidence": min_confidence, "before": decided_before, "done": TicketState.DONE})
         return [(r["training_text"], r["category"], r["decided_at"]) for r in rows]
 
+    def restore(self, record: TicketRecord, *, classification: Classification, decision: RoutingDecision) -> None:
+        """Put back the classification and decision a Route again found on the ticket: the new one never
+        landed there (people took the ticket on first). Nothing of the new one is kept to learn from."""
+        self.execute(
+            "UPDATE tickets SET category = :category, confidence = :confidence, tier = :tier, guardrail = :guardrail,"
+            " group_id = :group_id, priority = :priority, triage = :triage, classification = :classification,"
+            " decision = :decision, training_text = NULL"
+            " WHERE platform = :platform AND ticket_id = :ticket_id AND event_id = :event_id",
+            {"category": classification.category, "confidence": classification.confidence,
+             "tier": classification.tier, "guardrail": classification.guardrail, "group_id": decision.group_id,
+             "priority": decision.priority, "triage": int(decision.triage),
+             "classification": classification.model_dump_json(), "decision": decision.model_dump_json(),
+             "platform": record.platform, "ticket_id": record.ticket_id, "event_id": record.event_id})
+        record.classification, record.decision = classification, decision
+
     def replace_decision(self, record: TicketRecord, decision: RoutingDecision, *, error: str | None) -> None:
         """Swap in another decision for the same classification: a fallback (triage, no ticket fields) after the
         helpdesk refused the first one, or the classification mapped again when a person retries it."""
