@@ -22,6 +22,7 @@ EventKind = Literal["ticket.created", "ticket.group_changed", "correction.text_n
 
 # The tag every write-back carries. It tells our own earlier write apart from an agent's (the loop
 # guard in triggers), and tells a retried event that its write already landed.
+OUR_TAG_PREFIX = "deskroute_"  # every tag Deskroute writes of its own (mapping tags are the admin's)
 ROUTED_TAG = "deskroute_routed"
 TRIAGE_TAG = "deskroute_needs_triage"
 OUT_OF_SCOPE = "out_of_scope"  # a label the local model learns like any other, meaning "not ours to route"

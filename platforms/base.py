@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from connector.models import (
+    OUR_TAG_PREFIX,
     ROUTED_TAG,
     Group,
     GroupChange,
@@ -332,8 +333,11 @@ def shows_decision(ticket: Ticket, decision: RoutingDecision) -> bool:
 
 
 def merge_tags(existing: list[str], ours: list[str]) -> list[str]:
-    """The ticket's tags plus ours, in order, without duplicates: an agent's tag is never dropped."""
-    return list(dict.fromkeys([*existing, *ours]))
+    """The ticket's tags plus ours, in order, without duplicates: an agent's tag is never dropped. Tags of an
+    earlier decision of ours (`deskroute_needs_triage`, its tier and confidence...) go when a new one replaces
+    it, so that triage views and reports don't count a re-routed ticket twice; `deskroute_routed` stays."""
+    stale = {tag for tag in existing if tag.startswith(OUR_TAG_PREFIX) and tag != ROUTED_TAG} - set(ours)
+    return list(dict.fromkeys([*(tag for tag in existing if tag not in stale), *ours]))
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -132,6 +132,7 @@ def test_route_again_leaves_a_triage_ticket_that_people_took_on(env: Env, monkey
 
     billing = str(mapped_route(env.name, "billing")["group_id"])
     assert [w.group_id for w in env.helpdesk.writes(25)] == [env.services.mappings[env.name].triage.group_id, billing]
+    assert TRIAGE_TAG in env.helpdesk.writes(25)[0].tags and TRIAGE_TAG not in env.helpdesk.writes(25)[1].tags
     moved = env.services.store.tickets.get(env.name, "25")
     assert moved is not None and moved.decision is not None and moved.decision.category == "billing"
     assert outcomes["25"][0] == "done" and moved.state == "done"

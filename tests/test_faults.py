@@ -268,8 +268,13 @@ def test_a_ticket_parked_in_triage_by_a_refused_group_is_routed_by_a_retry_once_
     if moved_meanwhile or status != "open" or assignee:
         assert len(put_bodies(zendesk_api, TICKET)) == writes and event_row(services, event_id)["state"] == "triage"
     else:
-        assert put_bodies(zendesk_api, TICKET)[-1]["group_id"] == 360000000105
+        moved_on = put_bodies(zendesk_api, TICKET)[-1]
+        assert moved_on["group_id"] == 360000000105
         assert event_row(services, event_id)["state"] == "done"
+        # Our triage tags go with the triage routing (views built on them must not keep it); ours and the
+        # agent's stay.
+        assert "deskroute_needs_triage" in parked["tags"] and "deskroute_needs_triage" not in moved_on["tags"]
+        assert {"vip", "deskroute_routed", "deskroute_billing"} <= set(moved_on["tags"])
 
 
 
