@@ -59,8 +59,9 @@ def moved_by_people(decision: RoutingDecision, ticket: Ticket, *, also_ours: fro
 
 
 def _landed(decision: RoutingDecision, ticket: Ticket) -> bool:
-    """Whether this decision of ours was written to the ticket at some point: its tags are on it (tags only
-    accumulate: we never remove one)."""
+    """Whether this decision of ours is written on the ticket: its tags are on it (ours stay until a later
+    decision of ours replaces them; a decision applied before may have lost them since: the Route again flag's
+    state says so)."""
     return ROUTED_TAG in ticket.tags and set(decision.tags) <= set(ticket.tags)
 
 
