@@ -217,8 +217,7 @@ class Worker:
         written = prior_state in (TicketState.DONE, TicketState.TRIAGE)  # (its tags may have gone since)
         on_ticket = applied if applied is not None and (written or _landed(applied, ticket)) else None
         also_ours = _also_ours(record.decision, on_ticket, ticket)
-        taken_on = bool(route_again or ROUTED_TAG in ticket.tags) and (ticket.taken_up or bool(
-            self.store.corrections.for_ticket(record.platform, record.ticket_id)))
+        taken_on = bool(route_again or ROUTED_TAG in ticket.tags) and self._taken_on(record, ticket)
         if route_again:
             if taken_on or (record.decision is not None
                             and moved_by_people(record.decision, ticket, also_ours=also_ours)):
@@ -278,6 +277,10 @@ class Worker:
             return f"created {age / 3600:.0f} h before the event"
         return None
 
+    def _taken_on(self, record: TicketRecord, ticket: Ticket) -> bool:
+        """People have the ticket: it is assigned, answered or settled, or someone moved it (a correction)."""
+        return ticket.taken_up or bool(self.store.corrections.for_ticket(record.platform, record.ticket_id))
+
     def _remap(self, event: ClaimedEvent, record: TicketRecord, ticket: Ticket) -> bool:
         """A ticket decided before (its event retried by the queue, or by hand): map its one classification again
         with the live mappings, so that a group an admin fixed since is the one written; True if it did. Only
@@ -293,8 +296,8 @@ class Worker:
         if fresh == stored:
             return False
         if ROUTED_TAG in ticket.tags:
-            parked = (stored.triage and not fresh.triage and ticket.group_id == stored.group_id and not ticket.taken_up
-                      and not self.store.corrections.for_ticket(record.platform, record.ticket_id))  # nobody moved it
+            parked = (stored.triage and not fresh.triage and ticket.group_id == stored.group_id
+                      and not self._taken_on(record, ticket))
             if not parked:
                 return False
         self.store.tickets.replace_decision(record, fresh, error=None)
@@ -366,9 +369,8 @@ class Worker:
                     ticket = platform.fetch_ticket(event.ticket_id)
                     # Landed, then moved; or, still where an earlier routing of ours put it, taken on meanwhile.
                     if moved_by_people(record.decision, ticket, also_ours=also_ours) or (
-                            ROUTED_TAG in ticket.tags and ticket.group_id in also_ours and (
-                                ticket.taken_up or self.store.corrections.for_ticket(record.platform,
-                                                                                     record.ticket_id))):
+                            ROUTED_TAG in ticket.tags and ticket.group_id in also_ours
+                            and self._taken_on(record, ticket)):
                         return self._leave(record, event, "moved_by_people", ticket=ticket, on_ticket=on_ticket,
                                            on_ticket_as=on_ticket_as)
                     continue

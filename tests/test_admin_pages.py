@@ -435,7 +435,7 @@ def test_the_helpdesk_page_asks_for_the_ticket_fields_once_a_minute(
     zendesk_api.get(re.compile(rf"{API}/ticket_fields\.json.*"), json={"ticket_fields": TICKET_FIELDS,
                                                                         "next_page": None, "count": 3})
     now = [1000.0]
-    monkeypatch.setattr("connector.admin.mappings.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("connector.admin.auth.time.monotonic", lambda: now[0])
     for _ in range(5):
         page(admin, "/admin/mappings/helpdesk/zendesk")
     assert asked() == 1

@@ -8,6 +8,7 @@ are plain module functions and every app built in one process (tests build many)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -40,6 +41,19 @@ class AdminState:
 
 def admin_state() -> AdminState:
     return cast(AdminState, current_app.extensions[EXTENSION])
+
+
+def once_a_minute(kind: str, key: str, ask: Callable[[], Any]) -> Any:
+    """`ask()`'s answer, asked at most once a minute by this process per (kind, key): pages that show what the
+    helpdesk says must not spend its API rate on every reload. The last key of a kind is all that is kept."""
+    cache = admin_state().cache.setdefault(kind, {})
+    cached = cache.get(key)
+    if cached and time.monotonic() - cached[0] < 60:
+        return cached[1]
+    answer = ask()
+    cache.clear()
+    cache[key] = (time.monotonic(), answer)
+    return answer
 
 
 def services() -> Services:

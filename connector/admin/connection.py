@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
-from connector.admin.auth import admin_state, login_required, services
+from connector.admin.auth import login_required, once_a_minute, services
 from connector.crypto import MIN_SECRET_KEY_LENGTH, last4
 from connector.tokens import ConnectUnavailable
 from platforms.base import PlatformError
@@ -43,18 +43,14 @@ def provider() -> Any:
 
 def acting_as(platform: Any) -> dict[str, str] | None:
     """Who the current token acts as, asked at most once a minute."""
+    def ask() -> dict[str, str] | None:
+        try:
+            return platform.whoami()  # type: ignore[no-any-return]
+        except PlatformError:
+            return None
+
     key = platform.tokens.identity() if platform.tokens is not None else "api_token"
-    who_cache = admin_state().cache.setdefault("zendesk_me", {})
-    cached = who_cache.get(key)
-    if cached and cached[0] > time.monotonic() - 60:
-        return cached[1]
-    try:
-        me: dict[str, str] | None = platform.whoami()
-    except PlatformError:
-        me = None
-    who_cache.clear()
-    who_cache[key] = (time.monotonic(), me)
-    return me
+    return once_a_minute("zendesk_me", key, ask)  # type: ignore[no-any-return]
 
 
 def why_no_connect() -> str | None:

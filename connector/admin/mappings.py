@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
-from connector.admin.auth import admin_state, current_user, login_required, services
+from connector.admin.auth import current_user, login_required, once_a_minute, services
 from connector.config import CategoryEdit, ConfigError, RouteEdit, save_category, save_helpdesk
 from connector.mappings import TicketFields, field_problem
 from connector.models import PRIORITIES, TicketField
@@ -201,17 +200,15 @@ def live_fields(app: Services, platform: str) -> dict[str, TicketField] | None:
     adapter = app.platforms.get(platform)
     if adapter is None:
         return None
-    cache = admin_state().cache.setdefault("fields", {})
-    asked_at, fields = cache.get(platform, (float("-inf"), None))
-    if time.monotonic() - asked_at < 60:
-        return fields  # type: ignore[no-any-return]
-    try:
-        fields = {f.id: f for f in adapter.list_fields()}
-    except PlatformError as exc:
-        log.warning("ticket field list unavailable", extra={"platform": platform, "error": str(exc)})
-        fields = None
-    cache[platform] = (time.monotonic(), fields)
-    return fields
+
+    def ask() -> dict[str, TicketField] | None:
+        try:
+            return {f.id: f for f in adapter.list_fields()}
+        except PlatformError as exc:
+            log.warning("ticket field list unavailable", extra={"platform": platform, "error": str(exc)})
+            return None
+
+    return once_a_minute(f"fields:{platform}", platform, ask)  # type: ignore[no-any-return]
 
 
 def from_suggestion(app: Services, reference: str) -> dict[str, str] | None:

@@ -173,22 +173,21 @@ class Events(Part):
             if not rows:
                 return False
             params.update(platform=rows[0]["platform"], ticket_id=rows[0]["ticket_id"])
-            # The decision stays until the worker has looked at the ticket: if people have taken it on since,
-            # theirs is the last word, and the decision that was applied is the one to keep.
-            # The flag carries the decision on the ticket now, so that every attempt, the first or a retry,
-            # tells our own writes (that one, or the new one) from people's moves.
+            # The ticket's decision stays until the worker has looked at the ticket. A Route again's flag carries
+            # what was on it (decision, classification, state), so that every attempt tells our own writes from
+            # people's moves; a Route again that died is finished by any retry, with that same flag.
             data = json.loads(rows[0]["data"] or "{}")
-            unfinished = data.get(RECLASSIFY) if before[0]["state"] == EventState.DEAD else None
+            unfinished = data.pop(RECLASSIFY, None) if before[0]["state"] == EventState.DEAD else None
             data.pop(RECLASSIFY, None)
-            if unfinished or reclassify:
-                # A Route again that died is finished by any retry, with what it found on the ticket.
+            if unfinished:
+                data[RECLASSIFY] = unfinished
+            elif reclassify:
                 found = tx.execute("SELECT classification, decision, state FROM tickets WHERE platform = :platform"
                                    " AND ticket_id = :ticket_id AND event_id = :id", params)
-                row = found[0] if found else {}
-                data[RECLASSIFY] = unfinished or {
-                    "applied": json.loads(row["decision"]) if row and row["decision"] else None,
-                    "classification": json.loads(row["classification"]) if row and row["classification"] else None,
-                    "state": row["state"] if row else None}
+                row = dict(found[0]) if found else {"classification": None, "decision": None, "state": None}
+                data[RECLASSIFY] = {"applied": json.loads(row["decision"] or "null"),
+                                    "classification": json.loads(row["classification"] or "null"),
+                                    "state": row["state"]}
             params["data"] = json.dumps(data) if data else None
             tx.execute("UPDATE events SET data = :data WHERE id = :id", params)
             tx.execute("UPDATE tickets SET state = CASE WHEN decision IS NULL THEN :new ELSE :decided END"
