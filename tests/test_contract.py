@@ -215,6 +215,28 @@ def test_route_again_on_a_ticket_that_never_got_a_decision_and_was_taken_on_fini
     assert record is not None and record.state == "dead" and record.decision is None
 
 
+def test_a_route_again_keeps_no_copy_of_the_classification_once_finished_or_old(env: Env) -> None:
+    """The flag copies the ticket's classification (Claude's summary, when it ran): it goes when the event
+    finishes, and retention drops what a dead one kept, so ticket text is forgotten in one place."""
+    env.helpdesk.add_ticket(51, subject="Hello", description="Quick question", tags=[])
+    env.post(*env.helpdesk.created_webhook(51, env.clock))
+    drain(env.services)
+    [event] = env.events()
+    assert env.services.store.events.requeue(event["id"], now=env.clock(), reclassify=True)
+    assert "classification" in env.services.store.events.get(event["id"])["data"]
+    drain(env.services)
+    assert env.services.store.events.get(event["id"])["state"] in ("done", "triage")
+    assert "reclassify" not in (env.services.store.events.get(event["id"])["data"] or "")
+
+    assert env.services.store.events.requeue(event["id"], now=env.clock(), reclassify=True)
+    env.services.store.db.execute("UPDATE events SET state = 'dead', finished_at = :t WHERE id = :id",
+                                  {"t": env.clock(), "id": event["id"]})  # a Route again that died
+    events = env.services.store.events
+    assert events.forget_route_again_copies(env.clock() - 1) == 0  # not old enough yet
+    assert events.forget_route_again_copies(env.clock() + 1) == 1
+    assert "reclassify" not in (events.get(event["id"])["data"] or "")
+
+
 def test_a_route_again_from_the_previous_release_leaves_a_solved_ticket_and_its_record(env: Env) -> None:
     """Mid-deploy, an older web process's Route again wiped the decision and set no flag. The ticket carries
     our routing, so it is no new arrival: solved since, it is left, and its record kept (not forgotten)."""

@@ -123,9 +123,13 @@ class Events(Part):
     def finish(self, event: ClaimedEvent, *, state: EventState, outcome: str, error: str | None, now: float) -> bool:
         """Record a final state; False if another worker holds the event now (our lease expired)."""
         assert EventState(state).final
+        # A finished Route again's flag goes: it holds a copy of the ticket's classification (Claude's summary
+        # included), which retention must find in one place. A dead one keeps it until retried (or purged).
+        rest = {k: v for k, v in event.data.items() if k != RECLASSIFY}
+        forget = ", data = :data" if RECLASSIFY in event.data and state != EventState.DEAD else ""
         return self._owned("UPDATE events SET state = :state, outcome = :outcome, last_error = :error,"
-                           " finished_at = :now, lease_owner = NULL", event, state=state, outcome=outcome,
-                           error=error, now=now)
+                           f" finished_at = :now, lease_owner = NULL{forget}", event, state=state, outcome=outcome,
+                           error=error, now=now, data=json.dumps(rest) if rest else None)
 
     def reschedule(self, event: ClaimedEvent, *, due_at: float, error: str) -> bool:
         """Put an event back for a later attempt; False if the lease was lost."""
@@ -138,6 +142,16 @@ class Events(Part):
         if not rows:
             raise KeyError(event_id)
         return dict(rows[0])
+
+    def forget_route_again_copies(self, before: float) -> int:
+        """Drop the Route again flags (copies of a ticket's classification) of events finished before `before`."""
+        rows = self.execute("SELECT id, data FROM events WHERE data LIKE :flag AND finished_at < :before",
+                            {"flag": f'%"{RECLASSIFY}"%', "before": before})
+        for row in rows:
+            rest = {k: v for k, v in json.loads(row["data"]).items() if k != RECLASSIFY}
+            self.execute("UPDATE events SET data = :data WHERE id = :id AND finished_at < :before",  # not retried
+                         {"data": json.dumps(rest) if rest else None, "id": row["id"], "before": before})
+        return len(rows)
 
     def recent(self, *, state: EventState | str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Most recent events first, optionally in one state."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from connector.store.db import Part
+from connector.store.events import Events
 from connector.store.suggestions import Suggestions
 
 PURGED_NOTE = "(note removed after the retention period)"
@@ -46,5 +47,6 @@ class Retention(Part):
                  "platform": row["platform"], "ticket_id": row["ticket_id"]})
         history = self.execute("UPDATE history SET text = NULL WHERE imported_at < :before AND text IS NOT NULL"
                                " RETURNING ticket_id", {"before": before})
+        Events(self.db).forget_route_again_copies(before)  # dead Route agains' copies of a classification
         unrouted = Suggestions(self.db).purge(before)
         return {"tickets": len(rows), "history": len(history), "unrouted": unrouted}
